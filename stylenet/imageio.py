@@ -1,0 +1,101 @@
+"""The one image <-> tensor path, shared by training, export checks, evaluation and the worker.
+
+Tensors are float32 RGB in [0, 1], shaped (3, H, W) or (N, 3, H, W). No function mutates its
+arguments.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stylenet.exceptions import InvalidImage
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/alpha to RGB (alpha on white)."""
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("RGB", "L") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: str | Path | bytes) -> Image.Image:
+    """Decode a file path or raw bytes to an RGB ``PIL.Image`` (see ``to_rgb``)."""
+    try:
+        img = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else Image.open(source)
+        img.load()
+        return to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        name = "upload" if isinstance(source, bytes) else str(source)
+        raise InvalidImage(f"cannot decode {name} as an image: {exc}") from exc
+
+
+def resize_max(img: Image.Image, max_side: int | None) -> Image.Image:
+    """Downscale (never upscale) so the long side is at most ``max_side`` (Lanczos)."""
+    if max_side is None or max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def resize_short(img: Image.Image, short_side: int) -> Image.Image:
+    """Resize so the short side is ``short_side`` (Lanczos), keeping the aspect ratio."""
+    scale = short_side / min(img.size)
+    size = (max(short_side, round(img.width * scale)), max(short_side, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB ``PIL.Image`` -> float32 tensor (3, H, W) in [0, 1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3), a copy
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) or (1, 3, H, W) in [0, 1] -> RGB ``PIL.Image`` (clamped, rounded)."""
+    t = tensor.detach()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {t.shape[0]}")
+        t = t[0]
+    arr = (t.float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode to ``jpeg``, ``png`` or ``webp`` bytes."""
+    fmt = fmt.lower()
+    buf = io.BytesIO()
+    if fmt in ("jpeg", "jpg"):
+        img.save(buf, "JPEG", quality=quality, optimize=True)
+    elif fmt == "png":
+        img.save(buf, "PNG", optimize=False)
+    elif fmt == "webp":
+        img.save(buf, "WEBP", quality=quality)
+    else:
+        raise ValueError(f"unsupported output format {fmt!r}")
+    return buf.getvalue()
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files (jpg/jpeg/png/webp) below ``folder``, recursively, sorted."""
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,43 @@
+"""Stylizing one photo with a loaded generator: the path shared by the CLI and the worker."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torch import nn
+
+from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
+
+
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> YIQ (luminance Y, chrominance I/Q)."""
+    m = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    return torch.einsum("ij,njhw->nihw", m, x)
+
+
+def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    m = x.new_tensor([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]])
+    return torch.einsum("ij,njhw->nihw", m, x)
+
+
+def preserve_colors(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer (Gatys et al. 2016): stylized Y with the photo's I/Q."""
+    s, p = rgb_to_yiq(stylized), rgb_to_yiq(photo)
+    return yiq_to_rgb(torch.cat([s[:, :1], p[:, 1:]], dim=1)).clamp(0, 1)
+
+
+@torch.inference_mode()
+def stylize_image(
+    generator: nn.Module,
+    photo: Image.Image,
+    max_size: int | None = None,
+    preserve_color: bool = False,
+    device: str | torch.device = "cpu",
+) -> Image.Image:
+    """Downscale ``photo`` to ``max_size`` (long side), run ``generator``, return an RGB image."""
+    small = resize_max(photo, max_size)
+    x = image_to_tensor(small).unsqueeze(0).to(device)  # (1, 3, H, W)
+    y = generator(x).float().clamp(0, 1)
+    if preserve_color:
+        y = preserve_colors(y, x.float())
+    return tensor_to_image(y.cpu())

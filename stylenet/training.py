@@ -1,0 +1,221 @@
+"""Perceptual-loss training of a feed-forward generator (Johnson et al. 2016; Ulyanov et al. 2016).
+
+``train`` is a library function: no argparse, no printing. Progress goes to a callback (the CLI
+draws a bar from it, the training job writes it to the job's status), checkpoints go to one file
+written atomically, and ``resume=True`` continues from it with the iteration count, optimizer
+state, loss history and random-number state restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from stylenet.config import GeneratorConfig
+from stylenet.data import PhotoDataset
+from stylenet.exceptions import CheckpointError
+from stylenet.generator import build_generator
+from stylenet.imageio import image_to_tensor, resize_max
+from stylenet.losses import LossWeights, PerceptualLoss
+from stylenet.recipe import TrainRecipe
+from stylenet.vgg import FeatureExtractor, load_vgg
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A snapshot of a running training, handed to the progress callback."""
+
+    iteration: int  # iterations completed
+    total: int
+    losses: dict[str, float]  # weighted terms, averaged since the previous report
+    it_per_s: float
+    eta_s: float
+    elapsed_s: float
+
+
+#: Called every ``log_every`` iterations with the progress and the generator (in train mode; a
+#: callback that evaluates it must restore train mode). Raising stops the training.
+ProgressCallback = Callable[[TrainProgress, nn.Module], None]
+
+
+@dataclass
+class TrainResult:
+    generator: nn.Module  # in eval mode, on the training device
+    config: GeneratorConfig
+    recipe: TrainRecipe
+    history: list[dict[str, float]] = field(default_factory=list)
+    final_losses: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    seconds_per_iteration: float = 0.0
+    resumed_from: int = 0
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, cfg: GeneratorConfig, recipe: TrainRecipe) -> dict[str, Any]:
+    """Read a checkpoint and check it belongs to the same network and recipe."""
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+    if state["config"] != cfg.to_dict():
+        raise CheckpointError(f"{path} was written for another generator config: {state['config']}")
+    mine, theirs = recipe.to_dict(), dict(state["recipe"])
+    mine.pop("iterations")
+    theirs.pop("iterations", None)
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine.get(k) != theirs.get(k))
+        raise CheckpointError(f"{path} was written with a different recipe (differs in: {', '.join(diff)})")
+    return state
+
+
+def train(
+    photos: str | Path | PhotoDataset,
+    style_image: Image.Image,
+    config: GeneratorConfig,
+    recipe: TrainRecipe,
+    *,
+    device: str | torch.device | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    callback: ProgressCallback | None = None,
+    extractor: FeatureExtractor | None = None,
+) -> TrainResult:
+    """Train a generator for ``style_image`` on ``photos``; see ``TrainRecipe`` for the knobs.
+
+    ``extractor`` defaults to the VGG named by ``recipe.vgg_weights``; tests inject a tiny one.
+    """
+    dev = pick_device(str(device) if device is not None else None)
+    dataset = photos if isinstance(photos, PhotoDataset) else PhotoDataset(photos, recipe.image_size, recipe.crop_scale)
+    if extractor is None:
+        extractor = load_vgg(recipe.vgg_weights, device=dev)
+    style = image_to_tensor(resize_max(style_image, recipe.style_size)).unsqueeze(0).to(dev)  # (1, 3, h, w)
+    loss_fn = PerceptualLoss(
+        extractor,
+        style,
+        LossWeights(recipe.content_weight, recipe.style_weight, recipe.tv_weight),
+        recipe.content_layers,
+        recipe.style_layers,
+    ).to(dev)
+
+    torch.manual_seed(recipe.seed)
+    model = build_generator(config).to(dev)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    g = torch.Generator().manual_seed(recipe.seed)
+    history: list[dict[str, float]] = []
+    start, elapsed_before = 0, 0.0
+
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise CheckpointError(f"--resume given but no checkpoint at {ckpt}")
+        state = load_checkpoint(ckpt, config, recipe)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        g.set_state(state["rng"])
+        history = list(state["history"])
+        start, elapsed_before = int(state["iteration"]), float(state["elapsed_s"])
+        log.info("resumed from %s at iteration %d", ckpt, start)
+
+    def save_checkpoint(iteration: int, elapsed: float) -> None:
+        if ckpt is None:
+            return
+        _atomic_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": config.to_dict(),
+                "recipe": recipe.to_dict(),
+                "iteration": iteration,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": g.get_state(),
+                "history": history,
+                "elapsed_s": elapsed,
+            },
+            ckpt,
+        )
+
+    use_bf16 = recipe.precision == "bf16"
+    window: dict[str, float] = {"total": 0.0, "content": 0.0, "style": 0.0, "tv": 0.0}
+    window_n = 0
+    t0 = time.perf_counter()
+    t_window = t0
+    it_per_s = 0.0
+    for it in range(start, recipe.iterations):
+        batch = dataset.sample(recipe.batch_size, g).to(dev)  # (B, 3, S, S)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            output = model(batch)
+            terms = loss_fn(output, batch)
+        terms.total.backward()
+        optimizer.step()
+        for key, value in terms.as_dict().items():
+            window[key] += value
+        window_n += 1
+        done = it + 1
+        if done % recipe.log_every == 0 or done == recipe.iterations:
+            now = time.perf_counter()
+            it_per_s = window_n / max(now - t_window, 1e-9)
+            t_window = now
+            losses = {k: v / window_n for k, v in window.items()}
+            elapsed = elapsed_before + (now - t0)
+            history.append({"iteration": float(done), "elapsed_s": elapsed, **losses})
+            window = dict.fromkeys(window, 0.0)
+            window_n = 0
+            if callback is not None:
+                eta = (recipe.iterations - done) / max(it_per_s, 1e-9)
+                callback(TrainProgress(done, recipe.iterations, losses, it_per_s, eta, elapsed), model)
+        if done % recipe.checkpoint_every == 0 and done < recipe.iterations:
+            save_checkpoint(done, elapsed_before + (time.perf_counter() - t0))
+
+    wall = elapsed_before + (time.perf_counter() - t0)
+    save_checkpoint(recipe.iterations, wall)
+    model.eval()
+    final = {k: v for k, v in history[-1].items() if k not in ("iteration", "elapsed_s")} if history else {}
+    ran = recipe.iterations - start
+    return TrainResult(
+        generator=model,
+        config=config,
+        recipe=recipe,
+        history=history,
+        final_losses=final,
+        wall_time_s=wall,
+        seconds_per_iteration=(time.perf_counter() - t0) / ran if ran else 0.0,
+        resumed_from=start,
+    )
+
+
+@torch.no_grad()
+def stylize_tensor(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Run a generator on (N, 3, H, W) in [0, 1] without touching its train/eval mode."""
+    param = next(iter(model.parameters()), None)
+    dev = param.device if param is not None else images.device
+    return model(images.to(dev)).float().clamp(0, 1).cpu()

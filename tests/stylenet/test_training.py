@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from stylenet.config import GeneratorConfig
+from stylenet.data import PhotoDataset
+from stylenet.exceptions import CheckpointError, EmptyDataset
+from stylenet.recipe import TrainRecipe
+from stylenet.training import TrainProgress, train
+
+SMALL = GeneratorConfig(width=0.25, residual_blocks=2)
+
+
+def _recipe(**kw: object) -> TrainRecipe:
+    base = dict(
+        iterations=8,
+        batch_size=2,
+        image_size=32,
+        style_size=48,
+        lr=1e-2,
+        precision="fp32",
+        log_every=2,
+        checkpoint_every=3,
+    )
+    base.update(kw)
+    return TrainRecipe(**base)  # type: ignore[arg-type]
+
+
+def test_a_few_steps_lower_the_loss(
+    small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    seen: list[TrainProgress] = []
+    recipe = _recipe(iterations=40, log_every=5, crop_scale=(1.0, 1.0), style_weight=1e3)
+    result = train(
+        small_photos, style_image, SMALL, recipe, extractor=tiny_extractor, callback=lambda p, m: seen.append(p)
+    )
+    first, last = result.history[0]["total"], result.history[-1]["total"]
+    assert last < 0.7 * first, (first, last)
+    assert [p.iteration for p in seen] == list(range(5, 41, 5))
+    assert seen[-1].total == 40 and seen[-1].eta_s == 0.0 and seen[0].it_per_s > 0
+    assert not result.generator.training
+    assert set(result.final_losses) == {"total", "content", "style", "tv"}
+
+
+def test_resume_continues_exactly(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    straight = train(small_photos, style_image, SMALL, _recipe(), extractor=tiny_extractor)
+    ckpt = tmp_path / "ckpt.pt"
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_7(progress: TrainProgress, model: torch.nn.Module) -> None:
+        if progress.iteration >= 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(
+            small_photos,
+            style_image,
+            SMALL,
+            _recipe(),
+            extractor=tiny_extractor,
+            checkpoint_path=ckpt,
+            callback=crash_at_7,
+        )
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 6  # last checkpoint before the crash
+    resumed = train(
+        small_photos, style_image, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt, resume=True
+    )
+    assert resumed.resumed_from == 6
+    assert [h["iteration"] for h in resumed.history] == [2, 4, 6, 8]
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_refuses_another_recipe(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    train(small_photos, style_image, SMALL, _recipe(iterations=3), extractor=tiny_extractor, checkpoint_path=ckpt)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(
+            small_photos,
+            style_image,
+            SMALL,
+            _recipe(lr=5e-3),
+            extractor=tiny_extractor,
+            checkpoint_path=ckpt,
+            resume=True,
+        )
+    with pytest.raises(CheckpointError, match="generator config"):
+        train(
+            small_photos,
+            style_image,
+            GeneratorConfig(width=0.5),
+            _recipe(),
+            extractor=tiny_extractor,
+            checkpoint_path=ckpt,
+            resume=True,
+        )
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(
+            small_photos,
+            style_image,
+            SMALL,
+            _recipe(),
+            extractor=tiny_extractor,
+            checkpoint_path=tmp_path / "none.pt",
+            resume=True,
+        )
+
+
+def test_bf16_training_runs(small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module) -> None:
+    result = train(small_photos, style_image, SMALL, _recipe(iterations=2, precision="bf16"), extractor=tiny_extractor)
+    assert all(p.dtype == torch.float32 for p in result.generator.parameters())
+    assert torch.isfinite(torch.tensor(result.final_losses["total"]))
+
+
+def test_dataset_errors_and_skips(tmp_path: Path, small_photos: Path, caplog: pytest.LogCaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EmptyDataset, match="no jpg/png/webp"):
+        PhotoDataset(empty, 32)
+    with pytest.raises(EmptyDataset, match="does not exist"):
+        PhotoDataset(tmp_path / "missing", 32)
+    mixed = tmp_path / "mixed" / "nested"
+    mixed.mkdir(parents=True)
+    (mixed / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.open(next(small_photos.glob("*.jpg"))).save(mixed / "ok.png")
+    ds = PhotoDataset(tmp_path / "mixed", 24)
+    assert len(ds) == 2
+    with caplog.at_level(logging.WARNING):
+        batch = ds.sample(6, torch.Generator().manual_seed(1))
+    assert batch.shape == (6, 3, 24, 24)
+    assert "broken.jpg" in caplog.text
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.webp").write_bytes(b"junk")
+    with pytest.raises(EmptyDataset, match="could be decoded"), caplog.at_level(logging.ERROR):
+        PhotoDataset(only_bad, 24).sample(1, torch.Generator())
+
+
+def test_recipe_validation_and_round_trip() -> None:
+    r = TrainRecipe(iterations=5, style_weight=2.5)
+    assert TrainRecipe.from_dict(r.to_dict()) == r
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainRecipe(batch_size=0)
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        TrainRecipe.from_dict({"epochs": 2})
