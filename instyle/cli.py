@@ -113,12 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _ProgressBar:
-    """tqdm bar fed by the training progress callback."""
+    """tqdm bar fed by the training progress callback; drawn from the first report on, so
+    errors found while setting up are not preceded by an empty bar."""
 
     def __init__(self, total: int, initial: int = 0) -> None:
-        from tqdm import tqdm
+        self.total, self.initial = total, initial
+        self._bar: Any = None
 
-        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+    @property
+    def bar(self) -> Any:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+        return self._bar
 
     def __call__(self, progress: Any, model: Any) -> None:
         self.bar.n = progress.iteration
@@ -132,7 +140,8 @@ class _ProgressBar:
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -1,0 +1,116 @@
+"""The ``instyle`` CLI end to end on tiny sizes, plus its error contract (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from instyle.cli import main
+from tests.conftest import ASSET_PHOTOS, ASSET_STYLE
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "instyle.cli", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+@pytest.mark.slow
+def test_train_stylize_styles_end_to_end(
+    tmp_path: Path, small_photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    rc = main(
+        [
+            "train", "--photos", str(small_photos), "--style", str(ASSET_STYLE), "--name", "tiny-starry",
+            "--iterations", "4", "--batch-size", "1", "--image-size", "32", "--style-size", "64",
+            "--width", "0.25", "--checkpoint-every", "2", "--store", str(store),
+            "--checkpoint-dir", str(tmp_path / "work"), "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "published tiny-starry@1" in out
+    version_dir = store / "tiny-starry" / "1"
+    for name in ["generator.ts", "manifest.json", "style.jpg", "preview.jpg", "loss_curve.png", "preview_grid.png"]:
+        assert (version_dir / name).is_file(), name
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["generator"]["arch"] == "johnson" and manifest["norm"] == "instance"
+    assert manifest["recipe"]["iterations"] == 4 and manifest["training"]["photos"] == 6
+    assert (
+        manifest["artifact"]["format"] == "torchscript" and manifest["artifact"]["export_check"]["max_abs_diff"] < 1e-4
+    )
+    assert set(manifest["final_losses"]) == {"total", "content", "style", "tv"}
+    for name in ["history.json", "loss_curve.png", "preview_grid.png", "checkpoint.pt"]:
+        assert (tmp_path / "work" / name).is_file(), name
+
+    assert main(["styles", "--store", str(store), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in listed] == ["tiny-starry"] and listed[0]["shipped"] is False
+
+    photo = ASSET_PHOTOS / "skimage_chelsea.jpg"
+    out_file = tmp_path / "out.png"
+    rc = main(
+        [
+            "stylize",
+            str(photo),
+            "--style",
+            "tiny-starry@1",
+            "--store",
+            str(store),
+            "-o",
+            str(out_file),
+            "--max-size",
+            "80",
+        ]
+    )
+    assert rc == 0
+    with Image.open(out_file) as img:
+        assert img.format == "PNG" and max(img.size) == 80
+    two = [str(photo), str(ASSET_PHOTOS / "skimage_coffee.jpg")]
+    rc = main(["stylize", *two, "--style", "tiny-starry", "--store", str(store), "-o", str(tmp_path / "many"),
+               "--max-size", "48", "--preserve-color"])  # fmt: skip
+    assert rc == 0 and len(list((tmp_path / "many").glob("*.jpg"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stylize", "missing.jpg", "--style", "x"], "input not found"),
+        (["stylize", str(ASSET_STYLE), "--style", "../etc"], "invalid style id"),
+        (["stylize", str(ASSET_STYLE), "--style", "no-such-style"], "unknown style"),
+        (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "Bad_Name"], "invalid style id"),
+        (["train", "--photos", "/nonexistent", "--style", "/nonexistent.jpg", "--name", "ok"], "not found"),
+        (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok"], "does not exist"),
+        (["train", "--photos", ".", "--style", str(ASSET_STYLE), "--name", "ok", "--resume"], "--checkpoint-dir"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _run(*args, "--store", str(tmp_path / "store"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_argparse_errors_exit_non_zero(tmp_path: Path) -> None:
+    result = _run("train", "--photos", ".", "--style", "x", "--name", "a", "--iterations", "0")
+    assert result.returncode == 2 and "positive integer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_style_image_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "style.jpg"
+    bad.write_bytes(b"not an image")
+    result = _run("train", "--photos", str(ASSET_PHOTOS), "--style", str(bad), "--name", "x", "--store", str(tmp_path))
+    assert result.returncode == 2 and "cannot decode" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_styles_on_an_empty_store(tmp_path: Path) -> None:
+    result = _run("styles", "--store", str(tmp_path / "empty"), "--json")
+    assert result.returncode == 0
+    assert all(s["shipped"] for s in json.loads(result.stdout))

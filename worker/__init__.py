@@ -1,0 +1,1 @@
+"""Job execution: RQ job functions and the generator cache that holds TorchScript styles in memory."""
