@@ -116,28 +116,28 @@ class _ProgressBar:
     """tqdm bar fed by the training progress callback; drawn from the first report on, so
     errors found while setting up are not preceded by an empty bar."""
 
-    def __init__(self, total: int, initial: int = 0) -> None:
-        self.total, self.initial = total, initial
+    def __init__(self, total: int) -> None:
+        self.total = total
         self._bar: Any = None
 
-    @property
-    def bar(self) -> Any:
+    def __call__(self, progress: Any, model: Any) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, initial=self.initial, unit="it", dynamic_ncols=True, file=sys.stderr)
-        return self._bar
-
-    def __call__(self, progress: Any, model: Any) -> None:
-        self.bar.n = progress.iteration
+            # start at the first report, so the rate is measured from there on
+            self._bar = tqdm(
+                total=self.total, initial=progress.iteration, unit="it", dynamic_ncols=True, file=sys.stderr
+            )
+        bar = self._bar
+        bar.update(progress.iteration - bar.n)
         losses = progress.losses
-        self.bar.set_postfix(
+        bar.set_postfix(
             total=f"{losses['total']:.3g}",
             content=f"{losses['content']:.3g}",
             style=f"{losses['style']:.3g}",
             refresh=False,
         )
-        self.bar.refresh()
+        bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -179,12 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     catalog = open_catalog(args.store)
     checkpoint_dir = args.checkpoint_dir or (catalog.writable.root / ".work" / args.name if catalog.writable else None)
-    initial = 0
-    if args.resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.pt").is_file():
-        import torch
-
-        initial = int(torch.load(checkpoint_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["iteration"])
-    bar = _ProgressBar(recipe.iterations, initial)
+    bar = _ProgressBar(recipe.iterations)
     try:
         published = train_and_publish(
             photos=args.photos,

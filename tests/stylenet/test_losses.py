@@ -55,3 +55,18 @@ def test_style_loss_is_zero_for_the_style_statistics(tiny_extractor: torch.nn.Mo
     style = torch.rand(1, 3, 32, 32)
     loss = PerceptualLoss(tiny_extractor, style, LossWeights(1.0, 1.0, 0.0))
     assert loss(style, style).style == pytest.approx(0.0, abs=1e-9)
+
+
+def test_loss_terms_do_not_depend_on_the_feature_scale(tiny_extractor: torch.nn.Module) -> None:
+    """Caffe-scale and torchvision-scale VGG features differ by a constant factor per layer;
+    the normalized terms must not care (so the same weights work for either weight source)."""
+
+    def scaled(images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        return {k: 58.0 * v for k, v in tiny_extractor(images, layers).items()}
+
+    torch.manual_seed(1)
+    style, content, out = torch.rand(1, 3, 40, 40), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    a = PerceptualLoss(tiny_extractor, style, LossWeights(1.0, 2.0, 0.0))(out, content)
+    b = PerceptualLoss(scaled, style, LossWeights(1.0, 2.0, 0.0))(out, content)
+    assert b.content == pytest.approx(a.content, rel=1e-4)
+    assert b.style == pytest.approx(a.style, rel=1e-4)
