@@ -105,6 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(s)
     s.set_defaults(handler=cmd_stylize)
 
+    sv = sub.add_parser("serve", help="run the HTTP API (embedded worker unless INSTYLE_REDIS_URL is set)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    _add_store(sv)
+    sv.set_defaults(handler=cmd_serve)
+
+    w = sub.add_parser("worker", help="run a job worker on INSTYLE_REDIS_URL")
+    w.add_argument("--queues", default="stylize", help="comma-separated: stylize, train")
+    w.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    w.add_argument("--name", default=None, help="worker name (default: host + pid)")
+    _add_store(w)
+    _add_device(w)
+    w.set_defaults(handler=cmd_worker)
+
+    sm = sub.add_parser("submit", help="stylize a photo on a running server")
+    sm.add_argument("photo", type=Path)
+    sm.add_argument("--style", required=True)
+    sm.add_argument("--server", default="http://127.0.0.1:8000")
+    sm.add_argument("--output", "-o", type=Path, default=None)
+    sm.add_argument("--max-size", type=_positive_int, default=None)
+    sm.add_argument("--format", choices=("jpeg", "png", "webp"), default="jpeg")
+    sm.add_argument("--preserve-color", action="store_true")
+    sm.set_defaults(handler=cmd_submit)
+
     ls = sub.add_parser("styles", help="list the available styles")
     ls.add_argument("--json", action="store_true", help="print JSON")
     _add_store(ls)
@@ -238,6 +262,100 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         image = stylize_image(generator, load_image(inp), args.max_size, args.preserve_color, device)
         out.write_bytes(encode_image(image, fmt, args.quality))
         print(f"{inp} -> {out} ({image.width}x{image.height}, {resolved.manifest.ref})")
+    return 0
+
+
+def _queues(text: str) -> list[str]:
+    from instyle.protocol import QUEUES
+
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in QUEUES]
+    if not queues or unknown:
+        raise CLIError(f"--queues takes a comma-separated list of {', '.join(QUEUES)}; got {text!r}")
+    return queues
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from instyle.protocol import QUEUES
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    overrides = {"store": args.store} if args.store is not None else {}
+    settings = ServiceSettings(**overrides)
+    if settings.redis_url:
+        print(f"instyle API on http://{args.host}:{args.port} (jobs on {settings.redis_url})", file=sys.stderr)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        return 0
+    import fakeredis
+
+    from worker.context import build_context
+    from worker.runner import start_thread_worker
+    from worker.settings import WorkerSettings
+
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    build_context(WorkerSettings(**overrides), redis)
+    worker, _ = start_thread_worker(redis, list(QUEUES))
+    print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_level="info")
+    finally:
+        worker.request_stop(None, None)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from worker.context import build_context
+    from worker.runner import make_worker
+    from worker.settings import WorkerSettings
+
+    queues = _queues(args.queues)
+    overrides: dict[str, Any] = {"device": args.device}
+    if args.store is not None:
+        overrides["store"] = args.store
+    settings = WorkerSettings(**overrides)
+    if not settings.redis_url:
+        raise CLIError(
+            "set INSTYLE_REDIS_URL (e.g. redis://127.0.0.1:6379/0); `instyle serve` alone runs an embedded worker"
+        )
+    redis = Redis.from_url(settings.redis_url)
+    ctx = build_context(settings, redis)
+    print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
+    make_worker(redis, queues, name=args.name).work(burst=args.burst, with_scheduler=False)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from instyle.client import ServerError, submit
+
+    if not args.photo.is_file():
+        raise CLIError(f"photo {args.photo} not found")
+    fields = {"style": args.style, "format": args.format}
+    if args.max_size is not None:
+        fields["max_size"] = str(args.max_size)
+    if args.preserve_color:
+        fields["preserve_color"] = "true"
+    bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+
+    def show(job: dict[str, Any]) -> None:
+        bar.update(round(100 * float(job.get("progress", 0))) - bar.n)
+        bar.set_postfix_str(job["status"])
+
+    try:
+        image, content_type, job = submit(args.server, args.photo, fields, on_progress=show)
+    except ServerError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
+    suffix = {"image/png": ".png", "image/webp": ".webp"}.get(content_type, ".jpg")
+    out = args.output or Path(f"{args.photo.stem}-{args.style.replace('@', '-v')}{suffix}")
+    out.write_bytes(image)
+    print(f"{args.photo} -> {out} (job {job['id']})")
     return 0
 
 

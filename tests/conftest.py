@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,85 @@ def style_image() -> Image.Image:
     img = Image.open(ASSET_STYLE).convert("RGB")
     img.thumbnail((64, 64))
     return img
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free port for the whole session (hermetic: nothing on 6379)."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """The session's Redis, flushed before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    yield redis_server
+    client.flushall()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable store holding style ``tiny`` (an untrained small Johnson generator, exported
+    and published through the real code path)."""
+    from model_store.catalog import StyleStore
+    from model_store.manifest import StyleManifest
+    from stylenet.config import GeneratorConfig
+    from stylenet.export import ARTIFACT_FILE, export_generator
+    from stylenet.generator import build_generator
+
+    root = tmp_path_factory.mktemp("store")
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1)
+    torch.manual_seed(0)
+    model = build_generator(cfg).eval()
+    work = tmp_path_factory.mktemp("export")
+    export_generator(model, work / ARTIFACT_FILE)
+    preview = Image.new("RGB", (8, 8), (200, 100, 50))
+    buf = io.BytesIO()
+    preview.save(buf, "JPEG")
+    manifest = StyleManifest(id="tiny", title="Tiny", generator=cfg.to_dict(), norm=cfg.norm)
+    StyleStore(root).publish(
+        manifest, {ARTIFACT_FILE: work / ARTIFACT_FILE, "preview.jpg": buf.getvalue(), "style.jpg": buf.getvalue()}
+    )
+    return root

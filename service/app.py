@@ -1,0 +1,63 @@
+"""The FastAPI application: ``create_app(settings, redis)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from redis import Redis
+
+from model_store.shipped import open_catalog
+from service import problems
+from service.deps import AppState
+from service.jobs import JobService
+from service.limits import BodySizeLimit
+from service.metrics import RequestMetrics
+from service.routes import health, jobs, styles, stylize
+from service.settings import ServiceSettings
+
+
+def create_app(settings: ServiceSettings | None = None, redis: Redis | None = None) -> FastAPI:
+    """Build the API. ``redis`` defaults to ``settings.redis_url``; embedded mode (``instyle
+    serve`` without a URL) hands in an in-process Redis shared with its worker thread."""
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connection = redis
+        if connection is None:
+            if not settings.redis_url:
+                raise RuntimeError("set INSTYLE_REDIS_URL, or run `instyle serve` for the embedded mode")
+            connection = Redis.from_url(settings.redis_url)
+        app.state.instyle = AppState(
+            settings=settings,
+            redis=connection,
+            catalog=open_catalog(settings.store),
+            jobs=JobService(connection, settings),
+            metrics=metrics,
+        )
+        yield
+        if redis is None:
+            connection.close()
+
+    metrics = RequestMetrics()
+    app = FastAPI(title="instyle", version="0.1.0", lifespan=lifespan, summary="Real-time neural style transfer")
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(stylize.router)
+    app.include_router(jobs.router)
+    app.include_router(styles.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.observe(request.method, path, response.status_code, time.perf_counter() - start)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app

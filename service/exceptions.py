@@ -1,0 +1,67 @@
+"""Domain errors raised below the routes; ``service.problems`` maps each to an HTTP status."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: ``code`` is the stable machine-readable name, ``status`` the HTTP status."""
+
+    code = "error"
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnsupportedImage(ServiceError):
+    code, status, title = "unsupported_media_type", 415, "Unsupported image"
+
+
+class CorruptImage(ServiceError):
+    code, status, title = "corrupt_image", 400, "Corrupt image"
+
+
+class ImageTooLarge(ServiceError):
+    code, status, title = "image_too_large", 413, "Image too large"
+
+
+class UploadTooLarge(ServiceError):
+    code, status, title = "upload_too_large", 413, "Upload too large"
+
+
+class StyleUnknown(ServiceError):
+    code, status, title = "style_not_found", 404, "Unknown style"
+
+
+class JobNotFound(ServiceError):
+    code, status, title = "job_not_found", 404, "Unknown job"
+
+
+class ResultNotReady(ServiceError):
+    code, status, title = "result_not_ready", 409, "Result not ready"
+
+
+class ResultExpired(ServiceError):
+    code, status, title = "result_expired", 410, "Result expired"
+
+
+class JobFailed(ServiceError):
+    code, status, title = "job_failed", 409, "Job failed"
+
+
+class QueueFull(ServiceError):
+    code, status, title = "queue_full", 429, "Too many queued jobs"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidField(ServiceError):
+    code, status, title = "invalid_field", 422, "Invalid field"
+
+
+class JobNotCancelable(ServiceError):
+    code, status, title = "job_not_cancelable", 409, "Job cannot be canceled"

@@ -1,0 +1,161 @@
+"""Queueing and reading jobs through RQ (JSON serializer), images by reference in Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
+
+from instyle.protocol import INPUT_PREFIX, QUEUE_STYLIZE, STYLIZE_JOB, ErrorCode, JobStatus, StylizePayload
+from service.exceptions import JobNotCancelable, JobNotFound, QueueFull, ResultExpired, ResultNotReady
+from service.settings import ServiceSettings
+
+#: Marks a job id as issued here for a day, so an expired job answers 410 rather than 404.
+KNOWN_PREFIX = "instyle:known:"
+KNOWN_TTL_S = 24 * 3600
+
+_STATUS = {
+    RQStatus.QUEUED: JobStatus.queued,
+    RQStatus.DEFERRED: JobStatus.queued,
+    RQStatus.SCHEDULED: JobStatus.queued,
+    RQStatus.CREATED: JobStatus.queued,
+    RQStatus.STARTED: JobStatus.started,
+    RQStatus.FINISHED: JobStatus.finished,
+    RQStatus.FAILED: JobStatus.failed,
+    RQStatus.STOPPED: JobStatus.canceled,
+    RQStatus.CANCELED: JobStatus.canceled,
+}
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    id: str
+    type: str
+    status: JobStatus
+    progress: float
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: JobError | None = None
+    result_url: str | None = None
+    detail: dict[str, Any] = {}
+
+
+def job_error(job: Job, status: JobStatus) -> JobError | None:
+    """The reason a job ended badly: set by the job itself, else read from RQ's failure record."""
+    if status == JobStatus.canceled:
+        return JobError(code="canceled", message="the job was canceled")
+    if status != JobStatus.failed:
+        return None
+    meta_error = job.meta.get("error")
+    if isinstance(meta_error, dict) and "code" in meta_error:
+        return JobError(code=str(meta_error["code"]), message=str(meta_error.get("message", "")))
+    info = job.exc_info or ""
+    last = next((line for line in reversed(info.strip().splitlines()) if line.strip()), "")
+    if "JobTimeoutException" in info:
+        return JobError(code=ErrorCode.timeout, message=last or "the job ran past its timeout")
+    if "AbandonedJobError" in info or "abandoned" in info.lower():
+        return JobError(code=ErrorCode.worker_lost, message="the worker running the job was lost")
+    return JobError(code=ErrorCode.internal, message=last or "the job failed")
+
+
+class JobService:
+    def __init__(self, redis: Redis, settings: ServiceSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.stylize_queue = Queue(QUEUE_STYLIZE, connection=redis, serializer=JSONSerializer)
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, connection=self.redis, serializer=JSONSerializer)
+
+    def enqueue_stylize(
+        self, image: bytes, style: str, max_size: int, fmt: str, quality: int, preserve_color: bool
+    ) -> Job:
+        depth = self.stylize_queue.count
+        if depth >= self.settings.max_queue_depth:
+            raise QueueFull(f"{depth} stylize jobs are waiting; try again shortly", retry_after_s=max(1, depth // 10))
+        input_key = f"{INPUT_PREFIX}{uuid.uuid4().hex}"
+        self.redis.set(input_key, image, ex=self.settings.input_ttl_s)
+        payload = StylizePayload(
+            input_key=input_key, style=style, max_size=max_size, format=fmt,  # type: ignore[arg-type]
+            quality=quality, preserve_color=preserve_color, result_ttl_s=self.settings.result_ttl_s,
+        )  # fmt: skip
+        job = self.stylize_queue.enqueue(
+            STYLIZE_JOB,
+            payload.model_dump(),
+            job_timeout=self.settings.stylize_timeout_s,
+            result_ttl=self.settings.result_ttl_s,
+            failure_ttl=self.settings.result_ttl_s,
+            ttl=self.settings.input_ttl_s,
+            meta={"type": "stylize", "progress": 0.0, "style": style},
+        )
+        self.redis.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+        return job
+
+    def fetch(self, job_id: str) -> Job:
+        try:
+            return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            if self.redis.exists(f"{KNOWN_PREFIX}{job_id}"):
+                raise ResultExpired(f"job {job_id} has expired") from None
+            raise JobNotFound(f"no job {job_id}") from None
+
+    def view(self, job: Job, result_url: str | None) -> JobView:
+        status = _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
+        meta = job.get_meta(refresh=True)
+        progress = 1.0 if status == JobStatus.finished else float(meta.get("progress", 0.0))
+        detail = {k: v for k, v in meta.items() if k not in ("type", "progress", "error")}
+        return JobView(
+            id=job.id,
+            type=str(meta.get("type", "stylize")),
+            status=status,
+            progress=progress,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+            error=job_error(job, status),
+            result_url=result_url if status == JobStatus.finished else None,
+            detail=detail,
+        )
+
+    def status(self, job: Job) -> JobStatus:
+        return _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
+
+    def result(self, job: Job) -> tuple[bytes, str]:
+        status = self.status(job)
+        if status != JobStatus.finished:
+            raise ResultNotReady(f"job {job.id} is {status.value}; the result exists once it is finished")
+        value = job.return_value()
+        if not isinstance(value, dict) or "result_key" not in value:
+            raise ResultExpired(f"the result of job {job.id} is no longer available")
+        data = self.redis.get(value["result_key"])
+        if data is None:
+            raise ResultExpired(f"the result of job {job.id} has expired")
+        return (data.encode() if isinstance(data, str) else data), str(value["content_type"])
+
+    def cancel(self, job: Job) -> None:
+        status = self.status(job)
+        if status in (JobStatus.finished, JobStatus.failed, JobStatus.canceled):
+            raise JobNotCancelable(f"job {job.id} is already {status.value}")
+        if status == JobStatus.started:
+            with contextlib.suppress(InvalidJobOperation):
+                send_stop_job_command(self.redis, job.id, serializer=JSONSerializer)
+            return
+        try:
+            job.cancel()
+        except InvalidJobOperation as exc:
+            raise JobNotCancelable(str(exc)) from None

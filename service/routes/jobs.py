@@ -1,0 +1,30 @@
+"""GET/DELETE /v1/jobs/{id} and the result image."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.deps import State
+from service.jobs import JobView
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobView, name="get_job")
+def get_job(job_id: str, request: Request, state: State) -> JobView:
+    job = state.jobs.fetch(job_id)
+    return state.jobs.view(job, str(request.url_for("get_job_result", job_id=job.id)))
+
+
+@router.get("/{job_id}/result", name="get_job_result", responses={200: {"content": {"image/jpeg": {}}}})
+def get_job_result(job_id: str, state: State) -> Response:
+    data, content_type = state.jobs.result(state.jobs.fetch(job_id))
+    return Response(data, media_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.delete("/{job_id}", response_model=JobView)
+def cancel_job(job_id: str, request: Request, state: State) -> JobView:
+    job = state.jobs.fetch(job_id)
+    state.jobs.cancel(job)
+    return state.jobs.view(job, None)

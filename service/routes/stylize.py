@@ -1,0 +1,73 @@
+"""POST /v1/stylize: validate an upload, queue a stylize job, optionally wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from instyle.protocol import JobStatus
+from model_store.exceptions import InvalidStyleId, StyleNotFound
+from service.deps import State
+from service.exceptions import InvalidField, StyleUnknown
+from service.uploads import inspect_upload
+
+router = APIRouter(prefix="/v1", tags=["stylize"])
+
+#: Seconds between status polls while ``?wait=`` holds the request.
+WAIT_POLL_S = 0.05
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str
+    result_url: str
+
+
+@router.post("/stylize", status_code=202, response_model=Accepted, responses={200: {"content": {"image/jpeg": {}}}})
+async def stylize(
+    request: Request,
+    state: State,
+    image: Annotated[UploadFile, File(description="the photo (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
+    style: Annotated[str, Form(description="style id, or id@version")],
+    max_size: Annotated[int | None, Form(ge=16, description="long side of the output in px")] = None,
+    format: Annotated[Literal["jpeg", "png", "webp"], Form()] = "jpeg",
+    quality: Annotated[int, Form(ge=1, le=100)] = 90,
+    preserve_color: Annotated[bool, Form()] = False,
+    wait: Annotated[float, Query(ge=0, description="seconds to wait for the image (<= 30)")] = 0,
+) -> Response:
+    settings = state.settings
+    if wait > settings.max_wait_s:
+        raise InvalidField(f"wait: at most {settings.max_wait_s:g} seconds")
+    size = settings.default_max_size if max_size is None else max_size
+    if size > settings.max_size_cap:
+        raise InvalidField(f"max_size: at most {settings.max_size_cap} px on this server")
+    try:
+        resolved = state.catalog.resolve(style)
+    except InvalidStyleId as exc:
+        raise InvalidField(f"style: {exc}") from None
+    except StyleNotFound as exc:
+        raise StyleUnknown(str(exc)) from None
+    data = await image.read()
+    await run_in_threadpool(inspect_upload, data, settings.max_pixels)
+    job = state.jobs.enqueue_stylize(data, resolved.manifest.ref, size, format, quality, preserve_color)
+    status_url = str(request.url_for("get_job", job_id=job.id))
+    result_url = str(request.url_for("get_job_result", job_id=job.id))
+    if wait > 0:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            status = state.jobs.status(job)
+            if status == JobStatus.finished:
+                body, content_type = state.jobs.result(job)
+                return Response(body, media_type=content_type, headers={"X-Job-Id": job.id, "Location": status_url})
+            if status in (JobStatus.failed, JobStatus.canceled):
+                break
+            await asyncio.sleep(WAIT_POLL_S)
+    body_model = Accepted(job_id=job.id, status=state.jobs.status(job), status_url=status_url, result_url=result_url)
+    return JSONResponse(body_model.model_dump(mode="json"), status_code=202, headers={"Location": status_url})

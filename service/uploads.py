@@ -1,0 +1,60 @@
+"""Upload validation before anything is queued: real decode, pixel cap, format allow-list.
+
+Pillow only reads the header to learn the size, so a decompression bomb is refused before any
+pixel is decoded. The image's bytes are passed on unchanged; the worker converts them to RGB
+through ``stylenet.imageio`` (the one image path).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from service.exceptions import CorruptImage, ImageTooLarge, UnsupportedImage
+
+#: Pillow format names accepted as uploads.
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    format: str
+    width: int
+    height: int
+    frames: int
+
+
+def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
+    """Check that ``data`` is a decodable image of an accepted format within ``max_pixels``."""
+    if not data:
+        raise CorruptImage("the uploaded file is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise UnsupportedImage(
+                "the upload is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+            ) from None
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc)) from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise CorruptImage(f"the image header cannot be read: {exc}") from None
+        with img:
+            if img.format not in ACCEPTED_FORMATS:
+                raise UnsupportedImage(f"image format {img.format} is not supported (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+            width, height = img.size
+            if width * height > max_pixels:
+                megapixels = width * height / 1e6
+                raise ImageTooLarge(
+                    f"the image has {width}x{height} = {megapixels:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP"
+                )
+            frames = int(getattr(img, "n_frames", 1))
+            try:
+                img.load()  # decodes the first frame fully: truncated files fail here
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
+    return UploadInfo(format=str(img.format), width=width, height=height, frames=frames)

@@ -1,0 +1,110 @@
+"""`instyle serve` without INSTYLE_REDIS_URL: API + worker thread + in-process Redis, over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from instyle.client import ServerError, submit
+from tests.conftest import ASSET_PHOTOS, free_port
+
+
+@pytest.fixture
+def embedded_server(tiny_store: Path, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
+    env["INSTYLE_STORE"] = str(tiny_store)
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "instyle.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                pytest.fail(f"instyle serve exited: {(tmp_path / 'serve.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        else:
+            pytest.fail("instyle serve did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.mark.slow
+def test_embedded_mode_whole_flow(embedded_server: str, tmp_path: Path) -> None:
+    with urllib.request.urlopen(f"{embedded_server}/readyz", timeout=5) as r:
+        ready = json.load(r)
+    assert ready["status"] == "ready" and ready["checks"]["workers:stylize"]["ok"]
+
+    photo = ASSET_PHOTOS / "skimage_chelsea.jpg"
+    seen: list[str] = []
+    image, content_type, job = submit(
+        embedded_server, photo, {"style": "tiny", "max_size": "64"}, on_progress=lambda j: seen.append(j["status"])
+    )
+    assert content_type == "image/jpeg" and job["status"] == "finished" and seen[-1] == "finished"
+    with Image.open(io.BytesIO(image)) as img:
+        assert max(img.size) == 64
+
+    with pytest.raises(ServerError, match="style_not_found"):
+        submit(embedded_server, photo, {"style": "missing"})
+
+    # ?wait= returns the image itself when the job finishes in time
+    from tests.service.test_api import png
+
+    boundary = "x1x2x3"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="style"\r\n\r\ntiny\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png((50, 40))
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        f"{embedded_server}/v1/stylize?wait=20", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and r.headers["content-type"] == "image/jpeg"
+        assert r.headers["x-job-id"]
+
+
+@pytest.mark.slow
+def test_submit_cli_reports_problems(embedded_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    ok = subprocess.run(
+        [sys.executable, "-m", "instyle.cli", "submit", str(ASSET_PHOTOS / "skimage_coffee.jpg"), "--style", "tiny",
+         "--server", embedded_server, "--output", str(out), "--format", "png", "--max-size", "48"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    with Image.open(out) as img:
+        assert img.format == "PNG" and max(img.size) == 48
+    bad = subprocess.run(
+        [sys.executable, "-m", "instyle.cli", "submit", str(ASSET_PHOTOS / "skimage_coffee.jpg"), "--style", "nope",
+         "--server", embedded_server],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "style_not_found" in bad.stderr and "Traceback" not in bad.stderr

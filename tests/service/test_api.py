@@ -1,0 +1,187 @@
+"""The HTTP API against a real redis-server and a real worker (burst mode)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.service.conftest import MakeClient
+
+PROBLEM = "application/problem+json"
+
+
+def png(size: tuple[int, int] = (40, 30), mode: str = "RGB", color: object = (10, 120, 200)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, "PNG")  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def post(client: TestClient, data: bytes, name: str = "photo.png", **fields: str) -> object:
+    form = {"style": "tiny", **fields}
+    return client.post("/v1/stylize", files={"image": (name, data, "application/octet-stream")}, data=form)
+
+
+def assert_problem(response: object, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith(PROBLEM)  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert body["status"] == status and body["code"] == code
+    assert body["title"] and body["detail"] and body["type"].endswith(code)
+    return body  # type: ignore[no-any-return]
+
+
+def test_stylize_flow(client: TestClient, run_worker: Callable[[], None]) -> None:
+    r = post(client, png((40, 30)), format="png", max_size="20")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert r.headers["location"] == body["status_url"]
+    job = client.get(body["status_url"]).json()
+    assert job["status"] == "queued" and job["type"] == "stylize" and job["progress"] == 0.0
+    assert_problem(client.get(body["result_url"]), 409, "result_not_ready")
+    run_worker()
+    job = client.get(body["status_url"]).json()
+    assert job["status"] == "finished" and job["progress"] == 1.0 and job["error"] is None
+    assert job["started_at"] and job["ended_at"] and job["result_url"] == body["result_url"]
+    result = client.get(body["result_url"])
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(result.content)) as img:
+        assert img.size == (20, 15)  # long side capped by max_size
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: png((30, 20), "RGBA", (255, 0, 0, 0)), "alpha.png"),
+        (lambda: png((30, 20), "P", 3), "palette.png"),
+        (lambda: png((30, 20), "LA", (90, 10)), "la.png"),
+        (lambda: png((30, 20), "I;16", 40000), "16bit.png"),
+    ],
+)
+def test_unusual_modes_are_normalized(
+    client: TestClient, run_worker: Callable[[], None], make: Callable[[], bytes], name: str
+) -> None:
+    r = post(client, make(), name)
+    assert r.status_code == 202, r.text
+    run_worker()
+    assert client.get(r.json()["status_url"]).json()["status"] == "finished"
+
+
+def test_animated_gif_and_cmyk_jpeg(client: TestClient, run_worker: Callable[[], None]) -> None:
+    frames = [Image.new("P", (24, 16), i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (24, 16), (0, 100, 200, 0)).save(cmyk, "JPEG")
+    ids = [
+        post(client, buf.getvalue(), "anim.gif").json()["job_id"],
+        post(client, cmyk.getvalue(), "c.jpg").json()["job_id"],
+    ]
+    run_worker()
+    for job_id in ids:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+
+
+def test_bad_uploads(make_client: MakeClient) -> None:
+    client = make_client(max_pixels=1000, max_upload_bytes=4096)
+    assert_problem(post(client, b"this is not an image", "x.png"), 415, "unsupported_media_type")
+    full = io.BytesIO()
+    Image.effect_noise((30, 30), 60).convert("RGB").save(full, "JPEG")
+    assert_problem(post(client, full.getvalue()[: len(full.getvalue()) // 2], "t.jpg"), 400, "corrupt_image")
+    assert_problem(post(client, png((40, 30))), 413, "image_too_large")  # 1200 px > 1000
+    big = io.BytesIO()
+    Image.effect_noise((30, 30), 100).convert("RGB").save(big, "PNG", compress_level=0)
+    assert_problem(post(client, big.getvalue() + b"\0" * 8000), 413, "upload_too_large")
+    ico = io.BytesIO()  # a real image, but not a format we accept
+    Image.new("RGB", (16, 16)).save(ico, "ICO")
+    assert_problem(post(client, ico.getvalue(), "x.ico"), 415, "unsupported_media_type")
+
+
+def test_bad_fields(client: TestClient) -> None:
+    assert_problem(post(client, png(), style="no-such-style"), 404, "style_not_found")
+    assert_problem(post(client, png(), style="Bad/Id"), 422, "invalid_field")
+    for field, value in [("format", "gif"), ("quality", "0"), ("max_size", "5"), ("preserve_color", "maybe")]:
+        body = assert_problem(post(client, png(), **{field: value}), 422, "invalid_field")
+        assert field in str(body["detail"])
+    assert_problem(post(client, png(), max_size="99999"), 422, "invalid_field")
+    r = client.post("/v1/stylize?wait=99", files={"image": ("a.png", png(), "image/png")}, data={"style": "tiny"})
+    assert_problem(r, 422, "invalid_field")
+    r = client.post("/v1/stylize", data={"style": "tiny"})
+    assert_problem(r, 422, "invalid_field")
+
+
+def test_queue_cap_answers_429(make_client: MakeClient) -> None:
+    client = make_client(max_queue_depth=2)
+    assert post(client, png()).status_code == 202
+    assert post(client, png()).status_code == 202
+    r = post(client, png())
+    assert_problem(r, 429, "queue_full")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_unknown_and_expired(make_client: MakeClient, run_worker: Callable[[], None]) -> None:
+    client = make_client(result_ttl_s=1)
+    assert_problem(client.get("/v1/jobs/0123456789abcdef"), 404, "job_not_found")
+    job_id = post(client, png()).json()["job_id"]
+    run_worker()
+    assert client.get(f"/v1/jobs/{job_id}/result").status_code == 200
+    time.sleep(2.2)
+    assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 410, "result_expired")
+
+
+def test_failing_job_reports_why_and_the_worker_carries_on(
+    client: TestClient, run_worker: Callable[[], None], tiny_store: Path
+) -> None:
+    first = post(client, png()).json()["job_id"]
+    # the upload vanishes before a worker picks the job up (e.g. Redis evicted it)
+    client.app.state.instyle.redis.delete(*client.app.state.instyle.redis.keys("instyle:in:*"))  # type: ignore[attr-defined]
+    second = post(client, png()).json()["job_id"]
+    run_worker()
+    failed = client.get(f"/v1/jobs/{first}").json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "input_expired" and "expired" in failed["error"]["message"]
+    assert_problem(client.get(f"/v1/jobs/{first}/result"), 409, "result_not_ready")
+    assert client.get(f"/v1/jobs/{second}").json()["status"] == "finished"
+
+
+def test_cancel_a_queued_job(client: TestClient, run_worker: Callable[[], None]) -> None:
+    job_id = post(client, png()).json()["job_id"]
+    r = client.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    run_worker()
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+    assert_problem(client.delete(f"/v1/jobs/{job_id}"), 409, "job_not_cancelable")
+
+
+def test_styles(client: TestClient) -> None:
+    styles = client.get("/v1/styles").json()
+    tiny = next(s for s in styles if s["id"] == "tiny")
+    assert tiny["version"] == 1 and tiny["arch"] == "johnson" and tiny["norm"] == "instance"
+    detail = client.get("/v1/styles/tiny").json()
+    assert detail["artifact"]["format"] == "torchscript" and len(detail["artifact"]["sha256"]) == 64
+    assert client.get("/v1/styles/tiny@1").status_code == 200
+    preview = client.get("/v1/styles/tiny/preview")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    assert_problem(client.get("/v1/styles/nope"), 404, "style_not_found")
+    assert_problem(client.get("/v1/styles/Bad_Id"), 404, "style_not_found")
+    assert_problem(client.get("/v1/styles/..%2Fetc"), 404, "not_found")  # never reaches the route
+
+
+def test_health_readiness_and_metrics(client: TestClient, run_worker: Callable[[], None]) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    body = assert_problem(r, 503, "not_ready")
+    assert "workers:stylize" in body["failing"] and "no live worker" in str(body["detail"])  # type: ignore[operator]
+    post(client, png())
+    run_worker()
+    text = client.get("/metrics").text
+    assert 'instyle_http_requests_total{method="POST",route="/v1/stylize",status="202"} 1' in text
+    assert "instyle_http_request_duration_seconds_bucket" in text
+    assert 'instyle_queue_depth{queue="stylize"} 0' in text
+    assert 'instyle_jobs{queue="stylize",status="finished"} 1' in text
+    assert 'instyle_model_load_seconds{style="tiny@1"}' in text

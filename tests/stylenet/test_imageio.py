@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylenet.exceptions import InvalidImage
+from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max, tensor_to_image
+
+
+def _bytes(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    loaded = load_image(_bytes(img, "JPEG", exif=exif))
+    assert loaded.size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    ("img", "fmt", "expected"),
+    [
+        (Image.new("RGBA", (4, 4), (255, 0, 0, 0)), "PNG", (255, 255, 255)),  # transparent -> white
+        (Image.new("LA", (4, 4), (0, 255)), "PNG", (0, 0, 0)),
+        (Image.new("CMYK", (4, 4), (0, 0, 0, 0)), "JPEG", (255, 255, 255)),
+        (Image.new("I;16", (4, 4), 65535), "PNG", (255, 255, 255)),
+        (Image.new("P", (4, 4), 0), "GIF", (0, 0, 0)),
+    ],
+)
+def test_modes_become_rgb(img: Image.Image, fmt: str, expected: tuple[int, int, int]) -> None:
+    out = load_image(_bytes(img, fmt))
+    assert out.mode == "RGB"
+    assert tuple(np.asarray(out)[0, 0]) == pytest.approx(expected, abs=2)
+
+
+def test_animated_uses_the_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    data = _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert np.asarray(load_image(data))[0, 0, 0] > 200
+
+
+def test_round_trip_does_not_mutate_and_is_exact() -> None:
+    arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    t = image_to_tensor(img)
+    before = t.clone()
+    assert t.shape == (3, 5, 7) and t.dtype == torch.float32
+    np.testing.assert_array_equal(np.asarray(tensor_to_image(t)), arr)
+    torch.testing.assert_close(t, before)
+    assert np.asarray(tensor_to_image(t.unsqueeze(0))).shape == (5, 7, 3)
+
+
+def test_resize_max_and_encode() -> None:
+    img = Image.new("RGB", (400, 100))
+    assert resize_max(img, 200).size == (200, 50)
+    assert resize_max(img, 1000) is img
+    for fmt, magic in [("jpeg", b"\xff\xd8"), ("png", b"\x89PNG"), ("webp", b"RIFF")]:
+        assert encode_image(img, fmt).startswith(magic)
+    with pytest.raises(ValueError):
+        encode_image(img, "bmp")
+
+
+def test_invalid_image() -> None:
+    with pytest.raises(InvalidImage, match="cannot decode"):
+        load_image(b"nope")

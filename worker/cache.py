@@ -1,0 +1,67 @@
+"""LRU cache of loaded TorchScript generators, keyed by style id and version."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from model_store.catalog import Catalog, ResolvedStyle
+from stylenet.export import load_generator_bytes
+
+log = logging.getLogger(__name__)
+
+LoadListener = Callable[[str, float], None]
+
+
+class GeneratorCache:
+    """Holds up to ``capacity`` generators on ``device``.
+
+    ``get("id")`` resolves the latest version each time (a directory listing), so a newly
+    published version is picked up without a restart; ``get("id@N")`` pins one.
+    """
+
+    def __init__(self, catalog: Catalog, device: torch.device, capacity: int = 8, on_load: LoadListener | None = None):
+        self.catalog = catalog
+        self.device = device
+        self.capacity = capacity
+        self.on_load = on_load
+        self._models: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def keys(self) -> list[tuple[str, int]]:
+        return list(self._models)
+
+    def get(self, style_ref: str) -> tuple[nn.Module, ResolvedStyle]:
+        resolved = self.catalog.resolve(style_ref)
+        key = (resolved.manifest.id, resolved.manifest.version)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model, resolved
+        start = time.perf_counter()
+        model = load_generator_bytes(resolved.read_artifact(), self.device)
+        seconds = time.perf_counter() - start
+        log.info("loaded %s on %s in %.2f s", resolved.manifest.ref, self.device, seconds)
+        if self.on_load is not None:
+            self.on_load(resolved.manifest.ref, seconds)
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                evicted, _ = self._models.popitem(last=False)
+                log.info("evicted %s@%d from the generator cache", *evicted)
+        return model, resolved
+
+    def warm(self, style_refs: list[str]) -> None:
+        for ref in style_refs:
+            self.get(ref)

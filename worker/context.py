@@ -1,0 +1,55 @@
+"""Per-process worker state (settings, Redis, device, generator cache), built once at start."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from redis import Redis
+
+from instyle.protocol import MODEL_LOAD_KEY
+from model_store.shipped import open_catalog
+from stylenet.training import pick_device
+from worker.cache import GeneratorCache
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: WorkerSettings
+    redis: Redis
+    device: torch.device
+    cache: GeneratorCache
+
+
+_context: WorkerContext | None = None
+
+
+def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
+    """Create the process's context, warm the configured styles, and make it current."""
+    global _context
+    device = pick_device(settings.device)
+
+    def record_load(ref: str, seconds: float) -> None:
+        try:
+            redis.hset(MODEL_LOAD_KEY, ref, f"{seconds:.4f}")
+        except Exception:
+            log.debug("could not record model load time", exc_info=True)
+
+    cache = GeneratorCache(open_catalog(settings.store), device, settings.cache_size, on_load=record_load)
+    cache.warm(settings.warm_styles)
+    _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache)
+    return _context
+
+
+def current_context() -> WorkerContext:
+    """The context built at start; job functions run outside a worker build one from the env."""
+    if _context is None:
+        settings = WorkerSettings()
+        if not settings.redis_url:
+            raise RuntimeError("no worker context: start jobs through `instyle worker` or `instyle serve`")
+        return build_context(settings, Redis.from_url(settings.redis_url))
+    return _context

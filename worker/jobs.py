@@ -1,0 +1,94 @@
+"""RQ job functions, enqueued by dotted path (``instyle.protocol``) with JSON payloads.
+
+A job that fails records ``{code, message}`` in its meta before raising, so the API can say
+why; the worker itself always carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+
+from instyle.protocol import CONTENT_TYPES, RESULT_PREFIX, ErrorCode, StylizePayload, StylizeResult
+from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
+from stylenet.exceptions import InvalidImage
+from stylenet.imageio import encode_image, load_image
+from stylenet.inference import stylize_image
+from worker.context import WorkerContext, current_context
+
+log = logging.getLogger(__name__)
+
+
+class JobFailure(Exception):
+    """A job failure with a stable code (recorded in the job's meta)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _set_progress(progress: float, **extra: Any) -> None:
+    job = get_current_job()
+    if job is not None:
+        job.meta["progress"] = progress
+        job.meta.update(extra)
+        job.save_meta()
+
+
+def _fail(code: ErrorCode, message: str) -> JobFailure:
+    job = get_current_job()
+    if job is not None:
+        job.meta["error"] = {"code": code.value, "message": message}
+        job.save_meta()
+    return JobFailure(code, message)
+
+
+def _connection(ctx: WorkerContext) -> Redis:
+    job = get_current_job()
+    return job.connection if job is not None else ctx.redis
+
+
+def stylize(payload: dict[str, Any]) -> dict[str, Any]:
+    """Stylize the photo at ``payload.input_key``; store the encoded result under a new key."""
+    ctx = current_context()
+    p = StylizePayload.model_validate(payload)
+    redis = _connection(ctx)
+    data = redis.get(p.input_key)
+    if data is None:
+        raise _fail(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
+    try:
+        photo = load_image(data.encode() if isinstance(data, str) else data)
+    except InvalidImage as exc:
+        raise _fail(ErrorCode.invalid_image, str(exc)) from None
+    try:
+        generator, resolved = ctx.cache.get(p.style)
+    except StyleNotFound as exc:
+        raise _fail(ErrorCode.style_not_found, str(exc)) from None
+    except ArtifactCorrupt as exc:
+        raise _fail(ErrorCode.artifact_corrupt, str(exc)) from None
+    except StoreError as exc:
+        raise _fail(ErrorCode.internal, str(exc)) from None
+    _set_progress(0.2, style_resolved=resolved.manifest.ref)
+    start = time.perf_counter()
+    out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device)
+    model_ms = (time.perf_counter() - start) * 1000
+    _set_progress(0.9)
+    encoded = encode_image(out, p.format, p.quality)
+    job = get_current_job()
+    result_key = f"{RESULT_PREFIX}{job.id if job is not None else p.input_key.rsplit(':', 1)[-1]}"
+    redis.set(result_key, encoded, ex=p.result_ttl_s)
+    redis.delete(p.input_key)
+    result = StylizeResult(
+        result_key=result_key,
+        content_type=CONTENT_TYPES[p.format],
+        width=out.width,
+        height=out.height,
+        style=resolved.manifest.ref,
+        model_ms=round(model_ms, 2),
+    )
+    return result.model_dump()

@@ -1,0 +1,29 @@
+"""Worker settings (``INSTYLE_`` environment variables), validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore")
+
+    redis_url: str | None = None
+    store: Path | None = None
+    #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: Generators kept in memory (LRU).
+    cache_size: int = Field(default=8, ge=1)
+    #: Styles loaded before the worker takes its first job (comma-separated ids).
+    warm_styles: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("warm_styles", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
