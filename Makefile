@@ -3,20 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PHOTOS ?= instyle/assets/photos
-OUT    ?= var/out
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 
 .PHONY: serve test lint typecheck pytest setup clean
 
-# Set up, then show the shipped styles and stylize the bundled photos with each of them.
-# (Becomes the HTTP service when the serving issue lands.)
+# Set up, then run the service in embedded mode (API + worker thread + in-process Redis)
+# with the shipped styles. Set INSTYLE_REDIS_URL to serve the API only and run `instyle worker`s.
 serve: $(STAMP)
-	$(BIN)/instyle styles
-	@mkdir -p $(OUT)
-	@for style in $$($(BIN)/instyle styles --json | $(BIN)/python -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))'); do \
-		$(BIN)/instyle stylize $(PHOTOS)/*.jpg --style $$style --max-size 512 --output $(OUT)/$$style || exit 1; \
-	done
-	@echo "stylized photos are in $(OUT)/"
+	$(BIN)/instyle serve --host $(HOST) --port $(PORT)
 
 # Set up, then lint, type-check and run the whole test suite.
 test: $(STAMP) lint typecheck pytest

@@ -22,6 +22,9 @@ STYLIZE_JOB = "worker.jobs.stylize"
 #: Redis key prefixes of image blobs.
 INPUT_PREFIX = "instyle:in:"
 RESULT_PREFIX = "instyle:out:"
+#: A key ``CANCEL_PREFIX + job_id`` asks a running job to stop at its next check point
+#: (non-forking workers cannot kill a job from outside).
+CANCEL_PREFIX = "instyle:cancel:"
 
 #: Redis hash where workers record generator load times (field: style ref, value: seconds).
 MODEL_LOAD_KEY = "instyle:metrics:model_load_s"
@@ -48,6 +51,7 @@ class ErrorCode(StrEnum):
     style_not_found = "style_not_found"
     artifact_corrupt = "artifact_corrupt"
     timeout = "timeout"
+    canceled = "canceled"
     worker_lost = "worker_lost"
     internal = "internal"
 

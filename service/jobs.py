@@ -16,7 +16,15 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
-from instyle.protocol import INPUT_PREFIX, QUEUE_STYLIZE, STYLIZE_JOB, ErrorCode, JobStatus, StylizePayload
+from instyle.protocol import (
+    CANCEL_PREFIX,
+    INPUT_PREFIX,
+    QUEUE_STYLIZE,
+    STYLIZE_JOB,
+    ErrorCode,
+    JobStatus,
+    StylizePayload,
+)
 from service.exceptions import JobNotCancelable, JobNotFound, QueueFull, ResultExpired, ResultNotReady
 from service.settings import ServiceSettings
 
@@ -115,8 +123,8 @@ class JobService:
             raise JobNotFound(f"no job {job_id}") from None
 
     def view(self, job: Job, result_url: str | None) -> JobView:
-        status = _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
-        meta = job.get_meta(refresh=True)
+        status = self.status(job)
+        meta = job.get_meta(refresh=False)
         progress = 1.0 if status == JobStatus.finished else float(meta.get("progress", 0.0))
         detail = {k: v for k, v in meta.items() if k not in ("type", "progress", "error")}
         return JobView(
@@ -133,7 +141,12 @@ class JobService:
         )
 
     def status(self, job: Job) -> JobStatus:
-        return _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
+        status = _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
+        if status == JobStatus.failed:
+            error = job.get_meta(refresh=True).get("error")
+            if isinstance(error, dict) and error.get("code") == ErrorCode.canceled:
+                return JobStatus.canceled  # stopped cooperatively at a check point
+        return status
 
     def result(self, job: Job) -> tuple[bytes, str]:
         status = self.status(job)
@@ -152,6 +165,7 @@ class JobService:
         if status in (JobStatus.finished, JobStatus.failed, JobStatus.canceled):
             raise JobNotCancelable(f"job {job.id} is already {status.value}")
         if status == JobStatus.started:
+            self.redis.set(f"{CANCEL_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
             with contextlib.suppress(InvalidJobOperation):
                 send_stop_job_command(self.redis, job.id, serializer=JSONSerializer)
             return

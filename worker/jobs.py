@@ -13,7 +13,7 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
-from instyle.protocol import CONTENT_TYPES, RESULT_PREFIX, ErrorCode, StylizePayload, StylizeResult
+from instyle.protocol import CANCEL_PREFIX, CONTENT_TYPES, RESULT_PREFIX, ErrorCode, StylizePayload, StylizeResult
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
 from stylenet.exceptions import InvalidImage
 from stylenet.imageio import encode_image, load_image
@@ -48,6 +48,13 @@ def _fail(code: ErrorCode, message: str) -> JobFailure:
     return JobFailure(code, message)
 
 
+def check_canceled(redis: Redis) -> None:
+    """Raise if the API asked the current job to stop (see ``instyle.protocol.CANCEL_PREFIX``)."""
+    job = get_current_job()
+    if job is not None and redis.exists(f"{CANCEL_PREFIX}{job.id}"):
+        raise _fail(ErrorCode.canceled, "the job was canceled")
+
+
 def _connection(ctx: WorkerContext) -> Redis:
     job = get_current_job()
     return job.connection if job is not None else ctx.redis
@@ -74,10 +81,12 @@ def stylize(payload: dict[str, Any]) -> dict[str, Any]:
     except StoreError as exc:
         raise _fail(ErrorCode.internal, str(exc)) from None
     _set_progress(0.2, style_resolved=resolved.manifest.ref)
+    check_canceled(redis)
     start = time.perf_counter()
     out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device)
     model_ms = (time.perf_counter() - start) * 1000
     _set_progress(0.9)
+    check_canceled(redis)
     encoded = encode_image(out, p.format, p.quality)
     job = get_current_job()
     result_key = f"{RESULT_PREFIX}{job.id if job is not None else p.input_key.rsplit(':', 1)[-1]}"

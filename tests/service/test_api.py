@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -185,3 +185,29 @@ def test_health_readiness_and_metrics(client: TestClient, run_worker: Callable[[
     assert 'instyle_queue_depth{queue="stylize"} 0' in text
     assert 'instyle_jobs{queue="stylize",status="finished"} 1' in text
     assert 'instyle_model_load_seconds{style="tiny@1"}' in text
+
+
+def test_a_started_job_stops_at_its_next_check_point(client: TestClient, run_worker: Callable[[], None]) -> None:
+    from instyle.protocol import CANCEL_PREFIX
+
+    job_id = post(client, png()).json()["job_id"]
+    # what DELETE sets for a started job (the worker cannot be interrupted from outside)
+    client.app.state.instyle.redis.set(f"{CANCEL_PREFIX}{job_id}", "1")  # type: ignore[attr-defined]
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["error"]["code"] == "canceled"
+    assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "result_not_ready")
+
+
+def test_byte_cap_applies_while_streaming_without_content_length(make_client: MakeClient) -> None:
+    client = make_client(max_upload_bytes=4096)
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="style"\r\n\r\ntiny\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(64):  # 64 KiB in 1 KiB chunks, no Content-Length (chunked transfer)
+            yield b"\0" * 1024
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/v1/stylize", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert_problem(r, 413, "upload_too_large")
