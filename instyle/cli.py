@@ -295,13 +295,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from worker.settings import WorkerSettings
 
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    build_context(WorkerSettings(**overrides), redis)
-    worker, _ = start_thread_worker(redis, list(QUEUES))
+    worker_settings = WorkerSettings(**overrides)
+    build_context(worker_settings, redis)
+    # one worker thread per queue, so a training job never holds up stylization
+    workers = [
+        start_thread_worker(redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s)[0]
+        for queue in QUEUES
+    ]
     print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
     try:
         uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_level="info")
     finally:
-        worker.request_stop(None, None)
+        for worker in workers:
+            worker.request_stop(None, None)
     return 0
 
 
@@ -324,7 +330,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     redis = Redis.from_url(settings.redis_url)
     ctx = build_context(settings, redis)
     print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
-    make_worker(redis, queues, name=args.name).work(burst=args.burst, with_scheduler=False)
+    worker = make_worker(
+        redis, queues, name=args.name, lease_s=settings.train_lease_s, maintenance_s=settings.maintenance_s
+    )
+    worker.work(burst=args.burst, with_scheduler=False)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,7 @@ def train_and_publish(
     callback: ProgressCallback | None = None,
     report_dir: Path | None = None,
     half: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PublishedStyle:
     """Train a style, export it (checked against eager output), and publish it atomically."""
     validate_style_id(name)
@@ -75,8 +76,9 @@ def train_and_publish(
     dev = pick_device(device)
     ckpt = (checkpoint_dir / "checkpoint.pt") if checkpoint_dir is not None else None
     result = train(
-        dataset, style_img, config, recipe, device=dev, checkpoint_path=ckpt, resume=resume, callback=callback
-    )
+        dataset, style_img, config, recipe, device=dev, checkpoint_path=ckpt, resume=resume, callback=callback,
+        should_stop=should_stop,
+    )  # fmt: skip
     previews = [load_image(p) for p in preview_photos]
     report = report_dir or (checkpoint_dir if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="instyle-")))
     write_report(result, style_img, previews, report, title=f"{name}: {config.arch}/{config.norm}")

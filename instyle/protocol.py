@@ -18,6 +18,7 @@ QUEUES = (QUEUE_STYLIZE, QUEUE_TRAIN)
 
 #: Job functions, by dotted path, so the API never imports worker code.
 STYLIZE_JOB = "worker.jobs.stylize"
+TRAIN_JOB = "worker.training.train_style"
 
 #: Redis key prefixes of image blobs.
 INPUT_PREFIX = "instyle:in:"
@@ -25,6 +26,9 @@ RESULT_PREFIX = "instyle:out:"
 #: A key ``CANCEL_PREFIX + job_id`` asks a running job to stop at its next check point
 #: (non-forking workers cannot kill a job from outside).
 CANCEL_PREFIX = "instyle:cancel:"
+#: Style images of training jobs, and the live preview of a running training.
+STYLE_IMAGE_PREFIX = "instyle:style:"
+PREVIEW_PREFIX = "instyle:preview:"
 
 #: Redis hash where workers record generator load times (field: style ref, value: seconds).
 MODEL_LOAD_KEY = "instyle:metrics:model_load_s"
@@ -41,6 +45,8 @@ class JobStatus(StrEnum):
     finished = "finished"
     failed = "failed"
     canceled = "canceled"
+    train_data_missing = "train_data_missing"
+    invalid_recipe = "invalid_recipe"
 
 
 class ErrorCode(StrEnum):
@@ -52,6 +58,8 @@ class ErrorCode(StrEnum):
     artifact_corrupt = "artifact_corrupt"
     timeout = "timeout"
     canceled = "canceled"
+    train_data_missing = "train_data_missing"
+    invalid_recipe = "invalid_recipe"
     worker_lost = "worker_lost"
     internal = "internal"
 
@@ -79,3 +87,17 @@ class StylizeResult(BaseModel):
     height: int
     style: str  # resolved "id@version"
     model_ms: float
+
+
+class TrainPayload(BaseModel):
+    """What a training job needs; the style image is the Redis key ``style_key``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    title: str = ""
+    style_key: str
+    generator: dict[str, object]  # stylenet.config.GeneratorConfig fields
+    recipe: dict[str, object]  # stylenet.recipe.TrainRecipe fields
+    #: Seconds between live previews (a stylized sample from the current weights).
+    preview_every_s: float = Field(default=20.0, gt=0)

@@ -65,3 +65,23 @@ class InvalidField(ServiceError):
 
 class JobNotCancelable(ServiceError):
     code, status, title = "job_not_cancelable", 409, "Job cannot be canceled"
+
+
+class Unauthorized(ServiceError):
+    code, status, title = "unauthorized", 401, "API key required"
+
+
+class Forbidden(ServiceError):
+    code, status, title = "forbidden", 403, "API key not accepted"
+
+
+class StyleExists(ServiceError):
+    code, status, title = "style_exists", 409, "Style exists"
+
+
+class StyleReadOnlyError(ServiceError):
+    code, status, title = "style_read_only", 409, "Style is read-only"
+
+
+class PreviewNotReady(ServiceError):
+    code, status, title = "preview_not_ready", 404, "No preview yet"

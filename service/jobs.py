@@ -9,23 +9,29 @@ from typing import Any
 
 from pydantic import BaseModel
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from instyle.protocol import (
     CANCEL_PREFIX,
     INPUT_PREFIX,
+    PREVIEW_PREFIX,
     QUEUE_STYLIZE,
+    QUEUE_TRAIN,
+    STYLE_IMAGE_PREFIX,
     STYLIZE_JOB,
+    TRAIN_JOB,
     ErrorCode,
     JobStatus,
     StylizePayload,
+    TrainPayload,
 )
-from service.exceptions import JobNotCancelable, JobNotFound, QueueFull, ResultExpired, ResultNotReady
+from service.exceptions import JobNotCancelable, JobNotFound, PreviewNotReady, QueueFull, ResultExpired, ResultNotReady
 from service.settings import ServiceSettings
 
 #: Marks a job id as issued here for a day, so an expired job answers 410 rather than 404.
@@ -60,6 +66,7 @@ class JobView(BaseModel):
     ended_at: datetime | None
     error: JobError | None = None
     result_url: str | None = None
+    preview_url: str | None = None
     detail: dict[str, Any] = {}
 
 
@@ -72,12 +79,17 @@ def job_error(job: Job, status: JobStatus) -> JobError | None:
     meta_error = job.meta.get("error")
     if isinstance(meta_error, dict) and "code" in meta_error:
         return JobError(code=str(meta_error["code"]), message=str(meta_error.get("message", "")))
-    info = job.exc_info or ""
+    latest = job.latest_result()
+    info = (latest.exc_string if latest is not None else None) or ""
     last = next((line for line in reversed(info.strip().splitlines()) if line.strip()), "")
     if "JobTimeoutException" in info:
         return JobError(code=ErrorCode.timeout, message=last or "the job ran past its timeout")
     if "AbandonedJobError" in info or "abandoned" in info.lower():
-        return JobError(code=ErrorCode.worker_lost, message="the worker running the job was lost")
+        attempts = int(job.meta.get("attempts", 1))
+        return JobError(
+            code=ErrorCode.worker_lost,
+            message=f"the worker running the job was lost ({attempts} attempt(s), no retries left)",
+        )
     return JobError(code=ErrorCode.internal, message=last or "the job failed")
 
 
@@ -114,7 +126,40 @@ class JobService:
         self.redis.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
         return job
 
+    def enqueue_train(
+        self, style_image: bytes, name: str, title: str, generator: dict[str, Any], recipe: dict[str, Any]
+    ) -> Job:
+        queue = self.queue(QUEUE_TRAIN)
+        if queue.count >= self.settings.max_train_queue_depth:
+            raise QueueFull(f"{queue.count} training jobs are waiting; try again later", retry_after_s=60)
+        style_key = f"{STYLE_IMAGE_PREFIX}{uuid.uuid4().hex}"
+        self.redis.set(style_key, style_image, ex=self.settings.style_image_ttl_s)
+        payload = TrainPayload(name=name, title=title, style_key=style_key, generator=generator, recipe=recipe)
+        job = queue.enqueue(
+            TRAIN_JOB,
+            payload.model_dump(),
+            job_timeout=self.settings.train_timeout_s,
+            result_ttl=self.settings.style_image_ttl_s,
+            failure_ttl=self.settings.style_image_ttl_s,
+            retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
+            meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
+        )
+        self.redis.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+        return job
+
+    def reap_abandoned(self) -> None:
+        """Retry (or fail) started jobs whose lease ran out: their worker died. Cheap when none did."""
+        for name in (QUEUE_STYLIZE, QUEUE_TRAIN):
+            StartedJobRegistry(queue=self.queue(name)).cleanup()
+
+    def preview(self, job: Job) -> bytes:
+        data = self.redis.get(f"{PREVIEW_PREFIX}{job.id}")
+        if data is None:
+            raise PreviewNotReady(f"job {job.id} has no preview yet")
+        return data.encode() if isinstance(data, str) else data
+
     def fetch(self, job_id: str) -> Job:
+        self.reap_abandoned()
         try:
             return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
         except NoSuchJobError:
@@ -122,9 +167,10 @@ class JobService:
                 raise ResultExpired(f"job {job_id} has expired") from None
             raise JobNotFound(f"no job {job_id}") from None
 
-    def view(self, job: Job, result_url: str | None) -> JobView:
+    def view(self, job: Job, result_url: str | None, preview_url: str | None = None) -> JobView:
         status = self.status(job)
         meta = job.get_meta(refresh=False)
+        is_train = meta.get("type") == "train"
         progress = 1.0 if status == JobStatus.finished else float(meta.get("progress", 0.0))
         detail = {k: v for k, v in meta.items() if k not in ("type", "progress", "error")}
         return JobView(
@@ -136,7 +182,8 @@ class JobService:
             started_at=job.started_at,
             ended_at=job.ended_at,
             error=job_error(job, status),
-            result_url=result_url if status == JobStatus.finished else None,
+            result_url=result_url if status == JobStatus.finished and not is_train else None,
+            preview_url=preview_url if is_train and "preview_iteration" in meta else None,
             detail=detail,
         )
 

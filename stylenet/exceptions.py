@@ -25,3 +25,7 @@ class ExportMismatch(StylenetError):
 
 class CheckpointError(StylenetError):
     """A training checkpoint is missing, unreadable, or from a different recipe."""
+
+
+class TrainingStopped(StylenetError):
+    """Training was asked to stop (``should_stop`` returned True); nothing is exported."""

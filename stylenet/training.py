@@ -22,7 +22,7 @@ from torch import nn
 
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
-from stylenet.exceptions import CheckpointError
+from stylenet.exceptions import CheckpointError, TrainingStopped
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, resize_max
 from stylenet.losses import LossWeights, PerceptualLoss
@@ -107,10 +107,13 @@ def train(
     resume: bool = False,
     callback: ProgressCallback | None = None,
     extractor: FeatureExtractor | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a generator for ``style_image`` on ``photos``; see ``TrainRecipe`` for the knobs.
 
     ``extractor`` defaults to the VGG named by ``recipe.vgg_weights``; tests inject a tiny one.
+    ``should_stop`` is asked before every iteration; when it answers True, ``TrainingStopped``
+    is raised (the last checkpoint stays for a later resume).
     """
     dev = pick_device(str(device) if device is not None else None)
     dataset = photos if isinstance(photos, PhotoDataset) else PhotoDataset(photos, recipe.image_size, recipe.crop_scale)
@@ -170,6 +173,8 @@ def train(
     t_window = t0
     it_per_s = 0.0
     for it in range(start, recipe.iterations):
+        if should_stop is not None and should_stop():
+            raise TrainingStopped(f"training stopped at iteration {it} of {recipe.iterations}")
         batch = dataset.sample(recipe.batch_size, g).to(dev)  # (B, 3, S, S)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):

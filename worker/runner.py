@@ -11,17 +11,53 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, get_current_job
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 log = logging.getLogger(__name__)
 
 
+#: The worker of this process (set when it starts working), so a long job can renew its lease.
+_active: InstyleWorker | None = None
+
+
 class InstyleWorker(SimpleWorker):
-    """Non-forking worker with JSON (de)serialization of jobs."""
+    """Non-forking worker with JSON (de)serialization of jobs.
+
+    Training jobs get a short lease (``lease_s``) in RQ's started registry instead of
+    ``timeout + 60 s``; the job renews it with ``renew_lease()`` as it reports progress. If the
+    worker dies, the lease runs out, registry cleanup retries the job (``Retry``) on another
+    worker, and the job resumes from its checkpoint.
+    """
+
+    lease_s: int = 120
+    lease_queues: frozenset[str] = frozenset({"train"})
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        if job.origin in self.lease_queues:
+            return self.lease_s
+        return super().get_heartbeat_ttl(job, working_time)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        global _active
+        _active = self
+        return super().work(*args, **kwargs)
+
+
+def renew_lease() -> None:
+    """Extend the running job's lease (worker, execution and job heartbeats). No-op outside a worker."""
+    worker = _active
+    job = get_current_job()
+    if worker is None or job is None:
+        return
+    for execution in list(worker.executions.values()):
+        if execution.job_id == job.id:
+            worker.maintain_heartbeats(job, execution)
 
 
 class ThreadWorker(InstyleWorker):
@@ -32,14 +68,23 @@ class ThreadWorker(InstyleWorker):
 
 
 def make_worker(
-    redis: Redis, queues: Sequence[str], cls: type[InstyleWorker] = InstyleWorker, name: str | None = None
+    redis: Redis,
+    queues: Sequence[str],
+    cls: type[InstyleWorker] = InstyleWorker,
+    name: str | None = None,
+    lease_s: int = 120,
+    maintenance_s: int = 60,
 ) -> InstyleWorker:
     qs = [Queue(q, connection=redis, serializer=JSONSerializer) for q in queues]
-    return cls(qs, connection=redis, serializer=JSONSerializer, name=name)
+    worker = cls(qs, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=maintenance_s)
+    worker.lease_s = lease_s
+    return worker
 
 
-def start_thread_worker(redis: Redis, queues: Sequence[str]) -> tuple[ThreadWorker, threading.Thread]:
-    worker = make_worker(redis, queues, ThreadWorker)
+def start_thread_worker(
+    redis: Redis, queues: Sequence[str], lease_s: int = 120, maintenance_s: int = 60
+) -> tuple[ThreadWorker, threading.Thread]:
+    worker = make_worker(redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s)
     assert isinstance(worker, ThreadWorker)
     thread = threading.Thread(
         target=worker.work,

@@ -20,6 +20,12 @@ class WorkerSettings(BaseSettings):
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).
     warm_styles: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Folder of content photos for training jobs (never uploaded per job).
+    train_data: Path | None = None
+    #: Seconds a training job's lease lasts without a heartbeat before it counts as abandoned.
+    train_lease_s: int = Field(default=120, ge=1)
+    #: Seconds between the worker's registry maintenance (retries abandoned jobs).
+    maintenance_s: int = Field(default=60, ge=1)
 
     @field_validator("warm_styles", mode="before")
     @classmethod

@@ -14,7 +14,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.get("/{job_id}", response_model=JobView, name="get_job")
 def get_job(job_id: str, request: Request, state: State) -> JobView:
     job = state.jobs.fetch(job_id)
-    return state.jobs.view(job, str(request.url_for("get_job_result", job_id=job.id)))
+    return state.jobs.view(
+        job,
+        str(request.url_for("get_job_result", job_id=job.id)),
+        str(request.url_for("get_job_preview", job_id=job.id)),
+    )
+
+
+@router.get("/{job_id}/preview", name="get_job_preview", responses={200: {"content": {"image/jpeg": {}}}})
+def get_job_preview(job_id: str, state: State) -> Response:
+    """A stylized sample from the current weights of a training job (refreshed periodically)."""
+    data = state.jobs.preview(state.jobs.fetch(job_id))
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{job_id}/result", name="get_job_result", responses={200: {"content": {"image/jpeg": {}}}})

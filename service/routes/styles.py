@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from instyle.protocol import JobStatus
 from model_store.catalog import ResolvedStyle
-from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFound
+from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFound, StyleReadOnly
+from model_store.ids import validate_style_id
+from service.auth import ApiKey
 from service.deps import State
-from service.exceptions import StyleUnknown
+from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnknown
+from service.training import TrainRequest
+from service.uploads import inspect_upload
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 
@@ -87,3 +93,73 @@ def get_preview(style_ref: str, state: State, kind: str = "preview") -> FileResp
     if path is None or not path.is_file():
         raise StyleUnknown(f"style {resolved.manifest.ref} has no {kind} image")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=300"})
+
+
+class TrainAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str
+    style: str
+    generator: dict[str, Any]
+    recipe: dict[str, Any]
+
+
+@router.post("", status_code=202, response_model=TrainAccepted)
+async def train_style(
+    request: Request,
+    state: State,
+    _auth: ApiKey,
+    style_image: Annotated[UploadFile, File(description="the painting")],
+    name: Annotated[str, Form(description="style id (slug)")],
+    title: Annotated[str, Form(max_length=200)] = "",
+    preset: Annotated[Literal["fast", "quality"] | None, Form()] = None,
+    arch: Annotated[Literal["johnson", "ulyanov"] | None, Form()] = None,
+    norm: Annotated[Literal["instance", "batch", "instance-frozen"] | None, Form()] = None,
+    width: Annotated[float | None, Form()] = None,
+    iterations: Annotated[int | None, Form()] = None,
+    image_size: Annotated[int | None, Form()] = None,
+    style_size: Annotated[int | None, Form()] = None,
+    batch_size: Annotated[int | None, Form()] = None,
+    lr: Annotated[float | None, Form()] = None,
+    content_weight: Annotated[float | None, Form()] = None,
+    style_weight: Annotated[float | None, Form()] = None,
+    tv_weight: Annotated[float | None, Form()] = None,
+    replace: Annotated[bool, Form()] = False,
+) -> JSONResponse:
+    try:
+        validate_style_id(name)
+    except InvalidStyleId as exc:
+        raise InvalidField(f"name: {exc}") from None
+    try:
+        req = TrainRequest(
+            preset=preset, arch=arch, norm=norm, width=width, iterations=iterations, image_size=image_size,
+            style_size=style_size, batch_size=batch_size, lr=lr, content_weight=content_weight,
+            style_weight=style_weight, tv_weight=tv_weight,
+        )  # fmt: skip
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidField(fields) from None
+    if state.catalog.versions(name) and not replace:
+        raise StyleExists(f"style {name!r} exists; send replace=true to publish a new version")
+    data = await style_image.read()
+    await run_in_threadpool(inspect_upload, data, state.settings.max_pixels)
+    generator, recipe = req.resolve()
+    job = state.jobs.enqueue_train(data, name, title, generator, recipe)
+    status_url = str(request.url_for("get_job", job_id=job.id))
+    body = TrainAccepted(
+        job_id=job.id, status=JobStatus.queued, status_url=status_url, style=name, generator=generator, recipe=recipe
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": status_url})
+
+
+@router.delete("/{style_ref}", status_code=204)
+def delete_style(style_ref: str, state: State, _auth: ApiKey) -> Response:
+    try:
+        style_id, _, version = style_ref.partition("@")
+        validate_style_id(style_id)
+        state.catalog.delete(style_id, int(version) if version.isdigit() else None)
+    except (InvalidStyleId, StyleNotFound) as exc:
+        raise StyleUnknown(str(exc)) from None
+    except StyleReadOnly as exc:
+        raise StyleReadOnlyError(str(exc)) from None
+    return Response(status_code=204)

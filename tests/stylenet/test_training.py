@@ -154,3 +154,16 @@ def test_recipe_validation_and_round_trip() -> None:
         TrainRecipe(batch_size=0)
     with pytest.raises(ValueError, match="unknown recipe keys"):
         TrainRecipe.from_dict({"epochs": 2})
+
+
+def test_should_stop_interrupts_and_keeps_the_checkpoint(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    from stylenet.exceptions import TrainingStopped
+
+    calls = iter(range(100))
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(TrainingStopped, match="iteration 4"):
+        train(small_photos, style_image, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt,
+              should_stop=lambda: next(calls) >= 4)  # fmt: skip
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 3

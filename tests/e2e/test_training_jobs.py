@@ -1,0 +1,202 @@
+"""Training as a job, end to end: API + real Redis + real `instyle worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.conftest import ASSET_STYLE
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+TINY_RECIPE = {"iterations": "40", "image_size": "32", "style_size": "48", "batch_size": "1", "width": "0.25"}
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_store: Path) -> Path:
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store, root)
+    return root
+
+
+@pytest.fixture
+def api(redis_url: str, store: Path) -> Iterator[TestClient]:
+    settings = ServiceSettings(redis_url=redis_url, store=store, api_keys=[KEY], train_retries=2)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def start_worker(
+    redis_url: str, store: Path, small_photos: Path, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
+        env |= {
+            "INSTYLE_REDIS_URL": redis_url, "INSTYLE_STORE": str(store), "INSTYLE_TRAIN_DATA": str(small_photos),
+            "INSTYLE_TRAIN_LEASE_S": "6", "INSTYLE_MAINTENANCE_S": "1", "OMP_NUM_THREADS": "1",
+        }  # fmt: skip
+        log = (tmp_path / f"worker{len(procs)}.log").open("wb")
+        logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "instyle.cli", "worker", "--queues", "train,stylize", "--device", "cpu", *extra],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    for log in logs:
+        log.close()
+
+
+def submit(api: TestClient, name: str, **fields: str) -> dict[str, Any]:
+    with ASSET_STYLE.open("rb") as f:
+        r = api.post(
+            "/v1/styles", files={"style_image": ("s.jpg", f, "image/jpeg")}, data={"name": name, **fields}, headers=AUTH
+        )
+    assert r.status_code == 202, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def wait_for(
+    api: TestClient, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 180
+) -> list[dict[str, Any]]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        seen.append(job)
+        if until(job):
+            return seen
+        time.sleep(0.1)
+    pytest.fail(f"timed out; last state: {seen[-1] if seen else None}")
+
+
+def test_auth_validation_and_clashes(api: TestClient) -> None:
+    with ASSET_STYLE.open("rb") as f:
+        files = {"style_image": ("s.jpg", f.read(), "image/jpeg")}
+    r = api.post("/v1/styles", files=files, data={"name": "x"})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    r = api.post("/v1/styles", files=files, data={"name": "x"}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    for field, value in [("iterations", "0"), ("image_size", "8"), ("lr", "5"), ("arch", "unet"), ("batch_size", "x")]:
+        r = api.post("/v1/styles", files=files, data={"name": "x", field: value}, headers=AUTH)
+        assert r.status_code == 422 and field in r.json()["detail"], (field, r.text)
+    r = api.post("/v1/styles", files=files, data={"name": "Not A Slug"}, headers=AUTH)
+    assert r.status_code == 422 and "name" in r.json()["detail"]
+    r = api.post("/v1/styles", files=files, data={"name": "tiny"}, headers=AUTH)
+    assert r.status_code == 409 and r.json()["code"] == "style_exists"
+    r = api.post(
+        "/v1/styles", files={"style_image": ("s.jpg", b"nope", "image/jpeg")}, data={"name": "y"}, headers=AUTH
+    )
+    assert r.status_code == 415
+    assert api.delete("/v1/styles/tiny").status_code == 401
+    assert api.delete("/v1/styles/tiny", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert api.delete("/v1/styles/missing", headers=AUTH).status_code == 404
+
+
+@pytest.mark.slow
+def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]]) -> None:
+    accepted = submit(api, "fresh", title="Fresh", **TINY_RECIPE)
+    assert accepted["recipe"]["iterations"] == 40 and accepted["generator"]["width"] == 0.25
+    worker = start_worker("--burst")
+    seen = wait_for(api, accepted["job_id"], lambda j: j["status"] in ("finished", "failed"))
+    final = seen[-1]
+    assert final["status"] == "finished", final
+    iterations = [j["detail"]["iteration"] for j in seen if j["status"] == "started" and j["detail"]["iteration"] > 0]
+    assert len(set(iterations)) >= 2 and iterations == sorted(iterations)  # progress increased while we watched
+    running = next(j for j in seen if j["status"] == "started" and "losses" in j["detail"])
+    assert {"it_per_s", "eta_s", "total"} <= set(running["detail"]) and running["detail"]["total"] == 40
+    assert set(running["detail"]["losses"]) == {"total", "content", "style", "tv"}
+    assert final["preview_url"] and api.get(final["preview_url"]).headers["content-type"] == "image/jpeg"
+    assert worker.wait(timeout=60) == 0
+    styles = {s["id"]: s for s in api.get("/v1/styles").json()}
+    assert styles["fresh"]["version"] == 1 and not styles["fresh"]["shipped"]
+    # a stylize worker that was not restarted uses it
+    r = api.post(
+        "/v1/stylize",
+        files={"image": ("a.jpg", ASSET_STYLE.read_bytes(), "image/jpeg")},
+        data={"style": "fresh", "max_size": "40"},
+    )
+    job_id = r.json()["job_id"]
+    start_worker("--burst").wait(timeout=60)
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+    assert api.delete("/v1/styles/fresh", headers=AUTH).status_code == 204
+    assert "fresh" not in {s["id"] for s in api.get("/v1/styles").json()}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_resumes_from_the_checkpoint(
+    api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]], store: Path
+) -> None:
+    accepted = submit(api, "survivor", **{**TINY_RECIPE, "iterations": "200"})
+    job_id = accepted["job_id"]
+    first = start_worker()
+    wait_for(api, job_id, lambda j: j["detail"].get("iteration", 0) >= 40)  # checkpoints every 10 iterations
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    killed_at = api.get(f"/v1/jobs/{job_id}").json()["detail"]["iteration"]
+    # the lease runs out (6 s); reading the job retries it
+    wait_for(api, job_id, lambda j: j["status"] == "queued", timeout=60)
+    second = start_worker("--burst")
+    seen = wait_for(api, job_id, lambda j: j["status"] in ("finished", "failed"), timeout=240)
+    assert seen[-1]["status"] == "finished", seen[-1]
+    after = [j["detail"]["iteration"] for j in seen if j["status"] == "started" and j["detail"].get("attempts") == 2]
+    assert after and min(after) >= (killed_at // 10) * 10 - 10  # continued from the checkpoint, not from 0
+    assert second.wait(timeout=60) == 0
+    manifest = api.get("/v1/styles/survivor").json()
+    assert manifest["training"]["resumed_from"] >= 30 and manifest["recipe"]["iterations"] == 200
+    assert not (store / ".work" / job_id).exists()
+
+
+@pytest.mark.slow
+def test_cancel_a_running_training_publishes_nothing(
+    api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]], store: Path
+) -> None:
+    job_id = submit(api, "doomed", **{**TINY_RECIPE, "iterations": "5000"})["job_id"]
+    worker = start_worker("--burst")
+    wait_for(api, job_id, lambda j: j["detail"].get("iteration", 0) >= 5)
+    t0 = time.monotonic()
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
+    final = wait_for(api, job_id, lambda j: j["status"] in ("canceled", "failed", "finished"), timeout=30)[-1]
+    assert final["status"] == "canceled" and time.monotonic() - t0 < 10
+    assert worker.wait(timeout=60) == 0
+    assert "doomed" not in {s["id"] for s in api.get("/v1/styles").json()}
+    assert not (store / "doomed").exists() and not (store / ".work" / job_id).exists()
+
+
+@pytest.mark.slow
+def test_retry_budget_exhausted_fails_with_a_reason(
+    redis_url: str, store: Path, start_worker: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    settings = ServiceSettings(redis_url=redis_url, store=store, api_keys=[KEY], train_retries=0)
+    with TestClient(create_app(settings)) as api:
+        job_id = submit(api, "fragile", **{**TINY_RECIPE, "iterations": "5000"})["job_id"]
+        worker = start_worker()
+        wait_for(api, job_id, lambda j: j["detail"].get("iteration", 0) >= 5)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+        final = wait_for(api, job_id, lambda j: j["status"] != "started", timeout=60)[-1]
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == "worker_lost" and "no retries left" in final["error"]["message"]
+        assert "fragile" not in {s["id"] for s in api.get("/v1/styles").json()}

@@ -1,0 +1,143 @@
+"""The training job: train -> export -> verify -> publish, with live progress for the API.
+
+* Progress (iteration, losses, it/s, ETA) goes to ``job.meta`` on every report; a preview image
+  from the current weights is refreshed every ``preview_every_s`` seconds.
+* Each report also renews the job's lease (see ``worker.runner``), so a live job is never
+  declared abandoned while a dead worker's job is, within the lease.
+* Checkpoints go to the writable store's work area (``<store>/.work/<job id>/``), which any
+  train worker sharing the store can read: a retried job resumes where the last one stopped.
+* ``DELETE /v1/jobs/{id}`` is honoured before the next iteration; nothing is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rq import get_current_job
+from torch import nn
+
+from instyle.assets import sample_photos
+from instyle.pipeline import StyleSource, train_and_publish
+from instyle.protocol import CANCEL_PREFIX, PREVIEW_PREFIX, ErrorCode, TrainPayload
+from model_store.exceptions import StoreError
+from stylenet.config import GeneratorConfig
+from stylenet.exceptions import EmptyDataset, InvalidImage, TrainingStopped
+from stylenet.imageio import encode_image, load_image
+from stylenet.inference import stylize_image
+from stylenet.recipe import TrainRecipe
+from stylenet.training import TrainProgress
+from worker.context import current_context
+from worker.jobs import _fail
+from worker.runner import renew_lease
+
+log = logging.getLogger(__name__)
+
+#: Seconds the style image and preview stay in Redis.
+PREVIEW_TTL_S = 24 * 3600
+#: Seconds between lease renewals while training (well under any sensible lease).
+LEASE_RENEW_S = 1.0
+
+
+def train_style(payload: dict[str, Any]) -> dict[str, Any]:
+    ctx = current_context()
+    p = TrainPayload.model_validate(payload)
+    job = get_current_job()
+    job_id = job.id if job is not None else f"local-{int(time.time())}"
+    redis = job.connection if job is not None else ctx.redis
+    if ctx.settings.train_data is None or not Path(ctx.settings.train_data).is_dir():
+        raise _fail(ErrorCode.train_data_missing, "this worker has no training photos (set INSTYLE_TRAIN_DATA)")
+    try:
+        config = GeneratorConfig.from_dict(dict(p.generator))
+        recipe = TrainRecipe.from_dict(dict(p.recipe))
+    except (TypeError, ValueError) as exc:
+        raise _fail(ErrorCode.invalid_recipe, str(exc)) from None
+    style_bytes = redis.get(p.style_key)
+    if style_bytes is None:
+        raise _fail(ErrorCode.input_expired, "the style image expired before training started")
+    catalog = ctx.cache.catalog
+    if catalog.writable is None:
+        raise _fail(ErrorCode.internal, "no writable style store")
+    work = catalog.writable.root / ".work" / job_id
+    work.mkdir(parents=True, exist_ok=True)
+    style_path = work / "style.img"
+    style_path.write_bytes(style_bytes if isinstance(style_bytes, bytes) else style_bytes.encode())
+    resume = (work / "checkpoint.pt").is_file()
+    if job is not None:
+        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        job.meta["resumed"] = resume
+        job.save_meta()
+    renew_lease()
+    preview_photo = load_image(sample_photos()[0])
+    last_preview = 0.0
+    last_lease = time.monotonic()
+    cancel_key = f"{CANCEL_PREFIX}{job_id}"
+
+    def should_stop() -> bool:
+        nonlocal last_lease
+        now = time.monotonic()
+        if now - last_lease >= LEASE_RENEW_S:
+            renew_lease()
+            last_lease = now
+        return bool(redis.exists(cancel_key))
+
+    def report(progress: TrainProgress, model: nn.Module) -> None:
+        nonlocal last_preview
+        if job is None:
+            return
+        job.meta.update(
+            progress=round(progress.iteration / progress.total, 4),
+            iteration=progress.iteration,
+            total=progress.total,
+            losses={k: round(v, 5) for k, v in progress.losses.items()},
+            it_per_s=round(progress.it_per_s, 3),
+            eta_s=round(progress.eta_s, 1),
+            elapsed_s=round(progress.elapsed_s, 1),
+        )
+        now = time.monotonic()
+        if now - last_preview >= p.preview_every_s or progress.iteration == progress.total:
+            was_training = model.training
+            model.eval()
+            try:
+                image = stylize_image(model, preview_photo, 256, device=next(model.parameters()).device)
+            finally:
+                model.train(was_training)
+            redis.set(f"{PREVIEW_PREFIX}{job_id}", encode_image(image, "jpeg", 85), ex=PREVIEW_TTL_S)
+            job.meta["preview_iteration"] = progress.iteration
+            last_preview = now
+        job.save_meta()
+
+    try:
+        published = train_and_publish(
+            photos=ctx.settings.train_data,
+            style=StyleSource(style_path, p.title, "uploaded with the training job", "as declared by the uploader"),
+            name=p.name,
+            catalog=catalog,
+            config=config,
+            recipe=recipe,
+            preview_photos=sample_photos()[:4],
+            device=str(ctx.device),
+            checkpoint_dir=work,
+            resume=resume,
+            callback=report,
+            should_stop=should_stop,
+        )
+    except TrainingStopped:
+        shutil.rmtree(work, ignore_errors=True)
+        raise _fail(ErrorCode.canceled, "the training was canceled; nothing was published") from None
+    except InvalidImage as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise _fail(ErrorCode.invalid_image, str(exc)) from None
+    except EmptyDataset as exc:
+        raise _fail(ErrorCode.train_data_missing, str(exc)) from None
+    except StoreError as exc:
+        raise _fail(ErrorCode.internal, str(exc)) from None
+    m = published.resolved.manifest
+    shutil.rmtree(work, ignore_errors=True)
+    if job is not None:
+        job.meta.update(progress=1.0, style=m.ref)
+        job.save_meta()
+    return {"style": m.ref, "final_losses": m.final_losses, "wall_time_s": m.training.get("wall_time_s")}
