@@ -125,12 +125,12 @@ def test_queue_cap_answers_429(make_client: MakeClient) -> None:
 
 
 def test_unknown_and_expired(make_client: MakeClient, run_worker: Callable[[], None]) -> None:
-    client = make_client(result_ttl_s=1)
+    client = make_client(result_ttl_s=3)
     assert_problem(client.get("/v1/jobs/0123456789abcdef"), 404, "job_not_found")
     job_id = post(client, png()).json()["job_id"]
     run_worker()
     assert client.get(f"/v1/jobs/{job_id}/result").status_code == 200
-    time.sleep(2.2)
+    time.sleep(3.5)
     assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 410, "result_expired")
 
 
