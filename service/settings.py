@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from instyle.env import CommaList
 
 
 class ServiceSettings(BaseSettings):
@@ -30,16 +31,9 @@ class ServiceSettings(BaseSettings):
     #: Upper bound of ``?wait=`` in seconds.
     max_wait_s: float = Field(default=30.0, ge=0)
     #: API keys for the writing endpoints (comma-separated); empty = no authentication.
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    api_keys: CommaList = Field(default_factory=list, repr=False)
     #: Seconds a training job may run; attempts after a worker dies; style image retention.
     train_timeout_s: int = Field(default=7 * 24 * 3600, ge=1)
     train_retries: int = Field(default=2, ge=0)
     style_image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_train_queue_depth: int = Field(default=20, ge=1)
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from instyle.env import CommaList
 
 
 class WorkerSettings(BaseSettings):
@@ -19,17 +20,10 @@ class WorkerSettings(BaseSettings):
     #: Generators kept in memory (LRU).
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).
-    warm_styles: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    warm_styles: CommaList = Field(default_factory=list)
     #: Folder of content photos for training jobs (never uploaded per job).
     train_data: Path | None = None
     #: Seconds a training job's lease lasts without a heartbeat before it counts as abandoned.
     train_lease_s: int = Field(default=120, ge=1)
     #: Seconds between the worker's registry maintenance (retries abandoned jobs).
     maintenance_s: int = Field(default=60, ge=1)
-
-    @field_validator("warm_styles", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
