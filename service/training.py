@@ -42,5 +42,6 @@ class TrainRequest(BaseModel):
         merged.update({k: v for k, v in self.model_dump(exclude={"preset"}).items() if v is not None})
         generator: dict[str, Any] = {k: merged.pop(k) for k in ("arch", "norm", "width") if k in merged}
         checkpoint_every = max(10, min(200, merged.get("iterations", 300) // 20))
-        recipe = {**merged, "checkpoint_every": checkpoint_every, "log_every": 5}
+        # progress every iteration (the job throttles what it writes), so the API stays fresh
+        recipe = {**merged, "checkpoint_every": checkpoint_every, "log_every": 1}
         return generator, recipe

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 PREVIEW_TTL_S = 24 * 3600
 #: Seconds between lease renewals while training (well under any sensible lease).
 LEASE_RENEW_S = 1.0
+#: Seconds between progress writes to the job's meta.
+REPORT_EVERY_S = 1.0
 
 
 def train_style(payload: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +86,15 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
             last_lease = now
         return bool(redis.exists(cancel_key))
 
+    last_report = 0.0
+
     def report(progress: TrainProgress, model: nn.Module) -> None:
-        nonlocal last_preview
-        if job is None:
+        nonlocal last_preview, last_report
+        now = time.monotonic()
+        final = progress.iteration == progress.total
+        if job is None or (now - last_report < REPORT_EVERY_S and not final):
             return
+        last_report = now
         job.meta.update(
             progress=round(progress.iteration / progress.total, 4),
             iteration=progress.iteration,
@@ -97,8 +104,7 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
             eta_s=round(progress.eta_s, 1),
             elapsed_s=round(progress.elapsed_s, 1),
         )
-        now = time.monotonic()
-        if now - last_preview >= p.preview_every_s or progress.iteration == progress.total:
+        if now - last_preview >= p.preview_every_s or final:
             was_training = model.training
             model.eval()
             try:

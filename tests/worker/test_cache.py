@@ -48,3 +48,16 @@ def test_new_version_is_picked_up_without_restart(tmp_path: Path, tiny_store: Pa
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(cache.get("tiny@1")[0](x), cache.get("tiny@2")[0](x))
+
+
+def test_worker_context_warms_configured_styles(tiny_store: Path) -> None:
+    import fakeredis
+
+    from instyle.protocol import MODEL_LOAD_KEY
+    from worker.context import build_context
+    from worker.settings import WorkerSettings
+
+    redis = fakeredis.FakeRedis()
+    ctx = build_context(WorkerSettings(store=tiny_store, warm_styles="tiny", device="cpu"), redis)  # type: ignore[arg-type]
+    assert ctx.cache.keys() == [("tiny", 1)]
+    assert float(redis.hget(MODEL_LOAD_KEY, "tiny@1")) > 0  # type: ignore[arg-type]
