@@ -40,7 +40,7 @@ def _set_progress(progress: float, **extra: Any) -> None:
         job.save_meta()
 
 
-def _fail(code: ErrorCode, message: str) -> JobFailure:
+def fail_job(code: ErrorCode, message: str) -> JobFailure:
     job = get_current_job()
     if job is not None:
         job.meta["error"] = {"code": code.value, "message": message}
@@ -52,7 +52,7 @@ def check_canceled(redis: Redis) -> None:
     """Raise if the API asked the current job to stop (see ``instyle.protocol.CANCEL_PREFIX``)."""
     job = get_current_job()
     if job is not None and redis.exists(f"{CANCEL_PREFIX}{job.id}"):
-        raise _fail(ErrorCode.canceled, "the job was canceled")
+        raise fail_job(ErrorCode.canceled, "the job was canceled")
 
 
 def _connection(ctx: WorkerContext) -> Redis:
@@ -67,19 +67,19 @@ def stylize(payload: dict[str, Any]) -> dict[str, Any]:
     redis = _connection(ctx)
     data = redis.get(p.input_key)
     if data is None:
-        raise _fail(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
+        raise fail_job(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
     try:
         photo = load_image(data.encode() if isinstance(data, str) else data)
     except InvalidImage as exc:
-        raise _fail(ErrorCode.invalid_image, str(exc)) from None
+        raise fail_job(ErrorCode.invalid_image, str(exc)) from None
     try:
         generator, resolved = ctx.cache.get(p.style)
     except StyleNotFound as exc:
-        raise _fail(ErrorCode.style_not_found, str(exc)) from None
+        raise fail_job(ErrorCode.style_not_found, str(exc)) from None
     except ArtifactCorrupt as exc:
-        raise _fail(ErrorCode.artifact_corrupt, str(exc)) from None
+        raise fail_job(ErrorCode.artifact_corrupt, str(exc)) from None
     except StoreError as exc:
-        raise _fail(ErrorCode.internal, str(exc)) from None
+        raise fail_job(ErrorCode.internal, str(exc)) from None
     _set_progress(0.2, style_resolved=resolved.manifest.ref)
     check_canceled(redis)
     start = time.perf_counter()

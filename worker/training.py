@@ -2,8 +2,8 @@
 
 * Progress (iteration, losses, it/s, ETA) goes to ``job.meta`` on every report; a preview image
   from the current weights is refreshed every ``preview_every_s`` seconds.
-* Each report also renews the job's lease (see ``worker.runner``), so a live job is never
-  declared abandoned while a dead worker's job is, within the lease.
+* Between iterations the job renews its lease (see ``worker.runner``) about once a second, so a
+  live job is never declared abandoned, while a dead worker's job is, once its lease runs out.
 * Checkpoints go to the writable store's work area (``<store>/.work/<job id>/``), which any
   train worker sharing the store can read: a retried job resumes where the last one stopped.
 * ``DELETE /v1/jobs/{id}`` is honoured before the next iteration; nothing is published.
@@ -31,7 +31,7 @@ from stylenet.inference import stylize_image
 from stylenet.recipe import TrainRecipe
 from stylenet.training import TrainProgress
 from worker.context import current_context
-from worker.jobs import _fail
+from worker.jobs import fail_job
 from worker.runner import renew_lease
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,18 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
     job_id = job.id if job is not None else f"local-{int(time.time())}"
     redis = job.connection if job is not None else ctx.redis
     if ctx.settings.train_data is None or not Path(ctx.settings.train_data).is_dir():
-        raise _fail(ErrorCode.train_data_missing, "this worker has no training photos (set INSTYLE_TRAIN_DATA)")
+        raise fail_job(ErrorCode.train_data_missing, "this worker has no training photos (set INSTYLE_TRAIN_DATA)")
     try:
         config = GeneratorConfig.from_dict(dict(p.generator))
         recipe = TrainRecipe.from_dict(dict(p.recipe))
     except (TypeError, ValueError) as exc:
-        raise _fail(ErrorCode.invalid_recipe, str(exc)) from None
+        raise fail_job(ErrorCode.invalid_recipe, str(exc)) from None
     style_bytes = redis.get(p.style_key)
     if style_bytes is None:
-        raise _fail(ErrorCode.input_expired, "the style image expired before training started")
+        raise fail_job(ErrorCode.input_expired, "the style image expired before training started")
     catalog = ctx.cache.catalog
     if catalog.writable is None:
-        raise _fail(ErrorCode.internal, "no writable style store")
+        raise fail_job(ErrorCode.internal, "no writable style store")
     work = catalog.writable.root / ".work" / job_id
     work.mkdir(parents=True, exist_ok=True)
     style_path = work / "style.img"
@@ -133,14 +133,14 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
         )
     except TrainingStopped:
         shutil.rmtree(work, ignore_errors=True)
-        raise _fail(ErrorCode.canceled, "the training was canceled; nothing was published") from None
+        raise fail_job(ErrorCode.canceled, "the training was canceled; nothing was published") from None
     except InvalidImage as exc:
         shutil.rmtree(work, ignore_errors=True)
-        raise _fail(ErrorCode.invalid_image, str(exc)) from None
+        raise fail_job(ErrorCode.invalid_image, str(exc)) from None
     except EmptyDataset as exc:
-        raise _fail(ErrorCode.train_data_missing, str(exc)) from None
+        raise fail_job(ErrorCode.train_data_missing, str(exc)) from None
     except StoreError as exc:
-        raise _fail(ErrorCode.internal, str(exc)) from None
+        raise fail_job(ErrorCode.internal, str(exc)) from None
     m = published.resolved.manifest
     shutil.rmtree(work, ignore_errors=True)
     if job is not None:
