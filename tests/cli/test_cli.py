@@ -50,8 +50,9 @@ def test_train_stylize_styles_end_to_end(
         assert (tmp_path / "work" / name).is_file(), name
 
     assert main(["styles", "--store", str(store), "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert [s["id"] for s in listed] == ["tiny-starry"] and listed[0]["shipped"] is False
+    listed = {s["id"]: s for s in json.loads(capsys.readouterr().out)}
+    assert listed["tiny-starry"]["shipped"] is False and listed["tiny-starry"]["versions"] == [1]
+    assert all(s["shipped"] for name, s in listed.items() if name != "tiny-starry")
 
     photo = ASSET_PHOTOS / "skimage_chelsea.jpg"
     out_file = tmp_path / "out.png"
@@ -110,7 +111,17 @@ def test_unreadable_style_image_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot decode" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_styles_on_an_empty_store(tmp_path: Path) -> None:
+def test_styles_on_an_empty_store_lists_the_shipped_ones(tmp_path: Path) -> None:
     result = _run("styles", "--store", str(tmp_path / "empty"), "--json")
     assert result.returncode == 0
-    assert all(s["shipped"] for s in json.loads(result.stdout))
+    listed = json.loads(result.stdout)
+    assert "starry-night" in {s["id"] for s in listed} and all(s["shipped"] for s in listed)
+
+
+def test_stylize_with_the_shipped_style(tmp_path: Path) -> None:
+    out = tmp_path / "cat.jpg"
+    result = _run("stylize", str(ASSET_PHOTOS / "skimage_chelsea.jpg"), "--style", "starry-night", "-o", str(out),
+                  "--max-size", "96", "--store", str(tmp_path / "empty"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as img:
+        assert max(img.size) == 96
