@@ -54,7 +54,7 @@ def start_worker(
         log = (tmp_path / f"worker{len(procs)}.log").open("wb")
         logs.append(log)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "instyle.cli", "worker", "--queues", "train,stylize", "--device", "cpu", *extra],
+            [sys.executable, "-m", "instyle.cli", "worker", "--device", "cpu", *queues(extra), *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         procs.append(proc)
@@ -67,6 +67,10 @@ def start_worker(
             proc.wait(timeout=30)
     for log in logs:
         log.close()
+
+
+def queues(extra: tuple[str, ...]) -> tuple[str, ...]:
+    return () if "--queues" in extra else ("--queues", "train,stylize")
 
 
 def submit(api: TestClient, name: str, **fields: str) -> dict[str, Any]:
@@ -106,6 +110,8 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert r.status_code == 422 and "name" in r.json()["detail"]
     r = api.post("/v1/styles", files=files, data={"name": "tiny"}, headers=AUTH)
     assert r.status_code == 409 and r.json()["code"] == "style_exists"
+    r = api.post("/v1/styles", files=files, data={"name": "tiny", "replace": "true"}, headers=AUTH)
+    assert r.status_code == 202 and r.json()["style"] == "tiny"  # will publish tiny@2
     r = api.post(
         "/v1/styles", files={"style_image": ("s.jpg", b"nope", "image/jpeg")}, data={"name": "y"}, headers=AUTH
     )
@@ -117,9 +123,10 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
 
 @pytest.mark.slow
 def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]]) -> None:
+    stylizer = start_worker("--queues", "stylize")  # running before the style exists
     accepted = submit(api, "fresh", title="Fresh", **TINY_RECIPE)
     assert accepted["recipe"]["iterations"] == 40 and accepted["generator"]["width"] == 0.25
-    worker = start_worker("--burst")
+    worker = start_worker("--queues", "train", "--burst")
     seen = wait_for(api, accepted["job_id"], lambda j: j["status"] in ("finished", "failed"))
     final = seen[-1]
     assert final["status"] == "finished", final
@@ -132,15 +139,11 @@ def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[...
     assert worker.wait(timeout=60) == 0
     styles = {s["id"]: s for s in api.get("/v1/styles").json()}
     assert styles["fresh"]["version"] == 1 and not styles["fresh"]["shipped"]
-    # a stylize worker that was not restarted uses it
-    r = api.post(
-        "/v1/stylize",
-        files={"image": ("a.jpg", ASSET_STYLE.read_bytes(), "image/jpeg")},
-        data={"style": "fresh", "max_size": "40"},
-    )
-    job_id = r.json()["job_id"]
-    start_worker("--burst").wait(timeout=60)
-    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+    # the stylize worker that was running all along uses it, without a restart
+    photo = {"image": ("a.jpg", ASSET_STYLE.read_bytes(), "image/jpeg")}
+    job_id = api.post("/v1/stylize", files=photo, data={"style": "fresh", "max_size": "40"}).json()["job_id"]
+    done = wait_for(api, job_id, lambda j: j["status"] in ("finished", "failed"), timeout=60)[-1]
+    assert done["status"] == "finished" and stylizer.poll() is None
     assert api.delete("/v1/styles/fresh", headers=AUTH).status_code == 204
     assert "fresh" not in {s["id"] for s in api.get("/v1/styles").json()}
 
