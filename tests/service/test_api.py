@@ -211,3 +211,18 @@ def test_byte_cap_applies_while_streaming_without_content_length(make_client: Ma
 
     r = client.post("/v1/stylize", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert_problem(r, 413, "upload_too_large")
+
+
+def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
+    from service.app import create_app
+    from service.settings import ServiceSettings
+    from tests.conftest import free_port
+
+    settings = ServiceSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", store=tiny_store)
+    with TestClient(create_app(settings)) as client:
+        r = post(client, png())
+        assert_problem(r, 503, "redis_unavailable")
+        assert r.headers["retry-after"] == "5"
+        body = assert_problem(client.get("/readyz"), 503, "not_ready")
+        assert "redis" in body["failing"]  # type: ignore[operator]
+        assert client.get("/healthz").status_code == 200
