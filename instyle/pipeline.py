@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -16,14 +17,18 @@ from model_store.ids import validate_style_id
 from model_store.manifest import ArtifactInfo, StyleImageInfo, StyleManifest
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
+from stylenet.evaluation import contrast_sensitivity, style_content_distances
 from stylenet.export import ARTIFACT_FILE, ARTIFACT_FORMAT, export_generator
-from stylenet.imageio import encode_image, load_image, resize_max
+from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max
 from stylenet.inference import stylize_image
 from stylenet.recipe import TrainRecipe
 from stylenet.report import plot_losses, preview_grid, write_history
 from stylenet.training import ProgressCallback, TrainResult, pick_device, train
+from stylenet.vgg import load_vgg
 
 THUMB_SIZE = 384
+#: Long side (px) of the held-out photos when measuring a new style.
+EVAL_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,25 @@ class PublishedStyle:
     resolved: ResolvedStyle
     result: TrainResult
     report_dir: Path
+
+
+@torch.no_grad()
+def evaluate_style(
+    generator: torch.nn.Module, photos: Sequence[Image.Image], style: Image.Image, recipe: TrainRecipe
+) -> dict[str, Any]:
+    """Held-out measures for the manifest (see ``stylenet.evaluation``), on CPU in fp32."""
+    model = generator.float().cpu().eval()
+    tensors = [image_to_tensor(resize_max(p, EVAL_SIZE)) for p in photos]
+    style_t = image_to_tensor(resize_max(style, recipe.style_size)).unsqueeze(0)
+    vgg = load_vgg(recipe.vgg_weights)
+    distances = style_content_distances(model, tensors, style_t, vgg, recipe.content_layers, recipe.style_layers)
+    return {
+        "holdout_photos": len(tensors),
+        "photo_long_side": EVAL_SIZE,
+        "vgg": vgg.source,
+        **{k: round(v, 5) for k, v in distances.items()},
+        "contrast_sensitivity": {k: round(v, 5) for k, v in contrast_sensitivity(model, tensors).items()},
+    }
 
 
 def write_report(result: TrainResult, style: Image.Image, photos: Sequence[Image.Image], out: Path, title: str) -> None:
@@ -87,6 +111,7 @@ def train_and_publish(
         artifact = Path(tmp) / ARTIFACT_FILE
         check = export_generator(result.generator, artifact, half=half)
         cpu_model = result.generator.float().cpu().eval()
+        metrics = evaluate_style(cpu_model, previews, style_img, recipe) if previews else {}
         files: dict[str, bytes | Path] = {
             ARTIFACT_FILE: artifact,
             "style.jpg": encode_image(resize_max(style_img, THUMB_SIZE), "jpeg", 88),
@@ -110,6 +135,7 @@ def train_and_publish(
             norm=config.norm,
             recipe=recipe.to_dict(),
             final_losses=result.final_losses,
+            metrics=metrics,
             training={
                 "iterations": recipe.iterations,
                 "wall_time_s": round(result.wall_time_s, 1),

