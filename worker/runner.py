@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis import Redis
@@ -30,7 +31,7 @@ class InstyleWorker(SimpleWorker):
     """Non-forking worker with JSON (de)serialization of jobs.
 
     Training jobs get a short lease (``lease_s``) in RQ's started registry instead of
-    ``timeout + 60 s``; the job renews it with ``renew_lease()`` as it reports progress. If the
+    ``timeout + 60 s``; ``keep_lease()`` renews it from a background thread while the job runs. If the
     worker dies, the lease runs out, registry cleanup retries the job (``Retry``) on another
     worker, and the job resumes from its checkpoint.
     """
@@ -49,15 +50,46 @@ class InstyleWorker(SimpleWorker):
         return super().work(*args, **kwargs)
 
 
-def renew_lease() -> None:
-    """Extend the running job's lease (worker, execution and job heartbeats). No-op outside a worker."""
+def renew_lease(job: Job | None = None) -> None:
+    """Extend a running job's lease (worker, execution and job heartbeats). No-op outside a worker."""
     worker = _active
-    job = get_current_job()
+    job = job or get_current_job()
     if worker is None or job is None:
         return
     for execution in list(worker.executions.values()):
         if execution.job_id == job.id:
             worker.maintain_heartbeats(job, execution)
+
+
+@contextlib.contextmanager
+def keep_lease() -> Iterator[None]:
+    """Renew the current job's lease from a background thread for as long as the block runs.
+
+    The thread dies with the process, so a dead worker's job still loses its lease; a job that
+    hangs is still bounded by its RQ timeout.
+    """
+    worker, job = _active, get_current_job()
+    if worker is None or job is None:
+        yield
+        return
+    stop = threading.Event()
+    every = max(0.5, worker.lease_s / 4)
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                renew_lease(job)
+            except Exception:
+                log.warning("could not renew the lease of job %s", job.id, exc_info=True)
+
+    renew_lease(job)
+    thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 class ThreadWorker(InstyleWorker):

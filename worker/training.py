@@ -2,8 +2,9 @@
 
 * Progress (iteration, losses, it/s, ETA) goes to ``job.meta`` on every report; a preview image
   from the current weights is refreshed every ``preview_every_s`` seconds.
-* Between iterations the job renews its lease (see ``worker.runner``) about once a second, so a
-  live job is never declared abandoned, while a dead worker's job is, once its lease runs out.
+* A background thread renews the job's lease (``worker.runner.keep_lease``) for as long as the
+  job runs -- VGG loading, training, evaluation, export and publishing alike -- so a live job is
+  never declared abandoned, while a dead worker's job is, once its lease runs out.
 * Checkpoints go to the writable store's work area (``<store>/.work/<job id>/``), which any
   train worker sharing the store can read: a retried job resumes where the last one stopped.
 * ``DELETE /v1/jobs/{id}`` is honoured before the next iteration; nothing is published.
@@ -32,19 +33,23 @@ from stylenet.recipe import TrainRecipe
 from stylenet.training import TrainProgress
 from worker.context import current_context
 from worker.jobs import fail_job
-from worker.runner import renew_lease
+from worker.runner import keep_lease
 
 log = logging.getLogger(__name__)
 
 #: Seconds the style image and preview stay in Redis.
 PREVIEW_TTL_S = 24 * 3600
-#: Seconds between lease renewals while training (well under any sensible lease).
-LEASE_RENEW_S = 1.0
 #: Seconds between progress writes to the job's meta.
 REPORT_EVERY_S = 1.0
 
 
 def train_style(payload: dict[str, Any]) -> dict[str, Any]:
+    """The job function (``instyle.protocol.TRAIN_JOB``); holds its lease for its whole run."""
+    with keep_lease():
+        return _train_style(payload)
+
+
+def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     ctx = current_context()
     p = TrainPayload.model_validate(payload)
     job = get_current_job()
@@ -72,18 +77,11 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
         job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
         job.meta["resumed"] = resume
         job.save_meta()
-    renew_lease()
     preview_photo = load_image(sample_photos()[0])
     last_preview = 0.0
-    last_lease = time.monotonic()
     cancel_key = f"{CANCEL_PREFIX}{job_id}"
 
     def should_stop() -> bool:
-        nonlocal last_lease
-        now = time.monotonic()
-        if now - last_lease >= LEASE_RENEW_S:
-            renew_lease()
-            last_lease = now
         return bool(redis.exists(cancel_key))
 
     last_report = 0.0

@@ -49,7 +49,7 @@ def start_worker(
         env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
         env |= {
             "INSTYLE_REDIS_URL": redis_url, "INSTYLE_STORE": str(store), "INSTYLE_TRAIN_DATA": str(small_photos),
-            "INSTYLE_TRAIN_LEASE_S": "6", "INSTYLE_MAINTENANCE_S": "1", "OMP_NUM_THREADS": "1",
+            "INSTYLE_TRAIN_LEASE_S": "3", "INSTYLE_MAINTENANCE_S": "1", "OMP_NUM_THREADS": "1",
         }  # fmt: skip
         log = (tmp_path / f"worker{len(procs)}.log").open("wb")
         logs.append(log)
@@ -130,6 +130,8 @@ def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[...
     seen = wait_for(api, accepted["job_id"], lambda j: j["status"] in ("finished", "failed"))
     final = seen[-1]
     assert final["status"] == "finished", final
+    # one attempt: the lease outlived loading, evaluation and export (each longer than 3 s here)
+    assert final["detail"]["attempts"] == 1
     iterations = [j["detail"]["iteration"] for j in seen if j["status"] == "started" and j["detail"]["iteration"] > 0]
     assert len(set(iterations)) >= 2 and iterations == sorted(iterations)  # progress increased while we watched
     running = next(j for j in seen if j["status"] == "started" and "losses" in j["detail"])
@@ -159,7 +161,7 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint(
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     killed_at = api.get(f"/v1/jobs/{job_id}").json()["detail"]["iteration"]
-    # the lease runs out (6 s); reading the job retries it
+    # the lease runs out (3 s); reading the job retries it
     wait_for(api, job_id, lambda j: j["status"] == "queued", timeout=60)
     second = start_worker("--burst")
     seen = wait_for(api, job_id, lambda j: j["status"] in ("finished", "failed"), timeout=240)
