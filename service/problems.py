@@ -17,7 +17,7 @@ from service.exceptions import QueueFull, ServiceError
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://instyle.dev/problems/"
+TYPE_BASE = "/problems/"  # relative URI references (RFC 9457 section 3.1.1)
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
