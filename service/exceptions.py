@@ -47,10 +47,6 @@ class ResultExpired(ServiceError):
     code, status, title = "result_expired", 410, "Result expired"
 
 
-class JobFailed(ServiceError):
-    code, status, title = "job_failed", 409, "Job failed"
-
-
 class QueueFull(ServiceError):
     code, status, title = "queue_full", 429, "Too many queued jobs"
 

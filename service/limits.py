@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import PROBLEM_JSON, TYPE_BASE
+from service.exceptions import UploadTooLarge
+from service.problems import problem
 
 
 class _TooLarge(Exception):
@@ -33,7 +32,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         seen = 0
         exceeded = False
@@ -57,23 +56,9 @@ class BodySizeLimit:
         with contextlib.suppress(_TooLarge):
             await self.app(scope, counting_receive, guarded_send)
         if exceeded:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         mb = self.max_bytes / (1024 * 1024)
-        body: dict[str, Any] = {
-            "type": TYPE_BASE + "upload_too_large",
-            "title": "Upload too large",
-            "status": 413,
-            "detail": f"the request body exceeds the {mb:g} MB limit",
-            "code": "upload_too_large",
-        }
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        error = UploadTooLarge(f"the request body exceeds the {mb:g} MB limit")
+        await problem(error.status, error.code, error.title, error.detail)(scope, receive, send)

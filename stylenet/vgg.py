@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -59,16 +59,6 @@ class InputNorm:
 
 CAFFE_NORM = InputNorm(bgr=True, scale=255.0, mean=CAFFE_BGR_MEAN, std=(1.0, 1.0, 1.0))
 TORCHVISION_NORM = InputNorm(bgr=False, scale=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def layer_names(arch: str) -> list[str]:
-    """``conv1_1, relu1_1, ..., pool5`` in forward order."""
-    names: list[str] = []
-    for block, n_convs in enumerate(VGG_BLOCKS[arch], start=1):
-        for i in range(1, n_convs + 1):
-            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
-        names.append(f"pool{block}")
-    return names
 
 
 class VGG(nn.Module):
@@ -195,8 +185,3 @@ def load_vgg(weights: str | Path | None = None, device: str | torch.device = "cp
             )
         vgg = _load_torchvision(path)
     return vgg.to(device)
-
-
-def deepest(layers: Iterable[str], arch: str = "vgg19") -> str:
-    names = layer_names(arch)
-    return max(layers, key=names.index)
