@@ -1,4 +1,4 @@
-"""The ``instyle`` command line: train, stylize, styles.
+"""The ``instyle`` command line: train, ablation, stylize, styles, serve, worker, submit.
 
 User errors (bad arguments, unreadable files, unknown styles) print one line and exit non-zero;
 tracebacks are for bugs only. Heavy modules (torch) are imported inside the commands so
@@ -93,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(t)
     _add_device(t)
     t.set_defaults(handler=cmd_train)
+
+    ab = sub.add_parser("ablation", help="the paper's BN vs IN ablation over both generators: train, measure, report")
+    ab.add_argument("--photos", type=Path, required=True, help="training photos (recursive)")
+    ab.add_argument("--style", type=Path, required=True, help="the style image")
+    ab.add_argument("--holdout", type=Path, required=True, help="held-out photos, none of them in --photos")
+    ab.add_argument("--out", type=Path, required=True, help="report folder (runs checkpoint here; rerun to resume)")
+    ab.add_argument(
+        "--exclude-holdout", action="store_true", help="drop training photos that are copies of holdout photos"
+    )
+    ab.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="cpu: <= 90 min on 2 cores")
+    ab.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    ab.add_argument("--iterations", type=_positive_int, default=None, help="override the preset")
+    ab.add_argument("--image-size", type=_positive_int, default=None, help="override the preset's crop size")
+    ab.add_argument("--style-size", type=_positive_int, default=None, help="override the preset")
+    ab.add_argument("--batch-size", type=_positive_int, default=None, help="override the preset")
+    ab.add_argument("--holdout-count", type=_positive_int, default=None, help="override the preset")
+    ab.add_argument("--eval-size", type=_positive_int, default=None, help="override the preset's holdout size")
+    ab.add_argument("--vgg-weights", default=None, help="override the preset's VGG weights")
+    _add_device(ab)
+    ab.set_defaults(handler=cmd_ablation)
 
     s = sub.add_parser("stylize", help="stylize photos with a style")
     s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
@@ -226,6 +246,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"published {m.ref} to {published.resolved.path}")
     print(f"  {m.training['iterations']} iterations in {m.training['wall_time_s']:.0f} s; final losses: {losses}")
     print(f"  report: {published.report_dir} (history.json, loss_curve.png, preview_grid.png)")
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    import dataclasses
+    import shlex
+
+    from instyle.ablation import PRESETS, AblationSpec, run_ablation
+
+    preset = PRESETS[args.preset]
+    recipe_overrides = {
+        key: value
+        for key, value in {
+            "seed": args.seed,
+            "iterations": args.iterations,
+            "image_size": args.image_size,
+            "style_size": args.style_size,
+            "batch_size": args.batch_size,
+            "vgg_weights": args.vgg_weights,
+        }.items()
+        if value is not None
+    }
+    try:
+        recipe = dataclasses.replace(preset.recipe, **recipe_overrides)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    preset = dataclasses.replace(
+        preset,
+        recipe=recipe,
+        holdout_count=args.holdout_count or preset.holdout_count,
+        eval_size=args.eval_size or preset.eval_size,
+    )
+    for name, folder in (("--photos", args.photos), ("--holdout", args.holdout)):
+        if not folder.is_dir():
+            raise CLIError(f"{name} folder {folder} not found")
+    spec = AblationSpec(args.photos, args.style, args.holdout, args.out, preset, args.device, args.exclude_holdout)
+    bars: list[_ProgressBar] = []
+
+    def factory(name: str, total: int) -> _ProgressBar:
+        for old in bars:
+            old.close()
+        print(f"training {name}", file=sys.stderr)
+        bars.append(_ProgressBar(total))
+        return bars[-1]
+
+    def log(message: str) -> None:
+        for bar in bars:
+            bar.close()
+        print(message, file=sys.stderr)
+
+    try:
+        result = run_ablation(
+            spec,
+            callback_factory=factory,
+            log=log,
+            command=shlex.join(["instyle", *sys.argv[1:]]) if sys.argv[1:2] == ["ablation"] else "",
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    for arch, answer in result.results["answers"]["rq1"].items():
+        print(f"{arch}: {answer['evidence'][0]}")
+    print(f"report: {result.out / 'report.md'}")
     return 0
 
 

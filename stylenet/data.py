@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -21,19 +22,26 @@ MAX_CACHED = 4000
 
 
 class PhotoDataset:
-    """Photos below ``folder``; unreadable files are skipped with a warning.
+    """Photos below ``folder`` (minus ``exclude``); unreadable files are skipped with a warning.
 
     ``sample(batch, generator)`` returns a (batch, 3, size, size) tensor of random-resized
     crops (area fraction in ``crop_scale``, aspect ratio in [3/4, 4/3]) with random flips.
     """
 
-    def __init__(self, folder: str | Path, image_size: int, crop_scale: tuple[float, float] = (0.35, 1.0)):
+    def __init__(
+        self,
+        folder: str | Path,
+        image_size: int,
+        crop_scale: tuple[float, float] = (0.35, 1.0),
+        exclude: Collection[Path] = (),
+    ):
         root = Path(folder)
         if not root.is_dir():
             raise EmptyDataset(f"photo folder {root} does not exist")
-        self.paths = list_images(root)
+        skip = {p.resolve() for p in exclude}
+        self.paths = [p for p in list_images(root) if p.resolve() not in skip]
         if not self.paths:
-            raise EmptyDataset(f"no jpg/png/webp photos found below {root}")
+            raise EmptyDataset(f"no jpg/png/webp photos found below {root}" + (" (after exclusions)" if skip else ""))
         self.image_size = image_size
         self.crop_scale = crop_scale
         self._cache: dict[Path, Image.Image] = {}

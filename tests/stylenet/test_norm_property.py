@@ -61,6 +61,31 @@ def test_instance_frozen_uses_running_statistics_in_eval() -> None:
     assert float((frozen - trained_mode).abs().max()) > 1e-3  # frozen stats at test time
 
 
+@pytest.mark.parametrize("arch", ["johnson", "ulyanov"])
+def test_instance_and_instance_frozen_train_identically(arch: str) -> None:
+    """Why the ablation trains instance and instance-frozen once: tracking running statistics
+    changes nothing while training -- same outputs, same gradients, step after step."""
+    tracked, plain = _model(arch, "instance-frozen"), _model(arch, "instance")
+    plain.load_state_dict(
+        {
+            k: v
+            for k, v in tracked.state_dict().items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        }
+    )
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (tracked, plain)]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.rand(2, 3, 32, 32, generator=g)
+        for model, opt in zip((tracked, plain), opts, strict=True):
+            model.train()
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for (name, a), b in zip(tracked.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
 def test_norm_factory() -> None:
     inst = make_norm("instance", 4)
     assert isinstance(inst, torch.nn.InstanceNorm2d) and inst.affine and not inst.track_running_stats
