@@ -26,13 +26,14 @@ OUT = Path(__file__).resolve().parent / "gallery.png"
 
 
 def main(out: Path = OUT, n_photos: int = 4) -> None:
+    """Rows: held-out photos (the first row holds the paintings); columns: the photo, then each style."""
     catalog = Catalog([StyleStore(SHIPPED_DIR, read_only=True)])
     styles = catalog.styles()
     if not styles:
         sys.exit("no shipped styles in model_store/shipped")
     photos = [load_image(p) for p in sample_photos()[:n_photos]]
-    cols = 1 + len(photos)
-    rows = 1 + len(styles)
+    cols = 1 + len(styles)
+    rows = 1 + len(photos)
     sheet = Image.new("RGB", (cols * (CELL + PAD) + PAD, rows * (CELL + PAD + LABEL) + PAD), "white")
     draw = ImageDraw.Draw(sheet)
 
@@ -42,17 +43,17 @@ def main(out: Path = OUT, n_photos: int = 4) -> None:
         sheet.paste(small, (x + (CELL - small.width) // 2, y + LABEL + (CELL - small.height) // 2))
         draw.text((x, y + 4), label, fill="black")
 
-    for col, photo in enumerate(photos, start=1):
-        put(photo, 0, col, "photo")
-    for row, summary in enumerate(styles, start=1):
+    for row, photo in enumerate(photos, start=1):
+        put(photo, row, 0, "photo (not in training)")
+    for col, summary in enumerate(styles, start=1):
         resolved = summary.latest
         painting = load_image(resolved.file(resolved.manifest.style_image.file))
-        put(painting, row, 0, resolved.manifest.title or summary.id)
+        put(painting, 0, col, resolved.manifest.title or summary.id)
         generator = load_generator_bytes(resolved.read_artifact())
-        for col, photo in enumerate(photos, start=1):
+        for row, photo in enumerate(photos, start=1):
             put(stylize_image(generator, photo, 512), row, col, f"{summary.id}@{resolved.manifest.version}")
     sheet.save(out)
-    print(f"wrote {out} ({len(styles)} styles x {len(photos)} photos)")
+    print(f"wrote {out} ({len(photos)} photos x {len(styles)} styles)")
 
 
 if __name__ == "__main__":

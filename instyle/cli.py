@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -465,6 +466,8 @@ def cmd_styles(args: argparse.Namespace) -> int:
                 "arch": s.latest.manifest.generator.get("arch"),
                 "norm": s.latest.manifest.norm,
                 "shipped": s.latest.read_only,
+                "summary": s.latest.manifest.summary(),
+                "recipe": s.latest.manifest.recipe,
                 "path": str(s.latest.path),
             }
             for s in summaries
@@ -480,6 +483,7 @@ def cmd_styles(args: argparse.Namespace) -> int:
         versions = ",".join(str(v) for v in s.versions)
         arch = f"{m.generator.get('arch')}/{m.norm}"
         print(f"{s.id:<24} {versions:<10} {arch:<20} {'yes' if s.latest.read_only else 'no':<8} {m.title}")
+        print(f"{'':<24} {m.summary()}")
     return 0
 
 
@@ -495,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, StylenetError, StoreError) as exc:
         print(f"instyle: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # e.g. `instyle styles | head`: the reader left, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- silences the flush at exit
+        return 0
     except OSError as exc:
         print(f"instyle: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -66,3 +66,18 @@ class StyleManifest(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.id}@{self.version}"
+
+    def summary(self) -> str:
+        """One line for listings: recipe, training cost, held-out style distance."""
+        r, t = self.recipe, self.training
+        parts: list[str] = []
+        if r:
+            parts.append(
+                f"{r.get('iterations', '?')} it x batch {r.get('batch_size', '?')} @ {r.get('image_size', '?')} px, "
+                f"style {r.get('style_size', '?')} px, style weight {r.get('style_weight', '?')}"
+            )
+        if t.get("wall_time_s"):
+            parts.append(f"{float(t['wall_time_s']) / 60:.0f} min on {t.get('device', '?')}")
+        if "relative_style_distance" in self.metrics:
+            parts.append(f"rel. style distance {float(self.metrics['relative_style_distance']):.3f}")
+        return "; ".join(parts) or "no recipe recorded"

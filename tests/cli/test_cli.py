@@ -126,6 +126,10 @@ def test_styles_on_an_empty_store_lists_the_shipped_ones(tmp_path: Path) -> None
     assert result.returncode == 0
     listed = json.loads(result.stdout)
     assert "starry-night" in {s["id"] for s in listed} and all(s["shipped"] for s in listed)
+    starry = next(s for s in listed if s["id"] == "starry-night")
+    assert "2000 it x batch 2 @ 256 px" in starry["summary"] and starry["recipe"]["style_size"] == 512
+    table = _run("styles", "--store", str(tmp_path / "empty"))
+    assert "rel. style distance" in table.stdout
 
 
 def test_stylize_with_the_shipped_style(tmp_path: Path) -> None:
