@@ -51,8 +51,9 @@ def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None, help="writable style store (default: $INSTYLE_STORE)")
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    where = "" if default else " (default: $INSTYLE_DEVICE, else auto)"
+    p.add_argument("--device", default=default, help=f"auto (CUDA when available), cpu, cuda, cuda:1, ...{where}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,11 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(handler=cmd_serve)
 
     w = sub.add_parser("worker", help="run a job worker on INSTYLE_REDIS_URL")
-    w.add_argument("--queues", default="stylize", help="comma-separated: stylize, train")
+    w.add_argument("--queues", default=None, help="comma-separated: stylize, train (default: $INSTYLE_QUEUES)")
     w.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     w.add_argument("--name", default=None, help="worker name (default: host + pid)")
     _add_store(w)
-    _add_device(w)
+    _add_device(w, default=None)
     w.set_defaults(handler=cmd_worker)
 
     sm = sub.add_parser("submit", help="stylize a photo on a running server")
@@ -402,11 +403,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runner import make_worker
     from worker.settings import WorkerSettings
 
-    queues = _queues(args.queues)
-    overrides: dict[str, Any] = {"device": args.device}
+    overrides: dict[str, Any] = {"device": args.device} if args.device is not None else {}
     if args.store is not None:
         overrides["store"] = args.store
     settings = WorkerSettings(**overrides)
+    queues = _queues(args.queues if args.queues is not None else ",".join(settings.queues))
     if not settings.redis_url:
         raise CLIError(
             "set INSTYLE_REDIS_URL (e.g. redis://127.0.0.1:6379/0); `instyle serve` alone runs an embedded worker"

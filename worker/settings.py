@@ -15,6 +15,8 @@ class WorkerSettings(BaseSettings):
 
     redis_url: str | None = None
     store: Path | None = None
+    #: Queues ``instyle worker`` serves when ``--queues`` is not given (comma-separated).
+    queues: CommaList = Field(default_factory=lambda: ["stylize"])
     #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     #: Generators kept in memory (LRU).
