@@ -139,3 +139,21 @@ def test_stylize_with_the_shipped_style(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     with Image.open(out) as img:
         assert max(img.size) == 96
+
+
+def test_worker_takes_queues_and_device_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker image sets INSTYLE_QUEUES / INSTYLE_DEVICE; the flags, when given, win."""
+    from worker.settings import WorkerSettings
+
+    monkeypatch.setenv("INSTYLE_QUEUES", "train,stylize")
+    monkeypatch.setenv("INSTYLE_DEVICE", "cpu")
+    settings = WorkerSettings()
+    assert settings.queues == ["train", "stylize"] and settings.device == "cpu"
+    monkeypatch.setenv("INSTYLE_QUEUES", "render")
+    monkeypatch.delenv("INSTYLE_REDIS_URL", raising=False)
+    assert main(["worker"]) == 2
+    assert "got 'render'" in capsys.readouterr().err
+    assert main(["worker", "--queues", "stylize"]) == 2  # the flag wins; then the missing Redis URL
+    assert "INSTYLE_REDIS_URL" in capsys.readouterr().err
