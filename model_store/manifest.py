@@ -77,7 +77,9 @@ class StyleManifest(BaseModel):
                 f"style {r.get('style_size', '?')} px, style weight {r.get('style_weight', '?')}"
             )
         if t.get("wall_time_s"):
-            parts.append(f"{float(t['wall_time_s']) / 60:.0f} min on {t.get('device', '?')}")
+            wall = float(t["wall_time_s"])
+            took = f"{wall:.0f} s" if wall < 90 else f"{wall / 60:.0f} min"
+            parts.append(f"{took} on {t.get('device', '?')}")
         if "relative_style_distance" in self.metrics:
             parts.append(f"rel. style distance {float(self.metrics['relative_style_distance']):.3f}")
         return "; ".join(parts) or "no recipe recorded"

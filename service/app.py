@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from model_store.shipped import open_catalog
@@ -17,6 +20,9 @@ from service.limits import BodySizeLimit
 from service.metrics import RequestMetrics
 from service.routes import health, jobs, styles, stylize
 from service.settings import ServiceSettings
+
+#: The web page: plain HTML/CSS/JS on the public API, served at ``/`` (files under ``/ui``).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: ServiceSettings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -49,6 +55,11 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
     app.include_router(stylize.router)
     app.include_router(jobs.router)
     app.include_router(styles.router)
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 PREVIEW_TTL_S = 24 * 3600
 #: Seconds between progress writes to the job's meta.
 REPORT_EVERY_S = 1.0
+#: Points of (iteration, total loss) kept in the job status for the live loss curve.
+LOSS_HISTORY_POINTS = 240
 
 
 def train_style(payload: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +87,7 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
         return bool(redis.exists(cancel_key))
 
     last_report = 0.0
+    history: list[list[float]] = list(job.meta.get("loss_history", [])) if job is not None else []
 
     def report(progress: TrainProgress, model: nn.Module) -> None:
         nonlocal last_preview, last_report
@@ -93,7 +96,11 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
         if job is None or (now - last_report < REPORT_EVERY_S and not final):
             return
         last_report = now
+        history.append([progress.iteration, round(progress.losses["total"], 5)])
+        if len(history) > LOSS_HISTORY_POINTS:  # thin out evenly, keep the newest point
+            del history[-2::-2]
         job.meta.update(
+            loss_history=history,
             progress=round(progress.iteration / progress.total, 4),
             iteration=progress.iteration,
             total=progress.total,

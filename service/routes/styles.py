@@ -30,7 +30,9 @@ class StyleSummaryOut(BaseModel):
     shipped: bool
     arch: str
     norm: str
+    summary: str
     preview_url: str
+    style_url: str
 
 
 class StyleDetail(StyleSummaryOut):
@@ -53,7 +55,9 @@ def _summary(resolved: ResolvedStyle, versions: list[int]) -> dict[str, Any]:
         "shipped": resolved.read_only,
         "arch": str(m.generator.get("arch", "")),
         "norm": m.norm,
-        "preview_url": f"/v1/styles/{m.id}/preview",
+        "summary": m.summary(),
+        "preview_url": f"/v1/styles/{m.ref}/preview",
+        "style_url": f"/v1/styles/{m.ref}/preview?kind=style",
     }
 
 
