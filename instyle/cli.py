@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainRecipe()
     parser = argparse.ArgumentParser(prog="instyle", description="Real-time neural style transfer.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("INSTYLE_LOG_FORMAT", "text"),
+        help="serve/worker logs: text, or JSON lines (default: $INSTYLE_LOG_FORMAT, else text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a new style, export it and publish it to the store")
@@ -371,7 +377,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(**overrides)
     if settings.redis_url:
         print(f"instyle API on http://{args.host}:{args.port} (jobs on {settings.redis_url})", file=sys.stderr)
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0
     import fakeredis
 
@@ -389,7 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ]
     print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
     try:
-        uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)
     finally:
         for worker in workers:
             worker.request_stop(None, None)
@@ -493,7 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.log_format not in ("text", "json"):
+        parser.error(f"INSTYLE_LOG_FORMAT must be text or json, got {args.log_format!r}")
+    if args.command in ("serve", "worker"):  # long-running: timestamps, job ids, optional JSON lines
+        from instyle.logs import configure
+
+        configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
+    else:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -67,7 +67,9 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics.observe(request.method, path, response.status_code, time.perf_counter() - start)
+        length = request.headers.get("content-length", "")
+        upload = int(length) if request.method == "POST" and length.isdigit() else None
+        metrics.observe(request.method, path, response.status_code, time.perf_counter() - start, upload)
         return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)

@@ -8,24 +8,52 @@ from collections import defaultdict
 
 #: Latency histogram bucket upper bounds, seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Upload size histogram bucket upper bounds, bytes.
+BYTE_BUCKETS = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864)
+
+
+class Histogram:
+    """Cumulative buckets per label set (not thread-safe: ``RequestMetrics`` holds the lock)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(bounds) + 1))
+        self.sums: dict[str, float] = defaultdict(float)
+
+    def observe(self, labels: str, value: float) -> None:
+        buckets = self.buckets[labels]
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                buckets[i] += 1
+        buckets[-1] += 1
+        self.sums[labels] += value
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for labels, buckets in sorted(self.buckets.items()):
+            for bound, n in zip(self.bounds, buckets, strict=False):
+                lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {n}')
+            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {buckets[-1]}')
+            lines.append(f"{name}_sum{{{labels}}} {self.sums[labels]:.6f}")
+            lines.append(f"{name}_count{{{labels}}} {buckets[-1]}")
+        return lines
 
 
 class RequestMetrics:
+    """Per-process HTTP metrics: requests by method/route/status, latency by the same, upload sizes."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.hist: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        self.latency = Histogram(BUCKETS)
+        self.uploads = Histogram(BYTE_BUCKETS)
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, route: str, status: int, seconds: float, upload_bytes: int | None = None) -> None:
         with self._lock:
             self.counts[(method, route, status)] += 1
-            buckets = self.hist[(method, route)]
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-            buckets[-1] += 1
-            self.sums[(method, route)] += seconds
+            self.latency.observe(f'method="{method}",route="{route}",status="{status}"', seconds)
+            if upload_bytes is not None:
+                self.uploads.observe(f'route="{route}"', upload_bytes)
 
     def render(self) -> list[str]:
         lines = [
@@ -35,15 +63,8 @@ class RequestMetrics:
         with self._lock:
             for (method, route, status), n in sorted(self.counts.items()):
                 lines.append(f'instyle_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-            lines += [
-                "# HELP instyle_http_request_duration_seconds HTTP request latency.",
-                "# TYPE instyle_http_request_duration_seconds histogram",
-            ]
-            for (method, route), buckets in sorted(self.hist.items()):
-                labels = f'method="{method}",route="{route}"'
-                for bound, n in zip(BUCKETS, buckets, strict=False):
-                    lines.append(f'instyle_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
-                lines.append(f'instyle_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {buckets[-1]}')
-                lines.append(f"instyle_http_request_duration_seconds_sum{{{labels}}} {self.sums[(method, route)]:.6f}")
-                lines.append(f"instyle_http_request_duration_seconds_count{{{labels}}} {buckets[-1]}")
+            lines += self.latency.render(
+                "instyle_http_request_duration_seconds", "HTTP request latency by method, route and status."
+            )
+            lines += self.uploads.render("instyle_upload_bytes", "Request body sizes of uploads, by route.")
         return lines

@@ -17,6 +17,8 @@ from stylenet.export import load_generator_bytes
 log = logging.getLogger(__name__)
 
 LoadListener = Callable[[str, float], None]
+#: Called on every lookup with True for a cache hit, False for a miss.
+LookupListener = Callable[[bool], None]
 
 
 class GeneratorCache:
@@ -26,11 +28,19 @@ class GeneratorCache:
     published version is picked up without a restart; ``get("id@N")`` pins one.
     """
 
-    def __init__(self, catalog: Catalog, device: torch.device, capacity: int = 8, on_load: LoadListener | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        device: torch.device,
+        capacity: int = 8,
+        on_load: LoadListener | None = None,
+        on_lookup: LookupListener | None = None,
+    ):
         self.catalog = catalog
         self.device = device
         self.capacity = capacity
         self.on_load = on_load
+        self.on_lookup = on_lookup
         self._models: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -47,7 +57,10 @@ class GeneratorCache:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
-                return model, resolved
+        if self.on_lookup is not None:
+            self.on_lookup(model is not None)
+        if model is not None:
+            return model, resolved
         start = time.perf_counter()
         model = load_generator_bytes(resolved.read_artifact(), self.device)
         seconds = time.perf_counter() - start

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import torch
 from redis import Redis
+from redis.exceptions import RedisError
 
+from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY
 from model_store.shipped import open_catalog
 from stylenet.training import pick_device
@@ -36,10 +38,16 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
     def record_load(ref: str, seconds: float) -> None:
         try:
             redis.hset(MODEL_LOAD_KEY, ref, f"{seconds:.4f}")
-        except Exception:
+        except RedisError:
             log.debug("could not record model load time", exc_info=True)
+        telemetry.observe(redis, "instyle_model_load_duration_seconds", {}, seconds)
 
-    cache = GeneratorCache(open_catalog(settings.store), device, settings.cache_size, on_load=record_load)
+    def record_lookup(hit: bool) -> None:
+        telemetry.incr(redis, "instyle_model_cache_total", {"result": "hit" if hit else "miss"})
+
+    cache = GeneratorCache(
+        open_catalog(settings.store), device, settings.cache_size, on_load=record_load, on_lookup=record_lookup
+    )
     cache.warm(settings.warm_styles)
     _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache)
     return _context

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
 from rq import get_current_job
 
+from instyle import telemetry
 from instyle.protocol import CANCEL_PREFIX, CONTENT_TYPES, RESULT_PREFIX, ErrorCode, StylizePayload, StylizeResult
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
 from stylenet.exceptions import InvalidImage
@@ -60,8 +63,32 @@ def _connection(ctx: WorkerContext) -> Redis:
     return job.connection if job is not None else ctx.redis
 
 
+@contextmanager
+def recorded(job_type: str) -> Iterator[None]:
+    """Count the job's final status and time it (``instyle.telemetry``), whatever happens."""
+    start = time.perf_counter()
+    status = "failed"
+    try:
+        yield
+        status = "finished"
+    except JobFailure as exc:
+        status = "canceled" if exc.code == ErrorCode.canceled else "failed"
+        raise
+    finally:
+        job = get_current_job()
+        if job is not None:
+            labels = {"type": job_type, "status": status}
+            telemetry.incr(job.connection, "instyle_jobs_total", labels)
+            telemetry.observe(job.connection, "instyle_job_duration_seconds", labels, time.perf_counter() - start)
+
+
 def stylize(payload: dict[str, Any]) -> dict[str, Any]:
     """Stylize the photo at ``payload.input_key``; store the encoded result under a new key."""
+    with recorded("stylize"):
+        return _stylize(payload)
+
+
+def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     ctx = current_context()
     p = StylizePayload.model_validate(payload)
     redis = _connection(ctx)
@@ -84,7 +111,9 @@ def stylize(payload: dict[str, Any]) -> dict[str, Any]:
     check_canceled(redis)
     start = time.perf_counter()
     out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device)
-    model_ms = (time.perf_counter() - start) * 1000
+    model_s = time.perf_counter() - start
+    labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
+    telemetry.observe(redis, "instyle_inference_seconds", labels, model_s)
     _set_progress(0.9)
     check_canceled(redis)
     encoded = encode_image(out, p.format, p.quality)
@@ -98,6 +127,6 @@ def stylize(payload: dict[str, Any]) -> dict[str, Any]:
         width=out.width,
         height=out.height,
         style=resolved.manifest.ref,
-        model_ms=round(model_ms, 2),
+        model_ms=round(model_s * 1000, 2),
     )
     return result.model_dump()

@@ -32,7 +32,7 @@ from stylenet.inference import stylize_image
 from stylenet.recipe import TrainRecipe
 from stylenet.training import TrainProgress
 from worker.context import current_context
-from worker.jobs import fail_job
+from worker.jobs import fail_job, recorded
 from worker.runner import keep_lease
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ LOSS_HISTORY_POINTS = 240
 
 def train_style(payload: dict[str, Any]) -> dict[str, Any]:
     """The job function (``instyle.protocol.TRAIN_JOB``); holds its lease for its whole run."""
-    with keep_lease():
+    with keep_lease(), recorded("train"):
         return _train_style(payload)
 
 

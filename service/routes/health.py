@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
+from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY, QUEUES
 from service.deps import State
 from service.problems import PROBLEM_JSON, TYPE_BASE
@@ -86,6 +87,7 @@ def metrics(state: State) -> str:
         for style, seconds in sorted(loads.items()):
             name = style.decode() if isinstance(style, bytes) else str(style)
             lines.append(f'instyle_model_load_seconds{{style="{name}"}} {float(seconds):.4f}')
+        lines += telemetry.render(state.redis)
     except RedisError as exc:
         lines.append(f"# redis unavailable: {exc}")
     return "\n".join(lines) + "\n"

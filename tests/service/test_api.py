@@ -185,6 +185,17 @@ def test_health_readiness_and_metrics(client: TestClient, run_worker: Callable[[
     assert 'instyle_queue_depth{queue="stylize"} 0' in text
     assert 'instyle_jobs{queue="stylize",status="finished"} 1' in text
     assert 'instyle_model_load_seconds{style="tiny@1"}' in text
+    assert (
+        'instyle_http_request_duration_seconds_bucket{method="POST",route="/v1/stylize",status="202",le="0.005"}'
+        in text
+    )
+    assert 'instyle_upload_bytes_bucket{route="/v1/stylize",le="16384"}' in text
+    # pushed by the worker through Redis (instyle.telemetry)
+    assert 'instyle_jobs_total{status="finished",type="stylize"}' in text
+    assert 'instyle_job_duration_seconds_count{status="finished",type="stylize"}' in text
+    assert 'instyle_inference_seconds_count{size="256",style="tiny@1"}' in text
+    assert 'instyle_model_cache_total{result="miss"}' in text
+    assert "instyle_model_load_duration_seconds_count" in text
 
 
 def test_a_started_job_stops_at_its_next_check_point(client: TestClient, run_worker: Callable[[], None]) -> None:

@@ -1,0 +1,127 @@
+"""Worker metrics pushed through Redis, rendered by the API's ``/metrics`` (torch-free).
+
+Workers come and go (GPU hosts behind NAT, ``--scale``), so instead of one scrape port per
+worker they add to counters and histogram buckets in Redis -- ``HINCRBY`` is atomic across
+workers -- and the API renders them in Prometheus text format at scrape time. Label values are
+bounded: job types, final statuses, style refs and size classes.
+
+Recording never fails a job: a Redis error is logged at debug level and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "instyle:telemetry:"
+#: Seconds: from a cached 256-px stylization to a long training job.
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
+#: Long side (px) classes of the inference-time histogram.
+SIZE_CLASSES = (256, 512, 1024, 2048, 4096, 8192)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str  # "counter" or "histogram"
+    help: str
+    buckets: tuple[float, ...] = ()
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("instyle_jobs_total", "counter", "Jobs ended by a worker, by type and final status."),
+        Metric(
+            "instyle_job_duration_seconds",
+            "histogram",
+            "Job run time on a worker, by type and final status.",
+            DURATION_BUCKETS,
+        ),
+        Metric("instyle_model_cache_total", "counter", "Generator cache lookups by workers, by result (hit/miss)."),
+        Metric("instyle_model_load_duration_seconds", "histogram", "Generator load time on workers.", DURATION_BUCKETS),
+        Metric(
+            "instyle_inference_seconds",
+            "histogram",
+            "Model time of a stylization, by style and output size class (long side, px).",
+            DURATION_BUCKETS,
+        ),
+    )
+}
+
+
+def size_class(width: int, height: int) -> str:
+    """The smallest class in ``SIZE_CLASSES`` that holds the long side (``"8192+"`` beyond)."""
+    side = max(width, height)
+    return next((str(c) for c in SIZE_CLASSES if side <= c), f"{SIZE_CLASSES[-1]}+")
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return ",".join(f'{k}="{escape(str(v))}"' for k, v in sorted(labels.items()))
+
+
+def incr(redis: Redis, name: str, labels: Mapping[str, str], amount: int = 1) -> None:
+    metric = METRICS[name]
+    assert metric.kind == "counter", name
+    try:
+        redis.hincrby(PREFIX + name, _labels(labels), amount)
+    except RedisError:
+        log.debug("could not record %s", name, exc_info=True)
+
+
+def observe(redis: Redis, name: str, labels: Mapping[str, str], value: float) -> None:
+    """Add ``value`` to a histogram: cumulative ``le`` buckets, ``+Inf`` (the count) and the sum."""
+    metric = METRICS[name]
+    assert metric.kind == "histogram", name
+    key, lbl = PREFIX + name, _labels(labels)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for bound in metric.buckets:
+            if value <= bound:
+                pipe.hincrby(key, f"{lbl}|{bound}", 1)
+        pipe.hincrby(key, f"{lbl}|+Inf", 1)
+        pipe.hincrbyfloat(key, f"{lbl}|sum", value)
+        pipe.execute()
+    except RedisError:
+        log.debug("could not record %s", name, exc_info=True)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def render(redis: Redis) -> list[str]:
+    """Prometheus text lines for every metric in ``METRICS`` (raises ``RedisError``)."""
+    lines: list[str] = []
+    for metric in METRICS.values():
+        stored = {_text(k): _text(v) for k, v in redis.hgetall(PREFIX + metric.name).items()}
+        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
+        if metric.kind == "counter":
+            for labels, value in sorted(stored.items()):
+                lines.append(f"{metric.name}{{{labels}}} {int(float(value))}")
+            continue
+        series: dict[str, dict[str, str]] = defaultdict(dict)
+        for field, value in stored.items():
+            labels, _, part = field.rpartition("|")
+            series[labels][part] = value
+        for labels, parts in sorted(series.items()):
+            sep = "," if labels else ""
+            for bound in metric.buckets:
+                count = int(parts.get(str(bound), 0))
+                lines.append(f'{metric.name}_bucket{{{labels}{sep}le="{bound}"}} {count}')
+            total = int(parts.get("+Inf", 0))
+            lines.append(f'{metric.name}_bucket{{{labels}{sep}le="+Inf"}} {total}')
+            lines.append(f"{metric.name}_sum{{{labels}}} {float(parts.get('sum', 0)):.6f}")
+            lines.append(f"{metric.name}_count{{{labels}}} {total}")
+    return lines
