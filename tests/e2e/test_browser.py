@@ -117,7 +117,8 @@ def test_stylize_a_photo_on_a_phone_sized_screen(server: str, browser: Callable[
 
     driver = browser(390, 844)
     driver.get(server)
-    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '.style-card[data-style="tiny"]'), 15, "the gallery")
+    shipped = '.style-card[data-style="starry-night"]'
+    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, shipped), 15, "the gallery")
     card[0].click()
     assert card[0].get_attribute("aria-checked") == "true"
     driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))  # 451x300
@@ -130,7 +131,7 @@ def test_stylize_a_photo_on_a_phone_sized_screen(server: str, browser: Callable[
           "the stylized image")  # fmt: skip
     natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", after)
     assert natural == [96, 64]
-    assert driver.find_element(By.ID, "download").get_attribute("download") == "skimage_chelsea-tiny.jpg"
+    assert driver.find_element(By.ID, "download").get_attribute("download") == "skimage_chelsea-starry-night.jpg"
     assert not driver.find_element(By.ID, "stylize-error").is_displayed()
     # the page fits the phone's width: nothing scrolls sideways
     assert driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]") == [390, 390]
