@@ -189,3 +189,20 @@ def test_variant_models_share_weights_and_differ_in_statistics() -> None:
         assert float((per_image - running).abs().max()) > 1e-3
     with pytest.raises(ValueError):
         variant_model(run, "batch", preset)
+
+
+def test_final_loss_and_time_per_iteration_are_robust_summaries() -> None:
+    from instyle.ablation import final_training_losses, seconds_per_iteration
+
+    history = [
+        {"iteration": float(10 * i), "elapsed_s": float(i), "total": 100.0 - i, "content": 1.0, "style": 2.0}
+        for i in range(1, 41)
+    ]
+    history[20]["elapsed_s"] += 30.0  # a stall (the CPU shared with something else) in one window
+    for h in history[21:]:
+        h["elapsed_s"] += 30.0
+    final = final_training_losses(history)
+    assert final["total"] == pytest.approx((100 - 39 + 100 - 40) / 2)  # last 5 % = 2 of 40 windows
+    assert seconds_per_iteration(history, wall_time_s=70.0, iterations=400) == pytest.approx(0.1)
+    assert seconds_per_iteration([], wall_time_s=70.0, iterations=400) == pytest.approx(0.175)
+    assert final_training_losses([]) == {}
