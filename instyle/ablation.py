@@ -464,11 +464,17 @@ def _value(row: dict[str, Any], key: str) -> float:
 
 
 def _evidence(a: dict[str, Any], b: dict[str, Any], a_name: str, b_name: str, skip: Sequence[str] = ()) -> list[str]:
-    return [
-        _compare(label, _value(a, key), _value(b, key), a_name, b_name, judge)
-        for label, key, judge in EVIDENCE
-        if key not in skip
-    ]
+    lines = []
+    for label, key, judge in EVIDENCE:
+        if key in skip:
+            continue
+        line = _compare(label, _value(a, key), _value(b, key), a_name, b_name, judge)
+        if key != "final_loss":  # paired: on how many holdout photos is a's value the lower one?
+            pairs = list(zip(a["per_photo"], b["per_photo"], strict=True))
+            lower = sum(pa[key] < pb[key] for pa, pb in pairs)
+            line += f" ({a_name} lower on {lower} of {len(pairs)} photos)"
+        lines.append(line)
+    return lines
 
 
 def answer_questions(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -570,8 +576,9 @@ def render_report(results: dict[str, Any]) -> str:
     both = "**yes**" if answers["rq3"]["both_benefit"] else "**not both**"
     lines += [f"- {both} -- {per_arch}.", ""]
     lines += [
-        f"Verdicts compare means with a {TOLERANCE:.0%} tolerance on one seed; the ± columns show the spread "
-        "across holdout photos. Every number is in `results.json`.",
+        f"Verdicts compare means with a {TOLERANCE:.0%} tolerance, on one seed and one style; the ± columns show "
+        "the spread across holdout photos, and the paired counts on how many of them the difference holds. "
+        "Every number is in `results.json`.",
         "",
     ]
     return "\n".join(lines)
