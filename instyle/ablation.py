@@ -45,6 +45,7 @@ from stylenet.exceptions import CheckpointError, StylenetError
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, list_images, load_image, resize_max, tensor_to_image
 from stylenet.recipe import TrainRecipe
+from stylenet.report import fit_cell
 from stylenet.training import ProgressCallback, pick_device, train
 from stylenet.vgg import FeatureExtractor, load_vgg
 
@@ -587,13 +588,6 @@ def render_report(results: dict[str, Any]) -> str:
 # --- pictures -----------------------------------------------------------------------------------
 
 
-def _fit(img: Image.Image, cell: int) -> Image.Image:
-    img = resize_max(img, cell)
-    canvas = Image.new("RGB", (cell, cell), (255, 255, 255))
-    canvas.paste(img, ((cell - img.width) // 2, (cell - img.height) // 2))
-    return canvas
-
-
 def ablation_grid(
     photos: Sequence[Image.Image], style: Image.Image, outputs: dict[str, list[Image.Image]], cell: int = 192
 ) -> Image.Image:
@@ -603,13 +597,13 @@ def ablation_grid(
     width = label_w + (len(photos) + 1) * (cell + pad) + pad
     grid = Image.new("RGB", (width, len(rows) * (cell + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    grid.paste(_fit(style, cell), (label_w + pad, pad))
+    grid.paste(fit_cell(style, cell), (label_w + pad, pad))
     draw.text((label_w + pad, pad + cell - 14), "style", fill=(255, 255, 255))
     for r, (label, images) in enumerate(rows):
         y = pad + r * (cell + pad)
         draw.text((pad, y + cell // 2 - 6), label, fill=(0, 0, 0))
         for c, img in enumerate(images):
-            grid.paste(_fit(img, cell), (label_w + pad + (c + 1) * (cell + pad), y))
+            grid.paste(fit_cell(img, cell), (label_w + pad + (c + 1) * (cell + pad), y))
     return grid
 
 

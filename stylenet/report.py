@@ -41,7 +41,8 @@ def plot_losses(history: Sequence[dict[str, float]], path: Path, title: str = "t
     plt.close(fig)
 
 
-def _fit(img: Image.Image, cell: int) -> Image.Image:
+def fit_cell(img: Image.Image, cell: int) -> Image.Image:
+    """``img`` scaled into a white ``cell`` x ``cell`` square, centred (grids of mixed aspect ratios)."""
     img = resize_max(img, cell)
     canvas = Image.new("RGB", (cell, cell), (255, 255, 255))
     canvas.paste(img, ((cell - img.width) // 2, (cell - img.height) // 2))
@@ -78,13 +79,13 @@ def preview_grid(
     draw = ImageDraw.Draw(grid)
     col = 0
     if style is not None:
-        grid.paste(_fit(style, cell), (pad, pad + label_h))
+        grid.paste(fit_cell(style, cell), (pad, pad + label_h))
         draw.text((pad, 3), "style", fill=(0, 0, 0))
         col = 1
     for i, (photo, styled) in enumerate(columns):
         x = pad + (col + i) * (cell + pad)
         if i == 0:
             draw.text((x, 3), "photo (top) / stylized (bottom)", fill=(0, 0, 0))
-        grid.paste(_fit(photo, cell), (x, pad + label_h))
-        grid.paste(_fit(styled, cell), (x, 2 * pad + cell + label_h))
+        grid.paste(fit_cell(photo, cell), (x, pad + label_h))
+        grid.paste(fit_cell(styled, cell), (x, 2 * pad + cell + label_h))
     return grid
