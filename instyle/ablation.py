@@ -40,7 +40,7 @@ from torch import nn
 
 from stylenet.config import ARCHS, GeneratorConfig
 from stylenet.data import PhotoDataset
-from stylenet.evaluation import PHOTOMETRIC_CHANGES, contrast_sensitivity, style_content_distances
+from stylenet.evaluation import PHOTOMETRIC_CHANGES, contrast_sensitivity_per_photo, style_content_per_photo
 from stylenet.exceptions import CheckpointError, StylenetError
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, list_images, load_image, resize_max, tensor_to_image
@@ -132,7 +132,6 @@ class RunOutcome:
     norm: str
     model: nn.Module
     history: list[dict[str, float]]
-    final_losses: dict[str, float]
     wall_time_s: float
     seconds_per_iteration: float
     reused: bool  # True when loaded from a finished run instead of trained now
@@ -261,9 +260,7 @@ def _train_run(
         model = build_generator(config)
         model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
         spi = seconds_per_iteration(done["history"], done["wall_time_s"], recipe.iterations)
-        return RunOutcome(
-            arch, norm, model.eval(), done["history"], done["final_losses"], done["wall_time_s"], spi, reused=True
-        )
+        return RunOutcome(arch, norm, model.eval(), done["history"], done["wall_time_s"], spi, reused=True)
     callback = callback_factory(run_name(arch, norm), recipe.iterations) if callback_factory else None
     try:
         result = train(
@@ -281,14 +278,13 @@ def _train_run(
                 "config": config.to_dict(),
                 "recipe": recipe.to_dict(),
                 "history": result.history,
-                "final_losses": result.final_losses,
                 "wall_time_s": result.wall_time_s,
             },
             indent=1,
         )
     )
     ckpt.unlink(missing_ok=True)  # result.json + weights.pt now stand for the finished run
-    return RunOutcome(arch, norm, model, result.history, result.final_losses, result.wall_time_s, spi, reused=False)
+    return RunOutcome(arch, norm, model, result.history, result.wall_time_s, spi, reused=False)
 
 
 def _std(values: Sequence[float]) -> float:
@@ -304,18 +300,18 @@ def measure(
     recipe: TrainRecipe,
 ) -> dict[str, Any]:
     """Per-photo and averaged holdout measures of one test-time model (see ``stylenet.evaluation``)."""
-    per_photo: list[dict[str, float]] = []
-    for photo in photos:
-        d = style_content_distances(model, [photo], style, extractor, recipe.content_layers, recipe.style_layers)
-        c = contrast_sensitivity(model, [photo])
-        row = {
+    distances = style_content_per_photo(model, photos, style, extractor, recipe.content_layers, recipe.style_layers)
+    sensitivities = contrast_sensitivity_per_photo(model, photos)
+    per_photo = [
+        {
             "style_distance": d["style_distance"],
             "relative_style_distance": d["relative_style_distance"],
             "content_distance": d["content_distance"],
             "holdout_loss": recipe.content_weight * d["content_distance"] + recipe.style_weight * d["style_distance"],
             **{f"sensitivity_{k}": v for k, v in c.items()},
         }
-        per_photo.append(row)
+        for d, c in zip(distances, sensitivities, strict=True)
+    ]
     keys = list(per_photo[0])
     return {
         "mean": {k: statistics.fmean(r[k] for r in per_photo) for k in keys},
@@ -354,7 +350,8 @@ def run_ablation(
             runs.append(run)
 
     log(f"measuring {len(ARCHS) * len(VARIANTS)} variants on {len(holdout)} holdout photos")
-    eval_vgg = vgg if extractor is not None else load_vgg(recipe.vgg_weights)  # fp32 on CPU
+    # measured in fp32 on the CPU: reuse the training VGG unless it sits on another device
+    eval_vgg = vgg if extractor is not None or dev.type == "cpu" else load_vgg(recipe.vgg_weights)
     holdout_imgs = [resize_max(load_image(p), spec.preset.eval_size) for p in holdout]
     photos = [image_to_tensor(img) for img in holdout_imgs]
     style_t = image_to_tensor(resize_max(style_img, recipe.style_size)).unsqueeze(0)

@@ -290,29 +290,23 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise CLIError(f"{name} folder {folder} not found")
     spec = AblationSpec(args.photos, args.style, args.holdout, args.out, preset, args.device, args.exclude_holdout)
-    bars: list[_ProgressBar] = []
+    bar: _ProgressBar | None = None  # the running training's; closed before anything else prints
 
     def factory(name: str, total: int) -> _ProgressBar:
-        for old in bars:
-            old.close()
-        print(f"training {name}", file=sys.stderr)
-        bars.append(_ProgressBar(total))
-        return bars[-1]
+        nonlocal bar
+        log(f"training {name}")
+        bar = _ProgressBar(total)
+        return bar
 
     def log(message: str) -> None:
-        for bar in bars:
+        if bar is not None:
             bar.close()
         print(message, file=sys.stderr)
 
     try:
-        result = run_ablation(
-            spec,
-            callback_factory=factory,
-            log=log,
-            command=shlex.join(["instyle", *sys.argv[1:]]) if sys.argv[1:2] == ["ablation"] else "",
-        )
+        result = run_ablation(spec, callback_factory=factory, log=log, command=shlex.join(["instyle", *args.argv]))
     finally:
-        for bar in bars:
+        if bar is not None:
             bar.close()
     for arch, answer in result.results["answers"]["rq1"].items():
         print(f"{arch}: {answer['evidence'][0]}")
@@ -499,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by commands that report themselves
     if args.log_format not in ("text", "json"):
         parser.error(f"INSTYLE_LOG_FORMAT must be text or json, got {args.log_format!r}")
     if args.command in ("serve", "worker"):  # long-running: timestamps, job ids, optional JSON lines

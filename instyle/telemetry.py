@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def histogram_series(
+    name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], count: int, total: float
+) -> list[str]:
+    """Prometheus text of one histogram series: cumulative ``counts`` per bound, +Inf, sum, count."""
+    sep = "," if labels else ""
+    lines = [f'{name}_bucket{{{labels}{sep}le="{bound}"}} {n}' for bound, n in zip(bounds, counts, strict=True)]
+    lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {count}')
+    lines.append(f"{name}_sum{{{labels}}} {total:.6f}")
+    lines.append(f"{name}_count{{{labels}}} {count}")
+    return lines
+
+
 def render(redis: Redis) -> list[str]:
     """Prometheus text lines for every metric in ``METRICS`` (raises ``RedisError``)."""
     lines: list[str] = []
@@ -116,12 +128,8 @@ def render(redis: Redis) -> list[str]:
             labels, _, part = field.rpartition("|")
             series[labels][part] = value
         for labels, parts in sorted(series.items()):
-            sep = "," if labels else ""
-            for bound in metric.buckets:
-                count = int(parts.get(str(bound), 0))
-                lines.append(f'{metric.name}_bucket{{{labels}{sep}le="{bound}"}} {count}')
-            total = int(parts.get("+Inf", 0))
-            lines.append(f'{metric.name}_bucket{{{labels}{sep}le="+Inf"}} {total}')
-            lines.append(f"{metric.name}_sum{{{labels}}} {float(parts.get('sum', 0)):.6f}")
-            lines.append(f"{metric.name}_count{{{labels}}} {total}")
+            counts = [int(parts.get(str(bound), 0)) for bound in metric.buckets]
+            lines += histogram_series(
+                metric.name, labels, metric.buckets, counts, int(parts.get("+Inf", 0)), float(parts.get("sum", 0))
+            )
     return lines

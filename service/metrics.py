@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+from instyle.telemetry import histogram_series
+
 #: Latency histogram bucket upper bounds, seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Upload size histogram bucket upper bounds, bytes.
@@ -31,11 +33,7 @@ class Histogram:
     def render(self, name: str, help_text: str) -> list[str]:
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         for labels, buckets in sorted(self.buckets.items()):
-            for bound, n in zip(self.bounds, buckets, strict=False):
-                lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {n}')
-            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {buckets[-1]}')
-            lines.append(f"{name}_sum{{{labels}}} {self.sums[labels]:.6f}")
-            lines.append(f"{name}_count{{{labels}}} {buckets[-1]}")
+            lines += histogram_series(name, labels, self.bounds, buckets[:-1], buckets[-1], self.sums[labels])
         return lines
 
 

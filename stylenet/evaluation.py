@@ -41,17 +41,54 @@ def _run(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def contrast_sensitivity(generator: nn.Module, photos: Sequence[torch.Tensor]) -> dict[str, float]:
-    """Mean |G(change(x)) - G(x)| per photometric change and overall; photos are (3, H, W)."""
-    per_change: dict[str, list[float]] = {name: [] for name in PHOTOMETRIC_CHANGES}
+def contrast_sensitivity_per_photo(generator: nn.Module, photos: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+    """Per photo (3, H, W): mean |G(change(x)) - G(x)| per photometric change, and their mean."""
+    rows = []
     for photo in photos:
         x = photo.unsqueeze(0)
         base = _run(generator, x)
-        for name, (contrast, shift) in PHOTOMETRIC_CHANGES.items():
-            per_change[name].append(float((_run(generator, photometric(x, contrast, shift)) - base).abs().mean()))
-    result = {name: fmean(values) for name, values in per_change.items()}
-    result["mean"] = fmean(result.values())
-    return result
+        row = {
+            name: float((_run(generator, photometric(x, contrast, shift)) - base).abs().mean())
+            for name, (contrast, shift) in PHOTOMETRIC_CHANGES.items()
+        }
+        row["mean"] = fmean(row.values())
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def contrast_sensitivity(generator: nn.Module, photos: Sequence[torch.Tensor]) -> dict[str, float]:
+    """``contrast_sensitivity_per_photo`` averaged over the photos."""
+    rows = contrast_sensitivity_per_photo(generator, photos)
+    return {name: fmean(row[name] for row in rows) for name in rows[0]}
+
+
+@torch.no_grad()
+def style_content_per_photo(
+    generator: nn.Module,
+    photos: Sequence[torch.Tensor],
+    style_image: torch.Tensor,
+    extractor: FeatureExtractor,
+    content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+) -> list[dict[str, float]]:
+    """Per photo (3, H, W): style distance of G(x) and of x to the style image (1, 3, h, w), their
+    ratio, and the content distance of G(x) to x. The style image's Grams are computed once."""
+    loss = PerceptualLoss(extractor, style_image, LossWeights(1.0, 1.0, 0.0), content_layers, style_layers)
+    rows = []
+    for photo in photos:
+        x = photo.unsqueeze(0)
+        terms = loss(_run(generator, x), x)
+        baseline = loss(x, x).style
+        rows.append(
+            {
+                "style_distance": terms.style,
+                "photo_style_distance": baseline,
+                "relative_style_distance": terms.style / baseline if baseline > 0 else float("nan"),
+                "content_distance": terms.content,
+            }
+        )
+    return rows
 
 
 @torch.no_grad()
@@ -63,20 +100,13 @@ def style_content_distances(
     content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
 ) -> dict[str, float]:
-    """Average style/content distances over ``photos`` (each (3, H, W)); style image (1, 3, h, w)."""
-    loss = PerceptualLoss(extractor, style_image, LossWeights(1.0, 1.0, 0.0), content_layers, style_layers)
-    styled_style, photo_style, content = [], [], []
-    for photo in photos:
-        x = photo.unsqueeze(0)
-        out = _run(generator, x)
-        terms = loss(out, x)
-        styled_style.append(terms.style)
-        content.append(terms.content)
-        photo_style.append(loss(x, x).style)
-    style, baseline = fmean(styled_style), fmean(photo_style)
+    """Average style/content distances over ``photos``; the relative style distance is the ratio
+    of the averages (not the average of the per-photo ratios)."""
+    rows = style_content_per_photo(generator, photos, style_image, extractor, content_layers, style_layers)
+    style, baseline = fmean(r["style_distance"] for r in rows), fmean(r["photo_style_distance"] for r in rows)
     return {
         "style_distance": style,
         "photo_style_distance": baseline,
         "relative_style_distance": style / baseline if baseline > 0 else float("nan"),
-        "content_distance": fmean(content),
+        "content_distance": fmean(r["content_distance"] for r in rows),
     }

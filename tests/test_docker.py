@@ -23,7 +23,7 @@ COMPOSE = REPO / "docker-compose.yml"
 API_SOURCES = [
     *(REPO / "service").rglob("*.py"),
     *(REPO / "model_store").rglob("*.py"),
-    *(REPO / "instyle" / name for name in ("protocol.py", "env.py", "__init__.py")),
+    *(REPO / "instyle" / name for name in ("protocol.py", "env.py", "telemetry.py", "__init__.py")),
 ]
 #: import name -> distribution name, where they differ
 DISTRIBUTIONS = {"PIL": "pillow", "pydantic_settings": "pydantic-settings", "multipart": "python-multipart"}
@@ -83,6 +83,16 @@ def _third_party_imports(paths: list[Path]) -> set[str]:
                 found.add(node.module.split(".")[0])
     ours = {"service", "model_store", "instyle", "worker", "stylenet"}
     return {name for name in found if name not in sys.stdlib_module_names and name not in ours}
+
+
+def test_api_sources_are_every_instyle_module_the_api_imports() -> None:
+    used = set()
+    for path in [*(REPO / "service").rglob("*.py"), *(REPO / "model_store").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("instyle"):
+                names = [node.module] if node.module != "instyle" else [f"instyle.{a.name}" for a in node.names]
+                used.update(REPO / (name.replace(".", "/") + ".py") for name in names)
+    assert used and used <= set(API_SOURCES), sorted(str(p) for p in used - set(API_SOURCES))
 
 
 def test_api_requirements_cover_the_api_imports_and_nothing_heavy() -> None:

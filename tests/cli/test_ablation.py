@@ -67,6 +67,7 @@ def test_ablation_command_end_to_end(
     assert set(rows) == {(a, v) for a in ("johnson", "ulyanov") for v in VARIANTS}
     assert results["holdout"] == sorted(p.name for p in holdout.iterdir())
     assert results["photos"]["count"] == 4 and results["recipe"]["iterations"] == 3
+    assert results["command"].startswith("instyle ablation --photos ") and "--iterations 3" in results["command"]
     for row in rows.values():
         assert len(row["per_photo"]) == 2
         assert all(math.isfinite(v) and v >= 0 for v in row["mean"].values())
@@ -177,7 +178,7 @@ def test_variant_models_share_weights_and_differ_in_statistics() -> None:
     with torch.no_grad():
         for _ in range(3):
             trained(torch.rand(2, 3, 32, 32) * 0.5)
-    run = RunOutcome("johnson", "instance-frozen", trained, [], {}, 0.0, 0.0, reused=False)
+    run = RunOutcome("johnson", "instance-frozen", trained, [], 0.0, 0.0, reused=False)
     preset = dataclasses.replace(PRESETS["cpu"], johnson=dataclasses.replace(PRESETS["cpu"].johnson, width=0.25))
     inst, frozen = variant_model(run, "instance", preset), variant_model(run, "instance-frozen", preset)
     x = torch.rand(1, 3, 32, 32)

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ASSET_PHOTOS, ASSET_STYLE, REPO, free_port
+from tests.conftest import ASSET_PHOTOS, ASSET_STYLE, REPO
+from tests.e2e.conftest import serve_embedded
 
 ARTIFACTS = REPO / "var" / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -46,31 +43,10 @@ def _browser_paths() -> tuple[str, str]:
 
 @pytest.fixture
 def server(tiny_store: Path, small_photos: Path, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
-    env |= {"INSTYLE_STORE": str(tiny_store), "INSTYLE_TRAIN_DATA": str(small_photos), "OMP_NUM_THREADS": "1"}
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "instyle.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"instyle serve exited: {(tmp_path / 'serve.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
+    with serve_embedded(
+        tmp_path / "serve.log", INSTYLE_STORE=str(tiny_store), INSTYLE_TRAIN_DATA=str(small_photos), OMP_NUM_THREADS="1"
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture

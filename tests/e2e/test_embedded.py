@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,38 +15,14 @@ import pytest
 from PIL import Image
 
 from instyle.client import ServerError, submit
-from tests.conftest import ASSET_PHOTOS, free_port
+from tests.conftest import ASSET_PHOTOS
+from tests.e2e.conftest import serve_embedded
 
 
 @pytest.fixture
 def embedded_server(tiny_store: Path, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
-    env["INSTYLE_STORE"] = str(tiny_store)
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "instyle.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"instyle serve exited: {(tmp_path / 'serve.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        else:
-            pytest.fail("instyle serve did not come up")
+    with serve_embedded(tmp_path / "serve.log", INSTYLE_STORE=str(tiny_store)) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.mark.slow

@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from stylenet.evaluation import contrast_sensitivity, photometric, style_content_distances
+from stylenet.evaluation import (
+    contrast_sensitivity,
+    contrast_sensitivity_per_photo,
+    photometric,
+    style_content_distances,
+    style_content_per_photo,
+)
 
 
 class Identity(nn.Module):
@@ -46,3 +52,21 @@ def test_style_content_distances(tiny_extractor: nn.Module) -> None:
     # a generator that outputs the style image's mean colour moves away from the photo
     const = style_content_distances(Constant(), photos, style, tiny_extractor)
     assert const["content_distance"] > 0.1
+
+
+def test_per_photo_measures_average_to_the_aggregate(tiny_extractor: nn.Module) -> None:
+    torch.manual_seed(1)
+    photos = [torch.rand(3, 32, 32), torch.rand(3, 24, 40) * 0.5]
+    style = torch.rand(1, 3, 32, 32)
+    rows = style_content_per_photo(Constant(), photos, style, tiny_extractor)
+    total = style_content_distances(Constant(), photos, style, tiny_extractor)
+    assert len(rows) == 2 and rows[0]["style_distance"] != rows[1]["photo_style_distance"]
+    for key in ("style_distance", "photo_style_distance", "content_distance"):
+        assert total[key] == pytest.approx(sum(r[key] for r in rows) / 2)
+    for row in rows:
+        assert row["relative_style_distance"] == pytest.approx(row["style_distance"] / row["photo_style_distance"])
+    sens = contrast_sensitivity_per_photo(Identity(), photos)
+    agg = contrast_sensitivity(Identity(), photos)
+    assert sens[0]["contrast_0.5"] != sens[1]["contrast_0.5"]
+    for key, value in agg.items():
+        assert value == pytest.approx(sum(r[key] for r in sens) / 2)
