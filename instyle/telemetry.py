@@ -39,11 +39,11 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("instyle_jobs_total", "counter", "Jobs ended by a worker, by type and final status."),
+        # its _count is the number of jobs by type and final status
         Metric(
             "instyle_job_duration_seconds",
             "histogram",
-            "Job run time on a worker, by type and final status.",
+            "Job run time on a worker, by type and final status (_count: jobs ended per status).",
             DURATION_BUCKETS,
         ),
         Metric("instyle_model_cache_total", "counter", "Generator cache lookups by workers, by result (hit/miss)."),

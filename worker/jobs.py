@@ -78,7 +78,6 @@ def recorded(job_type: str) -> Iterator[None]:
         job = get_current_job()
         if job is not None:
             labels = {"type": job_type, "status": status}
-            telemetry.incr(job.connection, "instyle_jobs_total", labels)
             telemetry.observe(job.connection, "instyle_job_duration_seconds", labels, time.perf_counter() - start)
 
 

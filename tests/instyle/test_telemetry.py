@@ -16,8 +16,8 @@ def test_histograms_and_counters_render_as_prometheus_text() -> None:
     redis = fakeredis.FakeRedis()
     for seconds in (0.02, 0.3, 0.3, 40.0):
         telemetry.observe(redis, "instyle_job_duration_seconds", {"type": "stylize", "status": "finished"}, seconds)
-    telemetry.incr(redis, "instyle_jobs_total", {"type": "train", "status": "failed"})
-    telemetry.incr(redis, "instyle_jobs_total", {"type": "train", "status": "failed"})
+    telemetry.incr(redis, "instyle_model_cache_total", {"result": "miss"})
+    telemetry.incr(redis, "instyle_model_cache_total", {"result": "miss"})
     lines = telemetry.render(redis)
     series = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if not line.startswith("#")}
     labels = 'status="finished",type="stylize"'
@@ -27,7 +27,7 @@ def test_histograms_and_counters_render_as_prometheus_text() -> None:
     assert series[f'instyle_job_duration_seconds_bucket{{{labels},le="+Inf"}}'] == "4"
     assert series[f"instyle_job_duration_seconds_count{{{labels}}}"] == "4"
     assert abs(float(series[f"instyle_job_duration_seconds_sum{{{labels}}}"]) - 40.62) < 1e-6
-    assert series['instyle_jobs_total{status="failed",type="train"}'] == "2"
+    assert series['instyle_model_cache_total{result="miss"}'] == "2"
     for metric in telemetry.METRICS.values():  # every metric announces itself, even before data
         assert f"# TYPE {metric.name} {metric.kind}" in lines
 

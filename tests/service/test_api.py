@@ -191,7 +191,6 @@ def test_health_readiness_and_metrics(client: TestClient, run_worker: Callable[[
     )
     assert 'instyle_upload_bytes_bucket{route="/v1/stylize",le="16384"}' in text
     # pushed by the worker through Redis (instyle.telemetry)
-    assert 'instyle_jobs_total{status="finished",type="stylize"}' in text
     assert 'instyle_job_duration_seconds_count{status="finished",type="stylize"}' in text
     assert 'instyle_inference_seconds_count{size="256",style="tiny@1"}' in text
     assert 'instyle_model_cache_total{result="miss"}' in text
