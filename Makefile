@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint typecheck pytest setup clean
+.PHONY: serve test lint typecheck pytest setup clean bench
 
 # Set up, then run the service in embedded mode (API + worker thread + in-process Redis)
 # with the shipped styles. Set INSTYLE_REDIS_URL to serve the API only and run `instyle worker`s.
@@ -18,7 +18,7 @@ test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check stylenet model_store instyle service worker tests
+	$(BIN)/ruff format --check stylenet model_store instyle service worker tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -27,6 +27,11 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
+
+# Inference benchmark (eager vs ONNX Runtime vs the worker's path): prints a table, writes JSON.
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python benchmarks/inference.py $(BENCH_ARGS)
 
 # torch is pinned first so that pip takes the provided 2.13.0 CPU wheel, never a CUDA build.
 $(STAMP): pyproject.toml

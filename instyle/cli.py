@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-size", type=_positive_int, default=1024, help="long side of the output (px)")
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (luminance only)")
     s.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
+    s.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        help="compute precision (auto: bf16 on CPUs with native bf16, fp16 on CUDA; checked against fp32)",
+    )  # fmt: skip
+    s.add_argument(
+        "--tile-megapixels", type=float, default=4.2,
+        help="run larger images tiled with exact instance-norm statistics (bounded memory)",
+    )  # fmt: skip
     _add_store(s)
     _add_device(s)
     s.set_defaults(handler=cmd_stylize)
@@ -327,7 +335,7 @@ def _output_path(inp: Path, output: Path | None, style: str, many: bool) -> Path
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     from model_store.shipped import open_catalog
-    from stylenet.export import load_generator_bytes
+    from stylenet.fast import load_engine
     from stylenet.imageio import encode_image, load_image
     from stylenet.inference import stylize_image
     from stylenet.training import pick_device
@@ -339,12 +347,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise CLIError("--quality must be between 1 and 100")
     resolved = open_catalog(args.store).resolve(args.style)
     device = pick_device(args.device)
-    generator = load_generator_bytes(resolved.read_artifact(), device)
+    generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision)
+    tile_pixels = int(args.tile_megapixels * 1_000_000)
     many = len(args.inputs) > 1
     for inp in args.inputs:
         out = _output_path(inp, args.output, args.style, many)
         fmt = {".png": "png", ".webp": "webp"}.get(out.suffix.lower(), "jpeg")
-        image = stylize_image(generator, load_image(inp), args.max_size, args.preserve_color, device)
+        image = stylize_image(generator, load_image(inp), args.max_size, args.preserve_color, device, tile_pixels)
         out.write_bytes(encode_image(image, fmt, args.quality))
         print(f"{inp} -> {out} ({image.width}x{image.height}, {resolved.manifest.ref})")
     return 0

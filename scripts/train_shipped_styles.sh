@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 PHOTOS=${PHOTOS:-runs/train_photos}
 INSTYLE=${INSTYLE:-.venv/bin/instyle}
+ITERATIONS=${ITERATIONS:-2000}   # 1000 for the styles trained on the 2-core CPU in one session
 
 mkdir -p "$PHOTOS"
 for f in "$DATA"/content/*.jpg; do
@@ -40,6 +41,6 @@ for entry in "${STYLES[@]}"; do
   echo "== $id ($file)"
   "$INSTYLE" train --photos "$PHOTOS" --style "$DATA/styles/$file" --name "$id" --title "$title" \
     --style-source "$source" --style-license "$license" \
-    --iterations 2000 --batch-size 2 --image-size 256 --style-size 512 --style-weight 2 \
+    --iterations "$ITERATIONS" --batch-size 2 --image-size 256 --style-size 512 --style-weight 2 \
     --checkpoint-dir "runs/$id" --store runs/store "${resume[@]}"
 done

@@ -6,7 +6,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from stylenet.fast import JohnsonEngine
 from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
+from stylenet.tiling import tiled_forward
 
 
 def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
@@ -26,6 +28,14 @@ def preserve_colors(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor
     return yiq_to_rgb(torch.cat([s[:, :1], p[:, 1:]], dim=1)).clamp(0, 1)
 
 
+def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
+    """``generator(x)``; a ``JohnsonEngine`` given more than ``tile_pixels`` pixels per image runs
+    tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory."""
+    if tile_pixels is not None and isinstance(generator, JohnsonEngine) and x.shape[-2] * x.shape[-1] > tile_pixels:
+        return tiled_forward(generator, x)
+    return generator(x)
+
+
 @torch.inference_mode()
 def stylize_image(
     generator: nn.Module,
@@ -33,11 +43,12 @@ def stylize_image(
     max_size: int | None = None,
     preserve_color: bool = False,
     device: str | torch.device = "cpu",
+    tile_pixels: int | None = None,
 ) -> Image.Image:
     """Downscale ``photo`` to ``max_size`` (long side), run ``generator``, return an RGB image."""
     small = resize_max(photo, max_size)
     x = image_to_tensor(small).unsqueeze(0).to(device)  # (1, 3, H, W)
-    y = generator(x).float().clamp(0, 1)
+    y = run_generator(generator, x, tile_pixels).float().clamp(0, 1)
     if preserve_color:
         y = preserve_colors(y, x.float())
     return tensor_to_image(y.cpu())

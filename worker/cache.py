@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from model_store.catalog import Catalog, ResolvedStyle
-from stylenet.export import load_generator_bytes
+from stylenet.fast import load_engine
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,10 @@ LookupListener = Callable[[bool], None]
 
 
 class GeneratorCache:
-    """Holds up to ``capacity`` generators on ``device``.
+    """Holds up to ``capacity`` generators on ``device``, each as its fast engine.
+
+    A loaded TorchScript artifact becomes a ``stylenet.fast`` engine at ``precision`` (checked
+    against the float32 model when loaded); if that fails, the artifact itself serves.
 
     ``get("id")`` resolves the latest version each time (a directory listing), so a newly
     published version is picked up without a restart; ``get("id@N")`` pins one.
@@ -35,9 +38,11 @@ class GeneratorCache:
         capacity: int = 8,
         on_load: LoadListener | None = None,
         on_lookup: LookupListener | None = None,
+        precision: str = "auto",
     ):
         self.catalog = catalog
         self.device = device
+        self.precision = precision
         self.capacity = capacity
         self.on_load = on_load
         self.on_lookup = on_lookup
@@ -62,7 +67,8 @@ class GeneratorCache:
         if model is not None:
             return model, resolved
         start = time.perf_counter()
-        model = load_generator_bytes(resolved.read_artifact(), self.device)
+        manifest = resolved.manifest
+        model = load_engine(resolved.read_artifact(), manifest.generator, self.device, self.precision, manifest.ref)
         seconds = time.perf_counter() - start
         log.info("loaded %s on %s in %.2f s", resolved.manifest.ref, self.device, seconds)
         if self.on_load is not None:

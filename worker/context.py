@@ -46,8 +46,9 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
         telemetry.incr(redis, "instyle_model_cache_total", {"result": "hit" if hit else "miss"})
 
     cache = GeneratorCache(
-        open_catalog(settings.store), device, settings.cache_size, on_load=record_load, on_lookup=record_lookup
-    )
+        open_catalog(settings.store), device, settings.cache_size, on_load=record_load, on_lookup=record_lookup,
+        precision=settings.precision,
+    )  # fmt: skip
     cache.warm(settings.warm_styles)
     _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache)
     return _context

@@ -109,7 +109,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     _set_progress(0.2, style_resolved=resolved.manifest.ref)
     check_canceled(redis)
     start = time.perf_counter()
-    out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device)
+    out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.settings.tile_pixels)
     model_s = time.perf_counter() - start
     labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
     telemetry.observe(redis, "instyle_inference_seconds", labels, model_s)

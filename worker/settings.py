@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,12 @@ class WorkerSettings(BaseSettings):
     queues: CommaList = Field(default_factory=lambda: ["stylize"])
     #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
+    #: Compute precision of the generators: "auto" (bf16 on CPUs with native bf16, fp16 on
+    #: CUDA, checked against fp32 when loaded), or "fp32" / "bf16" / "fp16" to force one.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: Images with more megapixels than this run tiled, with exact instance-norm statistics,
+    #: in bounded memory (``stylenet.tiling``); 0 tiles everything.
+    tile_megapixels: float = Field(default=4.2, ge=0)
     #: Generators kept in memory (LRU).
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).
@@ -29,3 +36,7 @@ class WorkerSettings(BaseSettings):
     train_lease_s: int = Field(default=120, ge=1)
     #: Seconds between the worker's registry maintenance (retries abandoned jobs).
     maintenance_s: int = Field(default=60, ge=1)
+
+    @property
+    def tile_pixels(self) -> int:
+        return int(self.tile_megapixels * 1_000_000)

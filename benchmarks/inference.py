@@ -1,0 +1,336 @@
+"""Inference benchmark: eager float32 vs ONNX Runtime vs the worker's path, side by side.
+
+    python benchmarks/inference.py                       # both generators, 256..4096 px, CPU
+    python benchmarks/inference.py --sizes 256,512 --archs johnson --runs 3
+
+For each generator (Johnson: the shipped starry-night artifact; Ulyanov: a seeded untrained
+instance-norm net, since no Ulyanov style ships) and each square size it runs, each in a fresh
+process so that peak RSS is the path's own:
+
+* ``eager``: the float32 ``nn.Module`` under ``torch.inference_mode`` -- what peers ship;
+* ``onnxruntime``: the same weights exported to ONNX, run by ONNX Runtime's CPU provider;
+* ``worker``: the TorchScript artifact loaded the way the worker loads it
+  (``stylenet.fast.load_engine``) and run the way it runs it (``stylenet.inference.run_generator``,
+  tiled above the worker's default threshold).
+
+It reports the median latency over ``--runs`` timed runs after a warm-up, images/s, GFLOP/s
+(the convolutions' multiply-adds x 2), peak RSS, and the PSNR of each path's output against
+the eager float32 output, on a real photo. It prints a table and writes JSON (``--out``).
+Needs ``onnxruntime`` and ``onnx`` (``pip install -e ".[bench]"``) for the ONNX path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stylenet.config import GeneratorConfig  # noqa: E402
+from stylenet.export import export_generator, load_generator, psnr  # noqa: E402
+from stylenet.fast import eager_from, load_engine  # noqa: E402
+from stylenet.generator import build_generator  # noqa: E402
+from stylenet.imageio import image_to_tensor, load_image  # noqa: E402
+from stylenet.inference import run_generator  # noqa: E402
+from worker.settings import WorkerSettings  # noqa: E402
+
+PATHS = ("eager", "onnxruntime", "worker")
+SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
+PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
+
+
+# ---------------------------------------------------------------- models and inputs
+
+
+def prepare_models(work: Path, archs: list[str]) -> dict[str, Path]:
+    """A model folder per arch: generator.ts (the artifact) and generator.json (its config)."""
+    out = {}
+    for arch in archs:
+        folder = work / arch
+        folder.mkdir(parents=True, exist_ok=True)
+        if arch == "johnson":
+            manifest = json.loads((SHIPPED / "manifest.json").read_text())
+            (folder / "generator.ts").write_bytes((SHIPPED / "generator.ts").read_bytes())
+            cfg = manifest["generator"]
+        else:
+            config = GeneratorConfig(arch="ulyanov", norm="instance")
+            torch.manual_seed(0)
+            export_generator(build_generator(config).eval(), folder / "generator.ts")
+            cfg = config.to_dict()
+        (folder / "generator.json").write_text(json.dumps(cfg))
+        out[arch] = folder
+    return out
+
+
+def photo(size: int) -> torch.Tensor:
+    """The benchmark photo, centre-cropped square and resized to ``size`` (1, 3, size, size)."""
+    img = load_image(PHOTO)
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size))
+    return image_to_tensor(img).unsqueeze(0)
+
+
+def conv_gflop(cfg: GeneratorConfig, size: int) -> float:
+    """Convolution FLOPs (2 x multiply-adds) of one image at ``size``², counted on the meta device."""
+    total = 0
+
+    def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        conv = module
+        assert isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        spatial = out.shape[2] * out.shape[3] if isinstance(conv, nn.Conv2d) else _inp[0].shape[2] * _inp[0].shape[3]
+        total += 2 * k * (conv.in_channels // conv.groups) * conv.out_channels * spatial
+
+    meta = build_generator(cfg).to("meta")
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    meta(torch.empty(1, 3, size, size, device="meta"))
+    for h in handles:
+        h.remove()
+    return total / 1e9
+
+
+# ---------------------------------------------------------------- one measurement (child process)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Any, runs: int, budget_s: float, device: torch.device) -> tuple[Any, list[float]]:
+    out = fn()  # warm-up (and the output kept for PSNR)
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs and (not times or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return out, times
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(args.model_dir)
+    cfg = GeneratorConfig.from_dict(json.loads((folder / "generator.json").read_text()))
+    artifact = (folder / "generator.ts").read_bytes()
+    device = torch.device(args.device)
+    x = photo(args.size).to(device)
+    setup = time.perf_counter()
+    if args.path == "eager":
+        model = eager_from(load_generator(folder / "generator.ts"), cfg).to(device)
+
+        def fn() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x)
+
+    elif args.path == "onnxruntime":
+        import onnxruntime as ort
+
+        eager = eager_from(load_generator(folder / "generator.ts"), cfg)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_args: dict[str, Any] = {"dynamo": False, "input_names": ["image"], "opset_version": 17}
+            torch.onnx.export(eager, (x.cpu(),), buf, **export_args)  # type: ignore[arg-type]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+        del eager, buf
+        feed = {"image": x.cpu().numpy()}
+
+        def fn() -> torch.Tensor:
+            return torch.from_numpy(session.run(None, feed)[0])
+
+    else:
+        engine = load_engine(artifact, cfg.to_dict(), device, args.precision)
+        tile_pixels = WorkerSettings().tile_pixels
+
+        def fn() -> torch.Tensor:
+            with torch.inference_mode():
+                return run_generator(engine, x, tile_pixels)
+
+    setup_s = time.perf_counter() - setup
+    out, times = _timed(fn, args.runs, args.budget, device)
+    torch.save(out.float().cpu(), args.output)
+    info: dict[str, Any] = {
+        "median_ms": statistics.median(times) * 1000,
+        "runs": len(times),
+        "times_ms": [round(t * 1000, 2) for t in times],
+        "setup_s": round(setup_s, 3),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.path == "worker":
+        info["precision"] = getattr(engine, "precision", "fp32")
+        info["engine"] = type(engine).__name__
+        info["tiled"] = args.size * args.size > tile_pixels and info["engine"] == "JohnsonEngine"
+    if device.type == "cuda":
+        info["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return info
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_child(args: argparse.Namespace, arch: str, path: str, size: int, folder: Path, out: Path) -> dict[str, Any]:
+    cmd = [
+        sys.executable, __file__, "--child", "--arch", arch, "--path", path, "--size", str(size),
+        "--model-dir", str(folder), "--output", str(out), "--runs", str(args.runs), "--budget", str(args.budget),
+        "--device", args.device, "--precision", args.precision,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    columns = ("generator", "size", "path", "median ms", "images/s", "GFLOP/s", "peak RSS MB", "PSNR vs eager dB")
+    lines = ["| " + " | ".join((*columns, "vs ONNX Runtime")) + " |", "|" + "---|" * 9]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['arch']} | {r['size']}² | {r['path']} | {r['error']} | | | | | |")
+            continue
+        speedup = f"{r['speedup_vs_onnxruntime']:.2f}x" if r.get("speedup_vs_onnxruntime") else ""
+        path = r["path"] + (
+            f" ({r['precision']}{', tiled' if r.get('tiled') else ''})" if r["path"] == "worker" else ""
+        )
+        lines.append(
+            f"| {r['arch']} | {r['size']}² | {path} | {r['median_ms']:.0f} | {1000 / r['median_ms']:.2f} "
+            f"| {r['gflop'] / r['median_ms'] * 1000:.0f} | {r['peak_rss_mb']:.0f} "
+            f"| {r.get('psnr_db', '')} | {speedup} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="256,512,1024,2048,4096")
+    p.add_argument("--archs", default="johnson,ulyanov")
+    p.add_argument("--paths", default=",".join(PATHS))
+    p.add_argument("--runs", type=int, default=5, help="timed runs after the warm-up (fewer past --budget)")
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per measurement, at most")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement before it counts as failed")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", help="the worker path's precision (auto, fp32, bf16, fp16)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference-cpu.json")
+    # child mode
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--arch", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args)))
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    archs = [a for a in args.archs.split(",") if a]
+    paths = [q for q in args.paths.split(",") if q]
+    if args.device != "cpu" and "onnxruntime" in paths:
+        paths.remove("onnxruntime")  # the CPU provider only; GPU runs compare eager and worker
+    rows: list[dict[str, Any]] = []
+    started = dt.datetime.now(dt.UTC)
+    with tempfile.TemporaryDirectory(prefix="instyle-bench-") as tmp:
+        work = Path(tmp)
+        folders = prepare_models(work, archs)
+        for arch in archs:
+            cfg = GeneratorConfig.from_dict(json.loads((folders[arch] / "generator.json").read_text()))
+            for size in sizes:
+                gflop = conv_gflop(cfg, size)
+                outputs: dict[str, Path] = {}
+                group: list[dict[str, Any]] = []
+                for path in paths:
+                    out = work / f"{arch}-{path}-{size}.pt"
+                    print(f"[{arch} {size}² {path}] ...", file=sys.stderr, flush=True)
+                    try:
+                        res = run_child(args, arch, path, size, folders[arch], out)
+                    except subprocess.TimeoutExpired:
+                        res = {"error": f"over {args.timeout:.0f} s"}
+                    row = {"arch": arch, "size": size, "path": path, "gflop": round(gflop, 3), **res}
+                    if "error" not in res:
+                        outputs[path] = out
+                    group.append(row)
+                ref = torch.load(outputs["eager"]) if "eager" in outputs else None
+                ort_ms = next((r["median_ms"] for r in group if r["path"] == "onnxruntime" and "error" not in r), None)
+                for row in group:
+                    if "error" in row:
+                        continue
+                    if ref is not None and row["path"] != "eager":
+                        row["psnr_db"] = round(psnr(torch.load(outputs[row["path"]]), ref), 2)
+                    if ort_ms and row["path"] == "worker":
+                        row["speedup_vs_onnxruntime"] = round(ort_ms / row["median_ms"], 2)
+                    row["images_per_s"] = round(1000 / row["median_ms"], 3)
+                    row["gflop_per_s"] = round(row["gflop"] / row["median_ms"] * 1000, 1)
+                    row["median_ms"] = round(row["median_ms"], 2)
+                    row["peak_rss_mb"] = round(row["peak_rss_mb"], 1)
+                for path in outputs.values():
+                    path.unlink(missing_ok=True)
+                rows.extend(group)
+                print("\n".join(table(group).splitlines()[2:]), file=sys.stderr, flush=True)
+    result = {
+        "benchmark": "inference",
+        "command": "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "photo": PHOTO.name,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(rows))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,537 @@
+"""The fast inference engine: the worker's way to run an instance-norm generator.
+
+``optimize(model, cfg)`` turns a loaded generator (eager or the TorchScript artifact; only its
+weights are read) into an engine that computes the same function faster:
+
+* **precision per device** (``resolve_precision``): bfloat16 convolutions on CPUs with native
+  bf16 (oneDNN uses AVX512-BF16/AMX there), float16 on CUDA, float32 elsewhere or when forced.
+  Normalization statistics are always accumulated in float32, and the output is float32.
+* **channels-last** activations throughout, so oneDNN never reorders.
+* **padding written once**: each normalization's ReLU writes straight into the interior of the
+  next convolution's padded buffer and only the border strips are filled (the eager module
+  makes a separate reflection-padded copy of every activation, its costliest memory pass).
+* **no convolution bias before instance norm**: the mean subtraction cancels it exactly.
+* **sub-pixel upsampling** (Johnson decoder): nearest x2 upsampling followed by a padded 3x3
+  convolution equals one 3x3 convolution on the *low*-resolution map (replicate-padded by 1)
+  with four phase kernels, interleaved. The 4x larger upsampled map and its padded copy are
+  never materialized.
+
+``JohnsonEngine`` implements all of it and exposes its normalization statistics, so that
+``stylenet.tiling`` can run it over bands of an image with the exact, whole-image statistics.
+Other generators (Ulyanov's, or non-instance norms) get ``GenericEngine``: the eager module
+with its convolutions in the fast precision, channels-last, and float32 statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylenet.config import GeneratorConfig
+from stylenet.export import load_generator_bytes, psnr
+from stylenet.generator import build_generator
+from stylenet.johnson import JOHNSON_MULTIPLE, JohnsonBody, ResidualBlock, Upsample2x
+from stylenet.layers import PaddedConv
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+CL = torch.channels_last
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device``; ``auto`` picks the fastest accurate one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    dev = torch.device(device)
+    if precision != "auto":
+        dtype = _DTYPES[precision]
+        if dev.type == "cpu" and dtype == torch.float16:
+            raise ValueError("fp16 is for CUDA devices; use bf16 or fp32 on CPU")
+        return dtype
+    if dev.type == "cuda":
+        return torch.float16
+    if dev.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# Padding into preallocated buffers
+
+
+def new_padded(like: torch.Tensor, channels: int, h: int, w: int, pad: int) -> torch.Tensor:
+    """An uninitialized channels-last (N, channels, h + 2 pad, w + 2 pad) buffer."""
+    shape = (like.shape[0], channels, h + 2 * pad, w + 2 * pad)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=CL)
+
+
+def interior(buf: torch.Tensor, pad: int) -> torch.Tensor:
+    return buf if pad == 0 else buf[:, :, pad:-pad, pad:-pad]
+
+
+def fill_border(buf: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """Fill the ``pad``-wide border of ``buf`` from its interior, like ``F.pad(mode=...)``."""
+    if pad == 0:
+        return buf
+    p = pad
+    h, w = buf.shape[-2] - 2 * p, buf.shape[-1] - 2 * p
+    rows = slice(p, p + h)
+    if mode == "reflect":
+        if p >= h or p >= w:
+            raise ValueError(f"reflection padding {p} needs sides > {p}, got {h}x{w}")
+        buf[:, :, rows, :p] = buf[:, :, rows, p + 1 : 2 * p + 1].flip(-1)
+        buf[:, :, rows, p + w :] = buf[:, :, rows, w - 1 : w - 1 + p].flip(-1)
+        buf[:, :, :p, :] = buf[:, :, p + 1 : 2 * p + 1, :].flip(-2)
+        buf[:, :, p + h :, :] = buf[:, :, h - 1 : h - 1 + p, :].flip(-2)
+    elif mode == "replicate":
+        buf[:, :, rows, :p] = buf[:, :, rows, p : p + 1]
+        buf[:, :, rows, p + w :] = buf[:, :, rows, p + w - 1 : p + w]
+        buf[:, :, :p, :] = buf[:, :, p : p + 1, :]
+        buf[:, :, p + h :, :] = buf[:, :, p + h - 1 : p + h, :]
+    elif mode == "zero":
+        buf[:, :, rows, :p] = 0
+        buf[:, :, rows, p + w :] = 0
+        buf[:, :, :p, :] = 0
+        buf[:, :, p + h :, :] = 0
+    else:
+        raise ValueError(f"unknown padding {mode!r}")
+    return buf
+
+
+def pad_cl(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """``F.pad(x, [pad] * 4, mode)`` into a channels-last buffer (a copy even when ``pad`` is 0)."""
+    buf = new_padded(x, x.shape[1], x.shape[2], x.shape[3], pad)
+    interior(buf, pad).copy_(x)
+    return fill_border(buf, pad, mode)
+
+
+# --------------------------------------------------------------------------------------------
+# Instance-norm statistics, always float32
+
+
+@dataclass
+class Moments:
+    """Per-(image, channel) count, mean and sum of squared deviations; merges exactly (Chan)."""
+
+    count: int
+    mean: torch.Tensor  # (N, C) float32
+    m2: torch.Tensor  # (N, C) float32
+
+    @staticmethod
+    def of(y: torch.Tensor, eps: float = 1e-5) -> Moments:
+        """Moments of ``y`` (N, C, H, W) per image and channel, accumulated in float32."""
+        n = y.shape[0]
+        means, m2s = [], []
+        for i in range(n):
+            # channels-last input makes the CPU kernel accumulate and return float32 statistics
+            yi = y[i : i + 1].contiguous(memory_format=CL)
+            _, mean, invstd = torch._native_batch_norm_legit(yi, None, None, True, 0.0, eps)
+            mean = mean.float()
+            var = (invstd.double().pow(-2) - eps).clamp_min(0).float()
+            means.append(mean)
+            m2s.append(var * (y.shape[2] * y.shape[3]))
+        return Moments(y.shape[2] * y.shape[3], torch.stack(means), torch.stack(m2s))
+
+    def merge(self, other: Moments) -> Moments:
+        if self.count == 0:
+            return other
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / total)
+        m2 = self.m2 + other.m2 + delta.pow(2) * (self.count * other.count / total)
+        return Moments(total, mean, m2)
+
+    def merge_groups(self, groups: int) -> Moments:
+        """Merge each run of ``groups`` consecutive channels (the phases of one upsampled channel)."""
+        n, c = self.mean.shape
+        mean = self.mean.view(n, c // groups, groups)
+        m2 = self.m2.view(n, c // groups, groups)
+        merged_mean = mean.mean(dim=2)
+        merged_m2 = m2.sum(dim=2) + (mean - merged_mean.unsqueeze(2)).pow(2).sum(dim=2) * self.count
+        return Moments(self.count * groups, merged_mean, merged_m2)
+
+    @property
+    def var(self) -> torch.Tensor:
+        return self.m2 / self.count
+
+
+@dataclass
+class NormParams:
+    weight: torch.Tensor  # (C,) float32
+    bias: torch.Tensor  # (C,) float32
+    eps: float
+
+    @staticmethod
+    def of(module: nn.Module) -> NormParams:
+        if not isinstance(module, nn.InstanceNorm2d) or module.track_running_stats or not module.affine:
+            raise TypeError(f"expected an affine InstanceNorm2d without running stats, got {module}")
+        return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
+
+    def repeat(self, groups: int) -> NormParams:
+        return NormParams(self.weight.repeat_interleave(groups), self.bias.repeat_interleave(groups), self.eps)
+
+
+def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None) -> torch.Tensor:
+    """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out)."""
+    if stats is None and y.shape[0] == 1:
+        return F.batch_norm(y, None, None, params.weight, params.bias, True, 0.0, params.eps)
+    if stats is None:
+        stats = Moments.of(y, params.eps)
+    out = torch.empty_like(y, memory_format=CL)
+    var = stats.var
+    for i in range(y.shape[0]):
+        out[i : i + 1] = F.batch_norm(
+            y[i : i + 1], stats.mean[i], var[i], params.weight, params.bias, False, 0.0, params.eps
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Johnson et al.'s residual generator
+
+
+@dataclass
+class Conv:
+    weight: torch.Tensor  # (out, in, k, k), compute dtype, channels-last
+    bias: torch.Tensor | None
+    stride: int
+    pad: int
+
+    def __call__(self, padded: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(padded, self.weight, self.bias, self.stride)
+
+
+def _conv(module: nn.Module, dtype: torch.dtype, device: torch.device, keep_bias: bool) -> Conv:
+    if isinstance(module, PaddedConv):
+        conv = module[1]
+        pad = int(cast(nn.ReflectionPad2d, module[0]).padding[0])
+    else:
+        conv, pad = module, 0
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected a convolution, got {conv}")
+    weight = conv.weight.detach().to(device, dtype).contiguous(memory_format=CL)
+    bias = conv.bias.detach().to(device, dtype) if keep_bias and conv.bias is not None else None
+    return Conv(weight, bias, int(conv.stride[0]), pad)
+
+
+def _part(module: nn.Module, index: int) -> nn.Module:
+    return cast(nn.Sequential, module)[index]
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) kernel of "nearest x2 upsample, then 3x3 conv" -> (4 out, in, 3, 3) on low-res.
+
+    Output pixel (2i + a, 2j + b) of the upsampled convolution only sees low-res rows
+    {i - 1, i} (a = 0) or {i, i + 1} (a = 1), with the kernel taps that land on the same
+    low-res pixel summed. Channel ``4 c + 2 a + b`` of the result holds phase (a, b) of channel c,
+    the layout ``F.pixel_shuffle`` interleaves.
+    """
+    # taps[a][r] = kernel rows (of 3) that fall on padded low-res row r for phase a
+    taps = ([[0], [1, 2], []], [[], [0, 1], [2]])
+    out_ch, in_ch = weight.shape[:2]
+    phases = weight.new_zeros(out_ch, 2, 2, in_ch, 3, 3)
+    for a in range(2):
+        for b in range(2):
+            for r in range(3):
+                for s in range(3):
+                    for dy in taps[a][r]:
+                        for dx in taps[b][s]:
+                            phases[:, a, b, :, r, s] += weight[:, :, dy, dx]
+    return phases.reshape(out_ch * 4, in_ch, 3, 3)
+
+
+#: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation,
+#: the rows of it that belong to the current band, and how many consecutive channels make one
+#: normalized channel (4 for the decoder's phase layout), return the Moments (per normalized
+#: channel) to normalize with, or ``None`` for the activation's own.
+StatsPolicy = Callable[[int, torch.Tensor, slice, int], "Moments | None"]
+_ALL = slice(None)
+
+
+def own_stats(_layer: int, _y: torch.Tensor, _rows: slice, _groups: int) -> Moments | None:
+    return None
+
+
+def _scaled(rows: slice, scale: int) -> slice:
+    return rows if rows.start is None else slice(rows.start * scale, rows.stop * scale)
+
+
+class JohnsonEngine(nn.Module):
+    """The Johnson generator rewritten for inference speed (see the module docstring).
+
+    Norm layers are numbered in execution order: 0-2 encoder, 3 .. 3 + 2 B - 1 residual
+    blocks (two each), then the two decoder stages.
+    """
+
+    arch = "johnson"
+    precision = "fp32"
+    probe_psnr_db = 0.0
+
+    def __init__(self, body: JohnsonBody, padding: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.device = device
+        self.padding = padding
+        # padding of the low-res map that equals `padding` of its nearest x2 upsampling (width 1)
+        self.low_padding = "zero" if padding == "zero" else "replicate"
+        self.enc = [_conv(_part(stage, 0), dtype, device, keep_bias=False) for stage in body.encoder]
+        self.norms = [NormParams.of(_part(stage, 1)) for stage in body.encoder]
+        self.res: list[tuple[Conv, Conv]] = []
+        for block in body.residuals:
+            block = cast(ResidualBlock, block)
+            first, second = _part(block.body, 0), _part(block.body, 1)
+            self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
+            self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
+        self.dec: list[Conv] = []
+        for stage in list(body.decoder)[:2]:
+            up = _part(stage, 0)
+            if not isinstance(up, Upsample2x):
+                raise TypeError("the fast Johnson engine needs nearest upsampling (upsample='nearest')")
+            conv = _conv(up.conv, torch.float32, device, keep_bias=False)
+            weight = phase_kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
+            self.dec.append(Conv(weight, None, 1, 1))
+            self.norms.append(NormParams.of(_part(stage, 1)).repeat(4))
+        self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)
+        self.norms = [NormParams(p.weight.to(device), p.bias.to(device), p.eps) for p in self.norms]
+
+    @property
+    def n_norms(self) -> int:
+        return len(self.norms)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) in [0, 1] -> the compute dtype, channels-last, sides padded to x4."""
+        h, w = x.shape[-2:]
+        m = JOHNSON_MULTIPLE
+        ph, pw = max(-h % m, 2 * m - h), max(-w % m, 2 * m - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return x.to(self.device, self.dtype).contiguous(memory_format=CL)
+
+    def _norm_relu_into(
+        self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
+    ) -> torch.Tensor:
+        normed = normalize(y, self.norms[layer], stats(layer, y, rows, 1))
+        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
+        torch.clamp(normed, min=0, out=interior(buf, pad))
+        return fill_border(buf, pad, mode)
+
+    def encode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
+        """Prepared input -> the encoder's output (N, 128, H/4, W/4). ``rows``: band rows at H/4."""
+        y = pad_cl(x, self.enc[0].pad, self.padding)
+        for i, conv in enumerate(self.enc):
+            nxt = self.enc[i + 1].pad if i + 1 < len(self.enc) else 0
+            y = self._norm_relu_into(conv(y), i, stats, _scaled(rows, 2 ** (len(self.enc) - 1 - i)), nxt, self.padding)
+        return y
+
+    def residual(self, x: torch.Tensor, block: int, stats: StatsPolicy = own_stats) -> torch.Tensor:
+        """One residual block, untiled: x + norm(conv(relu(norm(conv(x)))))."""
+        first, second = self.res[block]
+        layer = len(self.enc) + 2 * block
+        t = first(pad_cl(x, first.pad, self.padding))
+        t = self._norm_relu_into(t, layer, stats, _ALL, second.pad, self.padding)
+        u = second(t)
+        return x + normalize(u, self.norms[layer + 1], stats(layer + 1, u, _ALL, 1))
+
+    def decode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
+        """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h."""
+        first = len(self.enc) + 2 * len(self.res)
+        y = pad_cl(x, 1, self.low_padding)
+        for i, conv in enumerate(self.dec):
+            layer = first + i
+            phases = conv(y)  # (N, 4 C, h, w): phase (a, b) of channel c at 4 c + 2 a + b
+            moments = self._phase_stats(layer, phases, stats, _scaled(rows, 2**i))
+            normed = normalize(phases, self.norms[layer], moments)
+            _, c4, h, w = phases.shape
+            last = i == len(self.dec) - 1
+            pad, mode = (self.out.pad, self.padding) if last else (1, self.low_padding)
+            y = new_padded(phases, c4 // 4, 2 * h, 2 * w, pad)
+            dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, 2, w, 2)
+            src = normed.unflatten(1, (c4 // 4, 2, 2)).permute(0, 1, 4, 2, 5, 3)  # (N, C, h, a, w, b)
+            torch.clamp(src, min=0, out=dst)
+            fill_border(y, pad, mode)
+        return 0.5 * (torch.tanh(self.out(y).float()) + 1.0)
+
+    @staticmethod
+    def _phase_stats(layer: int, phases: torch.Tensor, stats: StatsPolicy, rows: slice) -> Moments:
+        given = stats(layer, phases, rows, 4)
+        if given is None:
+            given = Moments.of(phases).merge_groups(4)
+        return Moments(given.count, given.mean.repeat_interleave(4, dim=1), given.m2.repeat_interleave(4, dim=1))
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) in [0, 1] -> float32 (N, 3, H, W) in [0, 1], untiled."""
+        h, w = x.shape[-2:]
+        y = self.encode(self.prepare(x))
+        for block in range(len(self.res)):
+            y = self.residual(y, block)
+        return self.decode(y)[:, :, :h, :w]
+
+
+# --------------------------------------------------------------------------------------------
+# Everything else: the eager module, converted
+
+
+class _Pad(nn.Module):
+    def __init__(self, pad: int, mode: str) -> None:
+        super().__init__()
+        self.pad, self.mode = pad, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_cl(x, self.pad, self.mode)
+
+
+_PAD_MODES: dict[type, str] = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate", nn.ZeroPad2d: "zero"}
+
+
+def _fast_replacement(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, nn.InstanceNorm2d) and not module.track_running_stats and module.affine:
+        return _StatsInstanceNorm(module)
+    mode = _PAD_MODES.get(type(module))
+    if mode is not None:
+        pads = set(cast(tuple[int, ...], module.padding))
+        if len(pads) == 1:
+            return _Pad(pads.pop(), mode)
+    return None
+
+
+class _StatsInstanceNorm(nn.Module):
+    def __init__(self, norm: nn.InstanceNorm2d) -> None:
+        super().__init__()
+        self.params = NormParams.of(norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.params)
+
+
+class GenericEngine(nn.Module):
+    """Any generator: the eager module in the compute dtype, channels-last, float32 IN statistics."""
+
+    precision = "fp32"
+    probe_psnr_db = 0.0
+
+    def __init__(self, model: nn.Module, arch: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.arch = arch
+        self.dtype = dtype
+        self.device = device
+        model = copy.deepcopy(model).to(device).eval()
+        for parent in list(model.modules()):
+            for attr, child in list(parent.named_children()):
+                fast = _fast_replacement(child)
+                if fast is not None:
+                    setattr(parent, attr, fast)
+        # normalization parameters stay float32; everything else runs in the compute dtype
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                module.to(dtype)
+            elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and dtype != torch.float32:
+                module.to(torch.float32)
+        self.model = model.to(memory_format=CL)  # type: ignore[call-overload]
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x.to(self.device, self.dtype).contiguous(memory_format=CL))
+        return y.float()
+
+
+Engine = JohnsonEngine | GenericEngine
+
+
+def eager_from(model: nn.Module, cfg: GeneratorConfig) -> nn.Module:
+    """The eager generator for ``cfg`` carrying ``model``'s weights (``model`` may be TorchScript)."""
+    eager = build_generator(cfg).eval()
+    eager.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    return eager
+
+
+#: An engine in reduced precision must match the float32 eager model at least this well on the
+#: probe image, or ``optimize`` falls back to float32.
+MIN_PSNR_DB = 40.0
+PROBE_SIZE = (96, 128)
+
+
+def probe_image(h: int = PROBE_SIZE[0], w: int = PROBE_SIZE[1]) -> torch.Tensor:
+    """A deterministic photo-like (1, 3, h, w) test image: smooth gradients, edges and texture."""
+    g = torch.Generator().manual_seed(1607)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([xx, yy, 1 - 0.5 * (xx + yy)])
+    edges = ((xx * 5).floor() + (yy * 3).floor()).remainder(2) * 0.3
+    texture = F.avg_pool2d(torch.rand(1, 3, h, w, generator=g), 3, 1, 1)[0] * 0.3
+    return (0.6 * base + edges + texture).clamp(0, 1).unsqueeze(0)
+
+
+def _build(eager: nn.Module, cfg: GeneratorConfig, dtype: torch.dtype, dev: torch.device) -> Engine:
+    if cfg.arch == "johnson" and cfg.norm == "instance" and cfg.upsample == "nearest":
+        return JohnsonEngine(cast(JohnsonBody, eager.body), cfg.padding, dtype, dev)
+    return GenericEngine(eager, cfg.arch, dtype, dev)
+
+
+def optimize(
+    model: nn.Module, cfg: GeneratorConfig, device: torch.device | str = "cpu", precision: str = "auto"
+) -> Engine:
+    """The fastest engine for ``model`` (only its weights are read) on ``device``.
+
+    ``precision="auto"`` picks the device's fast dtype (``resolve_precision``) and then checks
+    it: the engine's output on ``probe_image()`` must reach ``MIN_PSNR_DB`` against the float32
+    eager model, else the engine is rebuilt in float32. ``engine.precision`` and
+    ``engine.probe_psnr_db`` record the outcome.
+    """
+    dev = torch.device(device)
+    dtype = resolve_precision(precision, dev)
+    eager = eager_from(model, cfg).to(dev)
+    engine = _build(eager, cfg, dtype, dev)
+    with torch.inference_mode():
+        probe = probe_image().to(dev)
+        reference = eager(probe).float()
+        quality = psnr(engine(probe), reference)
+        if quality < MIN_PSNR_DB and precision == "auto" and dtype != torch.float32:
+            log.warning("%s engine in %s: %.1f dB on the probe; using float32", cfg.arch, dtype, quality)
+            engine = _build(eager, cfg, torch.float32, dev)
+            quality = psnr(engine(probe), reference)
+    engine.precision = _NAMES[engine.dtype]
+    engine.probe_psnr_db = round(quality, 2)
+    return engine
+
+
+def load_engine(
+    artifact: bytes,
+    generator: dict[str, Any],
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    name: str = "",
+) -> nn.Module:
+    """An exported artifact (bytes) with its manifest's generator config -> its fast engine.
+
+    Should the artifact not fit the fast path (an unknown layout), the loaded TorchScript
+    module itself is returned, so serving never depends on the optimization.
+    """
+    module = load_generator_bytes(artifact, device)
+    try:
+        cfg = GeneratorConfig.from_dict(dict(generator))
+        engine = optimize(module, cfg, device, precision)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        log.warning("%s: no fast engine (%s); running the artifact as is", name, exc)
+        return module
+    log.info(
+        "%s: %s engine in %s (%.1f dB vs float32 on the probe)", name, cfg.arch, engine.precision, engine.probe_psnr_db
+    )
+    return engine

@@ -1,0 +1,152 @@
+"""Tiled inference with exact instance-norm statistics: any resolution in bounded memory.
+
+Instance normalization needs each channel's mean and variance over the *whole* image, so
+running the generator on tiles independently changes the picture (every tile gets its own
+contrast). ``tiled_forward`` reproduces the untiled ``JohnsonEngine`` output instead:
+
+1. **Encoder** (full -> 1/4 resolution): horizontal bands of the input, each with a 16-px halo
+   (more than the encoder's receptive-field radius), are run up to norm layer k, and the
+   band's own rows of that layer's activation are merged into exact whole-image moments
+   (Chan et al.'s parallel mean/variance). With layers 0..k-1 already known this repeats for
+   k = 0, 1, 2, then a last pass writes the normalized encoder output into a 1/4-resolution
+   buffer (N, 128, H/4, W/4).
+2. **Residual blocks** (1/4 resolution): each 3x3 convolution runs band by band over the
+   buffer (1-row halo), its moments accumulate, then the band-wise normalization.
+3. **Decoder** (1/4 -> full resolution): bands with a 4-row halo at 1/4 resolution, two
+   statistics passes (one per decoder norm), then the output pass.
+
+Only two 1/4-resolution buffers of the compute dtype live at once (the features and one
+convolution's output): 4096x4096 in bfloat16 needs 2 x 256 MB. Everything else is one band.
+The result equals the untiled output up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from stylenet.fast import CL, Conv, JohnsonEngine, Moments, normalize, pad_cl
+
+#: Halo of an encoder band in input pixels (a multiple of 4, larger than the receptive field).
+ENCODER_HALO = 16
+#: Halo of a decoder band in 1/4-resolution rows.
+DECODER_HALO = 4
+
+
+class _Collected(Exception):
+    """Raised by the statistics policy once the band's moments of the target layer are in."""
+
+
+class _Passes:
+    """The statistics policy of one tiled pass: known layers use whole-image moments; the
+    target layer's band moments are merged into ``found`` and the pass stops there."""
+
+    def __init__(self, known: dict[int, Moments], target: int | None) -> None:
+        self.known = known
+        self.target = target
+        self.found: Moments | None = None
+
+    def __call__(self, layer: int, y: torch.Tensor, rows: slice, groups: int) -> Moments | None:
+        if layer in self.known:
+            return self.known[layer]
+        if layer != self.target:
+            raise RuntimeError(f"norm layer {layer} reached before its statistics are known")
+        band = Moments.of(y[:, :, rows]).merge_groups(groups)
+        self.found = band if self.found is None else self.found.merge(band)
+        raise _Collected
+
+
+def _bands(rows: int, band: int) -> list[tuple[int, int]]:
+    return [(r, min(rows, r + band)) for r in range(0, rows, band)]
+
+
+def _tiled_conv(src: torch.Tensor, conv: Conv, mode: str, band: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``conv(pad(src))`` (stride 1) band by band: yields (r0, r1, output rows r0..r1)."""
+    h = src.shape[2]
+    p = conv.pad
+    for r0, r1 in _bands(h, band):
+        c0, c1 = max(0, r0 - p), min(h, r1 + p)
+        out = conv(pad_cl(src[:, :, c0:c1], p, mode))
+        yield r0, r1, out[:, :, r0 - c0 : r1 - c0]
+
+
+def _merged(parts: Iterator[torch.Tensor]) -> Moments:
+    total: Moments | None = None
+    for part in parts:
+        m = Moments.of(part)
+        total = m if total is None else total.merge(m)
+    assert total is not None
+    return total
+
+
+def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Passes], None]) -> None:
+    """One pass over the bands per norm layer in ``layers``, in order, each adding its moments to ``known``."""
+    for layer in layers:
+        policy = _Passes(known, layer)
+        run_pass(policy)
+        assert policy.found is not None
+        known[layer] = policy.found
+
+
+@torch.inference_mode()
+def tiled_forward(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
+    """``engine(x)`` computed in bands of ``band`` rows at 1/4 resolution (float32 out)."""
+    h, w = x.shape[-2:]
+    xp = engine.prepare(x)  # (N, 3, Hp, Wp), compute dtype, sides multiples of 4
+    n, _, hp, wp = xp.shape
+    h4, w4 = hp // 4, wp // 4
+    known: dict[int, Moments] = {}
+    n_enc, n_res = len(engine.enc), len(engine.res)
+    feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=xp.dtype, device=xp.device)
+    feats = feats.contiguous(memory_format=CL)
+
+    # 1. encoder: statistics passes for each norm, then the output pass into `feats`
+    def encoder_pass(policy: _Passes, xp: torch.Tensor = xp) -> None:
+        for r0, r1 in _bands(h4, band):
+            c0 = max(0, 4 * r0 - ENCODER_HALO)
+            c1 = min(hp, 4 * r1 + ENCODER_HALO)
+            rows = slice(r0 - c0 // 4, r1 - c0 // 4)
+            try:
+                out = engine.encode(xp[:, :, c0:c1], policy, rows)
+            except _Collected:
+                continue
+            feats[:, :, r0:r1] = out[:, :, rows]
+
+    _measure(range(n_enc), known, encoder_pass)
+    encoder_pass(_Passes(known, None))
+    del xp, encoder_pass
+
+    # 2. residual blocks at 1/4 resolution, one convolution at a time. The first convolution's
+    #    output is kept (the second reads it with a halo); the second's is computed twice --
+    #    once for its moments, once to add it to the features -- so only two buffers exist.
+    t = torch.empty_like(feats, memory_format=CL)
+    for block, (first, second) in enumerate(engine.res):
+        layer = n_enc + 2 * block
+        for r0, r1, rows in _tiled_conv(feats, first, engine.padding, band):
+            t[:, :, r0:r1] = rows
+        moments = _merged(t[:, :, r0:r1] for r0, r1 in _bands(h4, band))
+        for r0, r1 in _bands(h4, band):
+            t[:, :, r0:r1] = normalize(t[:, :, r0:r1], engine.norms[layer], moments).clamp_(min=0)
+        moments = _merged(rows for _, _, rows in _tiled_conv(t, second, engine.padding, band))
+        for r0, r1, rows in _tiled_conv(t, second, engine.padding, band):
+            feats[:, :, r0:r1] += normalize(rows, engine.norms[layer + 1], moments)
+    del t
+
+    # 3. decoder: statistics passes for its two norms, then the output pass
+    out = torch.empty((n, 3, hp, wp), dtype=torch.float32, device=feats.device)
+    first_dec = n_enc + 2 * n_res
+
+    def decoder_pass(policy: _Passes) -> None:
+        for r0, r1 in _bands(h4, band):
+            c0, c1 = max(0, r0 - DECODER_HALO), min(h4, r1 + DECODER_HALO)
+            rows = slice(r0 - c0, r1 - c0)
+            try:
+                rgb = engine.decode(feats[:, :, c0:c1], policy, rows)
+            except _Collected:
+                continue
+            out[:, :, 4 * r0 : 4 * r1] = rgb[:, :, 4 * rows.start : 4 * rows.stop]
+
+    _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
+    decoder_pass(_Passes(known, None))
+    return out[:, :, :h, :w]

@@ -1,0 +1,155 @@
+"""The fast inference engine computes the same function as the eager generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stylenet import fast
+from stylenet.config import GeneratorConfig
+from stylenet.export import load_generator, psnr
+from stylenet.fast import (
+    GenericEngine,
+    JohnsonEngine,
+    Moments,
+    fill_border,
+    load_engine,
+    optimize,
+    phase_kernels,
+    probe_image,
+    resolve_precision,
+)
+from stylenet.generator import build_generator
+from stylenet.imageio import image_to_tensor, load_image, resize_max
+from tests.conftest import ASSET_PHOTOS, REPO
+
+SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
+BF16 = fast.cpu_has_native_bf16()
+
+
+def _trained() -> tuple[torch.nn.Module, GeneratorConfig]:
+    cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
+    return load_generator(SHIPPED / "generator.ts"), cfg
+
+
+def _random(cfg: GeneratorConfig, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_generator(cfg).eval()
+    with torch.no_grad():  # non-trivial affine parameters, so the norms matter
+        for m in model.modules():
+            if isinstance(m, torch.nn.InstanceNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def _photo(long_side: int, name: str = "skimage_chelsea.jpg") -> torch.Tensor:
+    return image_to_tensor(resize_max(load_image(ASSET_PHOTOS / name), long_side)).unsqueeze(0)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize("pad", [1, 4])
+def test_fill_border_matches_f_pad(mode: str, pad: int) -> None:
+    x = torch.rand(2, 3, 9, 11)
+    buf = torch.zeros(2, 3, 9 + 2 * pad, 11 + 2 * pad)
+    buf[:, :, pad:-pad, pad:-pad] = x
+    expected = F.pad(x, (pad,) * 4, mode="constant" if mode == "zero" else mode)
+    assert torch.equal(fill_border(buf, pad, mode), expected)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+def test_phase_kernels_equal_upsample_then_conv(padding: str) -> None:
+    """3x3 conv on the nearest-x2-upsampled map == phase conv on the low-res map, interleaved."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 5, 7, 6, dtype=torch.float64)
+    w = torch.randn(4, 5, 3, 3, dtype=torch.float64)
+    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    ref = F.conv2d(F.pad(up, (1, 1, 1, 1), mode="constant" if padding == "zero" else padding), w)
+    low = F.pad(x, (1, 1, 1, 1), mode="constant" if padding == "zero" else "replicate")
+    got = F.pixel_shuffle(F.conv2d(low, phase_kernels(w)), 2)
+    assert torch.allclose(got, ref, atol=1e-10)
+
+
+def test_moments_merge_exactly() -> None:
+    y = torch.randn(2, 6, 20, 9) * 3 + 5
+    whole = Moments.of(y)
+    parts = Moments.of(y[:, :, :7]).merge(Moments.of(y[:, :, 7:13])).merge(Moments.of(y[:, :, 13:]))
+    assert parts.count == whole.count == 180
+    assert torch.allclose(parts.mean, y.mean(dim=(2, 3)), atol=1e-5)
+    assert torch.allclose(parts.var, y.var(dim=(2, 3), correction=0), rtol=1e-4)
+    grouped = Moments.of(y).merge_groups(3)
+    assert torch.allclose(grouped.mean, y.view(2, 2, 3, 20, 9).mean(dim=(2, 3, 4)), atol=1e-5)
+    assert torch.allclose(grouped.var, y.view(2, 2, 3, 20, 9).var(dim=(2, 3, 4), correction=0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (37, 53), (64, 96)])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+def test_johnson_engine_fp32_matches_eager(size: tuple[int, int], padding: str) -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    model = _random(cfg)
+    engine = optimize(model, cfg, precision="fp32")
+    assert isinstance(engine, JohnsonEngine)
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        ref = model(x)
+        got = engine(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert float((got - ref).abs().max()) < 1e-4
+
+
+def test_johnson_engine_on_the_torchscript_artifact_of_a_shipped_style() -> None:
+    ts, cfg = _trained()
+    x = _photo(160)
+    with torch.inference_mode():
+        ref = ts(x)
+        assert float((optimize(ts, cfg, precision="fp32")(x) - ref).abs().max()) < 1e-4
+        if BF16:
+            engine = optimize(ts, cfg)
+            assert engine.precision == "bf16"
+            assert psnr(engine(x), ref) >= 40.0
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_generic_engine_fp32_matches_eager_for_ulyanov(norm: str) -> None:
+    cfg = GeneratorConfig(arch="ulyanov", norm=norm, scales=3, channels_per_scale=4)  # type: ignore[arg-type]
+    model = _random(cfg)
+    engine = optimize(model, cfg, precision="fp32")
+    assert isinstance(engine, GenericEngine)
+    x = torch.rand(1, 3, 40, 52)
+    with torch.inference_mode():
+        assert float((engine(x) - model(x)).abs().max()) < 1e-4
+
+
+def test_auto_precision_falls_back_to_fp32_when_the_probe_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1)
+    model = _random(cfg)
+    monkeypatch.setattr(fast, "resolve_precision", lambda precision, device: torch.bfloat16)
+    monkeypatch.setattr(fast, "MIN_PSNR_DB", 1e9)  # nothing in bf16 passes this
+    engine = optimize(model, cfg, precision="auto")
+    assert engine.precision == "fp32" and engine.dtype == torch.float32
+    # a forced precision is kept as asked
+    assert optimize(model, cfg, precision="bf16").precision == "bf16"
+
+
+def test_resolve_precision() -> None:
+    assert resolve_precision("fp32", "cpu") == torch.float32
+    assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if BF16 else torch.float32)
+    assert resolve_precision("auto", "cuda") == torch.float16
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", "cpu")
+
+
+def test_load_engine_falls_back_to_the_artifact_when_the_config_does_not_fit() -> None:
+    data = (SHIPPED / "generator.ts").read_bytes()
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert isinstance(load_engine(data, manifest["generator"]), JohnsonEngine)
+    wrong = {**manifest["generator"], "residual_blocks": 2}  # weights do not fit: served as is
+    module = load_engine(data, wrong)
+    assert not isinstance(module, (JohnsonEngine, GenericEngine))
+    assert module(probe_image()).shape == (1, 3, 96, 128)

@@ -1,0 +1,67 @@
+"""Tiled inference reproduces the untiled engine: exact whole-image instance-norm statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from stylenet import inference, tiling
+from stylenet.config import GeneratorConfig
+from stylenet.export import psnr
+from stylenet.fast import cpu_has_native_bf16, optimize
+from stylenet.inference import stylize_image
+from stylenet.tiling import tiled_forward
+from tests.stylenet.test_fast import _photo, _random, _trained
+
+
+@pytest.mark.parametrize(("size", "band"), [((8, 8), 1), ((70, 45), 2), ((101, 64), 3), ((96, 130), 64)])
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_tiled_equals_untiled_in_fp32(size: tuple[int, int], band: int, padding: str) -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    engine = optimize(_random(cfg), cfg, precision="fp32")
+    x = torch.rand(2, 3, *size)
+    untiled = engine(x)
+    tiled = tiled_forward(engine, x, band=band)
+    assert tiled.shape == untiled.shape
+    assert float((tiled - untiled).abs().max()) < 1e-4
+
+
+def test_naive_tiling_would_not_match() -> None:
+    """The point of the exact statistics: tiles normalized on their own differ visibly."""
+    ts, cfg = _trained()
+    engine = optimize(ts, cfg, precision="fp32")
+    x = _photo(128)
+    whole = engine(x)
+    h = x.shape[2] // 2
+    naive = torch.cat([engine(x[:, :, :h]), engine(x[:, :, h:])], dim=2)
+    assert psnr(naive, whole) < 30.0
+    assert psnr(tiled_forward(engine, x, band=4), whole) > 80.0
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16")
+def test_tiled_bf16_matches_untiled_on_a_real_photo() -> None:
+    ts, cfg = _trained()
+    engine = optimize(ts, cfg, precision="bf16")
+    x = _photo(200, "skimage_astronaut.jpg")
+    assert psnr(tiled_forward(engine, x, band=8), engine(x)) >= 40.0
+    with torch.inference_mode():
+        assert psnr(tiled_forward(engine, x, band=8), ts(x)) >= 40.0
+
+
+def test_stylize_image_tiles_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    ts, cfg = _trained()
+    engine = optimize(ts, cfg, precision="fp32")
+    calls: list[tuple[int, ...]] = []
+
+    def counting(e, x, band=32):  # type: ignore[no-untyped-def]
+        calls.append(tuple(x.shape))
+        return tiling.tiled_forward(e, x, band=4)
+
+    monkeypatch.setattr(inference, "tiled_forward", counting)
+    photo = Image.new("RGB", (64, 48), (120, 80, 40))
+    small = stylize_image(engine, photo, tile_pixels=64 * 48)  # not above: untiled
+    assert calls == []
+    big = stylize_image(engine, photo, tile_pixels=64 * 48 - 1)
+    assert calls == [(1, 3, 48, 64)]
+    assert small.size == big.size == (64, 48)

@@ -1,0 +1,27 @@
+"""The inference benchmark runs end to end (tiny sizes) and writes what it prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from benchmarks import inference
+
+
+def test_benchmark_writes_a_row_per_path_with_psnr_and_speed(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    paths = ["eager", "worker"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        paths.insert(1, "onnxruntime")
+    out = tmp_path / "bench.json"
+    argv = ["--sizes", "32", "--archs", "johnson", "--paths", ",".join(paths), "--runs", "1", "--out", str(out)]
+    assert inference.main(argv) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [r["path"] for r in rows] == paths
+    assert all("error" not in r and r["median_ms"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert rows[0]["gflop"] > 0
+    worker = rows[-1]
+    assert worker["psnr_db"] >= 40.0 and worker["engine"] == "JohnsonEngine"
+    assert result["machine"]["torch"] and result["command"].startswith("python benchmarks/inference.py")
+    assert "| johnson | 32² | worker" in capsys.readouterr().out
