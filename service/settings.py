@@ -17,10 +17,12 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = None
     #: Writable style store (shipped styles are always listed too).
     store: Path | None = None
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    #: Largest accepted photo (8192 x 8192): workers tile large images with exact instance-norm
+    #: statistics (``stylenet.tiling``), so memory stays bounded by the 1/4-resolution features.
+    max_pixels: int = Field(default=8192 * 8192, ge=1)
     default_max_size: int = Field(default=1024, ge=16)
-    max_size_cap: int = Field(default=4096, ge=16)
+    max_size_cap: int = Field(default=8192, ge=16)
     #: Seconds an uploaded photo / a result is kept in Redis.
     input_ttl_s: int = Field(default=900, ge=1)
     result_ttl_s: int = Field(default=3600, ge=1)

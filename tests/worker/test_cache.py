@@ -3,10 +3,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pydantic
+import pytest
 import torch
 
 from model_store.catalog import Catalog, StyleStore
+from model_store.shipped import open_catalog
+from stylenet.export import load_generator_bytes, psnr
+from stylenet.fast import JohnsonEngine
+from stylenet.imageio import image_to_tensor, load_image, resize_max
+from tests.conftest import ASSET_PHOTOS
 from worker.cache import GeneratorCache
+from worker.settings import WorkerSettings
 
 
 def _copy_style(src_store: Path, dst_store: Path, new_id: str) -> None:
@@ -61,3 +69,24 @@ def test_worker_context_warms_configured_styles(tiny_store: Path) -> None:
     ctx = build_context(WorkerSettings(store=tiny_store, warm_styles="tiny", device="cpu"), redis)  # type: ignore[arg-type]
     assert ctx.cache.keys() == [("tiny", 1)]
     assert float(redis.hget(MODEL_LOAD_KEY, "tiny@1")) > 0  # type: ignore[arg-type]
+
+
+def test_cache_serves_fast_engines_at_the_configured_precision() -> None:
+    catalog = open_catalog(None)
+    fp32, _ = GeneratorCache(catalog, torch.device("cpu"), precision="fp32").get("starry-night")
+    auto, resolved = GeneratorCache(catalog, torch.device("cpu")).get("starry-night")
+    assert isinstance(fp32, JohnsonEngine) and fp32.precision == "fp32"
+    assert isinstance(auto, JohnsonEngine) and auto.probe_psnr_db >= 40.0
+    x = image_to_tensor(resize_max(load_image(ASSET_PHOTOS / "skimage_coffee.jpg"), 96)).unsqueeze(0)
+    with torch.inference_mode():
+        assert psnr(fp32(x), load_generator_bytes(resolved.read_artifact())(x)) > 80.0
+
+
+def test_worker_settings_read_precision_and_tiling_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSTYLE_PRECISION", "fp32")
+    monkeypatch.setenv("INSTYLE_TILE_MEGAPIXELS", "0.5")
+    settings = WorkerSettings()
+    assert settings.precision == "fp32" and settings.tile_pixels == 500_000
+    monkeypatch.setenv("INSTYLE_PRECISION", "int8")
+    with pytest.raises(pydantic.ValidationError):
+        WorkerSettings()
