@@ -93,6 +93,11 @@ def job_error(job: Job, status: JobStatus) -> JobError | None:
     return JobError(code=ErrorCode.internal, message=last or "the job failed")
 
 
+def server_timing(model_ms: float | None) -> dict[str, str]:
+    """A ``Server-Timing`` header with the generator's own time, when the worker recorded it."""
+    return {} if model_ms is None else {"Server-Timing": f"model;dur={model_ms:.2f}"}
+
+
 class JobService:
     def __init__(self, redis: Redis, settings: ServiceSettings) -> None:
         self.redis = redis
@@ -196,6 +201,11 @@ class JobService:
         return status
 
     def result(self, job: Job) -> tuple[bytes, str]:
+        data, content_type, _ = self.result_with_timing(job)
+        return data, content_type
+
+    def result_with_timing(self, job: Job) -> tuple[bytes, str, float | None]:
+        """The result image, its content type, and the model's milliseconds (None if unknown)."""
         status = self.status(job)
         if status != JobStatus.finished:
             raise ResultNotReady(f"job {job.id} is {status.value}; the result exists once it is finished")
@@ -205,7 +215,9 @@ class JobService:
         data = self.redis.get(value["result_key"])
         if data is None:
             raise ResultExpired(f"the result of job {job.id} has expired")
-        return (data.encode() if isinstance(data, str) else data), str(value["content_type"])
+        model_ms = value.get("model_ms")
+        body = data.encode() if isinstance(data, str) else data
+        return body, str(value["content_type"]), float(model_ms) if model_ms is not None else None
 
     def cancel(self, job: Job) -> None:
         status = self.status(job)

@@ -113,7 +113,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     model_s = time.perf_counter() - start
     labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
     telemetry.observe(redis, "instyle_inference_seconds", labels, model_s)
-    _set_progress(0.9)
+    _set_progress(0.9, model_ms=round(model_s * 1000, 2))
     check_canceled(redis)
     encoded = encode_image(out, p.format, p.quality)
     job = get_current_job()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.deps import State
-from service.jobs import JobView
+from service.jobs import JobView, server_timing
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -30,8 +30,9 @@ def get_job_preview(job_id: str, state: State) -> Response:
 
 @router.get("/{job_id}/result", name="get_job_result", responses={200: {"content": {"image/jpeg": {}}}})
 def get_job_result(job_id: str, state: State) -> Response:
-    data, content_type = state.jobs.result(state.jobs.fetch(job_id))
-    return Response(data, media_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+    data, content_type, model_ms = state.jobs.result_with_timing(state.jobs.fetch(job_id))
+    headers = {"Cache-Control": "private, max-age=3600", **server_timing(model_ms)}
+    return Response(data, media_type=content_type, headers=headers)
 
 
 @router.delete("/{job_id}", response_model=JobView)

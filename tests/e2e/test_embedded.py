@@ -63,6 +63,11 @@ def test_embedded_mode_whole_flow(embedded_server: str, tmp_path: Path) -> None:
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200 and r.headers["content-type"] == "image/jpeg"
         assert r.headers["x-job-id"]
+        timing = r.headers["server-timing"]  # the generator's own time, e.g. "model;dur=12.34"
+        assert timing.startswith("model;dur=") and float(timing.split("=")[1]) > 0
+        status_url = f"{embedded_server}/v1/jobs/{r.headers['x-job-id']}"
+    with urllib.request.urlopen(status_url, timeout=10) as r:
+        assert json.loads(r.read())["detail"]["model_ms"] > 0
 
 
 @pytest.mark.slow
