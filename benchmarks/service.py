@@ -1,0 +1,212 @@
+"""Service benchmark: what the HTTP service adds on top of the generator's own time.
+
+    python benchmarks/service.py                      # 512² JPEG in, JPEG out, embedded mode
+    python benchmarks/service.py --clients 1,8,16 --seconds 30
+
+Starts ``instyle serve`` in embedded mode (API + in-process Redis + one stylize worker thread)
+on a free port, then:
+
+1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a 512² JPEG. Each
+   response's ``Server-Timing: model;dur=`` is the generator's own time; the rest of the
+   round trip (upload, validation, queueing, decode, resize, encode, download) is the
+   service's overhead.
+2. **throughput**: for each ``--clients`` count, that many clients post back to back for
+   ``--seconds``; images/s is compared with the model-bound limit (1000 / median model ms of
+   the same run, one worker).
+
+Prints a table and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
+BOUNDARY = "instyle-bench-boundary"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jpeg(size: int) -> bytes:
+    from PIL import Image
+
+    with Image.open(PHOTO) as img:
+        buf = io.BytesIO()
+        img.convert("RGB").resize((size, size)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def multipart(fields: dict[str, str], image: bytes) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    return b"".join(parts)
+
+
+def stylize(base: str, body: bytes) -> tuple[float, float]:
+    """One synchronous request: (round trip s, model s from Server-Timing)."""
+    req = urllib.request.Request(
+        f"{base}/v1/stylize?wait=30", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )  # fmt: skip
+    start = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=120) as r:
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}")
+        timing = r.headers.get("Server-Timing", "model;dur=nan")
+    elapsed = time.perf_counter() - start
+    return elapsed, float(timing.split("dur=")[1]) / 1000
+
+
+def start_server(port: int, style: str, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "INSTYLE_WARM_STYLES": style, **env_extra}
+    env.pop("INSTYLE_REDIS_URL", None)
+    instyle = Path(sys.executable).with_name("instyle")
+    cmd = [str(instyle), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"instyle serve exited with {proc.returncode}")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("instyle serve did not become ready in 120 s")
+
+
+def throughput(base: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+    done: list[tuple[float, float]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < stop_at:
+            try:
+                result = stylize(base, body)
+            except (OSError, RuntimeError) as exc:
+                with lock:
+                    errors.append(str(exc))
+                continue
+            with lock:
+                done.append(result)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    model = statistics.median(m for _, m in done) if done else float("nan")
+    return {
+        "clients": clients,
+        "images": len(done),
+        "errors": len(errors),
+        "wall_s": round(wall, 2),
+        "images_per_s": round(len(done) / wall, 3),
+        "median_model_ms": round(model * 1000, 2),
+        "model_bound_images_per_s": round(1 / model, 3) if done else None,
+        "median_latency_ms": round(statistics.median(e for e, _ in done) * 1000, 1) if done else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted (and max_size)")
+    p.add_argument("--style", default="starry-night")
+    p.add_argument("--requests", type=int, default=30, help="sequential requests for the latency part")
+    p.add_argument("--clients", default="8,16", help="concurrent client counts for the throughput part")
+    p.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput run")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cpu.json")
+    args = p.parse_args(argv)
+
+    port = free_port()
+    extra = dict(item.split("=", 1) for item in args.env)
+    server = start_server(port, args.style, extra)
+    base = f"http://127.0.0.1:{port}"
+    body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
+    started = dt.datetime.now(dt.UTC)
+    try:
+        for _ in range(3):  # warm-up: model loaded, caches hot
+            stylize(base, body)
+        samples = [stylize(base, body) for _ in range(args.requests)]
+        runs = [throughput(base, body, int(c), args.seconds) for c in args.clients.split(",") if c]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    overheads = sorted((e - m) * 1000 for e, m in samples)
+    latency = {
+        "requests": len(samples),
+        "median_round_trip_ms": round(statistics.median(e for e, _ in samples) * 1000, 2),
+        "median_model_ms": round(statistics.median(m for _, m in samples) * 1000, 2),
+        "median_overhead_ms": round(statistics.median(overheads), 2),
+        "p90_overhead_ms": round(overheads[int(0.9 * (len(overheads) - 1))], 2),
+    }
+    result = {
+        "benchmark": "service",
+        "command": "python benchmarks/service.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "mode": "embedded (instyle serve: API + fakeredis + one stylize worker thread)",
+        "size": args.size,
+        "style": args.style,
+        "server_env": extra,
+        "cores": os.cpu_count(),
+        "latency": latency,
+        "throughput": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.size}² JPEG in/out, style {args.style}, embedded mode, {os.cpu_count()} cores\n")
+    print("| round trip ms (median) | model ms (median) | overhead ms (median) | overhead ms (p90) |")
+    print("|---|---|---|---|")
+    print(
+        f"| {latency['median_round_trip_ms']:.1f} | {latency['median_model_ms']:.1f} "
+        f"| {latency['median_overhead_ms']:.1f} | {latency['p90_overhead_ms']:.1f} |\n"
+    )
+    print("| clients | images/s | model-bound images/s | ratio | median latency ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for r in runs:
+        bound = r["model_bound_images_per_s"] or float("nan")
+        print(
+            f"| {r['clients']} | {r['images_per_s']:.2f} | {bound:.2f} | {r['images_per_s'] / bound:.0%} "
+            f"| {r['median_latency_ms']} | {r['errors']} |"
+        )
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
