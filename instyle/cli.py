@@ -393,7 +393,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     build_context(worker_settings, redis)
     # one worker thread per queue, so a training job never holds up stylization
     workers = [
-        start_thread_worker(redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s)[0]
+        start_thread_worker(
+            redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
+        )[0]
         for queue in QUEUES
     ]
     print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
@@ -425,8 +427,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ctx = build_context(settings, redis)
     print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
     worker = make_worker(
-        redis, queues, name=args.name, lease_s=settings.train_lease_s, maintenance_s=settings.maintenance_s
-    )
+        redis, queues, name=args.name, lease_s=settings.train_lease_s, maintenance_s=settings.maintenance_s,
+        batch_size=settings.batch_size,
+    )  # fmt: skip
     worker.work(burst=args.burst, with_scheduler=False)
     return 0
 

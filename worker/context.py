@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from redis import Redis
@@ -16,6 +17,9 @@ from stylenet.training import pick_device
 from worker.cache import GeneratorCache
 from worker.settings import WorkerSettings
 
+if TYPE_CHECKING:
+    from worker.batching import Prefetched
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +29,8 @@ class WorkerContext:
     redis: Redis
     device: torch.device
     cache: GeneratorCache
+    #: Outputs of stylize jobs computed ahead in a batch, by job id (``worker.batching``).
+    prefetched: dict[str, Prefetched] = field(default_factory=dict)
 
 
 _context: WorkerContext | None = None

@@ -91,13 +91,17 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     ctx = current_context()
     p = StylizePayload.model_validate(payload)
     redis = _connection(ctx)
-    data = redis.get(p.input_key)
-    if data is None:
-        raise fail_job(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
-    try:
-        photo = load_image(data.encode() if isinstance(data, str) else data)
-    except InvalidImage as exc:
-        raise fail_job(ErrorCode.invalid_image, str(exc)) from None
+    job = get_current_job()
+    ahead = ctx.prefetched.pop(job.id, None) if job is not None else None
+    photo = None
+    if ahead is None:
+        data = redis.get(p.input_key)
+        if data is None:
+            raise fail_job(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
+        try:
+            photo = load_image(data.encode() if isinstance(data, str) else data)
+        except InvalidImage as exc:
+            raise fail_job(ErrorCode.invalid_image, str(exc)) from None
     try:
         generator, resolved = ctx.cache.get(p.style)
     except StyleNotFound as exc:
@@ -108,15 +112,19 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
         raise fail_job(ErrorCode.internal, str(exc)) from None
     _set_progress(0.2, style_resolved=resolved.manifest.ref)
     check_canceled(redis)
-    start = time.perf_counter()
-    out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.settings.tile_pixels)
-    model_s = time.perf_counter() - start
+    if ahead is not None:  # stylized in a batch with other waiting jobs (worker.batching)
+        out, model_s = ahead.image, ahead.model_s
+        _set_progress(0.9, model_ms=round(model_s * 1000, 2), batch=ahead.batch)
+    else:
+        assert photo is not None
+        start = time.perf_counter()
+        out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.settings.tile_pixels)
+        model_s = time.perf_counter() - start
+        _set_progress(0.9, model_ms=round(model_s * 1000, 2))
     labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
     telemetry.observe(redis, "instyle_inference_seconds", labels, model_s)
-    _set_progress(0.9, model_ms=round(model_s * 1000, 2))
     check_canceled(redis)
     encoded = encode_image(out, p.format, p.quality)
-    job = get_current_job()
     result_key = f"{RESULT_PREFIX}{job.id if job is not None else p.input_key.rsplit(':', 1)[-1]}"
     redis.set(result_key, encoded, ex=p.result_ttl_s)
     redis.delete(p.input_key)

@@ -2,6 +2,8 @@
 
 * ``InstyleWorker``: RQ's non-forking ``SimpleWorker`` (CUDA cannot be used across fork; the
   generator cache stays warm between jobs). SIGTERM/SIGINT finish the current job, then exit.
+* With ``batch_size`` > 1, a dequeued stylize job brings the jobs already waiting behind it
+  into one generator batch (``worker.batching``); each still runs as its own RQ job.
 * ``ThreadWorker``: the same, runnable in a thread (embedded mode): no signal handlers (only
   the main thread may install them) and a timer-based job timeout instead of SIGALRM.
 """
@@ -16,9 +18,11 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker, get_current_job
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+
+from instyle.protocol import QUEUE_STYLIZE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ class InstyleWorker(SimpleWorker):
 
     lease_s: int = 120
     lease_queues: frozenset[str] = frozenset({"train"})
+    #: Stylize jobs run through the generator together (1 = no batching; ``INSTYLE_BATCH_SIZE``).
+    batch_size: int = 1
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         if job.origin in self.lease_queues:
@@ -48,6 +54,32 @@ class InstyleWorker(SimpleWorker):
         global _active
         _active = self
         return super().work(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.batch_size <= 1 or queue.name != QUEUE_STYLIZE:
+            super().execute_job(job, queue)
+            return
+        from worker.batching import prefetch, take_waiting
+        from worker.context import current_context
+
+        dequeue = {"job_class": self.job_class, "serializer": self.serializer}
+        batch = [job, *take_waiting(queue, self.batch_size - 1, **dequeue)]
+        ctx = current_context()
+        if len(batch) > 1:
+            try:
+                ctx.prefetched.update(prefetch(batch, ctx, self.connection))
+            except Exception:  # only an optimization: every job still runs, one by one
+                log.warning("batch of %d jobs not prefetched", len(batch), exc_info=True)
+        try:
+            for member in batch:
+                if member is not job and member.get_status(refresh=True) == JobStatus.CANCELED:
+                    self.connection.lrem(queue.intermediate_queue_key, 1, member.id)
+                    continue
+                super().execute_job(member, queue)
+                self.heartbeat()
+        finally:
+            for member in batch:
+                ctx.prefetched.pop(member.id, None)
 
 
 def renew_lease(job: Job | None = None) -> None:
@@ -106,17 +138,21 @@ def make_worker(
     name: str | None = None,
     lease_s: int = 120,
     maintenance_s: int = 60,
+    batch_size: int = 1,
 ) -> InstyleWorker:
     qs = [Queue(q, connection=redis, serializer=JSONSerializer) for q in queues]
     worker = cls(qs, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=maintenance_s)
     worker.lease_s = lease_s
+    worker.batch_size = batch_size
     return worker
 
 
 def start_thread_worker(
-    redis: Redis, queues: Sequence[str], lease_s: int = 120, maintenance_s: int = 60
+    redis: Redis, queues: Sequence[str], lease_s: int = 120, maintenance_s: int = 60, batch_size: int = 1
 ) -> tuple[ThreadWorker, threading.Thread]:
-    worker = make_worker(redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s)
+    worker = make_worker(
+        redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size
+    )
     assert isinstance(worker, ThreadWorker)
     thread = threading.Thread(
         target=worker.work,

@@ -26,6 +26,9 @@ class WorkerSettings(BaseSettings):
     #: Images with more megapixels than this run tiled, with exact instance-norm statistics,
     #: in bounded memory (``stylenet.tiling``); 0 tiles everything.
     tile_megapixels: float = Field(default=4.2, ge=0)
+    #: Stylize jobs a worker runs through the generator together when they wait in the queue
+    #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
+    batch_size: int = Field(default=1, ge=1, le=64)
     #: Generators kept in memory (LRU).
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).
