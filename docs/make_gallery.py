@@ -2,7 +2,7 @@
 
     python docs/make_gallery.py            # writes docs/gallery.png
 
-Uses the same path as the service: catalog -> verified artifact -> TorchScript -> stylize_image.
+Uses the same path as the service: catalog -> verified artifact -> fast engine -> stylize_image.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from instyle.assets import sample_photos
 from model_store.catalog import Catalog, StyleStore
 from model_store.shipped import SHIPPED_DIR
-from stylenet.export import load_generator_bytes
+from stylenet.fast import load_engine
 from stylenet.imageio import load_image, resize_max
 from stylenet.inference import stylize_image
 
@@ -49,7 +49,7 @@ def main(out: Path = OUT, n_photos: int = 4) -> None:
         resolved = summary.latest
         painting = load_image(resolved.file(resolved.manifest.style_image.file))
         put(painting, 0, col, resolved.manifest.title or summary.id)
-        generator = load_generator_bytes(resolved.read_artifact())
+        generator = load_engine(resolved.read_artifact(), resolved.manifest.generator)
         for row, photo in enumerate(photos, start=1):
             put(stylize_image(generator, photo, 512), row, col, f"{summary.id}@{resolved.manifest.version}")
     sheet.save(out)

@@ -159,15 +159,6 @@ class Moments:
         m2 = self.m2 + other.m2 + delta.pow(2) * (self.count * other.count / total)
         return Moments(total, mean, m2)
 
-    def merge_groups(self, groups: int) -> Moments:
-        """Merge each run of ``groups`` consecutive channels (the phases of one upsampled channel)."""
-        n, c = self.mean.shape
-        mean = self.mean.view(n, c // groups, groups)
-        m2 = self.m2.view(n, c // groups, groups)
-        merged_mean = mean.mean(dim=2)
-        merged_m2 = m2.sum(dim=2) + (mean - merged_mean.unsqueeze(2)).pow(2).sum(dim=2) * self.count
-        return Moments(self.count * groups, merged_mean, merged_m2)
-
     @property
     def var(self) -> torch.Tensor:
         return self.m2 / self.count
@@ -184,9 +175,6 @@ class NormParams:
         if not isinstance(module, nn.InstanceNorm2d) or module.track_running_stats or not module.affine:
             raise TypeError(f"expected an affine InstanceNorm2d without running stats, got {module}")
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
-
-    def repeat(self, groups: int) -> NormParams:
-        return NormParams(self.weight.repeat_interleave(groups), self.bias.repeat_interleave(groups), self.eps)
 
 
 def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None) -> torch.Tensor:
@@ -241,32 +229,32 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
 
     Output pixel (2i + a, 2j + b) of the upsampled convolution only sees low-res rows
     {i - 1, i} (a = 0) or {i, i + 1} (a = 1), with the kernel taps that land on the same
-    low-res pixel summed. Channel ``4 c + 2 a + b`` of the result holds phase (a, b) of channel c,
-    the layout ``F.pixel_shuffle`` interleaves.
+    low-res pixel summed. Channel ``(2 a + b) out + c`` of the result holds phase (a, b) of
+    channel c (phase-major, so that in channels-last memory each pixel's phases are runs of
+    ``out`` channels).
     """
     # taps[a][r] = kernel rows (of 3) that fall on padded low-res row r for phase a
     taps = ([[0], [1, 2], []], [[], [0, 1], [2]])
     out_ch, in_ch = weight.shape[:2]
-    phases = weight.new_zeros(out_ch, 2, 2, in_ch, 3, 3)
+    phases = weight.new_zeros(2, 2, out_ch, in_ch, 3, 3)
     for a in range(2):
         for b in range(2):
             for r in range(3):
                 for s in range(3):
                     for dy in taps[a][r]:
                         for dx in taps[b][s]:
-                            phases[:, a, b, :, r, s] += weight[:, :, dy, dx]
+                            phases[a, b, :, :, r, s] += weight[:, :, dy, dx]
     return phases.reshape(out_ch * 4, in_ch, 3, 3)
 
 
-#: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation,
-#: the rows of it that belong to the current band, and how many consecutive channels make one
-#: normalized channel (4 for the decoder's phase layout), return the Moments (per normalized
-#: channel) to normalize with, or ``None`` for the activation's own.
-StatsPolicy = Callable[[int, torch.Tensor, slice, int], "Moments | None"]
+#: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation
+#: and the rows of it that belong to the current band, return the Moments to normalize with, or
+#: ``None`` for the activation's own.
+StatsPolicy = Callable[[int, torch.Tensor, slice], "Moments | None"]
 _ALL = slice(None)
 
 
-def own_stats(_layer: int, _y: torch.Tensor, _rows: slice, _groups: int) -> Moments | None:
+def own_stats(_layer: int, _y: torch.Tensor, _rows: slice) -> Moments | None:
     return None
 
 
@@ -308,7 +296,7 @@ class JohnsonEngine(nn.Module):
             conv = _conv(up.conv, torch.float32, device, keep_bias=False)
             weight = phase_kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
             self.dec.append(Conv(weight, None, 1, 1))
-            self.norms.append(NormParams.of(_part(stage, 1)).repeat(4))
+            self.norms.append(NormParams.of(_part(stage, 1)))
         self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)
         self.norms = [NormParams(p.weight.to(device), p.bias.to(device), p.eps) for p in self.norms]
 
@@ -328,7 +316,7 @@ class JohnsonEngine(nn.Module):
     def _norm_relu_into(
         self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
     ) -> torch.Tensor:
-        normed = normalize(y, self.norms[layer], stats(layer, y, rows, 1))
+        normed = normalize(y, self.norms[layer], stats(layer, y, rows))
         buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
         torch.clamp(normed, min=0, out=interior(buf, pad))
         return fill_border(buf, pad, mode)
@@ -348,7 +336,7 @@ class JohnsonEngine(nn.Module):
         t = first(pad_cl(x, first.pad, self.padding))
         t = self._norm_relu_into(t, layer, stats, _ALL, second.pad, self.padding)
         u = second(t)
-        return x + normalize(u, self.norms[layer + 1], stats(layer + 1, u, _ALL, 1))
+        return x + normalize(u, self.norms[layer + 1], stats(layer + 1, u, _ALL))
 
     def decode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
         """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h."""
@@ -356,25 +344,22 @@ class JohnsonEngine(nn.Module):
         y = pad_cl(x, 1, self.low_padding)
         for i, conv in enumerate(self.dec):
             layer = first + i
-            phases = conv(y)  # (N, 4 C, h, w): phase (a, b) of channel c at 4 c + 2 a + b
-            moments = self._phase_stats(layer, phases, stats, _scaled(rows, 2**i))
-            normed = normalize(phases, self.norms[layer], moments)
-            _, c4, h, w = phases.shape
+            phases = conv(y)  # (N, 4 C, h, w), channels-last: phase (a, b) of channel c at (2 a + b) C + c
+            n, c4, h, w = phases.shape
+            c = c4 // 4
+            # The same memory seen as (N, C, h, 4 w) channels-last -- width runs over (w, a, b) --
+            # holds every pixel of the upsampled channel c: one batch-norm call measures and
+            # normalizes the whole upsampled layer without interleaving it first.
+            flat = phases.permute(0, 2, 3, 1).reshape(n, h, 4 * w, c).permute(0, 3, 1, 2)
+            normed = normalize(flat, self.norms[layer], stats(layer, flat, _scaled(rows, 2**i)))
             last = i == len(self.dec) - 1
             pad, mode = (self.out.pad, self.padding) if last else (1, self.low_padding)
-            y = new_padded(phases, c4 // 4, 2 * h, 2 * w, pad)
-            dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, 2, w, 2)
-            src = normed.unflatten(1, (c4 // 4, 2, 2)).permute(0, 1, 4, 2, 5, 3)  # (N, C, h, a, w, b)
-            torch.clamp(src, min=0, out=dst)
+            y = new_padded(phases, c, 2 * h, 2 * w, pad)
+            dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
+            src = normed.unflatten(3, (w, 2, 2)).permute(0, 1, 2, 4, 3, 5)  # (N, C, h, a, w, b)
+            torch.clamp(src, min=0, out=dst)  # ReLU while interleaving: runs of 2 C contiguous values
             fill_border(y, pad, mode)
         return 0.5 * (torch.tanh(self.out(y).float()) + 1.0)
-
-    @staticmethod
-    def _phase_stats(layer: int, phases: torch.Tensor, stats: StatsPolicy, rows: slice) -> Moments:
-        given = stats(layer, phases, rows, 4)
-        if given is None:
-            given = Moments.of(phases).merge_groups(4)
-        return Moments(given.count, given.mean.repeat_interleave(4, dim=1), given.m2.repeat_interleave(4, dim=1))
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

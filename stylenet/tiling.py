@@ -47,12 +47,12 @@ class _Passes:
         self.target = target
         self.found: Moments | None = None
 
-    def __call__(self, layer: int, y: torch.Tensor, rows: slice, groups: int) -> Moments | None:
+    def __call__(self, layer: int, y: torch.Tensor, rows: slice) -> Moments | None:
         if layer in self.known:
             return self.known[layer]
         if layer != self.target:
             raise RuntimeError(f"norm layer {layer} reached before its statistics are known")
-        band = Moments.of(y[:, :, rows]).merge_groups(groups)
+        band = Moments.of(y[:, :, rows])
         self.found = band if self.found is None else self.found.merge(band)
         raise _Collected
 
