@@ -178,17 +178,22 @@ class NormParams:
 
 
 def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None) -> torch.Tensor:
-    """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out)."""
-    if stats is None and y.shape[0] == 1:
-        return F.batch_norm(y, None, None, params.weight, params.bias, True, 0.0, params.eps)
-    if stats is None:
-        stats = Moments.of(y, params.eps)
+    """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out).
+
+    One batch-norm call per image: with ``training=True`` it measures and normalizes in one go.
+    """
+
+    def one(i: int) -> torch.Tensor:
+        yi = y[i : i + 1]
+        if stats is None:
+            return F.batch_norm(yi, None, None, params.weight, params.bias, True, 0.0, params.eps)
+        return F.batch_norm(yi, stats.mean[i], stats.var[i], params.weight, params.bias, False, 0.0, params.eps)
+
+    if y.shape[0] == 1:
+        return one(0)
     out = torch.empty_like(y, memory_format=CL)
-    var = stats.var
     for i in range(y.shape[0]):
-        out[i : i + 1] = F.batch_norm(
-            y[i : i + 1], stats.mean[i], var[i], params.weight, params.bias, False, 0.0, params.eps
-        )
+        out[i : i + 1] = one(i)
     return out
 
 
