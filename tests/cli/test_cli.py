@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -139,6 +140,20 @@ def test_stylize_with_the_shipped_style(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     with Image.open(out) as img:
         assert max(img.size) == 96
+
+
+def test_stylize_precision_and_tiling_flags(tmp_path: Path) -> None:
+    """Forced fp32 untiled vs auto precision tiled (threshold below the image): the same picture."""
+    outs = {}
+    for name, flags in {"fp32": ["--precision", "fp32"], "tiled": ["--tile-megapixels", "0.001"]}.items():
+        outs[name] = tmp_path / f"{name}.png"
+        result = _run("stylize", str(ASSET_PHOTOS / "skimage_coffee.jpg"), "--style", "the-scream", "-o",
+                      str(outs[name]), "--max-size", "80", "--store", str(tmp_path / "empty"), *flags)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    with Image.open(outs["fp32"]) as a, Image.open(outs["tiled"]) as b:
+        assert a.size == b.size and max(a.size) == 80
+        diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+        assert float((diff.astype(np.float64) ** 2).mean()) < 255**2 * 1e-4  # PSNR > 40 dB
 
 
 def test_worker_takes_queues_and_device_from_the_environment(
