@@ -52,6 +52,8 @@ from stylenet.inference import run_generator  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
 PATHS = ("eager", "onnxruntime", "worker")
+#: Also accepted by --paths: the worker's engine with tiling off, to show what tiling saves.
+EXTRA_PATHS = ("worker-untiled",)
 SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
 
@@ -163,7 +165,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     else:
         engine = load_engine(artifact, cfg.to_dict(), device, args.precision)
-        tile_pixels = WorkerSettings().tile_pixels
+        tile_pixels = WorkerSettings().tile_pixels if args.path == "worker" else None
 
         def fn() -> torch.Tensor:
             with torch.inference_mode():
@@ -179,10 +181,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "setup_s": round(setup_s, 3),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if args.path == "worker":
+    if args.path.startswith("worker"):
         info["precision"] = getattr(engine, "precision", "fp32")
         info["engine"] = type(engine).__name__
-        info["tiled"] = args.size * args.size > tile_pixels and info["engine"] == "JohnsonEngine"
+        info["tiled"] = bool(tile_pixels) and args.size**2 > (tile_pixels or 0) and info["engine"] == "JohnsonEngine"
     if device.type == "cuda":
         info["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return info
@@ -240,7 +242,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         speedup = f"{r['speedup_vs_onnxruntime']:.2f}x" if r.get("speedup_vs_onnxruntime") else ""
         path = r["path"] + (
-            f" ({r['precision']}{', tiled' if r.get('tiled') else ''})" if r["path"] == "worker" else ""
+            f" ({r['precision']}{', tiled' if r.get('tiled') else ''})" if r["path"].startswith("worker") else ""
         )
         lines.append(
             f"| {r['arch']} | {r['size']}² | {path} | {r['median_ms']:.0f} | {1000 / r['median_ms']:.2f} "
@@ -276,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     archs = [a for a in args.archs.split(",") if a]
     paths = [q for q in args.paths.split(",") if q]
+    unknown = set(paths) - set(PATHS) - set(EXTRA_PATHS)
+    if unknown:
+        p.error(f"unknown paths: {', '.join(sorted(unknown))}")
     if args.device != "cpu" and "onnxruntime" in paths:
         paths.remove("onnxruntime")  # the CPU provider only; GPU runs compare eager and worker
     rows: list[dict[str, Any]] = []
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if ref is not None and row["path"] != "eager":
                         row["psnr_db"] = round(psnr(torch.load(outputs[row["path"]]), ref), 2)
-                    if ort_ms and row["path"] == "worker":
+                    if ort_ms and row["path"].startswith("worker"):
                         row["speedup_vs_onnxruntime"] = round(ort_ms / row["median_ms"], 2)
                     row["images_per_s"] = round(1000 / row["median_ms"], 3)
                     row["gflop_per_s"] = round(row["gflop"] / row["median_ms"] * 1000, 1)
