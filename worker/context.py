@@ -40,6 +40,9 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
     """Create the process's context, warm the configured styles, and make it current."""
     global _context
     device = pick_device(settings.device)
+    if device.type == "cuda":
+        # fixed-size convolutions repeat: let cuDNN pick the fastest algorithm per shape once
+        torch.backends.cudnn.benchmark = True
 
     def record_load(ref: str, seconds: float) -> None:
         try:
