@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from PIL import Image
 from torch import nn
@@ -44,11 +46,20 @@ def stylize_image(
     preserve_color: bool = False,
     device: str | torch.device = "cpu",
     tile_pixels: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Image.Image:
-    """Downscale ``photo`` to ``max_size`` (long side), run ``generator``, return an RGB image."""
+    """Downscale ``photo`` to ``max_size`` (long side), run ``generator``, return an RGB image.
+
+    ``timings``, when given, receives ``model_s``: the generator's own seconds (device synced).
+    """
     small = resize_max(photo, max_size)
     x = image_to_tensor(small).unsqueeze(0).to(device)  # (1, 3, H, W)
+    start = time.perf_counter()
     y = run_generator(generator, x, tile_pixels).float().clamp(0, 1)
+    if timings is not None:
+        if y.device.type == "cuda":
+            torch.cuda.synchronize(y.device)
+        timings["model_s"] = time.perf_counter() - start
     if preserve_color:
         y = preserve_colors(y, x.float())
     return tensor_to_image(y.cpu())
