@@ -15,6 +15,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from instyle.protocol import (
@@ -199,6 +200,15 @@ class JobService:
             if isinstance(error, dict) and error.get("code") == ErrorCode.canceled:
                 return JobStatus.canceled  # stopped cooperatively at a check point
         return status
+
+    def wait_for_result(self, job: Job, seconds: float) -> bool:
+        """Block up to ``seconds`` until the worker records the job's outcome (success or failure).
+
+        RQ writes each outcome to the job's results stream in the same transaction that sets
+        its final status, so a blocking XREAD wakes the moment the job ends -- no polling.
+        Returns whether an outcome is recorded (a retried job's earlier attempt counts too).
+        """
+        return bool(self.redis.xread({Result.get_key(job.id): "0-0"}, block=max(1, int(seconds * 1000))))
 
     def result(self, job: Job) -> tuple[bytes, str]:
         data, content_type, _ = self.result_with_timing(job)

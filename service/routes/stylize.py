@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Literal
 
@@ -21,10 +20,9 @@ from service.uploads import inspect_upload
 router = APIRouter(prefix="/v1", tags=["stylize"])
 
 #: Seconds between status polls while ``?wait=`` holds the request.
-#: ``?wait=`` polls the job's status with a delay doubling from the first value to the second:
-#: a fast job is answered within a few ms of finishing, a slow one costs ~40 status reads/s.
-WAIT_POLL_FIRST_S = 0.002
-WAIT_POLL_MAX_S = 0.025
+#: ``?wait=`` blocks on the job's results stream in slices of at most this many seconds,
+#: re-reading the status between slices (a queued job canceled meanwhile has no result).
+WAIT_SLICE_S = 1.0
 
 
 class Accepted(BaseModel):
@@ -65,16 +63,18 @@ async def stylize(
     result_url = str(request.url_for("get_job_result", job_id=job.id))
     if wait > 0:
         deadline = time.monotonic() + wait
-        delay = WAIT_POLL_FIRST_S
-        while time.monotonic() < deadline:
+        recorded = False
+        while True:
             status = state.jobs.status(job)
             if status == JobStatus.finished:
                 body, content_type, model_ms = state.jobs.result_with_timing(job)
                 headers = {"X-Job-Id": job.id, "Location": status_url, **server_timing(model_ms)}
                 return Response(body, media_type=content_type, headers=headers)
-            if status in (JobStatus.failed, JobStatus.canceled):
+            remaining = deadline - time.monotonic()
+            if status in (JobStatus.failed, JobStatus.canceled) or remaining <= 0:
                 break
-            await asyncio.sleep(delay)
-            delay = min(WAIT_POLL_MAX_S, delay * 2)
+            if recorded:  # an outcome is recorded, yet the job is not over (retried): don't spin
+                await asyncio.sleep(0.005)
+            recorded = await run_in_threadpool(state.jobs.wait_for_result, job, min(remaining, WAIT_SLICE_S))
     body_model = Accepted(job_id=job.id, status=state.jobs.status(job), status_url=status_url, result_url=result_url)
     return JSONResponse(body_model.model_dump(mode="json"), status_code=202, headers={"Location": status_url})
