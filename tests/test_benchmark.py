@@ -25,3 +25,13 @@ def test_benchmark_writes_a_row_per_path_with_psnr_and_speed(tmp_path: Path, cap
     assert worker["psnr_db"] >= 40.0 and worker["engine"] == "JohnsonEngine"
     assert result["machine"]["torch"] and result["command"].startswith("python benchmarks/inference.py")
     assert "| johnson | 32² | worker" in capsys.readouterr().out
+
+
+def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import sensitivity
+
+    assert sensitivity.main(["--sizes", "32,48"]) == 0
+    rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32²") or line.startswith("| 48²")
+    ]
+    assert len(rows) == 2 and all(float(r.split("|")[2]) > 20 for r in rows)

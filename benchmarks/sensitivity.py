@@ -1,0 +1,52 @@
+"""How sensitive a trained generator is to tiny input changes, by image size.
+
+    python benchmarks/sensitivity.py --sizes 512,1024,2048
+
+For each size: the float32 engine's output on the benchmark photo against its output on the
+same photo plus uniform noise of +-``--noise`` grey levels (default 0.25, a quarter of 8-bit
+quantization), and the bf16 engine against float32, both as PSNR. When the two columns move
+together, a lower bf16 PSNR is the network's own sensitivity, not the engine's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.inference import SHIPPED, photo  # noqa: E402
+from stylenet.config import GeneratorConfig  # noqa: E402
+from stylenet.export import load_generator, psnr  # noqa: E402
+from stylenet.fast import cpu_has_native_bf16, optimize  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="512,1024,2048")
+    p.add_argument("--noise", type=float, default=0.25, help="half-width of the input noise, in grey levels")
+    args = p.parse_args(argv)
+    cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
+    model = load_generator(SHIPPED / "generator.ts")
+    fp32 = optimize(model, cfg, precision="fp32")
+    bf16 = optimize(model, cfg, precision="bf16") if cpu_has_native_bf16() else None
+    g = torch.Generator().manual_seed(0)
+    print("| size | fp32: photo vs photo + noise, dB | bf16 vs fp32, dB |\n|---|---|---|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        x = photo(size)
+        noisy = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * args.noise / 255).clamp(0, 1)
+        ref = fp32(x)
+        moved = psnr(fp32(noisy), ref)
+        del noisy
+        low = f"{psnr(bf16(x), ref):.1f}" if bf16 is not None else "(no bf16 here)"
+        print(f"| {size}² | {moved:.1f} | {low} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
