@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -39,6 +40,33 @@ def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None
 
 
 @torch.inference_mode()
+def stylize_batch(
+    generator: nn.Module,
+    photos: Sequence[Image.Image],
+    preserve_color: Sequence[bool],
+    device: str | torch.device = "cpu",
+    tile_pixels: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[Image.Image]:
+    """Run photos of one size through ``generator`` as one batch; one RGB image per photo.
+
+    ``preserve_color[k]`` keeps photo k's colours. ``timings``, when given, receives
+    ``model_s``: the generator's own seconds for the whole batch (device synced).
+    """
+    x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)
+    start = time.perf_counter()
+    y = run_generator(generator, x, tile_pixels).float().clamp(0, 1)
+    if timings is not None:
+        if y.device.type == "cuda":
+            torch.cuda.synchronize(y.device)
+        timings["model_s"] = time.perf_counter() - start
+    out = []
+    for k, keep in enumerate(preserve_color):
+        yk = preserve_colors(y[k : k + 1], x[k : k + 1].float()) if keep else y[k : k + 1]
+        out.append(tensor_to_image(yk.cpu()))
+    return out
+
+
 def stylize_image(
     generator: nn.Module,
     photo: Image.Image,
@@ -53,13 +81,4 @@ def stylize_image(
     ``timings``, when given, receives ``model_s``: the generator's own seconds (device synced).
     """
     small = resize_max(photo, max_size)
-    x = image_to_tensor(small).unsqueeze(0).to(device)  # (1, 3, H, W)
-    start = time.perf_counter()
-    y = run_generator(generator, x, tile_pixels).float().clamp(0, 1)
-    if timings is not None:
-        if y.device.type == "cuda":
-            torch.cuda.synchronize(y.device)
-        timings["model_s"] = time.perf_counter() - start
-    if preserve_color:
-        y = preserve_colors(y, x.float())
-    return tensor_to_image(y.cpu())
+    return stylize_batch(generator, [small], [preserve_color], device, tile_pixels, timings)[0]

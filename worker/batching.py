@@ -15,12 +15,10 @@ statistics, so a batched image equals the same image run alone.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from PIL import Image
 from redis import Redis
 from rq.job import Job
@@ -29,8 +27,8 @@ from rq.queue import Queue
 from instyle.protocol import StylizePayload
 from model_store.exceptions import StoreError
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import image_to_tensor, load_image, resize_max, tensor_to_image
-from stylenet.inference import preserve_colors, run_generator
+from stylenet.imageio import load_image, resize_max
+from stylenet.inference import stylize_batch
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -59,7 +57,7 @@ def take_waiting(queue: Queue, limit: int, **dequeue: Any) -> list[Job]:
 @dataclass
 class _Item:
     job_id: str
-    tensor: torch.Tensor  # (3, H, W)
+    photo: Image.Image  # already resized to the job's max_size
     preserve_color: bool
 
 
@@ -72,10 +70,9 @@ def _load(job: Job, redis: Redis) -> tuple[str, _Item] | None:
         photo = resize_max(load_image(data.encode() if isinstance(data, str) else data), payload.max_size)
     except (InvalidImage, ValueError, IndexError, TypeError):
         return None  # the job reports its own error when it runs
-    return payload.style, _Item(job.id, image_to_tensor(photo), payload.preserve_color)
+    return payload.style, _Item(job.id, photo, payload.preserve_color)
 
 
-@torch.inference_mode()
 def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Prefetched]:
     """Stylize every group of >= 2 jobs with the same style and output size as one batch."""
     groups: dict[tuple[str, int, int], list[_Item]] = defaultdict(list)
@@ -83,23 +80,22 @@ def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Pre
         loaded = _load(job, redis)
         if loaded is not None:
             style, item = loaded
-            groups[(style, item.tensor.shape[1], item.tensor.shape[2])].append(item)
+            groups[(style, *item.photo.size)].append(item)
     out: dict[str, Prefetched] = {}
-    for (style, h, w), items in groups.items():
+    for (style, w, h), items in groups.items():
         if len(items) < 2:
             continue
         try:
             generator, _ = ctx.cache.get(style)
         except StoreError:
             continue
-        x = torch.stack([i.tensor for i in items]).to(ctx.device)  # (B, 3, H, W)
-        start = time.perf_counter()
-        y = run_generator(generator, x, ctx.settings.tile_pixels).float().clamp(0, 1)
-        seconds = time.perf_counter() - start
-        for k, item in enumerate(items):
-            yk = y[k : k + 1]
-            if item.preserve_color:
-                yk = preserve_colors(yk, x[k : k + 1].float())
-            out[item.job_id] = Prefetched(tensor_to_image(yk.cpu()), seconds / len(items), len(items))
-        log.info("batched %d jobs for %s at %dx%d in %.3f s", len(items), style, w, h, seconds)
+        timings: dict[str, float] = {}
+        images = stylize_batch(
+            generator, [i.photo for i in items], [i.preserve_color for i in items], ctx.device,
+            ctx.settings.tile_pixels, timings,
+        )  # fmt: skip
+        share = timings["model_s"] / len(items)
+        for item, image in zip(items, images, strict=True):
+            out[item.job_id] = Prefetched(image, share, len(items))
+        log.info("batched %d jobs for %s at %dx%d in %.3f s", len(items), style, w, h, timings["model_s"])
     return out
