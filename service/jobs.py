@@ -210,11 +210,7 @@ class JobService:
         """
         return bool(self.redis.xread({Result.get_key(job.id): "0-0"}, block=max(1, int(seconds * 1000))))
 
-    def result(self, job: Job) -> tuple[bytes, str]:
-        data, content_type, _ = self.result_with_timing(job)
-        return data, content_type
-
-    def result_with_timing(self, job: Job) -> tuple[bytes, str, float | None]:
+    def result(self, job: Job) -> tuple[bytes, str, float | None]:
         """The result image, its content type, and the model's milliseconds (None if unknown)."""
         status = self.status(job)
         if status != JobStatus.finished:

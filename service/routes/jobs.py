@@ -30,7 +30,7 @@ def get_job_preview(job_id: str, state: State) -> Response:
 
 @router.get("/{job_id}/result", name="get_job_result", responses={200: {"content": {"image/jpeg": {}}}})
 def get_job_result(job_id: str, state: State) -> Response:
-    data, content_type, model_ms = state.jobs.result_with_timing(state.jobs.fetch(job_id))
+    data, content_type, model_ms = state.jobs.result(state.jobs.fetch(job_id))
     headers = {"Cache-Control": "private, max-age=3600", **server_timing(model_ms)}
     return Response(data, media_type=content_type, headers=headers)
 

@@ -68,7 +68,7 @@ async def stylize(
         while True:
             status = state.jobs.status(job)
             if status == JobStatus.finished:
-                body, content_type, model_ms = state.jobs.result_with_timing(job)
+                body, content_type, model_ms = state.jobs.result(job)
                 headers = {"X-Job-Id": job.id, "Location": status_url, **server_timing(model_ms)}
                 return Response(body, media_type=content_type, headers=headers)
             remaining = deadline - time.monotonic()

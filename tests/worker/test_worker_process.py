@@ -44,8 +44,8 @@ def test_sigterm_finishes_the_current_job_then_exits(redis_url: str, tiny_store:
             proc.kill()
         log.close()
     assert jobs.status(slow).value == "finished"
-    data, ctype = jobs.result(slow)
-    assert ctype == "image/png" and len(data) > 1000
+    data, ctype, model_ms = jobs.result(slow)
+    assert ctype == "image/png" and len(data) > 1000 and model_ms is not None and model_ms > 0
     assert jobs.status(bad).value == "queued"  # left for the next worker, not lost
 
     # a fresh worker in burst mode takes the bad job, fails it with a reason, and carries on
