@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.exceptions import StoreError
+from stylenet.config import PRECISIONS, TILE_MEGAPIXELS
 
 EXIT_USER_ERROR = 2
 
@@ -130,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (luminance only)")
     s.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
     s.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        "--precision", choices=PRECISIONS, default="auto",
         help="compute precision (auto: bf16 on CPUs with native bf16, fp16 on CUDA; checked against fp32)",
     )  # fmt: skip
     s.add_argument(
-        "--tile-megapixels", type=float, default=4.2,
+        "--tile-megapixels", type=float, default=TILE_MEGAPIXELS,
         help="run larger images tiled with exact instance-norm statistics (bounded memory)",
     )  # fmt: skip
     _add_store(s)

@@ -25,6 +25,13 @@ NORMS: tuple[str, ...] = get_args(Norm)
 UPSAMPLES: tuple[str, ...] = get_args(Upsample)
 PADDINGS: tuple[str, ...] = get_args(Padding)
 
+#: Inference precision (``stylenet.fast.resolve_precision``): "auto" picks per device.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: Images with more megapixels than this run tiled (``stylenet.tiling``): the worker's and the
+#: CLI's default (2048 x 2048 still runs whole).
+TILE_MEGAPIXELS = 4.2
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:

@@ -28,20 +28,18 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylenet.config import GeneratorConfig
+from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.generator import build_generator
 from stylenet.johnson import JOHNSON_MULTIPLE, JohnsonBody, ResidualBlock, Upsample2x
 from stylenet.layers import PaddedConv
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 CL = torch.channels_last

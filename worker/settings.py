@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from instyle.env import CommaList
+from stylenet.config import TILE_MEGAPIXELS, Precision
 
 
 class WorkerSettings(BaseSettings):
@@ -22,10 +22,10 @@ class WorkerSettings(BaseSettings):
     device: str = "auto"
     #: Compute precision of the generators: "auto" (bf16 on CPUs with native bf16, fp16 on
     #: CUDA, checked against fp32 when loaded), or "fp32" / "bf16" / "fp16" to force one.
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     #: Images with more megapixels than this run tiled, with exact instance-norm statistics,
     #: in bounded memory (``stylenet.tiling``); 0 tiles everything.
-    tile_megapixels: float = Field(default=4.2, ge=0)
+    tile_megapixels: float = Field(default=TILE_MEGAPIXELS, ge=0)
     #: Stylize jobs a worker runs through the generator together when they wait in the queue
     #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
     batch_size: int = Field(default=1, ge=1, le=64)
