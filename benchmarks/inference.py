@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stylenet.config import GeneratorConfig  # noqa: E402
-from stylenet.export import export_generator, load_generator, psnr  # noqa: E402
+from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
 from stylenet.fast import eager_from, load_engine  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
 from stylenet.imageio import image_to_tensor, load_image  # noqa: E402
@@ -139,7 +139,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     x = photo(args.size).to(device)
     setup = time.perf_counter()
     if args.path == "eager":
-        model = eager_from(load_generator(folder / "generator.ts"), cfg).to(device)
+        model = eager_from(load_generator_bytes(artifact), cfg).to(device)
 
         def fn() -> torch.Tensor:
             with torch.inference_mode():
@@ -148,7 +148,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     elif args.path == "onnxruntime":
         import onnxruntime as ort
 
-        eager = eager_from(load_generator(folder / "generator.ts"), cfg)
+        eager = eager_from(load_generator_bytes(artifact), cfg)
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -5,7 +5,9 @@
 For each size: the float32 engine's output on the benchmark photo against its output on the
 same photo plus uniform noise of +-``--noise`` grey levels (default 0.25, a quarter of 8-bit
 quantization), and the bf16 engine against float32, both as PSNR. When the two columns move
-together, a lower bf16 PSNR is the network's own sensitivity, not the engine's error.
+together, a lower bf16 PSNR is the network's own sensitivity, not the engine's error. The
+last column is the bf16 engine tiled (``stylenet.tiling``) against the same engine untiled.
+``--float64`` adds the eager float32 model against a float64 run (slow: ~40 s at 1024²).
 """
 
 from __future__ import annotations
@@ -23,28 +25,43 @@ sys.path.insert(0, str(REPO))
 from benchmarks.inference import SHIPPED, photo  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator, psnr  # noqa: E402
-from stylenet.fast import cpu_has_native_bf16, optimize  # noqa: E402
+from stylenet.fast import JohnsonEngine, cpu_has_native_bf16, eager_from, optimize  # noqa: E402
+from stylenet.tiling import tiled_forward  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="512,1024,2048")
     p.add_argument("--noise", type=float, default=0.25, help="half-width of the input noise, in grey levels")
+    p.add_argument("--float64", action="store_true", help="also compare eager float32 with float64")
     args = p.parse_args(argv)
     cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
     model = load_generator(SHIPPED / "generator.ts")
     fp32 = optimize(model, cfg, precision="fp32")
     bf16 = optimize(model, cfg, precision="bf16") if cpu_has_native_bf16() else None
     g = torch.Generator().manual_seed(0)
-    print("| size | fp32: photo vs photo + noise, dB | bf16 vs fp32, dB |\n|---|---|---|")
+    eager = eager_from(model, cfg) if args.float64 else None
+    extra = " eager fp32 vs float64, dB |" if eager is not None else ""
+    print(f"| size | fp32: photo vs photo + noise, dB | bf16 vs fp32, dB | bf16 tiled vs untiled, dB |{extra}")
+    print("|---|---|---|---|" + ("---|" if eager is not None else ""))
     for size in (int(s) for s in args.sizes.split(",")):
         x = photo(size)
         noisy = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * args.noise / 255).clamp(0, 1)
         ref = fp32(x)
         moved = psnr(fp32(noisy), ref)
         del noisy
-        low = f"{psnr(bf16(x), ref):.1f}" if bf16 is not None else "(no bf16 here)"
-        print(f"| {size}² | {moved:.1f} | {low} |", flush=True)
+        engine = bf16 if bf16 is not None else fp32
+        assert isinstance(engine, JohnsonEngine)  # the shipped styles are Johnson generators
+        untiled = engine(x)
+        low = f"{psnr(untiled, ref):.1f}" if bf16 is not None else "(no bf16 here)"
+        tiled = psnr(tiled_forward(engine, x), untiled)
+        del untiled
+        row = f"| {size}² | {moved:.1f} | {low} | {tiled:.1f} |"
+        if eager is not None:
+            with torch.inference_mode():
+                exact = eager.double()(x.double()).float()
+                row += f" {psnr(eager.float()(x), exact):.1f} |"
+        print(row, flush=True)
     return 0
 
 

@@ -34,4 +34,7 @@ def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-u
     rows = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32²") or line.startswith("| 48²")
     ]
-    assert len(rows) == 2 and all(float(r.split("|")[2]) > 20 for r in rows)
+    assert len(rows) == 2
+    for row in rows:
+        moved, tiled = float(row.split("|")[2]), float(row.split("|")[4])
+        assert 20 < moved < 999 and tiled > 40  # noise moves the output; tiling does not
