@@ -38,3 +38,10 @@ def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-u
     for row in rows:
         moved, tiled = float(row.split("|")[2]), float(row.split("|")[4])
         assert 20 < moved < 999 and tiled > 40  # noise moves the output; tiling does not
+
+
+def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import profile
+
+    assert profile.main(["--sizes", "32", "--path", "worker"]) == 0
+    assert "| 32² | aten::mkldnn_convolution |" in capsys.readouterr().out
