@@ -41,7 +41,16 @@ def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-u
 
 
 def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-untyped-def]
-    from benchmarks import profile
+    from benchmarks import op_profile
 
-    assert profile.main(["--sizes", "32", "--path", "worker"]) == 0
+    assert op_profile.main(["--sizes", "32", "--path", "worker"]) == 0
     assert "| 32² | aten::mkldnn_convolution |" in capsys.readouterr().out
+
+
+def test_no_benchmark_script_shadows_a_standard_module() -> None:
+    # `python benchmarks/x.py` puts benchmarks/ first on sys.path: a benchmarks/profile.py once
+    # replaced the standard `profile` and broke torch's imports in every benchmark
+    import sys
+
+    names = {p.stem for p in Path(inference.__file__).parent.glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)

@@ -1,7 +1,7 @@
 """Where a generator's time goes, by PyTorch op: the eager float32 model or the worker's engine.
 
-    python benchmarks/profile.py --sizes 512,1024              # eager float32
-    python benchmarks/profile.py --sizes 1024 --path worker    # the fast engine
+    python benchmarks/op_profile.py --sizes 512,1024              # eager float32
+    python benchmarks/op_profile.py --sizes 1024 --path worker    # the fast engine
 
 Runs the shipped starry-night generator once to warm up, once under ``torch.profiler``, and
 prints each op's share of self CPU time (ops under 1 % are left out).
