@@ -9,11 +9,10 @@ Lempitsky, *Instance Normalization: The Missing Ingredient for Fast Stylization*
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stylenet.config import GeneratorConfig
-from stylenet.layers import PaddedConv, to_image_range
+from stylenet.layers import PaddedConv, to_image_range, upsample_nearest2x
 from stylenet.norm import make_norm
 
 #: The body halves the resolution twice, so sides must be multiples of 4.
@@ -52,7 +51,7 @@ class Upsample2x(nn.Module):
         self.conv = PaddedConv(in_ch, out_ch, 3, 1, cfg.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 def _up_stage(cfg: GeneratorConfig, in_ch: int, out_ch: int) -> nn.Sequential:

@@ -57,3 +57,14 @@ class SizeAdapter(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         y = self.body(x)  # (N, 3, H + ph, W + pw)
         return y[:, :, :h, :w]
+
+
+def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling, equal to ``F.interpolate(x, scale_factor=2.0)``.
+
+    It calls the ATen operator directly: scripting ``F.interpolate`` would copy torch's whole
+    Python ``interpolate`` (every mode's branch) into the exported artifact, and an artifact
+    written by one torch release then fails to load on an older one that lacks an operator a
+    newer branch names. The operator itself has been stable across releases.
+    """
+    return torch._C._nn.upsample_nearest2d(x, [x.shape[-2] * 2, x.shape[-1] * 2], None)

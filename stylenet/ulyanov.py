@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylenet.config import GeneratorConfig
-from stylenet.layers import PaddedConv, to_image_range
+from stylenet.layers import PaddedConv, to_image_range, upsample_nearest2x
 from stylenet.norm import make_norm
 
 
@@ -63,7 +63,7 @@ class PyramidStage(nn.Module):
             noise = torch.rand(x.shape[0], self.noise_channels, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
             x = torch.cat([x, noise], dim=1)
         fine = self.norm_fine(self.scale_block(x))  # (N, c, H/p, W/p)
-        up = self.norm_coarse(F.interpolate(coarse, scale_factor=2.0, mode="nearest"))  # (N, C, H/p, W/p)
+        up = self.norm_coarse(upsample_nearest2x(coarse))  # (N, C, H/p, W/p)
         return self.merge(torch.cat([up, fine], dim=1))  # (N, C + c, H/p, W/p)
 
 

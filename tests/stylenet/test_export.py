@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from stylenet.config import GeneratorConfig
 from stylenet.exceptions import ExportMismatch
 from stylenet.export import export_generator, load_generator, psnr
 from stylenet.generator import build_generator
+from tests.conftest import REPO
 
 
 def _trained_like(cfg: GeneratorConfig) -> torch.nn.Module:
@@ -88,3 +90,23 @@ def test_psnr() -> None:
     a = torch.zeros(1, 3, 4, 4)
     assert psnr(a, a) == 999.0
     assert psnr(a, a + 0.1) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("arch", ["johnson", "ulyanov"])
+def test_exported_code_calls_operators_not_torch_python_functions(arch: str, tmp_path: Path) -> None:
+    # Scripting F.interpolate copied torch's whole Python implementation into the artifact,
+    # naming operators (e.g. a lanczos mode) that older torch releases lack: a style exported
+    # with torch 2.13 then failed to load on the GPU machine's torch 2.11.
+    path = tmp_path / "g.ts"
+    export_generator(build_generator(GeneratorConfig(arch=arch)).eval(), path)
+    with zipfile.ZipFile(path) as z:
+        code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".py"))
+    assert "upsample_nearest2d" in code
+    assert "torch/nn/functional" not in code and "lanczos" not in code
+
+
+def test_shipped_artifacts_are_portable() -> None:
+    for artifact in sorted((REPO / "model_store" / "shipped").glob("*/*/generator.ts")):
+        with zipfile.ZipFile(artifact) as z:
+            code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".py"))
+        assert "lanczos" not in code and "torch/nn/functional" not in code, artifact
