@@ -45,15 +45,19 @@ sys.path.insert(0, str(REPO))
 
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
-from stylenet.fast import eager_from, load_engine  # noqa: E402
+from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
 from stylenet.imageio import image_to_tensor, load_image  # noqa: E402
 from stylenet.inference import run_generator  # noqa: E402
+from stylenet.tiling import tile_threshold  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
 PATHS = ("eager", "onnxruntime", "worker")
-#: Also accepted by --paths: the worker's engine with tiling off, to show what tiling saves.
-EXTRA_PATHS = ("worker-untiled",)
+#: The default paths with ``--device cuda`` (ONNX Runtime's CPU provider has no place there).
+CUDA_PATHS = ("eager", "eager-fp16", "worker", "worker-nograph")
+#: Also accepted by --paths: the worker's engine with tiling off, to show what tiling saves;
+#: ``compile``: torch.compile (inductor, max-autotune) of the fp16 channels-last eager module.
+EXTRA_PATHS = ("worker-untiled", "compile")
 SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
 
@@ -145,6 +149,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with torch.inference_mode():
                 return model(x)
 
+    elif args.path in ("eager-fp16", "compile"):
+        # what a peer gets from a few lines on a GPU: half precision, channels-last, cuDNN autotune
+        torch.backends.cudnn.benchmark = True
+        half = eager_from(load_generator_bytes(artifact), cfg).to(device, torch.float16)
+        half = half.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        runner: Any = torch.compile(half, mode="max-autotune") if args.path == "compile" else half
+        xh = x.half().contiguous(memory_format=torch.channels_last)
+
+        def fn() -> torch.Tensor:
+            with torch.inference_mode():
+                return runner(xh)
+
     elif args.path == "onnxruntime":
         import onnxruntime as ort
 
@@ -164,8 +180,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             return torch.from_numpy(session.run(None, feed)[0])
 
     else:
-        engine = load_engine(artifact, cfg.to_dict(), device, args.precision)
-        tile_pixels = WorkerSettings().tile_pixels if args.path == "worker" else None
+        prepare_device(device)
+        graphs = args.path != "worker-nograph"
+        engine = load_engine(artifact, cfg.to_dict(), device, args.precision, cuda_graphs=graphs)
+        settings = WorkerSettings()
+        tile_pixels = tile_threshold(settings.tile_megapixels, device) if args.path != "worker-untiled" else None
 
         def fn() -> torch.Tensor:
             with torch.inference_mode():
@@ -173,6 +192,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     setup_s = time.perf_counter() - setup
     out, times = _timed(fn, args.runs, args.budget, device)
+    if args.path == "eager" and device.type == "cuda":
+        # the PSNR reference in strict float32 (cuDNN's default TF32 convolutions are for speed)
+        torch.backends.cudnn.allow_tf32 = False
+        out = fn()
     torch.save(out.float().cpu(), args.output)
     info: dict[str, Any] = {
         "median_ms": statistics.median(times) * 1000,
@@ -182,9 +205,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.path.startswith("worker"):
+        inner = getattr(engine, "engine", engine)  # under a GraphedEngine
         info["precision"] = getattr(engine, "precision", "fp32")
         info["engine"] = type(engine).__name__
-        info["tiled"] = bool(tile_pixels) and args.size**2 > (tile_pixels or 0) and info["engine"] == "JohnsonEngine"
+        info["tiled"] = (
+            bool(tile_pixels) and args.size**2 > (tile_pixels or 0) and type(inner).__name__ == "JohnsonEngine"
+        )
     if device.type == "cuda":
         info["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return info
@@ -233,20 +259,31 @@ def run_child(args: argparse.Namespace, arch: str, path: str, size: int, folder:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    columns = ("generator", "size", "path", "median ms", "images/s", "GFLOP/s", "peak RSS MB", "PSNR vs eager dB")
-    lines = ["| " + " | ".join((*columns, "vs ONNX Runtime")) + " |", "|" + "---|" * 9]
+#: The path each device's worker speed-up is quoted against: the fastest thing a peer ships.
+BASELINE = {"cpu": "onnxruntime", "cuda": "eager-fp16"}
+
+
+def table(rows: list[dict[str, Any]], baseline: str = "onnxruntime") -> str:
+    gpu = any("peak_cuda_mb" in r for r in rows)
+    memory = "peak GPU MB" if gpu else "peak RSS MB"
+    columns = ("generator", "size", "path", "median ms", "images/s", "GFLOP/s", memory, "PSNR vs eager dB")
+    lines = ["| " + " | ".join((*columns, f"vs {baseline}")) + " |", "|" + "---|" * 9]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['arch']} | {r['size']}² | {r['path']} | {r['error']} | | | | | |")
             continue
-        speedup = f"{r['speedup_vs_onnxruntime']:.2f}x" if r.get("speedup_vs_onnxruntime") else ""
+        speedup = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
         path = r["path"] + (
             f" ({r['precision']}{', tiled' if r.get('tiled') else ''})" if r["path"].startswith("worker") else ""
         )
+        ms = r["median_ms"]
         lines.append(
-            f"| {r['arch']} | {r['size']}² | {path} | {r['median_ms']:.0f} | {1000 / r['median_ms']:.2f} "
-            f"| {r['gflop'] / r['median_ms'] * 1000:.0f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['arch']} | {r['size']}² | {path} | {ms:.0f} | {1000 / ms:.2f} "
+            if ms >= 10
+            else f"| {r['arch']} | {r['size']}² | {path} | {ms:.2f} | {1000 / ms:.0f} "
+        )
+        lines[-1] += (
+            f"| {r['gflop'] / ms * 1000:.0f} | {r['peak_cuda_mb' if gpu else 'peak_rss_mb']:.0f} "
             f"| {r.get('psnr_db', '')} | {speedup} |"
         )
     return "\n".join(lines)
@@ -256,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256,512,1024,2048,4096")
     p.add_argument("--archs", default="johnson,ulyanov")
-    p.add_argument("--paths", default=",".join(PATHS))
+    p.add_argument("--paths", default=None, help=f"default: {','.join(PATHS)} (cpu), {','.join(CUDA_PATHS)} (cuda)")
     p.add_argument("--runs", type=int, default=5, help="timed runs after the warm-up (fewer past --budget)")
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per measurement, at most")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement before it counts as failed")
@@ -277,12 +314,16 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     archs = [a for a in args.archs.split(",") if a]
-    paths = [q for q in args.paths.split(",") if q]
-    unknown = set(paths) - set(PATHS) - set(EXTRA_PATHS)
+    cuda = args.device.startswith("cuda")
+    paths = [q for q in (args.paths or ",".join(CUDA_PATHS if cuda else PATHS)).split(",") if q]
+    unknown = set(paths) - set(PATHS) - set(CUDA_PATHS) - set(EXTRA_PATHS)
     if unknown:
         p.error(f"unknown paths: {', '.join(sorted(unknown))}")
-    if args.device != "cpu" and "onnxruntime" in paths:
+    if not cuda and {"eager-fp16", "compile"} & set(paths):
+        p.error("eager-fp16 and compile are CUDA paths")
+    if cuda and "onnxruntime" in paths:
         paths.remove("onnxruntime")  # the CPU provider only; GPU runs compare eager and worker
+    baseline = BASELINE["cuda" if cuda else "cpu"]
     rows: list[dict[str, Any]] = []
     started = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="instyle-bench-") as tmp:
@@ -306,14 +347,14 @@ def main(argv: list[str] | None = None) -> int:
                         outputs[path] = out
                     group.append(row)
                 ref = torch.load(outputs["eager"]) if "eager" in outputs else None
-                ort_ms = next((r["median_ms"] for r in group if r["path"] == "onnxruntime" and "error" not in r), None)
+                base_ms = next((r["median_ms"] for r in group if r["path"] == baseline and "error" not in r), None)
                 for row in group:
                     if "error" in row:
                         continue
                     if ref is not None and row["path"] != "eager":
                         row["psnr_db"] = round(psnr(torch.load(outputs[row["path"]]), ref), 2)
-                    if ort_ms and row["path"].startswith("worker"):
-                        row["speedup_vs_onnxruntime"] = round(ort_ms / row["median_ms"], 2)
+                    if base_ms and row["path"] not in ("eager", baseline):
+                        row["speedup"] = round(base_ms / row["median_ms"], 2)
                     row["images_per_s"] = round(1000 / row["median_ms"], 3)
                     row["gflop_per_s"] = round(row["gflop"] / row["median_ms"] * 1000, 1)
                     row["median_ms"] = round(row["median_ms"], 2)
@@ -321,18 +362,19 @@ def main(argv: list[str] | None = None) -> int:
                 for path in outputs.values():
                     path.unlink(missing_ok=True)
                 rows.extend(group)
-                print("\n".join(table(group).splitlines()[2:]), file=sys.stderr, flush=True)
+                print("\n".join(table(group, baseline).splitlines()[2:]), file=sys.stderr, flush=True)
     result = {
         "benchmark": "inference",
         "command": "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "photo": PHOTO.name,
+        "speedup_vs": baseline,
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(rows))
+    print(table(rows, baseline))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute precision (auto: bf16 on CPUs with native bf16, fp16 on CUDA; checked against fp32)",
     )  # fmt: skip
     s.add_argument(
-        "--tile-megapixels", type=float, default=TILE_MEGAPIXELS,
-        help="run larger images tiled with exact instance-norm statistics (bounded memory)",
+        "--tile-megapixels", type=float, default=None,
+        help="run larger images tiled with exact instance-norm statistics (bounded memory); "
+        f"default: {TILE_MEGAPIXELS} on a CPU, half the memory of a GPU",
     )  # fmt: skip
     _add_store(s)
     _add_device(s)
@@ -339,6 +340,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from stylenet.fast import load_engine
     from stylenet.imageio import encode_image, load_image
     from stylenet.inference import stylize_image
+    from stylenet.tiling import tile_threshold
     from stylenet.training import pick_device
 
     missing = [str(p) for p in args.inputs if not p.is_file()]
@@ -349,7 +351,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     resolved = open_catalog(args.store).resolve(args.style)
     device = pick_device(args.device)
     generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision)
-    tile_pixels = int(args.tile_megapixels * 1_000_000)
+    tile_pixels = tile_threshold(args.tile_megapixels, device)
     many = len(args.inputs) > 1
     for inp in args.inputs:
         out = _output_path(inp, args.output, args.style, many)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from stylenet.cudagraph import GraphedEngine
 from stylenet.fast import JohnsonEngine
 from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
 from stylenet.tiling import tiled_forward
@@ -34,8 +35,9 @@ def preserve_colors(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor
 def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
     """``generator(x)``; a ``JohnsonEngine`` given more than ``tile_pixels`` pixels per image runs
     tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory."""
-    if tile_pixels is not None and isinstance(generator, JohnsonEngine) and x.shape[-2] * x.shape[-1] > tile_pixels:
-        return tiled_forward(generator, x)
+    engine = generator.engine if isinstance(generator, GraphedEngine) else generator
+    if tile_pixels is not None and isinstance(engine, JohnsonEngine) and x.shape[-2] * x.shape[-1] > tile_pixels:
+        return tiled_forward(engine, x)
     return generator(x)
 
 

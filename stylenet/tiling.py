@@ -26,7 +26,31 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from stylenet.config import TILE_MEGAPIXELS
 from stylenet.fast import CL, Conv, JohnsonEngine, Moments, normalize, pad_cl
+
+#: GPU memory per pixel of an untiled fp16 Johnson forward pass with its CUDA graph: 1190 MB
+#: peak at 2048² on an H100 (benchmarks/results/inference-cuda.json), rounded up.
+CUDA_BYTES_PER_PIXEL = 300
+#: Share of a GPU's memory one untiled image may take before the worker tiles it.
+CUDA_MEMORY_SHARE = 0.5
+
+
+def auto_tile_pixels(device: torch.device | str) -> int:
+    """Pixels per image above which ``device`` runs tiled: ``TILE_MEGAPIXELS`` on a CPU, where
+    tiling also keeps activations in cache; on a GPU, whatever fits in half its memory (an
+    80 GB H100 never needs to tile, a 16 GB card tiles above ~27 MP)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        total = torch.cuda.get_device_properties(dev).total_memory
+        return int(total * CUDA_MEMORY_SHARE / CUDA_BYTES_PER_PIXEL)
+    return int(TILE_MEGAPIXELS * 1_000_000)
+
+
+def tile_threshold(megapixels: float | None, device: torch.device | str) -> int:
+    """The tiling threshold in pixels: ``megapixels`` when set, else ``auto_tile_pixels``."""
+    return auto_tile_pixels(device) if megapixels is None else int(megapixels * 1_000_000)
+
 
 #: Halo of an encoder band in input pixels (a multiple of 4, larger than the receptive field).
 ENCODER_HALO = 16
@@ -93,7 +117,7 @@ def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Pass
 def tiled_forward(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
     """``engine(x)`` computed in bands of ``band`` rows at 1/4 resolution (float32 out)."""
     h, w = x.shape[-2:]
-    xp = engine.prepare(x)  # (N, 3, Hp, Wp), compute dtype, sides multiples of 4
+    xp = engine.prepare(x)  # (N, rgb_channels, Hp, Wp), compute dtype, sides multiples of 4
     n, _, hp, wp = xp.shape
     h4, w4 = hp // 4, wp // 4
     known: dict[int, Moments] = {}

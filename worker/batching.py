@@ -92,7 +92,7 @@ def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Pre
         timings: dict[str, float] = {}
         images = stylize_batch(
             generator, [i.photo for i in items], [i.preserve_color for i in items], ctx.device,
-            ctx.settings.tile_pixels, timings,
+            ctx.tile_pixels, timings,
         )  # fmt: skip
         share = timings["model_s"] / len(items)
         for item, image in zip(items, images, strict=True):

@@ -13,6 +13,8 @@ from redis.exceptions import RedisError
 from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY
 from model_store.shipped import open_catalog
+from stylenet.fast import prepare_device
+from stylenet.tiling import tile_threshold
 from stylenet.training import pick_device
 from worker.cache import GeneratorCache
 from worker.settings import WorkerSettings
@@ -29,6 +31,8 @@ class WorkerContext:
     redis: Redis
     device: torch.device
     cache: GeneratorCache
+    #: Images with more pixels than this run tiled (``settings.tile_megapixels`` or per device).
+    tile_pixels: int
     #: Outputs of stylize jobs computed ahead in a batch, by job id (``worker.batching``).
     prefetched: dict[str, Prefetched] = field(default_factory=dict)
 
@@ -40,9 +44,7 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
     """Create the process's context, warm the configured styles, and make it current."""
     global _context
     device = pick_device(settings.device)
-    if device.type == "cuda":
-        # fixed-size convolutions repeat: let cuDNN pick the fastest algorithm per shape once
-        torch.backends.cudnn.benchmark = True
+    prepare_device(device)
 
     def record_load(ref: str, seconds: float) -> None:
         try:
@@ -59,7 +61,8 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
         precision=settings.precision,
     )  # fmt: skip
     cache.warm(settings.warm_styles)
-    _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache)
+    tile_pixels = tile_threshold(settings.tile_megapixels, device)
+    _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache, tile_pixels=tile_pixels)
     return _context
 
 

@@ -118,9 +118,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     else:
         assert photo is not None
         timings: dict[str, float] = {}
-        out = stylize_image(
-            generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.settings.tile_pixels, timings
-        )
+        out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.tile_pixels, timings)
         model_s = timings["model_s"]
         _set_progress(0.9, model_ms=round(model_s * 1000, 2))
     labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}

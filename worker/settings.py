@@ -8,11 +8,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from instyle.env import CommaList
-from stylenet.config import TILE_MEGAPIXELS, Precision
+from stylenet.config import Precision
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str | None = None
     store: Path | None = None
@@ -24,8 +24,9 @@ class WorkerSettings(BaseSettings):
     #: CUDA, checked against fp32 when loaded), or "fp32" / "bf16" / "fp16" to force one.
     precision: Precision = "auto"
     #: Images with more megapixels than this run tiled, with exact instance-norm statistics,
-    #: in bounded memory (``stylenet.tiling``); 0 tiles everything.
-    tile_megapixels: float = Field(default=TILE_MEGAPIXELS, ge=0)
+    #: in bounded memory (``stylenet.tiling``); 0 tiles everything. Unset: per device
+    #: (``stylenet.tiling.auto_tile_pixels``: 4.2 on a CPU, half the memory of a GPU).
+    tile_megapixels: float | None = Field(default=None, ge=0)
     #: Stylize jobs a worker runs through the generator together when they wait in the queue
     #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
     batch_size: int = Field(default=1, ge=1, le=64)
@@ -39,7 +40,3 @@ class WorkerSettings(BaseSettings):
     train_lease_s: int = Field(default=120, ge=1)
     #: Seconds between the worker's registry maintenance (retries abandoned jobs).
     maintenance_s: int = Field(default=60, ge=1)
-
-    @property
-    def tile_pixels(self) -> int:
-        return int(self.tile_megapixels * 1_000_000)

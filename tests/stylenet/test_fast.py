@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pytest
 import torch
@@ -24,6 +25,8 @@ from stylenet.fast import (
 )
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, load_image, resize_max
+from stylenet.johnson import JohnsonBody
+from stylenet.tiling import tiled_forward
 from tests.conftest import ASSET_PHOTOS, REPO
 
 SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
@@ -96,6 +99,21 @@ def test_johnson_engine_fp32_matches_eager(size: tuple[int, int], padding: str) 
         got = engine(x)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert float((got - ref).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_zero_padded_rgb_channels_change_nothing(padding: str) -> None:
+    # the CUDA layout (8 RGB channels for tensor-core 9x9 convolutions), checked on the CPU
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    model = _random(cfg)
+    body, cpu = cast(JohnsonBody, model.body), torch.device("cpu")
+    plain = JohnsonEngine(body, padding, torch.float32, cpu)
+    padded = JohnsonEngine(body, padding, torch.float32, cpu, rgb_channels=8)
+    assert plain.rgb_channels == 3 and padded.enc[0].weight.shape[1] == 8 and padded.out.weight.shape[0] == 8
+    x = torch.rand(2, 3, 37, 53)
+    with torch.inference_mode():
+        assert torch.allclose(padded(x), plain(x), atol=1e-6)
+        assert torch.allclose(tiled_forward(padded, x, band=16), plain(x), atol=1e-4)
 
 
 def test_johnson_engine_on_the_torchscript_artifact_of_a_shipped_style() -> None:

@@ -65,3 +65,20 @@ def test_stylize_image_tiles_above_the_threshold(monkeypatch: pytest.MonkeyPatch
     big = stylize_image(engine, photo, tile_pixels=64 * 48 - 1)
     assert calls == [(1, 3, 48, 64)]
     assert small.size == big.size == (64, 48)
+
+
+def test_auto_tile_threshold_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from stylenet.config import TILE_MEGAPIXELS
+    from stylenet.tiling import auto_tile_pixels, tile_threshold
+
+    assert auto_tile_pixels("cpu") == int(TILE_MEGAPIXELS * 1_000_000)
+    # a GPU tiles only what would not fit in half its memory: an 80 GB card never (up to 8192²),
+    # a 16 GB card above ~27 MP (so 4096² untiled, 8192² tiled)
+    for gb, tiles_4096, tiles_8192 in ((80, False, False), (16, False, True)):
+        props = SimpleNamespace(total_memory=gb * 10**9)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _dev, props=props: props)
+        limit = auto_tile_pixels("cuda")
+        assert (limit < 4096**2, limit < 8192**2) == (tiles_4096, tiles_8192)
+    assert tile_threshold(0.5, "cuda") == 500_000 and tile_threshold(None, "cuda") == limit

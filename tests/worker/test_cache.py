@@ -9,9 +9,11 @@ import torch
 
 from model_store.catalog import Catalog, StyleStore
 from model_store.shipped import open_catalog
+from stylenet.config import TILE_MEGAPIXELS
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.fast import JohnsonEngine
 from stylenet.imageio import image_to_tensor, load_image, resize_max
+from stylenet.tiling import tile_threshold
 from tests.conftest import ASSET_PHOTOS
 from worker.cache import GeneratorCache
 from worker.settings import WorkerSettings
@@ -86,7 +88,9 @@ def test_worker_settings_read_precision_and_tiling_from_the_environment(monkeypa
     monkeypatch.setenv("INSTYLE_PRECISION", "fp32")
     monkeypatch.setenv("INSTYLE_TILE_MEGAPIXELS", "0.5")
     settings = WorkerSettings()
-    assert settings.precision == "fp32" and settings.tile_pixels == 500_000
+    assert settings.precision == "fp32" and tile_threshold(settings.tile_megapixels, "cpu") == 500_000
+    monkeypatch.setenv("INSTYLE_TILE_MEGAPIXELS", "")  # what docker-compose.yml passes when unset
+    assert tile_threshold(WorkerSettings().tile_megapixels, "cpu") == int(TILE_MEGAPIXELS * 1_000_000)
     monkeypatch.setenv("INSTYLE_PRECISION", "int8")
     with pytest.raises(pydantic.ValidationError):
         WorkerSettings()
