@@ -16,6 +16,7 @@ is never used: ``wrap_for_device`` returns the engine unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 
 import torch
@@ -44,6 +45,8 @@ class GraphedEngine(nn.Module):
         self.max_pixels = max_pixels
         self.graphs: OrderedDict[tuple[tuple[int, ...], torch.dtype], _Captured] = OrderedDict()
         self.captures = 0
+        # a graph's input and output buffers are shared state: one replay at a time
+        self._lock = threading.Lock()
         # the attributes the worker and benchmarks read off an engine
         for attr in ("arch", "precision", "probe_psnr_db", "dtype", "device"):
             if hasattr(engine, attr):
@@ -74,16 +77,17 @@ class GraphedEngine(nn.Module):
         if not self._graphable(x):
             return self.engine(x)
         key = (tuple(x.shape), x.dtype)
-        captured = self.graphs.get(key)
-        if captured is None:
-            while len(self.graphs) >= self.max_graphs:
-                self.graphs.popitem(last=False)
-            captured = self.graphs[key] = self._capture(x)
-        else:
-            self.graphs.move_to_end(key)
-        captured.inp.copy_(x)
-        captured.graph.replay()
-        return captured.out.clone()
+        with self._lock:
+            captured = self.graphs.get(key)
+            if captured is None:
+                while len(self.graphs) >= self.max_graphs:
+                    self.graphs.popitem(last=False)
+                captured = self.graphs[key] = self._capture(x)
+            else:
+                self.graphs.move_to_end(key)
+            captured.inp.copy_(x)
+            captured.graph.replay()
+            return captured.out.clone()
 
 
 def wrap_for_device(engine: nn.Module, device: torch.device | str, max_pixels: int | None = None) -> nn.Module:

@@ -30,14 +30,14 @@ def test_benchmark_writes_a_row_per_path_with_psnr_and_speed(tmp_path: Path, cap
 def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-untyped-def]
     from benchmarks import sensitivity
 
-    assert sensitivity.main(["--sizes", "32,48"]) == 0
-    rows = [
-        line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32²") or line.startswith("| 48²")
-    ]
-    assert len(rows) == 2
-    for row in rows:
-        moved, tiled = float(row.split("|")[2]), float(row.split("|")[4])
-        assert 20 < moved < 999 and tiled > 40  # noise moves the output; tiling does not
+    for image in ("enlarged", "mosaic"):
+        assert sensitivity.main(["--sizes", "32,48", "--image", image]) == 0
+        out = capsys.readouterr().out.splitlines()
+        rows = [line for line in out if line.startswith("| 32²") or line.startswith("| 48²")]
+        assert len(rows) == 2
+        for row in rows:
+            moved, tiled, worker = (float(row.split("|")[k]) for k in (2, 4, 5))
+            assert 20 < moved < 999 and tiled > 40 and worker > 30  # noise moves the output; tiling does not
 
 
 def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-untyped-def]
