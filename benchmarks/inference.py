@@ -115,6 +115,23 @@ def mosaic(size: int, tile: int = 256) -> torch.Tensor:
     return image_to_tensor(canvas).unsqueeze(0)
 
 
+IMAGES = ("enlarged", "mosaic")
+
+
+def add_image_option(p: argparse.ArgumentParser) -> None:
+    """``--image``: which test image the benchmarks run at each size (``bench_image``)."""
+    p.add_argument(
+        "--image", choices=IMAGES, default="enlarged",
+        help="enlarged: the benchmark photo resized to each size; mosaic: native-resolution 256-px crops "
+        "of the bundled photos, the pixel-level detail of a real photo that large",
+    )  # fmt: skip
+
+
+def bench_image(kind: str, size: int) -> torch.Tensor:
+    """The (1, 3, size, size) test image of ``kind`` (one of ``IMAGES``)."""
+    return photo(size) if kind == "enlarged" else mosaic(size)
+
+
 def conv_gflop(cfg: GeneratorConfig, size: int) -> float:
     """Convolution FLOPs (2 x multiply-adds) of one image at ``size``², counted on the meta device."""
     total = 0
@@ -161,7 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cfg = GeneratorConfig.from_dict(json.loads((folder / "generator.json").read_text()))
     artifact = (folder / "generator.ts").read_bytes()
     device = torch.device(args.device)
-    x = (photo(args.size) if args.image == "enlarged" else mosaic(args.size)).to(device)
+    x = bench_image(args.image, args.size).to(device)
     setup = time.perf_counter()
     if args.path == "eager":
         model = eager_from(load_generator_bytes(artifact), cfg).to(device)
@@ -320,11 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement before it counts as failed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", help="the worker path's precision (auto, fp32, bf16, fp16)")
-    p.add_argument(
-        "--image", choices=("enlarged", "mosaic"), default="enlarged",
-        help="enlarged: the benchmark photo resized to each size; mosaic: native-resolution 256-px crops "
-        "of the bundled photos, the pixel-level detail of a real photo that large",
-    )  # fmt: skip
+    add_image_option(p)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference-cpu.json")
     # child mode
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.inference import SHIPPED, mosaic, photo  # noqa: E402
+from benchmarks.inference import SHIPPED, add_image_option, bench_image  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator, psnr  # noqa: E402
 from stylenet.fast import JohnsonEngine, cpu_has_native_bf16, eager_from, optimize  # noqa: E402
@@ -36,11 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="512,1024,2048")
     p.add_argument("--noise", type=float, default=0.25, help="half-width of the input noise, in grey levels")
     p.add_argument("--float64", action="store_true", help="also compare eager float32 with float64")
-    p.add_argument(
-        "--image", choices=("enlarged", "mosaic"), default="enlarged",
-        help="enlarged: the benchmark photo resized to each size; mosaic: 256-px native-resolution "
-        "crops of the bundled photos (benchmarks.inference.mosaic)",
-    )  # fmt: skip
+    add_image_option(p)
     args = p.parse_args(argv)
     cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
     model = load_generator(SHIPPED / "generator.ts")
@@ -55,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|" + ("---|" if eager is not None else ""))
     for size in (int(s) for s in args.sizes.split(",")):
-        x = photo(size) if args.image == "enlarged" else mosaic(size)
+        x = bench_image(args.image, size)
         noisy = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * args.noise / 255).clamp(0, 1)
         ref = fp32(x)
         moved = psnr(fp32(noisy), ref)
