@@ -49,7 +49,7 @@ from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa
 from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
 from stylenet.imageio import image_to_tensor, load_image  # noqa: E402
-from stylenet.inference import run_generator  # noqa: E402
+from stylenet.inference import run_generator, tiled_engine  # noqa: E402
 from stylenet.tiling import tile_threshold  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
@@ -189,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     elif args.path in ("eager-fp16", "compile"):
         # what a peer gets from a few lines on a GPU: half precision, channels-last, cuDNN autotune
-        torch.backends.cudnn.benchmark = True
+        prepare_device(device)
         half = eager_from(load_generator_bytes(artifact), cfg).to(device, torch.float16)
         half = half.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         runner: Any = torch.compile(half, mode="max-autotune") if args.path == "compile" else half
@@ -243,12 +243,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.path.startswith("worker"):
-        inner = getattr(engine, "engine", engine)  # under a GraphedEngine
         info["precision"] = getattr(engine, "precision", "fp32")
         info["engine"] = type(engine).__name__
-        info["tiled"] = (
-            bool(tile_pixels) and args.size**2 > (tile_pixels or 0) and type(inner).__name__ == "JohnsonEngine"
-        )
+        info["tiled"] = tiled_engine(engine, args.size**2, tile_pixels) is not None
     if device.type == "cuda":
         info["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return info

@@ -32,13 +32,19 @@ def preserve_colors(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor
     return yiq_to_rgb(torch.cat([s[:, :1], p[:, 1:]], dim=1)).clamp(0, 1)
 
 
+def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> JohnsonEngine | None:
+    """The engine ``run_generator`` runs tiled for images of ``pixels`` pixels, else ``None``."""
+    engine = generator.engine if isinstance(generator, GraphedEngine) else generator
+    if tile_pixels is not None and isinstance(engine, JohnsonEngine) and pixels > tile_pixels:
+        return engine
+    return None
+
+
 def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
     """``generator(x)``; a ``JohnsonEngine`` given more than ``tile_pixels`` pixels per image runs
     tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory."""
-    engine = generator.engine if isinstance(generator, GraphedEngine) else generator
-    if tile_pixels is not None and isinstance(engine, JohnsonEngine) and x.shape[-2] * x.shape[-1] > tile_pixels:
-        return tiled_forward(engine, x)
-    return generator(x)
+    engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)
+    return generator(x) if engine is None else tiled_forward(engine, x)
 
 
 @torch.inference_mode()

@@ -17,7 +17,7 @@ from stylenet.cudagraph import GraphedEngine, wrap_for_device
 from stylenet.export import load_generator, psnr
 from stylenet.fast import JohnsonEngine, eager_from, load_engine, optimize
 from stylenet.imageio import image_to_tensor, load_image, resize_max
-from stylenet.inference import run_generator, stylize_image
+from stylenet.inference import run_generator, stylize_image, tiled_engine
 from stylenet.tiling import tiled_forward
 from tests.conftest import ASSET_PHOTOS, REPO
 
@@ -50,6 +50,8 @@ def test_graphed_engine_runs_cpu_tensors_directly_and_tiles_through_the_wrapper(
     assert torch.equal(graphed(x), engine(x)) and graphed.captures == 0
     assert graphed.precision == "fp32" and graphed.arch == "johnson"
     # run_generator sees through the wrapper: above the threshold the engine runs tiled
+    assert tiled_engine(graphed, 64 * 64, 1000) is engine and tiled_engine(graphed, 64 * 64, 0) is engine
+    assert tiled_engine(graphed, 900, 1000) is None and tiled_engine(graphed, 64 * 64, None) is None
     tiled = run_generator(graphed, x, tile_pixels=1000)
     assert torch.allclose(tiled, tiled_forward(engine, x), atol=1e-6)
 
