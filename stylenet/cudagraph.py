@@ -8,8 +8,8 @@ replays it: the input is copied into the graph's static buffer, the graph runs, 
 output is cloned out of its static buffer.
 
 Graphs are kept per (shape, dtype) in a small LRU (each holds its own activation memory).
-Shapes the graphs cannot serve (CPU tensors, or images above ``max_pixels`` that the caller
-should tile anyway) run the wrapped engine directly. On a machine without CUDA this module
+CPU tensors and images above ``max_pixels`` (``MAX_GRAPH_PIXELS``: there the kernels
+dominate the launches, and a graph would hold gigabytes) run the wrapped engine directly. On a machine without CUDA this module
 is never used: ``wrap_for_device`` returns the engine unchanged.
 """
 
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: Graphs kept at once; each holds its activations (~0.4 GB for a 1024² image in fp16).
 MAX_GRAPHS = 8
+#: Larger images run without a graph: their kernels dominate the launches (2048² took 12 ms with
+#: or without one on an H100), and each graph would hold gigabytes of activations.
+MAX_GRAPH_PIXELS = 4_200_000
 #: Warm-up passes on a side stream before capture (cuDNN picks and caches its algorithms).
 WARMUP_RUNS = 2
 
@@ -38,7 +41,9 @@ class _Captured:
 class GraphedEngine(nn.Module):
     """``engine`` with each input shape's forward pass captured once and replayed."""
 
-    def __init__(self, engine: nn.Module, max_graphs: int = MAX_GRAPHS, max_pixels: int | None = None) -> None:
+    def __init__(
+        self, engine: nn.Module, max_graphs: int = MAX_GRAPHS, max_pixels: int | None = MAX_GRAPH_PIXELS
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.max_graphs = max_graphs
@@ -90,8 +95,6 @@ class GraphedEngine(nn.Module):
             return captured.out.clone()
 
 
-def wrap_for_device(engine: nn.Module, device: torch.device | str, max_pixels: int | None = None) -> nn.Module:
+def wrap_for_device(engine: nn.Module, device: torch.device | str) -> nn.Module:
     """``GraphedEngine(engine)`` on CUDA devices; ``engine`` itself everywhere else."""
-    if torch.device(device).type != "cuda":
-        return engine
-    return GraphedEngine(engine, max_pixels=max_pixels)
+    return GraphedEngine(engine) if torch.device(device).type == "cuda" else engine

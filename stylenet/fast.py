@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, GeneratorConfig
+from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.generator import build_generator
@@ -561,4 +561,4 @@ def load_engine(
     )
     if not cuda_graphs:
         return engine
-    return wrap_for_device(engine, device, max_pixels=int(TILE_MEGAPIXELS * 1_000_000))
+    return wrap_for_device(engine, device)
