@@ -9,8 +9,9 @@ output is cloned out of its static buffer.
 
 Graphs are kept per (shape, dtype) in a small LRU (each holds its own activation memory).
 CPU tensors and images above ``max_pixels`` (``MAX_GRAPH_PIXELS``: there the kernels
-dominate the launches, and a graph would hold gigabytes) run the wrapped engine directly. On a machine without CUDA this module
-is never used: ``wrap_for_device`` returns the engine unchanged.
+dominate the launches, and a graph would hold gigabytes) run the wrapped engine directly.
+On a machine without CUDA this module is never used: ``wrap_for_device`` returns the engine
+unchanged.
 """
 
 from __future__ import annotations
