@@ -129,6 +129,44 @@ def pad_cl(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
     return fill_border(buf, pad, mode)
 
 
+def _source_index(r: int, n: int, mode: str) -> int | None:
+    """The index in [0, n) that ``F.pad(mode=...)`` copies to index ``r`` (``None``: a zero)."""
+    if 0 <= r < n:
+        return r
+    if mode == "zero":
+        return None
+    if mode == "replicate":
+        return min(max(r, 0), n - 1)
+    if mode == "reflect":
+        return -r if r < 0 else 2 * (n - 1) - r
+    raise ValueError(f"unknown padding {mode!r}")
+
+
+def fill_border_packed(buf: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """``fill_border`` of a map kept as its 2x2 space-to-depth (channel ``(2 a + b) C + c`` at
+    (i, j) holds pixel (2 i + a, 2 j + b)): ``buf`` is (N, 4 C, h + pad, w + pad), and its
+    ``pad / 2``-wide packed border is filled as the ``pad``-wide border of the full map would be."""
+    if pad % 2:
+        raise ValueError(f"a packed border needs an even padding, got {pad}")
+    q = pad // 2
+    h, w = buf.shape[-2] - pad, buf.shape[-1] - pad
+    if mode == "reflect" and (pad >= 2 * h or pad >= 2 * w):
+        raise ValueError(f"reflection padding {pad} needs sides > {pad}, got {2 * h}x{2 * w}")
+    by_phase = buf.unflatten(1, (2, 2, buf.shape[1] // 4))  # (N, a, b, C, rows, cols)
+    cols = slice(q, q + w)
+    for i in (*range(-q, 0), *range(h, h + q)):
+        for a in range(2):
+            src = _source_index(2 * i + a, 2 * h, mode)
+            dst = by_phase[:, a, :, :, q + i, cols]
+            dst.zero_() if src is None else dst.copy_(by_phase[:, src % 2, :, :, q + src // 2, cols])
+    for j in (*range(-q, 0), *range(w, w + q)):
+        for b in range(2):
+            src = _source_index(2 * j + b, 2 * w, mode)
+            dst = by_phase[:, :, b, :, :, q + j]
+            dst.zero_() if src is None else dst.copy_(by_phase[:, :, src % 2, :, :, q + src // 2])
+    return buf
+
+
 # --------------------------------------------------------------------------------------------
 # Instance-norm statistics, always float32
 
@@ -271,6 +309,32 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return phases.reshape(out_ch * 4, in_ch, 3, 3)
 
 
+def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(O, C, k, k) kernel of an unpadded stride-1 convolution, k odd -> (4 O, 4 C, (k+1)/2, (k+1)/2).
+
+    The result, run on the input's 2x2 space-to-depth map (channel ``(2 a + b) C + c`` at (i, j)
+    holds channel c at (2 i + a, 2 j + b): the layout of the decoder's phases), gives output
+    phase (a, b) of channel o in channel ``4 o + 2 a + b`` (the order ``F.pixel_shuffle``
+    reads): output pixel
+    (2 i + a, 2 j + b) reads input rows 2 i + a + dy, dy < k, which are phase ``(a + dy) % 2``
+    of packed row ``i + (a + dy) // 2``. The same weights, rearranged, with zeros elsewhere.
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    taps = (k + 1) // 2
+    packed = weight.new_zeros(out_ch, 2, 2, 2, 2, in_ch, taps, taps)  # (o, a, b, a_in, b_in, c, ky, kx)
+    for a in range(2):
+        for b in range(2):
+            for a_in in range(2):
+                for b_in in range(2):
+                    for ky in range(taps):
+                        dy = 2 * ky + a_in - a
+                        for kx in range(taps):
+                            dx = 2 * kx + b_in - b
+                            if 0 <= dy < k and 0 <= dx < k:
+                                packed[:, a, b, a_in, b_in, :, ky, kx] = weight[:, :, dy, dx]
+    return packed.reshape(4 * out_ch, 4 * in_ch, taps, taps)
+
+
 #: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation
 #: and the rows of it that belong to the current band, return the Moments to normalize with, or
 #: ``None`` for the activation's own.
@@ -298,7 +362,13 @@ class JohnsonEngine(nn.Module):
     probe_psnr_db = 0.0
 
     def __init__(
-        self, body: JohnsonBody, padding: str, dtype: torch.dtype, device: torch.device, rgb_channels: int | None = None
+        self,
+        body: JohnsonBody,
+        padding: str,
+        dtype: torch.dtype,
+        device: torch.device,
+        rgb_channels: int | None = None,
+        packed_output: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -328,6 +398,20 @@ class JohnsonEngine(nn.Module):
             self.dec.append(Conv(weight, None, 1, 1))
             self.norms.append(NormParams.of(_part(stage, 1)))
         self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)
+        # The output 9x9 convolution (32 -> 3 channels) as a 5x5 convolution on the 2x2
+        # space-to-depth map (128 -> 12 channels): the same weights, rearranged, and 3x faster
+        # in oneDNN, where 3 output channels leave the vector units mostly idle. CPUs only by
+        # default: not yet measured on a GPU (benchmarks/cuda_variants.py has the variant).
+        self.packed_output = device.type == "cpu" if packed_output is None else packed_output
+        self.out_packed: Conv | None = None
+        if self.packed_output and self.out.pad % 2:
+            raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
+        if self.packed_output:
+            rgb = 3 if self.rgb_channels == 3 else 4  # the CUDA layout: 16 outputs, 32-byte fp16 rows
+            weight = _zero_pad_dim(self.out.weight, 0, rgb) if rgb > 3 else self.out.weight
+            bias = self.out.bias if self.out.bias is None or rgb == 3 else _zero_pad_dim(self.out.bias, 0, rgb)
+            packed_bias = None if bias is None else bias.repeat_interleave(4)
+            self.out_packed = Conv(space_to_depth_kernel(weight).contiguous(memory_format=CL), packed_bias, 1, 0)
         if self.rgb_channels > 3:
             self.enc[0].weight = _zero_pad_dim(self.enc[0].weight, 1, self.rgb_channels)
             self.out.weight = _zero_pad_dim(self.out.weight, 0, self.rgb_channels)
@@ -390,6 +474,8 @@ class JohnsonEngine(nn.Module):
             flat = phases.permute(0, 2, 3, 1).reshape(n, h, 4 * w, c).permute(0, 3, 1, 2)
             normed = normalize(flat, self.norms[layer], stats(layer, flat, _scaled(rows, 2**i)))
             last = i == len(self.dec) - 1
+            if last and self.out_packed is not None:
+                return self._packed_output(normed.permute(0, 2, 3, 1).reshape(n, h, w, c4).permute(0, 3, 1, 2))
             pad, mode = (self.out.pad, self.padding) if last else (1, self.low_padding)
             y = new_padded(phases, c, 2 * h, 2 * w, pad)
             dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
@@ -397,6 +483,18 @@ class JohnsonEngine(nn.Module):
             torch.clamp(src, min=0, out=dst)  # ReLU while interleaving: runs of 2 C contiguous values
             fill_border(y, pad, mode)
         return 0.5 * (torch.tanh(self.out(y)[:, :3].float()) + 1.0)
+
+    def _packed_output(self, phases: torch.Tensor) -> torch.Tensor:
+        """The normalized phases of the last decoder stage (its 2x2 space-to-depth map) ->
+        float32 RGB: ReLU into a padded packed buffer, border as the full map's, then
+        ``out_packed`` and a pixel shuffle. The full-resolution map is never interleaved."""
+        assert self.out_packed is not None
+        n, c4, h, w = phases.shape
+        buf = new_padded(phases, c4, h, w, self.out.pad // 2)
+        torch.clamp(phases, min=0, out=interior(buf, self.out.pad // 2))
+        fill_border_packed(buf, self.out.pad, self.padding)
+        rgb = 0.5 * (torch.tanh(self.out_packed(buf).float()) + 1.0)
+        return F.pixel_shuffle(rgb, 2)[:, :3]
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,13 @@ from stylenet.fast import (
     JohnsonEngine,
     Moments,
     fill_border,
+    fill_border_packed,
     load_engine,
     optimize,
     phase_kernels,
     probe_image,
     resolve_precision,
+    space_to_depth_kernel,
 )
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, load_image, resize_max
@@ -77,6 +79,32 @@ def test_phase_kernels_equal_upsample_then_conv(padding: str) -> None:
     assert torch.allclose(got, ref, atol=1e-10)
 
 
+def _space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, 2h, 2w) -> (N, 4 C, h, w), channel (2 a + b) C + c = pixel (2 i + a, 2 j + b)."""
+    return F.pixel_unshuffle(x, 2).unflatten(1, (x.shape[1], 4)).transpose(1, 2).flatten(1, 2)
+
+
+@pytest.mark.parametrize("k", [3, 9])
+def test_space_to_depth_kernel_equals_the_full_convolution(k: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 14 + k - 1, 10 + k - 1, dtype=torch.float64)  # an even-sided padded input
+    w, b = torch.randn(3, 5, k, k, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    x = F.pad(x, (0, (k - 1) % 2, 0, (k - 1) % 2))  # k = 9: 22x18 even, k = 3: 16x12 even
+    ref = F.conv2d(x, w, b)
+    got = F.pixel_shuffle(F.conv2d(_space_to_depth(x), space_to_depth_kernel(w), b.repeat_interleave(4)), 2)
+    assert got.shape[-2] >= ref.shape[-2]
+    assert torch.allclose(got[..., : ref.shape[-2], : ref.shape[-1]], ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize("pad", [2, 4])
+def test_fill_border_packed_matches_f_pad(mode: str, pad: int) -> None:
+    x = torch.rand(2, 3, 10, 12)
+    full = F.pad(x, (pad,) * 4, mode="constant" if mode == "zero" else mode)
+    buf = _space_to_depth(F.pad(x, (pad,) * 4, value=float("nan"))).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(fill_border_packed(buf, pad, mode), _space_to_depth(full))
+
+
 def test_moments_merge_exactly() -> None:
     y = torch.randn(2, 6, 20, 9) * 3 + 5
     whole = Moments.of(y)
@@ -107,13 +135,38 @@ def test_zero_padded_rgb_channels_change_nothing(padding: str) -> None:
     cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
     model = _random(cfg)
     body, cpu = cast(JohnsonBody, model.body), torch.device("cpu")
-    plain = JohnsonEngine(body, padding, torch.float32, cpu)
-    padded = JohnsonEngine(body, padding, torch.float32, cpu, rgb_channels=8)
+    plain = JohnsonEngine(body, padding, torch.float32, cpu, packed_output=False)
+    padded = JohnsonEngine(body, padding, torch.float32, cpu, rgb_channels=8, packed_output=False)
     assert plain.rgb_channels == 3 and padded.enc[0].weight.shape[1] == 8 and padded.out.weight.shape[0] == 8
     x = torch.rand(2, 3, 37, 53)
     with torch.inference_mode():
         assert torch.allclose(padded(x), plain(x), atol=1e-6)
         assert torch.allclose(tiled_forward(padded, x, band=16), plain(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (37, 53)])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize("rgb_channels", [3, 8])
+def test_packed_output_convolution_changes_nothing(size: tuple[int, int], padding: str, rgb_channels: int) -> None:
+    # the output 9x9 convolution as a 5x5 one on the decoder's phases (the CPU default), in the
+    # CPU layout (12 outputs) and the CUDA one (8 RGB channels in, 16 outputs)
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    body, cpu = cast(JohnsonBody, _random(cfg).body), torch.device("cpu")
+    plain = JohnsonEngine(body, padding, torch.float32, cpu, packed_output=False)
+    packed = JohnsonEngine(body, padding, torch.float32, cpu, rgb_channels=rgb_channels, packed_output=True)
+    assert packed.out_packed is not None and plain.out_packed is None
+    assert packed.out_packed.weight.shape[:2] == (12 if rgb_channels == 3 else 16, 4 * plain.out.weight.shape[1])
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        ref = plain(x)
+        assert torch.allclose(packed(x), ref, atol=1e-5)
+        assert torch.allclose(tiled_forward(packed, x, band=8), ref, atol=1e-4)
+
+
+def test_the_output_convolution_is_packed_by_default_on_cpus() -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2)
+    engine = optimize(_random(cfg), cfg, precision="fp32")
+    assert isinstance(engine, JohnsonEngine) and engine.packed_output and engine.out_packed is not None
 
 
 def test_johnson_engine_on_the_torchscript_artifact_of_a_shipped_style() -> None:
