@@ -44,7 +44,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stylenet.config import GeneratorConfig  # noqa: E402
+from stylenet.config import GeneratorConfig, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
 from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
@@ -287,7 +287,10 @@ def run_child(args: argparse.Namespace, arch: str, path: str, size: int, folder:
         "--model-dir", str(folder), "--output", str(out), "--runs", str(args.runs), "--budget", str(args.budget),
         "--device", args.device, "--precision", args.precision, "--image", args.image,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    env = dict(os.environ)
+    if path.startswith("worker"):
+        use_huge_pages(env)  # as `instyle worker` runs (the baselines run as their users would)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}

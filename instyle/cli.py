@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.exceptions import StoreError
-from stylenet.config import PRECISIONS, TILE_MEGAPIXELS
+from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, use_huge_pages
 
 EXIT_USER_ERROR = 2
 
@@ -504,6 +504,7 @@ def cmd_styles(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_huge_pages()  # before torch allocates anything (see stylenet.config.HUGE_PAGES_ENV)
     from stylenet.exceptions import StylenetError
 
     parser = build_parser()

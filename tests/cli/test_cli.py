@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,27 @@ def test_worker_takes_queues_and_device_from_the_environment(
     assert "got 'render'" in capsys.readouterr().err
     assert main(["worker", "--queues", "stylize"]) == 2  # the flag wins; then the missing Redis URL
     assert "INSTYLE_REDIS_URL" in capsys.readouterr().err
+
+
+_HUGE_PAGE_PROBE = (
+    "from instyle.cli import main; import re, sys; main(sys.argv[1:]); import torch; "
+    "t = torch.ones(64 << 20, dtype=torch.uint8); "
+    "print(re.search(r'AnonHugePages:\\s+(\\d+)', open('/proc/self/smaps_rollup').read()).group(1))"
+)
+_THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(
+    not _THP_MODE.exists() or "[madvise]" not in _THP_MODE.read_text(), reason="needs transparent huge pages on madvise"
+)
+@pytest.mark.parametrize(("setting", "huge"), [(None, True), ("0", False)])
+def test_the_cli_puts_large_tensors_on_huge_pages(tmp_path: Path, setting: str | None, huge: bool) -> None:
+    # with THP_MEM_ALLOC_ENABLE=1 torch advises huge pages for large tensors: a 64 MB one lands on them
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    args = ["styles", "--store", str(tmp_path / "store")]
+    proc = subprocess.run([sys.executable, "-c", _HUGE_PAGE_PROBE, *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    huge_kb = int(proc.stdout.strip().splitlines()[-1])
+    assert (huge_kb >= 32 << 10) is huge, huge_kb
