@@ -489,7 +489,7 @@ class JohnsonEngine(nn.Module):
         float32 RGB: ReLU into a padded packed buffer, border as the full map's, then
         ``out_packed`` and a pixel shuffle. The full-resolution map is never interleaved."""
         assert self.out_packed is not None
-        n, c4, h, w = phases.shape
+        _, c4, h, w = phases.shape
         buf = new_padded(phases, c4, h, w, self.out.pad // 2)
         torch.clamp(phases, min=0, out=interior(buf, self.out.pad // 2))
         fill_border_packed(buf, self.out.pad, self.padding)
