@@ -59,6 +59,7 @@ def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     from stylenet.config import ARCHS, NORMS, PADDINGS, UPSAMPLES
+    from stylenet.recipe import PRECISIONS as RECIPE_PRECISIONS
     from stylenet.recipe import TrainRecipe
 
     d = TrainRecipe()
@@ -93,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--style-weight", type=_non_negative_float, default=d.style_weight)
     t.add_argument("--tv-weight", type=_non_negative_float, default=d.tv_weight)
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision)
+    t.add_argument(
+        "--precision", choices=RECIPE_PRECISIONS, default=d.precision,
+        help="autocast precision (auto: bf16 where the device computes it natively, else fp32)",
+    )  # fmt: skip
     t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
     t.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint + report folder")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")

@@ -23,6 +23,7 @@ from torch import nn
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
 from stylenet.exceptions import CheckpointError, TrainingStopped
+from stylenet.fast import cpu_has_native_bf16
 from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, resize_max
 from stylenet.losses import LossWeights, PerceptualLoss
@@ -68,6 +69,20 @@ def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a recipe's ``precision`` on ``device`` (``auto``: bf16 only where
+    the hardware computes it; an explicit ``bf16`` is honoured everywhere)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        native = device.type == "cpu" and cpu_has_native_bf16()
+    return torch.bfloat16 if native else torch.float32
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -166,7 +181,8 @@ def train(
             ckpt,
         )
 
-    use_bf16 = recipe.precision == "bf16"
+    use_bf16 = training_dtype(recipe.precision, dev) == torch.bfloat16
+    log.info("training in %s autocast on %s", "bf16" if use_bf16 else "fp32", dev)
     window: dict[str, float] = {"total": 0.0, "content": 0.0, "style": 0.0, "tv": 0.0}
     window_n = 0
     t0 = time.perf_counter()

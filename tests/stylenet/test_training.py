@@ -10,8 +10,9 @@ from PIL import Image
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
 from stylenet.exceptions import CheckpointError, EmptyDataset
+from stylenet.fast import cpu_has_native_bf16
 from stylenet.recipe import TrainRecipe
-from stylenet.training import TrainProgress, train
+from stylenet.training import TrainProgress, train, training_dtype
 
 SMALL = GeneratorConfig(width=0.25, residual_blocks=2)
 
@@ -121,6 +122,17 @@ def test_bf16_training_runs(small_photos: Path, style_image: Image.Image, tiny_e
     result = train(small_photos, style_image, SMALL, _recipe(iterations=2, precision="bf16"), extractor=tiny_extractor)
     assert all(p.dtype == torch.float32 for p in result.generator.parameters())
     assert torch.isfinite(torch.tensor(result.final_losses["total"]))
+
+
+def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it() -> None:
+    """Emulated bf16 convolutions on an AVX2-only CPU ran 175x slower than float32."""
+    cpu = torch.device("cpu")
+    assert TrainRecipe().precision == "auto"
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert training_dtype("auto", cpu) == expected
+    assert training_dtype("fp32", cpu) == torch.float32 and training_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        TrainRecipe(precision="fp16")  # type: ignore[arg-type]
 
 
 def test_dataset_errors_and_skips(tmp_path: Path, small_photos: Path, caplog: pytest.LogCaptureFixture) -> None:
