@@ -379,7 +379,7 @@ def _queues(text: str) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from instyle.protocol import QUEUES
+    from instyle.protocol import QUEUE_STYLIZE, QUEUES
     from service.app import create_app
     from service.settings import ServiceSettings
 
@@ -398,12 +398,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     worker_settings = WorkerSettings(**overrides)
     build_context(worker_settings, redis)
-    # one worker thread per queue, so a training job never holds up stylization
+    # worker threads per queue, so a training job never holds up stylization; several stylize
+    # threads overlap one image's decoding, encoding and bookkeeping with another's generator
     workers = [
         start_thread_worker(
             redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
         )[0]
         for queue in QUEUES
+        for _ in range(worker_settings.stylize_threads if queue == QUEUE_STYLIZE else 1)
     ]
     print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
     try:

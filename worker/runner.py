@@ -27,8 +27,14 @@ from instyle.protocol import QUEUE_STYLIZE
 log = logging.getLogger(__name__)
 
 
-#: The worker of this process (set when it starts working), so a long job can renew its lease.
-_active: InstyleWorker | None = None
+#: The worker of each thread (set when it starts working), so a long job can renew its lease.
+#: Per thread: embedded mode runs several workers in one process (stylize and train queues).
+_local = threading.local()
+
+
+def current_worker() -> InstyleWorker | None:
+    """The worker running in this thread, if any."""
+    return getattr(_local, "worker", None)
 
 
 class InstyleWorker(SimpleWorker):
@@ -51,9 +57,11 @@ class InstyleWorker(SimpleWorker):
         return super().get_heartbeat_ttl(job, working_time)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        global _active
-        _active = self
-        return super().work(*args, **kwargs)
+        _local.worker = self
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            _local.worker = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if self.batch_size <= 1 or queue.name != QUEUE_STYLIZE:
@@ -82,9 +90,10 @@ class InstyleWorker(SimpleWorker):
                 ctx.prefetched.pop(member.id, None)
 
 
-def renew_lease(job: Job | None = None) -> None:
-    """Extend a running job's lease (worker, execution and job heartbeats). No-op outside a worker."""
-    worker = _active
+def renew_lease(job: Job | None = None, worker: InstyleWorker | None = None) -> None:
+    """Extend a running job's lease (worker, execution and job heartbeats). No-op outside a worker.
+    ``worker``: the one running ``job`` (default: this thread's)."""
+    worker = worker or current_worker()
     job = job or get_current_job()
     if worker is None or job is None:
         return
@@ -100,7 +109,7 @@ def keep_lease() -> Iterator[None]:
     The thread dies with the process, so a dead worker's job still loses its lease; a job that
     hangs is still bounded by its RQ timeout.
     """
-    worker, job = _active, get_current_job()
+    worker, job = current_worker(), get_current_job()
     if worker is None or job is None:
         yield
         return
@@ -110,11 +119,11 @@ def keep_lease() -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(every):
             try:
-                renew_lease(job)
+                renew_lease(job, worker)
             except Exception:
                 log.warning("could not renew the lease of job %s", job.id, exc_info=True)
 
-    renew_lease(job)
+    renew_lease(job, worker)
     thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
     thread.start()
     try:
@@ -150,6 +159,7 @@ def make_worker(
 def start_thread_worker(
     redis: Redis, queues: Sequence[str], lease_s: int = 120, maintenance_s: int = 60, batch_size: int = 1
 ) -> tuple[ThreadWorker, threading.Thread]:
+    """A worker for ``queues`` working in a new daemon thread."""
     worker = make_worker(
         redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size
     )
@@ -157,7 +167,7 @@ def start_thread_worker(
     thread = threading.Thread(
         target=worker.work,
         kwargs={"with_scheduler": False, "logging_level": "WARNING"},
-        name="instyle-worker",
+        name=f"instyle-worker-{'+'.join(queues)}-{worker.name[:8]}",
         daemon=True,
     )
     thread.start()

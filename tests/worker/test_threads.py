@@ -1,0 +1,83 @@
+"""Several worker threads in one process, as `instyle serve` runs them (embedded mode)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from worker.runner import ThreadWorker, keep_lease, start_thread_worker
+
+#: Both stylize jobs must be inside ``meet`` at once to get past it.
+_barrier = threading.Barrier(2, timeout=20)
+
+
+def meet() -> str:
+    _barrier.wait()
+    return threading.current_thread().name
+
+
+def leased_nap(seconds: float) -> str:
+    with keep_lease():
+        time.sleep(seconds)
+    return "done"
+
+
+@pytest.fixture
+def redis() -> Iterator[fakeredis.FakeRedis]:
+    conn = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    workers: list[ThreadWorker] = []
+    conn.started_workers = workers  # type: ignore[attr-defined]
+    yield conn
+    for worker in workers:
+        worker._stop_requested = True  # leaves its loop at the next dequeue timeout (daemon threads)
+
+
+def _start(redis: fakeredis.FakeRedis, queue: str, **kwargs: int) -> None:
+    worker, _thread = start_thread_worker(redis, [queue], **kwargs)
+    redis.started_workers.append(worker)  # type: ignore[attr-defined]
+
+
+def _wait(job: Job, seconds: float = 30) -> JobStatus | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = job.get_status(refresh=True)
+        if status in (JobStatus.FINISHED, JobStatus.FAILED):
+            return status
+        time.sleep(0.05)
+    return job.get_status(refresh=True)
+
+
+def test_two_stylize_threads_run_two_jobs_at_once(redis: fakeredis.FakeRedis) -> None:
+    for _ in range(2):
+        _start(redis, "stylize")
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    jobs = [queue.enqueue("tests.worker.test_threads.meet") for _ in range(2)]
+    assert [_wait(job) for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    names = {job.return_value(refresh=True) for job in jobs}
+    assert len(names) == 2 and all(str(n).startswith("instyle-worker-stylize-") for n in names)
+
+
+def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis) -> None:
+    """The training thread's job keeps its 2 s lease for 5 s although a stylize worker started
+    after it in the same process (the lease belongs to the thread's worker, not the last one)."""
+    _start(redis, "train", lease_s=2)
+    time.sleep(0.2)  # the train worker is working before the stylize one starts
+    _start(redis, "stylize", lease_s=2)
+    queue = Queue("train", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.worker.test_threads.leased_nap", 5.0)
+    started = StartedJobRegistry(queue=queue)
+    deadline = time.monotonic() + 30
+    while job.get_status(refresh=True) not in (JobStatus.FINISHED, JobStatus.FAILED) and time.monotonic() < deadline:
+        started.cleanup()  # what the API does when a job is read: reap jobs whose lease ran out
+        time.sleep(0.2)
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert job.return_value(refresh=True) == "done"
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []
