@@ -105,6 +105,16 @@ def start_server(port: int, style: str, env_extra: dict[str, str]) -> subprocess
     raise RuntimeError("instyle serve did not become ready in 120 s")
 
 
+def stylize_threads(extra: dict[str, str]) -> int:
+    """The server's stylize worker threads: ``--env``, else this environment, else the default."""
+    value = extra.get("INSTYLE_STYLIZE_THREADS") or os.environ.get("INSTYLE_STYLIZE_THREADS")
+    if value:
+        return int(value)
+    from worker.settings import WorkerSettings
+
+    return int(WorkerSettings.model_fields["stylize_threads"].default)
+
+
 def throughput(base: str, body: bytes, clients: int, seconds: float, workers: int = 1) -> dict[str, Any]:
     done: list[tuple[float, float]] = []
     errors: list[str] = []
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     extra = dict(item.split("=", 1) for item in args.env)
-    threads = int(extra.get("INSTYLE_STYLIZE_THREADS", os.environ.get("INSTYLE_STYLIZE_THREADS", "1")))
+    threads = stylize_threads(extra)
     server = start_server(port, args.style, extra)
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
