@@ -6,6 +6,9 @@ For each size it times (CUDA events, median of ``--runs`` replays after warm-up)
 (PSNR against strict-float32 eager) these variants of the shipped starry-night generator:
 
 * ``engine-fp16-graph``: the worker's path (``stylenet.fast`` engine in fp16 + CUDA graph);
+* ``engine-fp16-graph-packed``: the same with the CPU's packed output convolution (the 9x9
+  32 -> 3 convolution as a 5x5 128 -> 16 one on the last decoder stage's phases), off on
+  CUDA by default until measured;
 * ``engine-bf16-graph``: the same in bfloat16;
 * ``engine-fp16-compile``: ``torch.compile`` of the fp16 engine (inductor fuses the
   normalization, ReLU and padding passes), then graphed;
@@ -38,7 +41,8 @@ from benchmarks.inference import SHIPPED, photo  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.cudagraph import GraphedEngine  # noqa: E402
 from stylenet.export import load_generator_bytes, psnr  # noqa: E402
-from stylenet.fast import eager_from, optimize, prepare_device  # noqa: E402
+from stylenet.fast import JohnsonEngine, eager_from, optimize, prepare_device  # noqa: E402
+from stylenet.johnson import JohnsonBody  # noqa: E402
 
 
 def time_cuda(fn: Callable[[], object], runs: int) -> float:
@@ -97,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         def fp16() -> Callable[[torch.Tensor], torch.Tensor]:
             return GraphedEngine(optimize(model, cfg, device, "fp16"))
 
+        def packed() -> Callable[[torch.Tensor], torch.Tensor]:
+            body = eager_from(model, cfg).to(device).body
+            assert isinstance(body, JohnsonBody)
+            return GraphedEngine(JohnsonEngine(body, cfg.padding, torch.float16, device, packed_output=True))
+
         def bf16() -> Callable[[torch.Tensor], torch.Tensor]:
             return GraphedEngine(optimize(model, cfg, device, "bf16"))
 
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
         variants = {
             "engine-fp16-graph": fp16,
+            "engine-fp16-graph-packed": packed,
             "engine-bf16-graph": bf16,
             "engine-fp16-compile": compiled,
             "eager-fp16-max-autotune": peer,
