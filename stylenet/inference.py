@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Sequence
 
@@ -40,11 +42,22 @@ def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> 
     return None
 
 
+#: Batches with more pixels than this (1024², images x height x width) run one at a time per
+#: process, however many threads stylize (``INSTYLE_STYLIZE_THREADS``): peak memory stays that of
+#: one large image, and at that size the work around the generator is too small a share of the
+#: time for overlapping it to pay. Smaller images run concurrently.
+EXCLUSIVE_PIXELS = 1024 * 1024
+_exclusive = threading.Lock()
+
+
 def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
     """``generator(x)``; a ``JohnsonEngine`` given more than ``tile_pixels`` pixels per image runs
-    tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory."""
+    tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory. Batches
+    over ``EXCLUSIVE_PIXELS`` wait for each other."""
     engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)
-    return generator(x) if engine is None else tiled_forward(engine, x)
+    pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+    with _exclusive if pixels > EXCLUSIVE_PIXELS else contextlib.nullcontext():
+        return generator(x) if engine is None else tiled_forward(engine, x)
 
 
 @torch.inference_mode()
