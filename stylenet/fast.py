@@ -388,6 +388,8 @@ class JohnsonEngine(nn.Module):
             first, second = _part(block.body, 0), _part(block.body, 1)
             self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
+        if len({first.pad for first, _ in self.res}) > 1:
+            raise TypeError("the fast Johnson engine needs residual blocks of one padding")
         self.dec: list[Conv] = []
         for stage in list(body.decoder)[:2]:
             up = _part(stage, 0)
@@ -442,22 +444,16 @@ class JohnsonEngine(nn.Module):
         torch.clamp(normed, min=0, out=interior(buf, pad))
         return fill_border(buf, pad, mode)
 
-    def encode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
-        """Prepared input -> the encoder's output (N, 128, H/4, W/4). ``rows``: band rows at H/4."""
+    def encode(
+        self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None), out_pad: int = 0
+    ) -> torch.Tensor:
+        """Prepared input -> the encoder's output (N, 128, H/4, W/4). ``rows``: band rows at H/4.
+        ``out_pad``: the output comes padded by that much (``self.padding``), interior first."""
         y = pad_cl(x, self.enc[0].pad, self.padding)
         for i, conv in enumerate(self.enc):
-            nxt = self.enc[i + 1].pad if i + 1 < len(self.enc) else 0
+            nxt = self.enc[i + 1].pad if i + 1 < len(self.enc) else out_pad
             y = self._norm_relu_into(conv(y), i, stats, _scaled(rows, 2 ** (len(self.enc) - 1 - i)), nxt, self.padding)
         return y
-
-    def residual(self, x: torch.Tensor, block: int, stats: StatsPolicy = own_stats) -> torch.Tensor:
-        """One residual block, untiled: x + norm(conv(relu(norm(conv(x)))))."""
-        first, second = self.res[block]
-        layer = len(self.enc) + 2 * block
-        t = first(pad_cl(x, first.pad, self.padding))
-        t = self._norm_relu_into(t, layer, stats, _ALL, second.pad, self.padding)
-        u = second(t)
-        return x + normalize(u, self.norms[layer + 1], stats(layer + 1, u, _ALL))
 
     def decode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
         """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h."""
@@ -496,14 +492,37 @@ class JohnsonEngine(nn.Module):
         rgb = 0.5 * (torch.tanh(self.out_packed(buf).float()) + 1.0)
         return F.pixel_shuffle(rgb, 2)[:, :3]
 
+    def residuals_in_place(self, stream: torch.Tensor) -> torch.Tensor:
+        """All residual blocks, untiled, on ``stream``: the encoder's output padded by the blocks'
+        padding (``encode(out_pad=...)``), updated in place; returns its interior.
+
+        Each block is ``x + norm(conv(relu(norm(conv(x)))))``. Three fresh full-size tensors fewer
+        per block than computing that out of place (a padded copy of x, the padded ReLU buffer,
+        the sum): at 1024² each is a 32 MB allocation that the kernel faults in page by page on
+        its first write, which costs more than the pass that writes it.
+        """
+        pad = self.res[0][0].pad
+        scratch: torch.Tensor | None = None
+        for block, (first, second) in enumerate(self.res):
+            layer = len(self.enc) + 2 * block
+            t = first(stream)
+            normed = normalize(t, self.norms[layer])
+            if scratch is None:
+                scratch = new_padded(t, t.shape[1], t.shape[2], t.shape[3], second.pad)
+            torch.clamp(normed, min=0, out=interior(scratch, second.pad))
+            u = second(fill_border(scratch, second.pad, self.padding))
+            interior(stream, pad).add_(normalize(u, self.norms[layer + 1]))
+            fill_border(stream, pad, self.padding)
+        return interior(stream, pad)
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) in [0, 1] -> float32 (N, 3, H, W) in [0, 1], untiled."""
         h, w = x.shape[-2:]
-        y = self.encode(self.prepare(x))
-        for block in range(len(self.res)):
-            y = self.residual(y, block)
-        return self.decode(y)[:, :, :h, :w]
+        if not self.res:
+            return self.decode(self.encode(self.prepare(x)))[:, :, :h, :w]
+        stream = self.encode(self.prepare(x), out_pad=self.res[0][0].pad)
+        return self.decode(self.residuals_in_place(stream))[:, :, :h, :w]
 
 
 # --------------------------------------------------------------------------------------------
