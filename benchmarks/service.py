@@ -4,7 +4,7 @@
     python benchmarks/service.py --clients 1,8,16 --seconds 30
 
 Starts ``instyle serve`` in embedded mode (API + in-process Redis + ``INSTYLE_STYLIZE_THREADS``
-stylize worker threads, 1 unless ``--env`` sets it) on a free port, then:
+stylize worker threads, from ``--env`` or the worker settings' default) on a free port, then:
 
 1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a 512² JPEG. Each
    response's ``Server-Timing: model;dur=`` is the generator's own time; the rest of the
@@ -106,13 +106,12 @@ def start_server(port: int, style: str, env_extra: dict[str, str]) -> subprocess
 
 
 def stylize_threads(extra: dict[str, str]) -> int:
-    """The server's stylize worker threads: ``--env``, else this environment, else the default."""
-    value = extra.get("INSTYLE_STYLIZE_THREADS") or os.environ.get("INSTYLE_STYLIZE_THREADS")
-    if value:
-        return int(value)
+    """The server's stylize worker threads: ``--env``, else its settings (this environment's)."""
     from worker.settings import WorkerSettings
 
-    return int(WorkerSettings.model_fields["stylize_threads"].default)
+    if "INSTYLE_STYLIZE_THREADS" in extra:
+        return WorkerSettings(stylize_threads=int(extra["INSTYLE_STYLIZE_THREADS"])).stylize_threads
+    return WorkerSettings().stylize_threads
 
 
 def throughput(base: str, body: bytes, clients: int, seconds: float, workers: int = 1) -> dict[str, Any]:

@@ -388,8 +388,10 @@ class JohnsonEngine(nn.Module):
             first, second = _part(block.body, 0), _part(block.body, 1)
             self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
-        if len({first.pad for first, _ in self.res}) > 1:
+        res_pads = {first.pad for first, _ in self.res}
+        if len(res_pads) > 1:
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")
+        self.res_pad = res_pads.pop() if res_pads else 0  # the residual stream's padded buffer
         self.dec: list[Conv] = []
         for stage in list(body.decoder)[:2]:
             up = _part(stage, 0)
@@ -404,11 +406,11 @@ class JohnsonEngine(nn.Module):
         # space-to-depth map (128 -> 12 channels): the same weights, rearranged, and 3x faster
         # in oneDNN, where 3 output channels leave the vector units mostly idle. CPUs only by
         # default: not yet measured on a GPU (benchmarks/cuda_variants.py has the variant).
-        self.packed_output = device.type == "cpu" if packed_output is None else packed_output
+        packed_output = device.type == "cpu" if packed_output is None else packed_output
         self.out_packed: Conv | None = None
-        if self.packed_output and self.out.pad % 2:
+        if packed_output and self.out.pad % 2:
             raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
-        if self.packed_output:
+        if packed_output:
             rgb = 3 if self.rgb_channels == 3 else 4  # the CUDA layout: 16 outputs, 32-byte fp16 rows
             weight = _zero_pad_dim(self.out.weight, 0, rgb) if rgb > 3 else self.out.weight
             bias = self.out.bias if self.out.bias is None or rgb == 3 else _zero_pad_dim(self.out.bias, 0, rgb)
@@ -494,14 +496,14 @@ class JohnsonEngine(nn.Module):
 
     def residuals_in_place(self, stream: torch.Tensor) -> torch.Tensor:
         """All residual blocks, untiled, on ``stream``: the encoder's output padded by the blocks'
-        padding (``encode(out_pad=...)``), updated in place; returns its interior.
+        padding (``encode(out_pad=self.res_pad)``), updated in place; returns its interior.
 
         Each block is ``x + norm(conv(relu(norm(conv(x)))))``. Three fresh full-size tensors fewer
         per block than computing that out of place (a padded copy of x, the padded ReLU buffer,
         the sum): at 1024² each is a 32 MB allocation that the kernel faults in page by page on
         its first write, which costs more than the pass that writes it.
         """
-        pad = self.res[0][0].pad
+        pad = self.res_pad
         scratch: torch.Tensor | None = None
         for block, (first, second) in enumerate(self.res):
             layer = len(self.enc) + 2 * block
@@ -519,9 +521,7 @@ class JohnsonEngine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) in [0, 1] -> float32 (N, 3, H, W) in [0, 1], untiled."""
         h, w = x.shape[-2:]
-        if not self.res:
-            return self.decode(self.encode(self.prepare(x)))[:, :, :h, :w]
-        stream = self.encode(self.prepare(x), out_pad=self.res[0][0].pad)
+        stream = self.encode(self.prepare(x), out_pad=self.res_pad)
         return self.decode(self.residuals_in_place(stream))[:, :, :h, :w]
 
 

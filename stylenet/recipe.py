@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from stylenet.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 
@@ -11,7 +11,7 @@ from stylenet.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 #: AVX512-BF16 / AMX), float32 elsewhere: emulated bf16 convolutions on an AVX2-only CPU
 #: measured 175x slower than float32 (``stylenet.training.training_dtype``).
 Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)

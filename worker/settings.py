@@ -31,7 +31,7 @@ class WorkerSettings(BaseSettings):
     #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
     batch_size: int = Field(default=1, ge=1, le=64)
     #: Stylize worker threads of the embedded mode (``instyle serve`` without Redis). Two overlap
-    #: one image's decoding, encoding and queue bookkeeping with another's generator pass: +16-23 %
+    #: one image's decoding, encoding and queue bookkeeping with another's generator pass: +15-25 %
     #: images/s under load on 2 cores, the same latency alone (docs/performance.md). Each uses all
     #: of torch's CPU threads (splitting them cost a lone request 80 % and won nothing under load).
     stylize_threads: int = Field(default=2, ge=1, le=16)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import fakeredis
 import pytest
@@ -31,18 +31,21 @@ def leased_nap(seconds: float) -> str:
 
 
 @pytest.fixture
-def redis() -> Iterator[fakeredis.FakeRedis]:
-    conn = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+def redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def start(redis: fakeredis.FakeRedis) -> Iterator[Callable[..., None]]:
+    """Start a thread worker for one queue; all of them are told to stop afterwards."""
     workers: list[ThreadWorker] = []
-    conn.started_workers = workers  # type: ignore[attr-defined]
-    yield conn
+
+    def start_one(queue: str, **kwargs: int) -> None:
+        workers.append(start_thread_worker(redis, [queue], **kwargs)[0])
+
+    yield start_one
     for worker in workers:
         worker._stop_requested = True  # leaves its loop at the next dequeue timeout (daemon threads)
-
-
-def _start(redis: fakeredis.FakeRedis, queue: str, **kwargs: int) -> None:
-    worker, _thread = start_thread_worker(redis, [queue], **kwargs)
-    redis.started_workers.append(worker)  # type: ignore[attr-defined]
 
 
 def _wait(job: Job, seconds: float = 30) -> JobStatus | None:
@@ -55,9 +58,9 @@ def _wait(job: Job, seconds: float = 30) -> JobStatus | None:
     return job.get_status(refresh=True)
 
 
-def test_two_stylize_threads_run_two_jobs_at_once(redis: fakeredis.FakeRedis) -> None:
+def test_two_stylize_threads_run_two_jobs_at_once(redis: fakeredis.FakeRedis, start: Callable[..., None]) -> None:
     for _ in range(2):
-        _start(redis, "stylize")
+        start("stylize")
     queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
     jobs = [queue.enqueue("tests.worker.test_threads.meet") for _ in range(2)]
     assert [_wait(job) for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
@@ -65,12 +68,12 @@ def test_two_stylize_threads_run_two_jobs_at_once(redis: fakeredis.FakeRedis) ->
     assert len(names) == 2 and all(str(n).startswith("instyle-worker-stylize-") for n in names)
 
 
-def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis) -> None:
+def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis, start: Callable[..., None]) -> None:
     """The training thread's job keeps its 2 s lease for 5 s although a stylize worker started
     after it in the same process (the lease belongs to the thread's worker, not the last one)."""
-    _start(redis, "train", lease_s=2)
+    start("train", lease_s=2)
     time.sleep(0.2)  # the train worker is working before the stylize one starts
-    _start(redis, "stylize", lease_s=2)
+    start("stylize", lease_s=2)
     queue = Queue("train", connection=redis, serializer=JSONSerializer)
     job = queue.enqueue("tests.worker.test_threads.leased_nap", 5.0)
     started = StartedJobRegistry(queue=queue)
