@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from stylenet.cudagraph import GraphedEngine
-from stylenet.fast import JohnsonEngine
+from stylenet.fast import JohnsonEngine, UlyanovEngine
 from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
 from stylenet.tiling import tiled_forward
 
@@ -34,10 +34,10 @@ def preserve_colors(stylized: torch.Tensor, photo: torch.Tensor) -> torch.Tensor
     return yiq_to_rgb(torch.cat([s[:, :1], p[:, 1:]], dim=1)).clamp(0, 1)
 
 
-def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> JohnsonEngine | None:
+def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> JohnsonEngine | UlyanovEngine | None:
     """The engine ``run_generator`` runs tiled for images of ``pixels`` pixels, else ``None``."""
     engine = generator.engine if isinstance(generator, GraphedEngine) else generator
-    if tile_pixels is not None and isinstance(engine, JohnsonEngine) and pixels > tile_pixels:
+    if tile_pixels is not None and isinstance(engine, (JohnsonEngine, UlyanovEngine)) and pixels > tile_pixels:
         return engine
     return None
 
@@ -51,7 +51,7 @@ _exclusive = threading.Lock()
 
 
 def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
-    """``generator(x)``; a ``JohnsonEngine`` given more than ``tile_pixels`` pixels per image runs
+    """``generator(x)``; a Johnson or Ulyanov engine given more than ``tile_pixels`` pixels per image runs
     tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory. Batches
     over ``EXCLUSIVE_PIXELS`` wait for each other."""
     engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from stylenet.config import TILE_MEGAPIXELS
-from stylenet.fast import CL, Conv, JohnsonEngine, Moments, normalize, pad_cl
+from stylenet.fast import CL, Conv, JohnsonEngine, Moments, UlyanovEngine, constant_source, normalize, pad_cl
 
 #: GPU memory per pixel of an untiled fp16 Johnson forward pass with its CUDA graph: 1190 MB
 #: peak at 2048² on an H100 (benchmarks/results/inference-cuda.json), rounded up.
@@ -56,6 +56,9 @@ def tile_threshold(megapixels: float | None, device: torch.device | str) -> int:
 ENCODER_HALO = 16
 #: Halo of a decoder band in 1/4-resolution rows.
 DECODER_HALO = 4
+
+
+StatsPolicyLike = Callable[[int, torch.Tensor, slice], Moments | None]
 
 
 class _Collected(Exception):
@@ -113,9 +116,16 @@ def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Pass
         known[layer] = policy.found
 
 
+def tiled_forward(engine: JohnsonEngine | UlyanovEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
+    """``engine(x)`` computed in bands (float32 out): ``band`` rows at 1/4 resolution for
+    Johnson's generator, ``4 * band`` rows of the finest scale for Ulyanov's."""
+    if isinstance(engine, UlyanovEngine):
+        return tiled_pyramid(engine, x, band=4 * band)
+    return _tiled_johnson(engine, x, band)
+
+
 @torch.inference_mode()
-def tiled_forward(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
-    """``engine(x)`` computed in bands of ``band`` rows at 1/4 resolution (float32 out)."""
+def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
     h, w = x.shape[-2:]
     xp = engine.prepare(x)  # (N, rgb_channels, Hp, Wp), compute dtype, sides multiples of 4
     n, _, hp, wp = xp.shape
@@ -173,4 +183,70 @@ def tiled_forward(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> tor
 
     _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
     decoder_pass(_Passes(known, None))
+    return out[:, :, :h, :w]
+
+
+#: Halo of a pyramid stage's band, in that stage's rows: two 3x3 convolutions in the scale
+#: block and two in the merge (the coarse input is exact, computed with its own halo). Even.
+PYRAMID_HALO = 4
+#: Pyramid stages of at most this many pixels per batch run untiled and keep their output.
+PYRAMID_STORED_PIXELS = 1 << 20
+
+
+@torch.inference_mode()
+def tiled_pyramid(
+    engine: UlyanovEngine, x: torch.Tensor, band: int = 128, stored_pixels: int = PYRAMID_STORED_PIXELS
+) -> torch.Tensor:
+    """``engine(x)`` (Ulyanov's pyramid) with exact whole-image statistics in bounded memory.
+
+    Coarse stages of at most ``stored_pixels`` pixels run whole and keep their output. Each
+    finer stage runs over bands (``band`` rows at the finest scale, the same pixels per band at
+    coarser ones) with a ``PYRAMID_HALO``: one pass per norm layer, in order, merges the bands'
+    moments; a band asks the stage below for its rows, which a stored stage slices and a tiled
+    one computes (recursively, with its statistics already known). Nothing of a tiled stage
+    outlives its band, so memory is the input pyramid, the stored stages and a few bands.
+    """
+    h, w = x.shape[-2:]
+    pyramid = engine.prepare(x)  # float32 levels, coarsest first
+    finest = len(pyramid) - 1
+    known: dict[int, Moments] = {}
+    stored: dict[int, torch.Tensor] = {}
+
+    def rows_of(s: int, r0: int, r1: int, policy: StatsPolicyLike) -> torch.Tensor:
+        """Stage s's output rows [r0, r1), exact given the statistics ``policy`` knows."""
+        if s in stored:
+            return stored[s][:, :, r0:r1]
+        size = pyramid[s].shape[2]
+        c0 = max(0, r0 - PYRAMID_HALO) // 2 * 2  # even, so the coarse rows are whole
+        c1 = min(size, -(-(r1 + PYRAMID_HALO) // 2) * 2)
+        known_only = _Passes(known, None)
+        y = engine.stage(
+            s,
+            pyramid[s][:, :, c0:c1],
+            None if s == 0 else (lambda: rows_of(s - 1, c0 // 2, c1 // 2, known_only)),
+            policy,
+            slice(r0 - c0, r1 - c0),
+        )
+        return y[:, :, r0 - c0 : r1 - c0]
+
+    for s, level in enumerate(pyramid):
+        n, _, size, width = level.shape
+        if n * size * width <= stored_pixels or s == 0:
+            stored[s] = engine.stage(s, level, None if s == 0 else constant_source(stored[s - 1]))
+            continue
+        rows = max(2, min(size, band << (finest - s)) // 2 * 2)
+
+        def stage_pass(policy: _Passes, s: int = s, size: int = size, rows: int = rows) -> None:
+            for r0, r1 in _bands(size, rows):
+                try:
+                    rows_of(s, r0, r1, policy)
+                except _Collected:
+                    continue
+
+        _measure(engine.stage_norms(s), known, stage_pass)
+
+    size = pyramid[finest].shape[2]
+    out = torch.empty((x.shape[0], 3, size, pyramid[finest].shape[3]), dtype=torch.float32, device=x.device)
+    for r0, r1 in _bands(size, max(2, band // 2 * 2)):
+        out[:, :, r0:r1] = engine.rgb(rows_of(finest, r0, r1, _Passes(known, None)))
     return out[:, :, :h, :w]

@@ -21,6 +21,9 @@ from stylenet.config import GeneratorConfig
 from stylenet.layers import PaddedConv, to_image_range, upsample_nearest2x
 from stylenet.norm import make_norm
 
+#: Negative slope of the generator's leaky ReLUs.
+LEAKY_SLOPE = 0.01
+
 
 def ulyanov_multiple(cfg: GeneratorConfig) -> int:
     """Sides must be divisible by 2^(K-1) so every scale has an integer size."""
@@ -34,13 +37,13 @@ class ConvBlock(nn.Sequential):
         super().__init__(
             PaddedConv(in_ch, out_ch, 3, 1, cfg.padding),
             make_norm(cfg.norm, out_ch),
-            nn.LeakyReLU(0.01, inplace=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             PaddedConv(out_ch, out_ch, 3, 1, cfg.padding),
             make_norm(cfg.norm, out_ch),
-            nn.LeakyReLU(0.01, inplace=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             nn.Conv2d(out_ch, out_ch, 1),
             make_norm(cfg.norm, out_ch),
-            nn.LeakyReLU(0.01, inplace=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         )
 
 

@@ -16,6 +16,7 @@ from stylenet.fast import (
     GenericEngine,
     JohnsonEngine,
     Moments,
+    UlyanovEngine,
     fill_border,
     fill_border_packed,
     load_engine,
@@ -181,12 +182,14 @@ def test_johnson_engine_on_the_torchscript_artifact_of_a_shipped_style() -> None
             assert psnr(engine(x), ref) >= 40.0
 
 
-@pytest.mark.parametrize("norm", ["instance", "batch"])
-def test_generic_engine_fp32_matches_eager_for_ulyanov(norm: str) -> None:
-    cfg = GeneratorConfig(arch="ulyanov", norm=norm, scales=3, channels_per_scale=4)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("norm", "noise"), [("batch", 0), ("instance", 2)])
+def test_generic_engine_fp32_matches_eager_for_ulyanov(norm: str, noise: int) -> None:
+    cfg = GeneratorConfig(arch="ulyanov", norm=norm, scales=3, channels_per_scale=4, noise_channels=noise)  # type: ignore[arg-type]
     model = _random(cfg)
     engine = optimize(model, cfg, precision="fp32")
     assert isinstance(engine, GenericEngine)
+    if noise:
+        return  # random noise channels: the two outputs differ by design
     x = torch.rand(1, 3, 40, 52)
     with torch.inference_mode():
         assert float((engine(x) - model(x)).abs().max()) < 1e-4
@@ -222,3 +225,17 @@ def test_load_engine_falls_back_to_the_artifact_when_the_config_does_not_fit() -
     module = load_engine(data, wrong)
     assert not isinstance(module, (JohnsonEngine, GenericEngine))
     assert module(probe_image()).shape == (1, 3, 96, 128)
+
+
+@pytest.mark.parametrize("size", [(40, 52), (64, 64), (70, 33)])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+def test_ulyanov_engine_fp32_matches_eager(size: tuple[int, int], padding: str) -> None:
+    """Normalizing the coarse map before upsampling it, and pooling the pyramid level by level,
+    change nothing beyond float32 rounding."""
+    cfg = GeneratorConfig(arch="ulyanov", scales=3, channels_per_scale=4, padding=padding)  # type: ignore[arg-type]
+    model = _random(cfg)
+    engine = optimize(model, cfg, precision="fp32")
+    assert isinstance(engine, UlyanovEngine)
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        assert float((engine(x) - model(x)).abs().max()) < 1e-4

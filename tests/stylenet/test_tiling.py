@@ -9,9 +9,10 @@ from PIL import Image
 from stylenet import inference, tiling
 from stylenet.config import GeneratorConfig
 from stylenet.export import psnr
-from stylenet.fast import cpu_has_native_bf16, optimize
+from stylenet.fast import UlyanovEngine, cpu_has_native_bf16, optimize
+from stylenet.imageio import image_to_tensor, tensor_to_image
 from stylenet.inference import stylize_image
-from stylenet.tiling import tiled_forward
+from stylenet.tiling import tiled_forward, tiled_pyramid
 from tests.stylenet.test_fast import _photo, _random, _trained
 
 
@@ -82,3 +83,55 @@ def test_auto_tile_threshold_per_device(monkeypatch: pytest.MonkeyPatch) -> None
         limit = auto_tile_pixels("cuda")
         assert (limit < 4096**2, limit < 8192**2) == (tiles_4096, tiles_8192)
     assert tile_threshold(0.5, "cuda") == 500_000 and tile_threshold(None, "cuda") == limit
+
+
+def _pyramid(padding: str = "reflect") -> UlyanovEngine:
+    cfg = GeneratorConfig(arch="ulyanov", scales=3, channels_per_scale=4, padding=padding)  # type: ignore[arg-type]
+    engine = optimize(_random(cfg), cfg, precision="fp32")
+    assert isinstance(engine, UlyanovEngine)
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("size", "band", "stored_pixels"),
+    [((64, 64), 4, 16), ((70, 45), 2, 1), ((101, 64), 6, 64), ((96, 130), 64, 100)],
+)
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_tiled_pyramid_equals_untiled_in_fp32(
+    size: tuple[int, int], band: int, stored_pixels: int, padding: str
+) -> None:
+    """Ulyanov's generator: tiled stages (down to a single stored one) reproduce the whole image,
+    odd sizes, batches and bands of 2 rows included."""
+    engine = _pyramid(padding)
+    x = torch.rand(2, 3, *size)
+    untiled = engine(x)
+    tiled = tiled_pyramid(engine, x, band=band, stored_pixels=stored_pixels)
+    assert tiled.shape == untiled.shape
+    assert float((tiled - untiled).abs().max()) < 1e-4
+
+
+def test_naive_tiling_of_the_pyramid_would_not_match() -> None:
+    engine = _pyramid()
+    x = _photo(128)
+    whole = engine(x)
+    naive = torch.cat([engine(x[:, :, :64]), engine(x[:, :, 64:])], dim=2)
+    assert psnr(naive, whole) < 30.0
+    assert psnr(tiled_pyramid(engine, x, band=8, stored_pixels=1), whole) > 80.0
+
+
+def test_stylize_image_tiles_a_pyramid_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _pyramid()
+    calls: list[int] = []
+    original = tiling.tiled_pyramid
+
+    def counting(e, x, band=32, stored_pixels=tiling.PYRAMID_STORED_PIXELS):  # type: ignore[no-untyped-def]
+        calls.append(band)
+        return original(e, x, band=8, stored_pixels=16)
+
+    monkeypatch.setattr(tiling, "tiled_pyramid", counting)
+    photo = tensor_to_image(_photo(64)[0])  # 64 x 43
+    small = stylize_image(engine, photo, tile_pixels=64 * 43)
+    assert calls == []
+    big = stylize_image(engine, photo, tile_pixels=64 * 43 - 1)
+    assert calls == [128]  # 4x the Johnson band's rows, at the finest scale
+    assert psnr(image_to_tensor(big), image_to_tensor(small)) > 45.0  # equal but for 8-bit rounding
