@@ -44,7 +44,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stylenet.config import GeneratorConfig, use_huge_pages  # noqa: E402
+from stylenet.config import GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
 from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
+        if args.path.startswith("worker"):
+            tune_malloc()  # as `instyle worker` runs
         print(json.dumps(measure(args)))
         return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.exceptions import StoreError
-from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, use_huge_pages
+from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
 
 EXIT_USER_ERROR = 2
 
@@ -511,6 +511,7 @@ def cmd_styles(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     use_huge_pages()  # before torch allocates anything (see stylenet.config.HUGE_PAGES_ENV)
+    tune_malloc()  # the same pass, as fast every time (stylenet.config.MMAP_THRESHOLD)
     from stylenet.exceptions import StylenetError
 
     parser = build_parser()

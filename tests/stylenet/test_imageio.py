@@ -71,3 +71,19 @@ def test_resize_max_and_encode() -> None:
 def test_invalid_image() -> None:
     with pytest.raises(InvalidImage, match="cannot decode"):
         load_image(b"nope")
+
+
+def test_tensor_conversions_round_clamp_and_accept_any_layout() -> None:
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 6, 3), dtype=np.uint8), "RGB")
+    t = image_to_tensor(img)
+    assert t.is_contiguous()  # callers may view/reshape it
+    np.testing.assert_array_equal(t.numpy() * 255.0, np.asarray(img, dtype=np.float32).transpose(2, 0, 1))
+    assert image_to_tensor(img.convert("L")).shape == (3, 9, 6)
+    values = torch.tensor([-0.5, 0.0, 0.3 / 255, 0.5 / 255, 0.7 / 255, 254.49 / 255, 254.51 / 255, 1.0, 1.7, 3.0])
+    x = values.repeat(3, 1, 1)  # (3, 1, 10): clamped to [0, 1], rounded to the nearest byte
+    expected = [0, 0, 0, 1, 1, 254, 255, 255, 255, 255]
+    assert np.asarray(tensor_to_image(x))[0, :, 0].tolist() == expected
+    y = torch.rand(1, 3, 8, 5)
+    ref = np.asarray(tensor_to_image(y))
+    np.testing.assert_array_equal(np.asarray(tensor_to_image(y.contiguous(memory_format=torch.channels_last))), ref)
+    assert np.abs(np.asarray(tensor_to_image(y.bfloat16())).astype(int) - ref).max() <= 1
