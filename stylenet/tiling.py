@@ -118,9 +118,9 @@ def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Pass
 
 def tiled_forward(engine: JohnsonEngine | UlyanovEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
     """``engine(x)`` computed in bands (float32 out): ``band`` rows at 1/4 resolution for
-    Johnson's generator, ``4 * band`` rows of the finest scale for Ulyanov's."""
+    Johnson's generator, ``2 * band`` rows of the finest scale for Ulyanov's."""
     if isinstance(engine, UlyanovEngine):
-        return tiled_pyramid(engine, x, band=4 * band)
+        return tiled_pyramid(engine, x, band=2 * band)
     return _tiled_johnson(engine, x, band)
 
 
@@ -190,12 +190,14 @@ def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> to
 #: block and two in the merge (the coarse input is exact, computed with its own halo). Even.
 PYRAMID_HALO = 4
 #: Pyramid stages of at most this many pixels per batch run untiled and keep their output.
-PYRAMID_STORED_PIXELS = 1 << 20
+#: With 64-row bands at the finest scale, a 4096² image peaked at 1353 MB RSS, against 1844 MB
+#: with 1024² stored and 128-row bands, in the same time (fp32, AMX Xeon; docs/performance.md).
+PYRAMID_STORED_PIXELS = 1 << 18
 
 
 @torch.inference_mode()
 def tiled_pyramid(
-    engine: UlyanovEngine, x: torch.Tensor, band: int = 128, stored_pixels: int = PYRAMID_STORED_PIXELS
+    engine: UlyanovEngine, x: torch.Tensor, band: int = 64, stored_pixels: int = PYRAMID_STORED_PIXELS
 ) -> torch.Tensor:
     """``engine(x)`` (Ulyanov's pyramid) with exact whole-image statistics in bounded memory.
 
