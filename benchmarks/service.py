@@ -11,8 +11,12 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    round trip (upload, validation, queueing, decode, resize, encode, download) is the
    service's overhead.
 2. **throughput**: for each ``--clients`` count, that many clients post back to back for
-   ``--seconds``; images/s is compared with the model-bound limit (stylize threads x 1000 /
-   median model ms of the same run: each thread's generator passes back to back).
+   ``--seconds``; images/s is compared with the model-bound limit: the **generator alone**,
+   measured first in a separate process on the same cores (the style loaded as the worker
+   loads it, the photo decoded once, as many threads as the server has stylize threads, each
+   running the generator back to back for ``--seconds``). Also reported: the bound implied by
+   the server's own model times under that load (stylize threads x 1000 / median model ms),
+   which is lower, since the service's work slows the generator down too.
 
 Prints a table and writes JSON (``--out``).
 """
@@ -114,6 +118,53 @@ def stylize_threads(extra: dict[str, str]) -> int:
     return WorkerSettings().stylize_threads
 
 
+def generator_alone(size: int, style: str, threads: int, seconds: float, extra: dict[str, str]) -> float:
+    """Images/s of the generator alone: ``threads`` threads back to back, in a fresh process set up
+    as ``instyle serve`` sets itself up (huge pages, malloc tuning, the worker's settings)."""
+    env = {**os.environ, **extra}
+    env.pop("INSTYLE_REDIS_URL", None)
+    cmd = [sys.executable, __file__, "--generator-alone", "--size", str(size), "--style", style]
+    cmd += ["--threads", str(threads), "--seconds", str(seconds)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 300, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _generator_alone_child(size: int, style: str, threads: int, seconds: float) -> float:
+    from stylenet.config import tune_malloc, use_huge_pages
+
+    use_huge_pages()
+    tune_malloc()
+    import fakeredis
+    import torch
+
+    from stylenet.imageio import image_to_tensor, load_image
+    from stylenet.inference import run_generator
+    from worker.context import build_context
+    from worker.settings import WorkerSettings
+
+    ctx = build_context(WorkerSettings(), fakeredis.FakeRedis())
+    generator, _ = ctx.cache.get(style)
+    x = image_to_tensor(load_image(jpeg(size))).unsqueeze(0).to(ctx.device)
+    counts = [0] * threads
+
+    def loop(k: int, stop_at: float) -> None:
+        with torch.inference_mode():
+            while time.perf_counter() < stop_at:
+                run_generator(generator, x, ctx.tile_pixels).float().clamp(0, 1)
+                counts[k] += 1
+
+    loop(0, time.perf_counter() + 1.0)  # warm-up
+    counts[0] = 0
+    stop_at = time.perf_counter() + seconds
+    workers = [threading.Thread(target=loop, args=(k, stop_at)) for k in range(threads)]
+    start = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def throughput(base: str, body: bytes, clients: int, seconds: float, workers: int = 1) -> dict[str, Any]:
     done: list[tuple[float, float]] = []
     errors: list[str] = []
@@ -160,11 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput run")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cpu.json")
+    p.add_argument("--generator-alone", action="store_true", help=argparse.SUPPRESS)  # child mode
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.generator_alone:
+        print(_generator_alone_child(args.size, args.style, args.threads, args.seconds))
+        return 0
 
     port = free_port()
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
+    alone = generator_alone(args.size, args.style, threads, args.seconds, extra)
     server = start_server(port, args.style, extra)
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
@@ -196,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_env": extra,
         "cores": os.cpu_count(),
         "latency": latency,
+        "generator_alone_images_per_s": round(alone, 3),
         "throughput": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,13 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         f"| {latency['median_round_trip_ms']:.1f} | {latency['median_model_ms']:.1f} "
         f"| {latency['median_overhead_ms']:.1f} | {latency['p90_overhead_ms']:.1f} |\n"
     )
-    print("| clients | images/s | model-bound images/s | ratio | median latency ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print(f"generator alone, {threads} thread(s) back to back: {alone:.2f} images/s\n")
+    print("| clients | images/s | ratio to the generator alone | bound from in-service model times | ratio to it |"
+          " median latency ms | errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in runs:
         bound = r["model_bound_images_per_s"] or float("nan")
         print(
-            f"| {r['clients']} | {r['images_per_s']:.2f} | {bound:.2f} | {r['images_per_s'] / bound:.0%} "
-            f"| {r['median_latency_ms']} | {r['errors']} |"
+            f"| {r['clients']} | {r['images_per_s']:.2f} | {r['images_per_s'] / alone:.0%} | {bound:.2f} "
+            f"| {r['images_per_s'] / bound:.0%} | {r['median_latency_ms']} | {r['errors']} |"
         )
     print(f"\nwrote {args.out}")
     return 0

@@ -54,3 +54,11 @@ def test_no_benchmark_script_shadows_a_standard_module() -> None:
 
     names = {p.stem for p in Path(inference.__file__).parent.glob("*.py")}
     assert not names & set(sys.stdlib_module_names)
+
+
+def test_service_benchmark_measures_the_generator_alone() -> None:
+    from benchmarks import service
+
+    # a fresh process set up like `instyle serve`, two threads back to back on a small photo
+    rate = service.generator_alone(64, "starry-night", 2, 0.5, {"INSTYLE_PRECISION": "fp32"})
+    assert 1.0 < rate < 10_000.0
