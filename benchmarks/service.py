@@ -139,12 +139,15 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float) 
 
     from stylenet.imageio import image_to_tensor, load_image
     from stylenet.inference import run_generator
-    from worker.context import build_context
+    from worker.context import build_context, in_passing_thread
     from worker.settings import WorkerSettings
 
-    ctx = build_context(WorkerSettings(), fakeredis.FakeRedis())
+    # as the server: loaded off the main thread (worker.context.in_passing_thread), no torch on it
+    ctx = build_context(WorkerSettings(warm_styles=[style]), fakeredis.FakeRedis())
     generator, _ = ctx.cache.get(style)
-    x = image_to_tensor(load_image(jpeg(size))).unsqueeze(0).to(ctx.device)
+    inputs: list[torch.Tensor] = []
+    in_passing_thread(lambda: inputs.append(image_to_tensor(load_image(jpeg(size))).unsqueeze(0).to(ctx.device)))
+    x = inputs[0]
     counts = [0] * threads
 
     def loop(k: int, stop_at: float) -> None:
@@ -153,7 +156,7 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float) 
                 run_generator(generator, x, ctx.tile_pixels).float().clamp(0, 1)
                 counts[k] += 1
 
-    loop(0, time.perf_counter() + 1.0)  # warm-up
+    in_passing_thread(loop, 0, time.perf_counter() + 1.0)  # warm-up
     counts[0] = 0
     stop_at = time.perf_counter() + seconds
     workers = [threading.Thread(target=loop, args=(k, stop_at)) for k in range(threads)]

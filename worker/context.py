@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from redis import Redis
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from worker.batching import Prefetched
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,10 +63,41 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
         open_catalog(settings.store), device, settings.cache_size, on_load=record_load, on_lookup=record_lookup,
         precision=settings.precision,
     )  # fmt: skip
-    cache.warm(settings.warm_styles)
+    in_passing_thread(cache.warm, settings.warm_styles)
     tile_pixels = tile_threshold(settings.tile_megapixels, device)
     _context = WorkerContext(settings=settings, redis=redis, device=device, cache=cache, tile_pixels=tile_pixels)
     return _context
+
+
+def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread of its own: wait for it, return its result, re-raise its error.
+
+    torch's parallel CPU code runs on an OpenMP thread pool that lives as long as the thread
+    that first ran it. An idle pool still counts: with more OpenMP threads than cores, libgomp's
+    workers stop spinning between parallel regions and sleep, and every pass slows down. A
+    pool left on an embedded server's main thread by loading made a stylize thread's 512² pass
+    take 68-71 ms instead of 57-59. Loading runs in a passing thread, which takes its pool with
+    it when it ends: a one-thread server's lone 512² request then took 61.6 ms of model time
+    against 69.9. (Two stylize threads keep two pools, and a lone request took ~75 ms.)
+    (Running each job's generator pass in one too was measured and lost: 11.6 against 12.8-13.6
+    images/s with 8 clients, as every pass then starts a fresh pool.)
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn(*args))
+        except BaseException as exc:  # re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"{threading.current_thread().name}-torch")
+    thread.start()
+    while thread.is_alive():  # in slices: an exception raised asynchronously here (a job timeout) gets through
+        thread.join(0.05)
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def current_context() -> WorkerContext:
