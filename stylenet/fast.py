@@ -39,7 +39,7 @@ from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.generator import build_generator
 from stylenet.johnson import JOHNSON_MULTIPLE, JohnsonBody, ResidualBlock, Upsample2x
-from stylenet.layers import PaddedConv
+from stylenet.layers import PaddedConv, to_image_range
 from stylenet.ulyanov import LEAKY_SLOPE, PyramidStage, UlyanovBody
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -481,7 +481,7 @@ class JohnsonEngine(nn.Module):
             src = normed.unflatten(3, (w, 2, 2)).permute(0, 1, 2, 4, 3, 5)  # (N, C, h, a, w, b)
             torch.clamp(src, min=0, out=dst)  # ReLU while interleaving: runs of 2 C contiguous values
             fill_border(y, pad, mode)
-        return 0.5 * (torch.tanh(self.out(y)[:, :3].float()) + 1.0)
+        return to_image_range(self.out(y)[:, :3].float())
 
     def _packed_output(self, phases: torch.Tensor) -> torch.Tensor:
         """The normalized phases of the last decoder stage (its 2x2 space-to-depth map) ->
@@ -492,7 +492,7 @@ class JohnsonEngine(nn.Module):
         buf = new_padded(phases, c4, h, w, self.out.pad // 2)
         torch.clamp(phases, min=0, out=interior(buf, self.out.pad // 2))
         fill_border_packed(buf, self.out.pad, self.padding)
-        rgb = 0.5 * (torch.tanh(self.out_packed(buf).float()) + 1.0)
+        rgb = to_image_range(self.out_packed(buf).float())
         return F.pixel_shuffle(rgb, 2)[:, :3]
 
     def residuals_in_place(self, stream: torch.Tensor) -> torch.Tensor:
@@ -657,7 +657,7 @@ class UlyanovEngine(nn.Module):
 
     def rgb(self, y: torch.Tensor) -> torch.Tensor:
         """The finest stage's output -> float32 RGB in [0, 1]."""
-        return 0.5 * (torch.tanh(self.to_rgb(y).float()) + 1.0)
+        return to_image_range(self.to_rgb(y).float())
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,17 @@ from collections.abc import Callable, Iterator
 import torch
 
 from stylenet.config import TILE_MEGAPIXELS
-from stylenet.fast import CL, Conv, JohnsonEngine, Moments, UlyanovEngine, constant_source, normalize, pad_cl
+from stylenet.fast import (
+    CL,
+    Conv,
+    JohnsonEngine,
+    Moments,
+    StatsPolicy,
+    UlyanovEngine,
+    constant_source,
+    normalize,
+    pad_cl,
+)
 
 #: GPU memory per pixel of an untiled fp16 Johnson forward pass with its CUDA graph: 1190 MB
 #: peak at 2048² on an H100 (benchmarks/results/inference-cuda.json), rounded up.
@@ -56,9 +66,6 @@ def tile_threshold(megapixels: float | None, device: torch.device | str) -> int:
 ENCODER_HALO = 16
 #: Halo of a decoder band in 1/4-resolution rows.
 DECODER_HALO = 4
-
-
-StatsPolicyLike = Callable[[int, torch.Tensor, slice], Moments | None]
 
 
 class _Collected(Exception):
@@ -214,7 +221,7 @@ def tiled_pyramid(
     known: dict[int, Moments] = {}
     stored: dict[int, torch.Tensor] = {}
 
-    def rows_of(s: int, r0: int, r1: int, policy: StatsPolicyLike) -> torch.Tensor:
+    def rows_of(s: int, r0: int, r1: int, policy: StatsPolicy) -> torch.Tensor:
         """Stage s's output rows [r0, r1), exact given the statistics ``policy`` knows."""
         if s in stored:
             return stored[s][:, :, r0:r1]

@@ -188,11 +188,12 @@ def test_generic_engine_fp32_matches_eager_for_ulyanov(norm: str, noise: int) ->
     model = _random(cfg)
     engine = optimize(model, cfg, precision="fp32")
     assert isinstance(engine, GenericEngine)
-    if noise:
-        return  # random noise channels: the two outputs differ by design
     x = torch.rand(1, 3, 40, 52)
     with torch.inference_mode():
-        assert float((engine(x) - model(x)).abs().max()) < 1e-4
+        torch.manual_seed(5)  # the same noise channels for both, where there are any
+        fast = engine(x)
+        torch.manual_seed(5)
+        assert float((fast - model(x)).abs().max()) < 1e-4
 
 
 def test_auto_precision_falls_back_to_fp32_when_the_probe_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
