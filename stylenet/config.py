@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
@@ -81,6 +82,54 @@ def tune_malloc(environ: Mapping[str, str] = os.environ) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def _loaded_libgomp() -> str | None:
+    """Path of the GNU OpenMP runtime mapped into this process (torch's, on Linux), if any."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if os.path.basename(path).startswith("libgomp"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+_omp_pause: Any = None
+
+
+def release_openmp_pool() -> bool:
+    """Let this thread's OpenMP worker threads go (libgomp's ``omp_pause_resource_all``).
+
+    torch's CPU kernels run on an OpenMP thread pool that belongs to the thread that first ran
+    one and lives as long as that thread. An idle pool still counts: with more OpenMP threads
+    than cores, libgomp's threads stop spinning between parallel regions and sleep, and every
+    other thread's pass slows down (a lone 256² pass beside one idle pool: 55 -> 60 ms on the
+    2-core EPYC). A long-lived thread that runs torch now and then (an embedded worker thread
+    between jobs) calls this when it goes idle; its next parallel region starts a fresh pool,
+    at the cost of starting its threads again (~0.1 ms).
+
+    Returns whether a pool was released: False off libgomp (another OpenMP runtime's pause
+    stops the whole process's threads, not this thread's) or inside a parallel region.
+    """
+    global _omp_pause
+    if _omp_pause is None:
+        path = _loaded_libgomp()
+        pause: Any = False
+        try:
+            if path:
+                pause = ctypes.CDLL(path).omp_pause_resource_all
+                pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+        except (OSError, AttributeError):
+            pause = False
+        if pause or "torch" in sys.modules:  # before torch is imported, its runtime may come yet
+            _omp_pause = pause
+    return bool(_omp_pause) and _omp_pause(_OMP_PAUSE_SOFT) == 0
+
+
+_OMP_PAUSE_SOFT = 1  # omp_pause_soft (omp.h, OpenMP 5.0)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
     pool left on an embedded server's main thread by loading made a stylize thread's 512² pass
     take 68-71 ms instead of 57-59. Loading runs in a passing thread, which takes its pool with
     it when it ends: a one-thread server's lone 512² request then took 61.6 ms of model time
-    against 69.9. (Two stylize threads keep two pools, and a lone request took ~75 ms.)
+    against 69.9. (A worker thread lets its own pool go after each job the same way:
+    ``ThreadWorker.execute_job``, ``stylenet.config.release_openmp_pool``.)
     (Running each job's generator pass in one too was measured and lost: 11.6 against 12.8-13.6
     images/s with 8 clients, as every pass then starts a fresh pool.)
     """

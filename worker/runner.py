@@ -5,7 +5,8 @@
 * With ``batch_size`` > 1, a dequeued stylize job brings the jobs already waiting behind it
   into one generator batch (``worker.batching``); each still runs as its own RQ job.
 * ``ThreadWorker``: the same, runnable in a thread (embedded mode): no signal handlers (only
-  the main thread may install them) and a timer-based job timeout instead of SIGALRM.
+  the main thread may install them), a timer-based job timeout instead of SIGALRM, and its
+  OpenMP pool released after each job, so that an idle thread does not slow the others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from instyle.protocol import QUEUE_STYLIZE
+from stylenet.config import release_openmp_pool
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,14 @@ def keep_lease() -> Iterator[None]:
 
 class ThreadWorker(InstyleWorker):
     death_penalty_class = TimerDeathPenalty
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            # Threads share the process's cores: an idle worker's OpenMP pool would slow the
+            # others' generator passes (stylenet.config.release_openmp_pool).
+            release_openmp_pool()
 
     def _install_signal_handlers(self) -> None:
         """Signals belong to the main thread; the embedding process stops us with ``request_stop``."""

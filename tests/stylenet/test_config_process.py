@@ -1,12 +1,16 @@
-"""Process-wide tuning the CLI applies before torch allocates: huge pages and glibc malloc."""
+"""Process-wide tuning the CLI applies before torch allocates (huge pages, glibc malloc), and the
+release of a thread's OpenMP pool."""
 
 from __future__ import annotations
 
+import os
 import platform
+import threading
+import time
 
 import pytest
 
-from stylenet.config import HUGE_PAGES_ENV, tune_malloc, use_huge_pages
+from stylenet.config import HUGE_PAGES_ENV, release_openmp_pool, tune_malloc, use_huge_pages
 
 
 def test_huge_pages_unless_the_environment_says_otherwise() -> None:
@@ -28,3 +32,37 @@ def test_malloc_tuning_leaves_an_operators_choice_alone(env: dict[str, str]) -> 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_malloc_tuning_applies_on_glibc() -> None:
     assert tune_malloc({}) is True
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_release_openmp_pool_lets_this_threads_pool_go() -> None:
+    """A thread that ran a parallel torch kernel keeps an OpenMP pool until it releases it."""
+    import torch
+
+    if torch.get_num_threads() < 2 or "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("needs torch on OpenMP with 2+ threads")
+    seen: dict[str, int | bool] = {}
+
+    def work() -> None:
+        alone = _os_threads()
+        torch.ones(1 << 22).add_(1)  # at::parallel_for: starts this thread's pool
+        seen["with_pool"] = _os_threads() - alone
+        seen["released"] = release_openmp_pool()
+        deadline = time.monotonic() + 5
+        while _os_threads() > alone and time.monotonic() < deadline:  # the pool's threads exit
+            time.sleep(0.01)
+        seen["after"] = _os_threads() - alone
+        seen["released_again"] = release_openmp_pool()  # no pool: nothing to do, no error
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if not seen["released"]:
+        pytest.skip("torch's OpenMP runtime here is not libgomp")
+    assert seen["with_pool"] == torch.get_num_threads() - 1
+    assert seen["after"] == 0
+    assert seen["released_again"] is True

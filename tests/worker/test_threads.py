@@ -84,3 +84,19 @@ def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis
     assert job.get_status(refresh=True) == JobStatus.FINISHED
     assert job.return_value(refresh=True) == "done"
     assert FailedJobRegistry(queue=queue).get_job_ids() == []
+
+
+def test_a_worker_thread_releases_its_openmp_pool_after_each_job(
+    redis: fakeredis.FakeRedis, start: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker thread's OpenMP pool would slow the other threads' generator passes."""
+    released: list[str] = []
+    monkeypatch.setattr("worker.runner.release_openmp_pool", lambda: released.append(threading.current_thread().name))
+    start("stylize")
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    ok, bad = queue.enqueue("tests.worker.test_threads.leased_nap", 0.0), queue.enqueue("builtins.len", 3)
+    assert [_wait(ok), _wait(bad)] == [JobStatus.FINISHED, JobStatus.FAILED]
+    deadline = time.monotonic() + 10  # released once the job's bookkeeping is done, after its status
+    while len(released) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(released) == 2 and all(n.startswith("instyle-worker-stylize-") for n in released)
