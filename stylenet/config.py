@@ -111,10 +111,13 @@ def release_openmp_pool() -> bool:
     between jobs) calls this when it goes idle; its next parallel region starts a fresh pool,
     at the cost of starting its threads again (~0.1 ms).
 
-    Returns whether a pool was released: False off libgomp (another OpenMP runtime's pause
-    stops the whole process's threads, not this thread's) or inside a parallel region.
+    Returns whether libgomp took the request (also when this thread had no pool): False before
+    torch is imported, off libgomp (another OpenMP runtime's pause stops the whole process's
+    threads, not this thread's) and inside a parallel region.
     """
     global _omp_pause
+    if "torch" not in sys.modules:  # no torch kernel has run: no pool (and no runtime loaded yet)
+        return False
     if _omp_pause is None:
         path = _loaded_libgomp()
         pause: Any = False
@@ -124,8 +127,7 @@ def release_openmp_pool() -> bool:
                 pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
         except (OSError, AttributeError):
             pause = False
-        if pause or "torch" in sys.modules:  # before torch is imported, its runtime may come yet
-            _omp_pause = pause
+        _omp_pause = pause
     return bool(_omp_pause) and _omp_pause(_OMP_PAUSE_SOFT) == 0
 
 
