@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from redis import Redis
@@ -80,16 +81,23 @@ def incr(redis: Redis, name: str, labels: Mapping[str, str], amount: int = 1) ->
         log.debug("could not record %s", name, exc_info=True)
 
 
+#: Field part of a histogram bucket in Redis: the count of values in (previous bound, bound].
+#: Stored per bucket, not cumulatively, so an observation is one HINCRBY, not one per bound;
+#: ``render`` sums them up. (Fields of the earlier cumulative layout, ``labels|bound``, are
+#: ignored rather than misread.)
+BUCKET = "in:"
+
+
 def observe(redis: Redis, name: str, labels: Mapping[str, str], value: float) -> None:
-    """Add ``value`` to a histogram: cumulative ``le`` buckets, ``+Inf`` (the count) and the sum."""
+    """Add ``value`` to a histogram: its bucket, the count (``+Inf``) and the sum: 3 commands."""
     metric = METRICS[name]
     assert metric.kind == "histogram", name
     key, lbl = PREFIX + name, _labels(labels)
     try:
         pipe = redis.pipeline(transaction=False)
-        for bound in metric.buckets:
-            if value <= bound:
-                pipe.hincrby(key, f"{lbl}|{bound}", 1)
+        bound = next((b for b in metric.buckets if value <= b), None)
+        if bound is not None:
+            pipe.hincrby(key, f"{lbl}|{BUCKET}{bound}", 1)
         pipe.hincrby(key, f"{lbl}|+Inf", 1)
         pipe.hincrbyfloat(key, f"{lbl}|sum", value)
         pipe.execute()
@@ -128,7 +136,7 @@ def render(redis: Redis) -> list[str]:
             labels, _, part = field.rpartition("|")
             series[labels][part] = value
         for labels, parts in sorted(series.items()):
-            counts = [int(parts.get(str(bound), 0)) for bound in metric.buckets]
+            counts = list(accumulate(int(parts.get(f"{BUCKET}{bound}", 0)) for bound in metric.buckets))
             lines += histogram_series(
                 metric.name, labels, metric.buckets, counts, int(parts.get("+Inf", 0)), float(parts.get("sum", 0))
             )

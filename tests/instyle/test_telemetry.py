@@ -18,6 +18,8 @@ def test_histograms_and_counters_render_as_prometheus_text() -> None:
         telemetry.observe(redis, "instyle_job_duration_seconds", {"type": "stylize", "status": "finished"}, seconds)
     telemetry.incr(redis, "instyle_model_cache_total", {"result": "miss"})
     telemetry.incr(redis, "instyle_model_cache_total", {"result": "miss"})
+    stale = 'status="finished",type="stylize"|0.5'  # the earlier cumulative layout: ignored
+    redis.hset(telemetry.PREFIX + "instyle_job_duration_seconds", stale, 99)
     lines = telemetry.render(redis)
     series = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if not line.startswith("#")}
     labels = 'status="finished",type="stylize"'
