@@ -4,8 +4,9 @@
     python benchmarks/inference.py --sizes 256,512 --archs johnson --runs 3
 
 For each generator (Johnson: the shipped starry-night artifact; Ulyanov: a seeded untrained
-instance-norm net, since no Ulyanov style ships) and each square size it runs, each in a fresh
-process so that peak RSS is the path's own:
+instance-norm net, since no Ulyanov style ships, or with ``--ulyanov-model`` a trained one, e.g.
+a folder ``instyle train --arch ulyanov`` published) and each square size it runs, each in a
+fresh process so that peak RSS is the path's own:
 
 * ``eager``: the float32 ``nn.Module`` under ``torch.inference_mode`` -- what peers ship;
 * ``onnxruntime``: the same weights exported to ONNX, run by ONNX Runtime's CPU provider;
@@ -66,15 +67,19 @@ PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
 # ---------------------------------------------------------------- models and inputs
 
 
-def prepare_models(work: Path, archs: list[str]) -> dict[str, Path]:
-    """A model folder per arch: generator.ts (the artifact) and generator.json (its config)."""
+def prepare_models(work: Path, archs: list[str], ulyanov_model: Path | None = None) -> dict[str, Path]:
+    """A model folder per arch: generator.ts (the artifact) and generator.json (its config).
+    ``ulyanov_model``: a trained Ulyanov style's version folder, instead of the untrained net."""
     out = {}
     for arch in archs:
         folder = work / arch
         folder.mkdir(parents=True, exist_ok=True)
-        if arch == "johnson":
-            manifest = json.loads((SHIPPED / "manifest.json").read_text())
-            (folder / "generator.ts").write_bytes((SHIPPED / "generator.ts").read_bytes())
+        trained = SHIPPED if arch == "johnson" else ulyanov_model
+        if trained is not None:
+            manifest = json.loads((trained / "manifest.json").read_text())
+            if manifest["generator"]["arch"] != arch:
+                raise SystemExit(f"{trained}: a {manifest['generator']['arch']} generator, not {arch}")
+            (folder / "generator.ts").write_bytes((trained / "generator.ts").read_bytes())
             cfg = manifest["generator"]
         else:
             config = GeneratorConfig(arch="ulyanov", norm="instance")
@@ -337,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement before it counts as failed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", help="the worker path's precision (auto, fp32, bf16, fp16)")
+    p.add_argument(
+        "--ulyanov-model", type=Path, default=None,
+        help="a trained Ulyanov style's version folder (generator.ts, manifest.json) instead of the untrained net",
+    )  # fmt: skip
     add_image_option(p)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference-cpu.json")
     # child mode
@@ -369,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="instyle-bench-") as tmp:
         work = Path(tmp)
-        folders = prepare_models(work, archs)
+        folders = prepare_models(work, archs, args.ulyanov_model)
         for arch in archs:
             cfg = GeneratorConfig.from_dict(json.loads((folders[arch] / "generator.json").read_text()))
             for size in sizes:

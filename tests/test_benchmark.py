@@ -27,6 +27,28 @@ def test_benchmark_writes_a_row_per_path_with_psnr_and_speed(tmp_path: Path, cap
     assert "| johnson | 32² | worker" in capsys.readouterr().out
 
 
+def test_a_trained_ulyanov_style_can_stand_in_for_the_untrained_net(tmp_path: Path) -> None:
+    """``--ulyanov-model``: the artifact and config of a published Ulyanov style folder."""
+    import pytest
+    import torch
+
+    from stylenet.config import GeneratorConfig
+    from stylenet.export import export_generator
+    from stylenet.generator import build_generator
+
+    style = tmp_path / "style"
+    style.mkdir()
+    config = GeneratorConfig(arch="ulyanov", norm="instance", scales=3, channels_per_scale=4)
+    torch.manual_seed(1)
+    export_generator(build_generator(config).eval(), style / "generator.ts")
+    (style / "manifest.json").write_text(json.dumps({"generator": config.to_dict()}))
+    folders = inference.prepare_models(tmp_path / "work", ["ulyanov"], style)
+    assert json.loads((folders["ulyanov"] / "generator.json").read_text())["scales"] == 3
+    assert (folders["ulyanov"] / "generator.ts").read_bytes() == (style / "generator.ts").read_bytes()
+    with pytest.raises(SystemExit, match="johnson generator, not ulyanov"):
+        inference.prepare_models(tmp_path / "work2", ["ulyanov"], inference.SHIPPED)
+
+
 def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-untyped-def]
     from benchmarks import sensitivity
 
