@@ -222,23 +222,39 @@ class NormParams:
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
 
 
-def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None) -> torch.Tensor:
+def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None, inplace: bool = False) -> torch.Tensor:
     """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out).
 
     One batch-norm call per image: with ``training=True`` it measures and normalizes in one go.
+    ``inplace``: the result overwrites ``y`` (a conv output nothing else reads), so no fresh
+    full-size buffer is allocated -- and faulted in by the kernel page by page, which at high
+    resolution costs more than the normalization itself. Same values (batch norm's CPU kernels
+    read each element before writing it; tested bit-equal).
     """
 
-    def one(i: int) -> torch.Tensor:
+    def one(i: int, out: torch.Tensor | None) -> torch.Tensor:
         yi = y[i : i + 1]
-        if stats is None:
-            return F.batch_norm(yi, None, None, params.weight, params.bias, True, 0.0, params.eps)
-        return F.batch_norm(yi, stats.mean[i], stats.var[i], params.weight, params.bias, False, 0.0, params.eps)
+        training = stats is None
+        mean = None if stats is None else stats.mean[i]
+        var = None if stats is None else stats.var[i]
+        if out is None:
+            return F.batch_norm(yi, mean, var, params.weight, params.bias, training, 0.0, params.eps)
+        saved = (yi.new_empty((0,), dtype=torch.float32), yi.new_empty((0,), dtype=torch.float32))
+        torch.ops.aten.native_batch_norm.out(
+            yi, params.weight, params.bias, mean, var, training, 0.0, params.eps,
+            out=out, save_mean=saved[0], save_invstd=saved[1],
+        )  # fmt: skip
+        return out
 
     if y.shape[0] == 1:
-        return one(0)
+        return one(0, y if inplace else None)
+    if inplace:
+        for i in range(y.shape[0]):
+            one(i, y[i : i + 1])
+        return y
     out = torch.empty_like(y, memory_format=CL)
     for i in range(y.shape[0]):
-        out[i : i + 1] = one(i)
+        out[i : i + 1] = one(i, None)
     return out
 
 
@@ -442,7 +458,7 @@ class JohnsonEngine(nn.Module):
     def _norm_relu_into(
         self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
     ) -> torch.Tensor:
-        normed = normalize(y, self.norms[layer], stats(layer, y, rows))
+        normed = normalize(y, self.norms[layer], stats(layer, y, rows), inplace=True)
         buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
         torch.clamp(normed, min=0, out=interior(buf, pad))
         return fill_border(buf, pad, mode)
@@ -471,7 +487,7 @@ class JohnsonEngine(nn.Module):
             # holds every pixel of the upsampled channel c: one batch-norm call measures and
             # normalizes the whole upsampled layer without interleaving it first.
             flat = phases.permute(0, 2, 3, 1).reshape(n, h, 4 * w, c).permute(0, 3, 1, 2)
-            normed = normalize(flat, self.norms[layer], stats(layer, flat, _scaled(rows, 2**i)))
+            normed = normalize(flat, self.norms[layer], stats(layer, flat, _scaled(rows, 2**i)), inplace=True)
             last = i == len(self.dec) - 1
             if last and self.out_packed is not None:
                 return self._packed_output(normed.permute(0, 2, 3, 1).reshape(n, h, w, c4).permute(0, 3, 1, 2))
@@ -509,12 +525,12 @@ class JohnsonEngine(nn.Module):
         for block, (first, second) in enumerate(self.res):
             layer = len(self.enc) + 2 * block
             t = first(stream)
-            normed = normalize(t, self.norms[layer])
+            normed = normalize(t, self.norms[layer], inplace=True)
             if scratch is None:
                 scratch = new_padded(t, t.shape[1], t.shape[2], t.shape[3], second.pad)
             torch.clamp(normed, min=0, out=interior(scratch, second.pad))
             u = second(fill_border(scratch, second.pad, self.padding))
-            interior(stream, pad).add_(normalize(u, self.norms[layer + 1]))
+            interior(stream, pad).add_(normalize(u, self.norms[layer + 1], inplace=True))
             fill_border(stream, pad, self.padding)
         return interior(stream, pad)
 
@@ -612,7 +628,7 @@ class UlyanovEngine(nn.Module):
         return pyramid[::-1]
 
     def _norm_act_into(self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int) -> torch.Tensor:
-        normed = normalize(y, self.norms[layer], stats(layer, y, rows))
+        normed = normalize(y, self.norms[layer], stats(layer, y, rows), inplace=True)
         buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
         torch._C._nn.leaky_relu(normed, LEAKY_SLOPE, out=interior(buf, pad))
         return fill_border(buf, pad, self.padding)
@@ -643,7 +659,7 @@ class UlyanovEngine(nn.Module):
             return fine
         assert coarse is not None
         layer = self.base[s] + 3
-        fine = normalize(fine, self.norms[layer], stats(layer, fine, rows))
+        fine = normalize(fine, self.norms[layer], stats(layer, fine, rows), inplace=True)
         low = coarse()  # (N, C, h / 2, w / 2)
         low = normalize(low, self.norms[layer + 1], stats(layer + 1, low, _halved(rows)))
         merge = self.merges[s - 1]
