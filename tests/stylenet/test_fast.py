@@ -16,10 +16,12 @@ from stylenet.fast import (
     GenericEngine,
     JohnsonEngine,
     Moments,
+    NormParams,
     UlyanovEngine,
     fill_border,
     fill_border_packed,
     load_engine,
+    normalize,
     optimize,
     phase_kernels,
     probe_image,
@@ -113,6 +115,21 @@ def test_moments_merge_exactly() -> None:
     assert parts.count == whole.count == 180
     assert torch.allclose(parts.mean, y.mean(dim=(2, 3)), atol=1e-5)
     assert torch.allclose(parts.var, y.var(dim=(2, 3), correction=0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("given", [False, True])
+def test_normalize_in_place_is_bit_equal(dtype: torch.dtype, batch: int, given: bool) -> None:
+    """The engines normalize conv outputs in place: same values, no new buffer."""
+    torch.manual_seed(0)
+    y = (torch.randn(batch, 16, 24, 40) * 3 + 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    params = NormParams(torch.rand(16) + 0.5, torch.randn(16), 1e-5)
+    stats = Moments.of(y.float() + 0.5) if given else None  # someone else's statistics (tiling)
+    expected = normalize(y, params, stats)
+    result = normalize(y, params, stats, inplace=True)
+    assert result.data_ptr() == y.data_ptr() and result.dtype == dtype
+    assert torch.equal(result, expected)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (37, 53), (64, 96)])
