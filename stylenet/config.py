@@ -97,7 +97,8 @@ def _loaded_libgomp() -> str | None:
     return None
 
 
-_omp_pause: Any = None
+_omp_pause: Any = None  # libgomp's omp_pause_resource_all once looked up; False: none
+_OMP_PAUSE_SOFT = 1  # omp_pause_soft (omp.h, OpenMP 5.0)
 
 
 def release_openmp_pool() -> bool:
@@ -129,9 +130,6 @@ def release_openmp_pool() -> bool:
             pause = False
         _omp_pause = pause
     return bool(_omp_pause) and _omp_pause(_OMP_PAUSE_SOFT) == 0
-
-
-_OMP_PAUSE_SOFT = 1  # omp_pause_soft (omp.h, OpenMP 5.0)
 
 
 @dataclass(frozen=True)
