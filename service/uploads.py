@@ -1,8 +1,9 @@
 """Upload validation before anything is queued: real decode, pixel cap, format allow-list.
 
 Pillow only reads the header to learn the size, so a decompression bomb is refused before any
-pixel is decoded; JPEGs are then checked at 1/8 scale (every block is still read). The image's bytes are passed on unchanged; the worker converts them to RGB
-through ``stylenet.imageio`` (the one image path).
+pixel is decoded; JPEGs are then checked at 1/8 scale (every block is still read). The
+image's bytes are passed on unchanged; the worker converts them to RGB through
+``stylenet.imageio`` (the one image path).
 """
 
 from __future__ import annotations
