@@ -16,7 +16,10 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    loads it, the photo decoded once, as many threads as the server has stylize threads, each
    running the generator back to back for ``--seconds``). Also reported: the bound implied by
    the server's own model times under that load (stylize threads x 1000 / median model ms),
-   which is lower, since the service's work slows the generator down too.
+   which is lower, since the service's work slows the generator down too. And the CPU time per
+   image delivered: the server process's (from /proc, all its threads) against the generator
+   alone's. The difference is the service's own work per image plus what the generator's
+   threads lose (spinning, waiting) to sharing the cores with it; the clients' CPU is apart.
 
 Prints a table and writes JSON (``--out``).
 """
@@ -118,18 +121,29 @@ def stylize_threads(extra: dict[str, str]) -> int:
     return WorkerSettings().stylize_threads
 
 
-def generator_alone(size: int, style: str, threads: int, seconds: float, extra: dict[str, str]) -> float:
-    """Images/s of the generator alone: ``threads`` threads back to back, in a fresh process set up
-    as ``instyle serve`` sets itself up (huge pages, malloc tuning, the worker's settings)."""
+def generator_alone(size: int, style: str, threads: int, seconds: float, extra: dict[str, str]) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of the generator alone: ``threads`` threads back to back, in a
+    fresh process set up as ``instyle serve`` sets itself up (huge pages, malloc tuning, the
+    worker's settings)."""
     env = {**os.environ, **extra}
     env.pop("INSTYLE_REDIS_URL", None)
     cmd = [sys.executable, __file__, "--generator-alone", "--size", str(size), "--style", style]
     cmd += ["--threads", str(threads), "--seconds", str(seconds)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 300, check=True)
-    return float(proc.stdout.strip().splitlines()[-1])
+    rate, cpu_ms = proc.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu_ms)
 
 
-def _generator_alone_child(size: int, style: str, threads: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _generator_alone_child(size: int, style: str, threads: int, seconds: float) -> tuple[float, float]:
     from stylenet.config import tune_malloc, use_huge_pages
 
     use_huge_pages()
@@ -160,15 +174,18 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float) 
     counts[0] = 0
     stop_at = time.perf_counter() + seconds
     workers = [threading.Thread(target=loop, args=(k, stop_at)) for k in range(threads)]
-    start = time.perf_counter()
+    cpu0, start = time.process_time(), time.perf_counter()
     for t in workers:
         t.start()
     for t in workers:
         t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    images = max(1, sum(counts))
+    return sum(counts) / (time.perf_counter() - start), (time.process_time() - cpu0) * 1000 / images
 
 
-def throughput(base: str, body: bytes, clients: int, seconds: float, workers: int = 1) -> dict[str, Any]:
+def throughput(
+    base: str, body: bytes, clients: int, seconds: float, workers: int = 1, server_pid: int | None = None
+) -> dict[str, Any]:
     done: list[tuple[float, float]] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -186,14 +203,21 @@ def throughput(base: str, body: bytes, clients: int, seconds: float, workers: in
                 done.append(result)
 
     start = time.perf_counter()
+    cpu0 = cpu_seconds(server_pid) if server_pid else None
+    own0 = time.process_time()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    cpu1 = cpu_seconds(server_pid) if server_pid else None
+    per_image = 1000 / max(1, len(done))
     model = statistics.median(m for _, m in done) if done else float("nan")
     return {
+        # CPU time per image delivered: the whole server process, and the load generator itself
+        "server_cpu_ms_per_image": round((cpu1 - cpu0) * per_image, 1) if cpu0 is not None and cpu1 else None,
+        "clients_cpu_ms_per_image": round((time.process_time() - own0) * per_image, 2),
         "clients": clients,
         "images": len(done),
         "errors": len(errors),
@@ -218,13 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.generator_alone:
-        print(_generator_alone_child(args.size, args.style, args.threads, args.seconds))
+        print(*_generator_alone_child(args.size, args.style, args.threads, args.seconds))
         return 0
 
     port = free_port()
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
-    alone = generator_alone(args.size, args.style, threads, args.seconds, extra)
+    alone, alone_cpu_ms = generator_alone(args.size, args.style, threads, args.seconds, extra)
     server = start_server(port, args.style, extra)
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
@@ -233,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(3):  # warm-up: model loaded, caches hot
             stylize(base, body)
         samples = [stylize(base, body) for _ in range(args.requests)]
-        runs = [throughput(base, body, int(c), args.seconds, threads) for c in args.clients.split(",") if c]
+        clients = [int(c) for c in args.clients.split(",") if c]
+        runs = [throughput(base, body, c, args.seconds, threads, server.pid) for c in clients]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "latency": latency,
         "generator_alone_images_per_s": round(alone, 3),
+        "generator_alone_cpu_ms_per_image": round(alone_cpu_ms, 1),
         "throughput": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,15 +295,20 @@ def main(argv: list[str] | None = None) -> int:
         f"| {latency['median_round_trip_ms']:.1f} | {latency['median_model_ms']:.1f} "
         f"| {latency['median_overhead_ms']:.1f} | {latency['p90_overhead_ms']:.1f} |\n"
     )
-    print(f"generator alone, {threads} thread(s) back to back: {alone:.2f} images/s\n")
+    print(
+        f"generator alone, {threads} thread(s) back to back: {alone:.2f} images/s, "
+        f"{alone_cpu_ms:.0f} ms of CPU per image\n"
+    )
     print("| clients | images/s | ratio to the generator alone | bound from in-service model times | ratio to it |"
-          " median latency ms | errors |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          " median latency ms | errors | server CPU ms per image (beyond the generator alone) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for r in runs:
         bound = r["model_bound_images_per_s"] or float("nan")
+        cpu = r["server_cpu_ms_per_image"]
+        cpu_text = f"{cpu:.0f} ({cpu - alone_cpu_ms:+.0f})" if cpu is not None else "n/a"
         print(
             f"| {r['clients']} | {r['images_per_s']:.2f} | {r['images_per_s'] / alone:.0%} | {bound:.2f} "
-            f"| {r['images_per_s'] / bound:.0%} | {r['median_latency_ms']} | {r['errors']} |"
+            f"| {r['images_per_s'] / bound:.0%} | {r['median_latency_ms']} | {r['errors']} | {cpu_text} |"
         )
     print(f"\nwrote {args.out}")
     return 0

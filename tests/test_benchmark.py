@@ -82,5 +82,23 @@ def test_service_benchmark_measures_the_generator_alone() -> None:
     from benchmarks import service
 
     # a fresh process set up like `instyle serve`, two threads back to back on a small photo
-    rate = service.generator_alone(64, "starry-night", 2, 0.5, {"INSTYLE_PRECISION": "fp32"})
-    assert 1.0 < rate < 10_000.0
+    rate, cpu_ms = service.generator_alone(64, "starry-night", 2, 0.5, {"INSTYLE_PRECISION": "fp32"})
+    assert 1.0 < rate < 10_000.0 and 0.0 < cpu_ms < 10_000.0
+
+
+def test_service_benchmark_reads_a_process_cpu_time() -> None:
+    import os
+    import time
+
+    from benchmarks import service
+
+    before = service.cpu_seconds(os.getpid())
+    if before is None:
+        import pytest
+
+        pytest.skip("no /proc here")
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU
+        pass
+    after = service.cpu_seconds(os.getpid())
+    assert after is not None and after - before >= 0.1
