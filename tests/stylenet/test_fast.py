@@ -121,12 +121,20 @@ def test_moments_merge_exactly() -> None:
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("given", [False, True])
 def test_normalize_in_place_is_bit_equal(dtype: torch.dtype, batch: int, given: bool) -> None:
-    """The engines normalize conv outputs in place: same values, no new buffer."""
+    """The engines normalize conv outputs in place: same values as F.batch_norm, no new buffer."""
     torch.manual_seed(0)
     y = (torch.randn(batch, 16, 24, 40) * 3 + 1).to(dtype).contiguous(memory_format=torch.channels_last)
     params = NormParams(torch.rand(16) + 0.5, torch.randn(16), 1e-5)
     stats = Moments.of(y.float() + 0.5) if given else None  # someone else's statistics (tiling)
-    expected = normalize(y, params, stats)
+    expected = torch.cat([
+        F.batch_norm(
+            y[i : i + 1], None if stats is None else stats.mean[i], None if stats is None else stats.var[i],
+            params.weight, params.bias, stats is None, 0.0, params.eps,
+        )
+        for i in range(batch)
+    ])  # fmt: skip
+    copied = normalize(y, params, stats)
+    assert copied.data_ptr() != y.data_ptr() and torch.equal(copied, expected)
     result = normalize(y, params, stats, inplace=True)
     assert result.data_ptr() == y.data_ptr() and result.dtype == dtype
     assert torch.equal(result, expected)
