@@ -242,6 +242,30 @@ def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None,
     return out
 
 
+def norm_act_padded(
+    y: torch.Tensor,
+    params: NormParams,
+    stats: Moments | None,
+    act_into: Callable[[torch.Tensor, torch.Tensor], object],
+    pad: int,
+    mode: str,
+) -> torch.Tensor:
+    """norm -> activation of a conv output, written straight into the interior of the next
+    convolution's ``pad``-padded buffer (border filled as ``mode``); ``y`` is overwritten."""
+    normed = normalize(y, params, stats, inplace=True)
+    buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
+    act_into(normed, interior(buf, pad))
+    return fill_border(buf, pad, mode)
+
+
+def _relu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x, min=0, out=out)
+
+
+def _leaky_relu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch._C._nn.leaky_relu(x, LEAKY_SLOPE, out=out)
+
+
 # --------------------------------------------------------------------------------------------
 # Johnson et al.'s residual generator
 
@@ -442,10 +466,7 @@ class JohnsonEngine(nn.Module):
     def _norm_relu_into(
         self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
     ) -> torch.Tensor:
-        normed = normalize(y, self.norms[layer], stats(layer, y, rows), inplace=True)
-        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
-        torch.clamp(normed, min=0, out=interior(buf, pad))
-        return fill_border(buf, pad, mode)
+        return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _relu_into, pad, mode)
 
     def encode(
         self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None), out_pad: int = 0
@@ -612,10 +633,7 @@ class UlyanovEngine(nn.Module):
         return pyramid[::-1]
 
     def _norm_act_into(self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int) -> torch.Tensor:
-        normed = normalize(y, self.norms[layer], stats(layer, y, rows), inplace=True)
-        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
-        torch._C._nn.leaky_relu(normed, LEAKY_SLOPE, out=interior(buf, pad))
-        return fill_border(buf, pad, self.padding)
+        return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _leaky_relu_into, pad, self.padding)
 
     def _run_block(
         self, x: torch.Tensor, convs: list[Conv], first: int, stats: StatsPolicy, rows: slice
