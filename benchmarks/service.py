@@ -212,11 +212,12 @@ def throughput(
         t.join()
     wall = time.perf_counter() - start
     cpu1 = cpu_seconds(server_pid) if server_pid else None
+    server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     per_image = 1000 / max(1, len(done))
     model = statistics.median(m for _, m in done) if done else float("nan")
     return {
         # CPU time per image delivered: the whole server process, and the load generator itself
-        "server_cpu_ms_per_image": round((cpu1 - cpu0) * per_image, 1) if cpu0 is not None and cpu1 else None,
+        "server_cpu_ms_per_image": round(server_cpu * per_image, 1) if server_cpu is not None else None,
         "clients_cpu_ms_per_image": round((time.process_time() - own0) * per_image, 2),
         "clients": clients,
         "images": len(done),
