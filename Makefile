@@ -8,7 +8,7 @@ PORT   ?= 8000
 
 .PHONY: serve test lint typecheck pytest setup clean bench
 
-# Set up, then run the service in embedded mode (API + worker thread + in-process Redis)
+# Set up, then run the service in embedded mode (API + worker threads + a private Redis)
 # with the shipped styles. Set INSTYLE_REDIS_URL to serve the API only and run `instyle worker`s.
 serve: $(STAMP)
 	$(BIN)/instyle serve --host $(HOST) --port $(PORT)

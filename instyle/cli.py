@@ -11,13 +11,19 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_store.exceptions import StoreError
 from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from service.settings import ServiceSettings
 
 EXIT_USER_ERROR = 2
 
@@ -379,7 +385,6 @@ def _queues(text: str) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from instyle.protocol import QUEUE_STYLIZE, QUEUES
     from service.app import create_app
     from service.settings import ServiceSettings
 
@@ -389,13 +394,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"instyle API on http://{args.host}:{args.port} (jobs on {settings.redis_url})", file=sys.stderr)
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0
-    import fakeredis
+    from instyle.embedded_redis import EmbeddedRedisError, open_embedded_redis
 
+    try:  # first, while this is the process's only thread (the child gets a parent-death signal)
+        embedded = open_embedded_redis(settings.embedded_redis)
+    except EmbeddedRedisError as exc:
+        raise CLIError(str(exc)) from None
+    # uvicorn re-raises the SIGTERM it handled once it has stopped, and SIGTERM's default action
+    # ends the process on the spot: turn it into an exit that runs the clean-up below
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _serve_embedded(args, settings, overrides, embedded.client, embedded.description)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        embedded.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # a requested stop (docker stop, systemd, kill) is a clean one
+
+
+def _serve_embedded(
+    args: argparse.Namespace, settings: ServiceSettings, overrides: dict[str, Any], redis: Redis, redis_description: str
+) -> int:
+    import uvicorn
+
+    from instyle.protocol import QUEUE_STYLIZE, QUEUES
+    from service.app import create_app
     from worker.context import build_context
-    from worker.runner import start_thread_worker
+    from worker.runner import start_thread_worker, stop_thread_workers
     from worker.settings import WorkerSettings
 
-    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     worker_settings = WorkerSettings(**overrides)
     build_context(worker_settings, redis)
     # worker threads per queue, so a training job never holds up stylization; several stylize
@@ -403,16 +432,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = [
         start_thread_worker(
             redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
-        )[0]
+        )
         for queue in QUEUES
         for _ in range(worker_settings.stylize_threads if queue == QUEUE_STYLIZE else 1)
     ]
-    print(f"instyle (embedded mode) on http://{args.host}:{args.port}", file=sys.stderr)
+    print(f"instyle (embedded mode, {redis_description}) on http://{args.host}:{args.port}", file=sys.stderr)
     try:
         uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)
     finally:
-        for worker in workers:
-            worker.request_stop(None, None)
+        busy = stop_thread_workers(workers)
+        if busy:
+            logging.getLogger(__name__).warning(
+                "%d worker thread(s) still busy at shutdown: their jobs end with the process", busy
+            )
     return 0
 
 

@@ -7,14 +7,19 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from instyle.embedded_redis import EmbeddedRedisMode
 from instyle.env import CommaList
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore")
 
-    #: Redis URL; unset = embedded mode (in-process Redis and worker thread).
+    #: Redis URL; unset = embedded mode (worker threads in the API process).
     redis_url: str | None = None
+    #: Embedded mode's Redis (``instyle.embedded_redis``): ``server``, a private redis-server
+    #: child on a Unix socket; ``memory``, the in-process fakeredis; ``auto``, server when
+    #: redis-server is installed, else memory.
+    embedded_redis: EmbeddedRedisMode = "auto"
     #: Writable style store (shipped styles are always listed too).
     store: Path | None = None
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -137,6 +138,23 @@ def keep_lease() -> Iterator[None]:
 
 class ThreadWorker(InstyleWorker):
     death_penalty_class = TimerDeathPenalty
+    #: Seconds an idle thread worker blocks on its queues before it looks whether it was asked to
+    #: ``stop`` (RQ's own wait is ``worker_ttl`` - 15 s and only a signal ends it).
+    idle_poll_s: int = 1
+
+    def stop(self) -> None:
+        """Leave the work loop after the current job, or within ``idle_poll_s`` when idle.
+
+        Unlike RQ's ``request_stop`` (a signal handler), this never raises in the caller."""
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        while not self._stop_requested:
+            # each slice heartbeats and blocks for at most idle_poll_s; None = nothing came
+            result = super().dequeue_job_and_maintain_ttl(self.idle_poll_s, max_idle_time=self.idle_poll_s)
+            if result is not None:
+                return result
+        return None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
@@ -147,7 +165,7 @@ class ThreadWorker(InstyleWorker):
             release_openmp_pool()
 
     def _install_signal_handlers(self) -> None:
-        """Signals belong to the main thread; the embedding process stops us with ``request_stop``."""
+        """Signals belong to the main thread; the embedding process stops us with ``stop``."""
 
 
 def make_worker(
@@ -182,3 +200,17 @@ def start_thread_worker(
     )
     thread.start()
     return worker, thread
+
+
+def stop_thread_workers(workers: Sequence[tuple[ThreadWorker, threading.Thread]], timeout_s: float = 10.0) -> int:
+    """Ask every thread worker to stop, then wait up to ``timeout_s`` in all for their threads.
+
+    Idle workers leave within ``ThreadWorker.idle_poll_s``; a busy one finishes its job first.
+    Returns how many threads are still running at the deadline (busy with a long job).
+    """
+    for worker, _ in workers:
+        worker.stop()
+    deadline = time.monotonic() + timeout_s
+    for _, thread in workers:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sum(thread.is_alive() for _, thread in workers)

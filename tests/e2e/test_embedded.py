@@ -87,3 +87,28 @@ def test_submit_cli_reports_problems(embedded_server: str, tmp_path: Path) -> No
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "style_not_found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["server", "memory"])
+def test_each_redis_backend_serves_and_shuts_down_cleanly(backend: str, tiny_store: Path, tmp_path: Path) -> None:
+    """INSTYLE_EMBEDDED_REDIS=server (a private redis-server child) and =memory (fakeredis) both
+    stylize; SIGTERM then stops the worker threads and the child, with no traceback."""
+    import re
+    import shutil
+
+    if backend == "server" and shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    log = tmp_path / "serve.log"
+    with serve_embedded(log, INSTYLE_STORE=str(tiny_store), INSTYLE_EMBEDDED_REDIS=backend) as url:
+        image, content_type, _ = submit(url, ASSET_PHOTOS / "skimage_chelsea.jpg", {"style": "tiny", "max_size": "32"})
+        assert content_type == "image/jpeg" and image[:2] == b"\xff\xd8"
+    text = log.read_text()
+    banner = text.splitlines()[0]
+    if backend == "server":
+        found = re.search(r"private redis-server [\d.]+ on (\S+)\)", banner)
+        assert found, banner
+        assert not Path(found.group(1)).parent.exists()  # the child's socket folder is gone with it
+    else:
+        assert "in-process fakeredis" in banner
+    assert "Finished server process" in text and "Traceback" not in text and "StopRequested" not in text

@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from worker.runner import ThreadWorker, keep_lease, start_thread_worker
+from worker.runner import ThreadWorker, keep_lease, start_thread_worker, stop_thread_workers
 
 #: Both stylize jobs must be inside ``meet`` at once to get past it.
 _barrier = threading.Barrier(2, timeout=20)
@@ -38,14 +38,13 @@ def redis() -> fakeredis.FakeRedis:
 @pytest.fixture
 def start(redis: fakeredis.FakeRedis) -> Iterator[Callable[..., None]]:
     """Start a thread worker for one queue; all of them are told to stop afterwards."""
-    workers: list[ThreadWorker] = []
+    workers: list[tuple[ThreadWorker, threading.Thread]] = []
 
     def start_one(queue: str, **kwargs: int) -> None:
-        workers.append(start_thread_worker(redis, [queue], **kwargs)[0])
+        workers.append(start_thread_worker(redis, [queue], **kwargs))
 
     yield start_one
-    for worker in workers:
-        worker._stop_requested = True  # leaves its loop at the next dequeue timeout (daemon threads)
+    assert stop_thread_workers(workers) == 0
 
 
 def _wait(job: Job, seconds: float = 30) -> JobStatus | None:
@@ -100,3 +99,21 @@ def test_a_worker_thread_releases_its_openmp_pool_after_each_job(
     while len(released) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(released) == 2 and all(n.startswith("instyle-worker-stylize-") for n in released)
+
+
+def test_stop_ends_idle_and_busy_worker_threads_without_raising(redis: fakeredis.FakeRedis) -> None:
+    """`instyle serve` stops its worker threads on shutdown: idle ones leave within a poll, a
+    busy one after its job (which still finishes), and nothing raises in the stopping thread."""
+    idle = start_thread_worker(redis, ["train"])
+    busy = start_thread_worker(redis, ["stylize"])
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.worker.test_threads.leased_nap", 1.0)
+    deadline = time.monotonic() + 10
+    while job.get_status(refresh=True) != JobStatus.STARTED and time.monotonic() < deadline:
+        time.sleep(0.02)
+    start = time.monotonic()
+    assert stop_thread_workers([idle, busy], timeout_s=20) == 0
+    assert time.monotonic() - start < 1.0 + 2 * ThreadWorker.idle_poll_s + 2
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert not idle[1].is_alive() and not busy[1].is_alive()
+    assert Queue("train", connection=redis).count == 0  # nothing was taken on the way out
