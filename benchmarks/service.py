@@ -3,7 +3,7 @@
     python benchmarks/service.py                      # 512² JPEG in, JPEG out, embedded mode
     python benchmarks/service.py --clients 1,8,16 --seconds 30
 
-Starts ``instyle serve`` in embedded mode (API + in-process Redis + ``INSTYLE_STYLIZE_THREADS``
+Starts ``instyle serve`` in embedded mode (API + embedded Redis + ``INSTYLE_STYLIZE_THREADS``
 stylize worker threads, from ``--env`` or the worker settings' default) on a free port, then:
 
 1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a 512² JPEG. Each
@@ -17,8 +17,8 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    running the generator back to back for ``--seconds``). Also reported: the bound implied by
    the server's own model times under that load (stylize threads x 1000 / median model ms),
    which is lower, since the service's work slows the generator down too. And the CPU time per
-   image delivered: the server process's (from /proc, all its threads) against the generator
-   alone's. The difference is the service's own work per image plus what the generator's
+   image delivered: the server's (from /proc, all its threads and its private redis-server)
+   against the generator alone's. The difference is the service's own work per image plus what the generator's
    threads lose (spinning, waiting) to sharing the cores with it; the clients' CPU is apart.
 
 Prints a table and writes JSON (``--out``).
@@ -31,16 +31,18 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
@@ -91,12 +93,13 @@ def stylize(base: str, body: bytes) -> tuple[float, float]:
     return elapsed, float(timing.split("dur=")[1]) / 1000
 
 
-def start_server(port: int, style: str, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_server(port: int, style: str, env_extra: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``instyle serve`` on ``port``, its stderr to ``log``; returns once /readyz answers 200."""
     env = {**os.environ, "INSTYLE_WARM_STYLES": style, **env_extra}
     env.pop("INSTYLE_REDIS_URL", None)
     instyle = Path(sys.executable).with_name("instyle")
     cmd = [str(instyle), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -134,13 +137,28 @@ def generator_alone(size: int, style: str, threads: int, seconds: float, extra: 
     return float(rate), float(cpu_ms)
 
 
+def banner(log: IO[bytes]) -> str:
+    """The server's start line, e.g. ``instyle (embedded mode, private redis-server 7.0.15 on ...)``."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    return next((line.strip() for line in lines if line.startswith("instyle (")), "")
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    """User + system CPU seconds so far of process ``pid`` (all its threads) and of its live
+    child processes (embedded mode's private redis-server), from /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return total + sum(cpu_seconds(child) or 0.0 for child in children)
 
 
 def _generator_alone_child(size: int, style: str, threads: int, seconds: float) -> tuple[float, float]:
@@ -250,19 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
     alone, alone_cpu_ms = generator_alone(args.size, args.style, threads, args.seconds, extra)
-    server = start_server(port, args.style, extra)
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
     started = dt.datetime.now(dt.UTC)
-    try:
-        for _ in range(3):  # warm-up: model loaded, caches hot
-            stylize(base, body)
-        samples = [stylize(base, body) for _ in range(args.requests)]
-        clients = [int(c) for c in args.clients.split(",") if c]
-        runs = [throughput(base, body, c, args.seconds, threads, server.pid) for c in clients]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tempfile.TemporaryFile() as server_log:  # its start line names the Redis backend (banner())
+        server = start_server(port, args.style, extra, server_log)
+        try:
+            for _ in range(3):  # warm-up: model loaded, caches hot
+                stylize(base, body)
+            samples = [stylize(base, body) for _ in range(args.requests)]
+            clients = [int(c) for c in args.clients.split(",") if c]
+            runs = [throughput(base, body, c, args.seconds, threads, server.pid) for c in clients]
+            first_line = banner(server_log)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     overheads = sorted((e - m) * 1000 for e, m in samples)
     latency = {
         "requests": len(samples),
@@ -275,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service",
         "command": "python benchmarks/service.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
-        "mode": f"embedded (instyle serve: API + fakeredis + {threads} stylize worker thread(s))",
+        "mode": f"embedded ({threads} stylize worker thread(s))",
+        "server_banner": first_line,
         "stylize_threads": threads,
         "size": args.size,
         "style": args.style,
@@ -288,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    mode = f"embedded mode, {threads} stylize thread(s), {os.cpu_count()} cores"
+    found = re.search(r"embedded mode, (.+?)(?: on /\S+)?\) on http", first_line)
+    backend = f", Redis: {found.group(1)}" if found else ""
+    mode = f"embedded mode{backend}, {threads} stylize thread(s), {os.cpu_count()} cores"
     print(f"{args.size}² JPEG in/out, style {args.style}, {mode}\n")
     print("| round trip ms (median) | model ms (median) | overhead ms (median) | overhead ms (p90) |")
     print("|---|---|---|---|")

@@ -102,3 +102,32 @@ def test_service_benchmark_reads_a_process_cpu_time() -> None:
         pass
     after = service.cpu_seconds(os.getpid())
     assert after is not None and after - before >= 0.1
+
+
+def test_service_benchmark_cpu_reading_counts_live_child_processes() -> None:
+    """Embedded mode's redis-server is a child of the server: its CPU is the service's too."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from benchmarks import service
+
+    before = service.cpu_seconds(os.getpid())
+    if before is None:
+        pytest.skip("no /proc here")
+    burn = (
+        "import time\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass\n"
+        "print(flush=True)\ntime.sleep(30)"
+    )
+    with subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline()  # it has burnt its 0.3 s
+            start = time.process_time()
+            after = service.cpu_seconds(os.getpid())
+            own = time.process_time() - start
+            assert after is not None and after - before - own >= 0.25
+        finally:
+            child.kill()
