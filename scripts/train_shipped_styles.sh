@@ -22,7 +22,7 @@ for f in "$DATA"/content/*.jpg; do
 done
 
 GC='file GPL-3+ (gcompris-qt-data 3.1-2, Debian; reassembled from the paintings activity), artwork public domain'
-# id | style file | title | source | license
+# id | style file | title | source | license | generator (johnson unless named)
 STYLES=(
   "starry-night|starry_night.jpg|The Starry Night|Vincent van Gogh, The Starry Night (1889); opencv-doc 4.6.0+dfsg-12 (Debian), examples/data/starry_night.jpg|artwork public domain; file Apache-2.0 AND BSD-3-Clause"
   "the-scream|scream.jpg|The Scream|Edvard Munch, The Scream (1893); darknet 0.0.0+git20180914.61c9d02e-2+b4 (Debian), data/scream.jpg|artwork public domain; file GPL-3.0+ or MIT or WTFPL"
@@ -31,16 +31,18 @@ STYLES=(
   "auvers|gcompris_gogh_auvert.jpg|Village Street in Auvers|Vincent van Gogh, Village Street in Auvers (1890); gcompris-qt-data paintings.rcc gogh_auvert*.webp|$GC"
   "ejiri|gcompris_EjiriSuruga.jpg|Ejiri in Suruga Province|Katsushika Hokusai, Ejiri in Suruga Province (1830-1833); gcompris-qt-data paintings.rcc EjiriSuruga*.webp|$GC"
   "moulin-de-la-galette|gcompris_renoir-moulin_de_la_galette.jpg|Bal du moulin de la Galette|Pierre-Auguste Renoir, Bal du moulin de la Galette (1876); gcompris-qt-data paintings.rcc renoir-moulin_de_la_galette*.webp|$GC"
+  "starry-night-ulyanov|starry_night.jpg|The Starry Night (Ulyanov texture network)|Vincent van Gogh, The Starry Night (1889); opencv-doc 4.6.0+dfsg-12 (Debian), examples/data/starry_night.jpg|artwork public domain; file Apache-2.0 AND BSD-3-Clause|ulyanov"
 )
 
 for entry in "${STYLES[@]}"; do
-  IFS='|' read -r id file title source license <<<"$entry"
+  IFS='|' read -r id file title source license arch <<<"$entry"
   if [ $# -gt 0 ] && [[ ! " $* " =~ " $id " ]]; then continue; fi
   resume=()
   [ -f "runs/$id/checkpoint.pt" ] && resume=(--resume)
   echo "== $id ($file)"
   "$INSTYLE" train --photos "$PHOTOS" --style "$DATA/styles/$file" --name "$id" --title "$title" \
     --style-source "$source" --style-license "$license" \
+    --arch "${arch:-johnson}" \
     --iterations "$ITERATIONS" --batch-size 2 --image-size 256 --style-size 512 --style-weight 2 \
     --checkpoint-dir "runs/$id" --store runs/store "${resume[@]}"
 done
