@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -35,12 +36,13 @@ from stylenet.tiling import tiled_forward
 from tests.conftest import ASSET_PHOTOS, REPO
 
 SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
+SHIPPED_ULYANOV = REPO / "model_store" / "shipped" / "starry-night-ulyanov" / "1"
 BF16 = fast.cpu_has_native_bf16()
 
 
-def _trained() -> tuple[torch.nn.Module, GeneratorConfig]:
-    cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
-    return load_generator(SHIPPED / "generator.ts"), cfg
+def _trained(folder: Path = SHIPPED) -> tuple[torch.nn.Module, GeneratorConfig]:
+    cfg = GeneratorConfig.from_dict(json.loads((folder / "manifest.json").read_text())["generator"])
+    return load_generator(folder / "generator.ts"), cfg
 
 
 def _random(cfg: GeneratorConfig, seed: int = 0) -> torch.nn.Module:
@@ -201,6 +203,23 @@ def test_johnson_engine_on_the_torchscript_artifact_of_a_shipped_style() -> None
     with torch.inference_mode():
         ref = ts(x)
         assert float((optimize(ts, cfg, precision="fp32")(x) - ref).abs().max()) < 1e-4
+        if BF16:
+            engine = optimize(ts, cfg)
+            assert engine.precision == "bf16"
+            assert psnr(engine(x), ref) >= 40.0
+
+
+def test_ulyanov_engine_on_the_torchscript_artifact_of_the_shipped_texture_network() -> None:
+    """The shipped Ulyanov style: its engine reproduces the artifact in fp32, and in bf16 (where
+    the CPU has it) passes the load-time probe's 40 dB, as an untrained Ulyanov net does not."""
+    ts, cfg = _trained(SHIPPED_ULYANOV)
+    assert cfg.arch == "ulyanov" and cfg.norm == "instance"
+    x = _photo(160)
+    with torch.inference_mode():
+        ref = ts(x)
+        engine = optimize(ts, cfg, precision="fp32")
+        assert isinstance(engine, UlyanovEngine)
+        assert float((engine(x) - ref).abs().max()) < 1e-4
         if BF16:
             engine = optimize(ts, cfg)
             assert engine.precision == "bf16"
