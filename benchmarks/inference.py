@@ -3,10 +3,10 @@
     python benchmarks/inference.py                       # both generators, 256..4096 px, CPU
     python benchmarks/inference.py --sizes 256,512 --archs johnson --runs 3
 
-For each generator (Johnson: the shipped starry-night artifact; Ulyanov: a seeded untrained
-instance-norm net, since no Ulyanov style ships, or with ``--ulyanov-model`` a trained one, e.g.
-a folder ``instyle train --arch ulyanov`` published) and each square size it runs, each in a
-fresh process so that peak RSS is the path's own:
+For each generator (Johnson: the shipped starry-night artifact; Ulyanov: the shipped
+starry-night-ulyanov artifact, or with ``--ulyanov-model`` another trained one, e.g. a folder
+``instyle train --arch ulyanov`` published, or ``untrained``, a seeded untrained net) and each
+square size it runs, each in a fresh process so that peak RSS is the path's own:
 
 * ``eager``: the float32 ``nn.Module`` under ``torch.inference_mode`` -- what peers ship;
 * ``onnxruntime``: the same weights exported to ONNX, run by ONNX Runtime's CPU provider;
@@ -61,15 +61,21 @@ CUDA_PATHS = ("eager", "eager-fp16", "worker", "worker-nograph")
 #: ``compile``: torch.compile (inductor, max-autotune) of the fp16 channels-last eager module.
 EXTRA_PATHS = ("worker-untiled", "compile")
 SHIPPED = REPO / "model_store" / "shipped" / "starry-night" / "1"
+SHIPPED_ULYANOV = REPO / "model_store" / "shipped" / "starry-night-ulyanov" / "1"
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
 
 
 # ---------------------------------------------------------------- models and inputs
 
 
-def prepare_models(work: Path, archs: list[str], ulyanov_model: Path | None = None) -> dict[str, Path]:
+def ulyanov_source(text: str) -> Path | None:
+    """``--ulyanov-model``: a trained style's version folder, or None for ``untrained``."""
+    return None if text == "untrained" else Path(text)
+
+
+def prepare_models(work: Path, archs: list[str], ulyanov_model: Path | None = SHIPPED_ULYANOV) -> dict[str, Path]:
     """A model folder per arch: generator.ts (the artifact) and generator.json (its config).
-    ``ulyanov_model``: a trained Ulyanov style's version folder, instead of the untrained net."""
+    ``ulyanov_model``: a trained Ulyanov style's version folder; None: a seeded untrained net."""
     out = {}
     for arch in archs:
         folder = work / arch
@@ -343,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", help="the worker path's precision (auto, fp32, bf16, fp16)")
     p.add_argument(
-        "--ulyanov-model", type=Path, default=None,
-        help="a trained Ulyanov style's version folder (generator.ts, manifest.json) instead of the untrained net",
+        "--ulyanov-model", type=ulyanov_source, default=SHIPPED_ULYANOV,
+        help="a trained Ulyanov style's version folder (generator.ts, manifest.json; default: the shipped "
+        "starry-night-ulyanov), or 'untrained' for a seeded untrained net",
     )  # fmt: skip
     add_image_option(p)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference-cpu.json")
@@ -418,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
+        "models": {
+            arch: str(SHIPPED.relative_to(REPO))
+            if arch == "johnson"
+            else (str(args.ulyanov_model) if args.ulyanov_model is not None else "untrained (seed 0)")
+            for arch in archs
+        },
         "photo": PHOTO.name if args.image == "enlarged" else "mosaic of instyle/assets/photos",
         "speedup_vs": baseline,
         "rows": rows,

@@ -47,6 +47,9 @@ def test_a_trained_ulyanov_style_can_stand_in_for_the_untrained_net(tmp_path: Pa
     assert (folders["ulyanov"] / "generator.ts").read_bytes() == (style / "generator.ts").read_bytes()
     with pytest.raises(SystemExit, match="johnson generator, not ulyanov"):
         inference.prepare_models(tmp_path / "work2", ["ulyanov"], inference.SHIPPED)
+    assert inference.ulyanov_source("untrained") is None  # --ulyanov-model untrained: the seeded net
+    untrained = inference.prepare_models(tmp_path / "work3", ["ulyanov"], None)["ulyanov"]
+    assert json.loads((untrained / "generator.json").read_text())["scales"] == 6
 
 
 def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-untyped-def]
