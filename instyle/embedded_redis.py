@@ -29,14 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-log = logging.getLogger(__name__)
+from instyle.env import EmbeddedRedisMode
 
-EmbeddedRedisMode = Literal["auto", "server", "memory"]
+log = logging.getLogger(__name__)
 
 #: Oldest redis-server embedded mode runs on (RQ records job results in streams: Redis 5).
 MIN_SERVER_MAJOR = 5

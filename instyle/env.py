@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
@@ -16,3 +16,7 @@ def _split_commas(value: object) -> object:
 
 #: A list given in the environment as ``a,b,c``.
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+#: Embedded mode's Redis (``instyle.embedded_redis``): a private redis-server child, the
+#: in-process fake, or the first when redis-server is installed.
+EmbeddedRedisMode = Literal["auto", "server", "memory"]

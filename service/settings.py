@@ -7,8 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from instyle.embedded_redis import EmbeddedRedisMode
-from instyle.env import CommaList
+from instyle.env import CommaList, EmbeddedRedisMode
 
 
 class ServiceSettings(BaseSettings):
