@@ -110,6 +110,7 @@ def start_server(executable: str, timeout_s: float = 10.0) -> EmbeddedRedis:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent(), close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the server, which then stops the child last
         )  # fmt: skip
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)

@@ -89,10 +89,14 @@ def test_the_private_server_dies_with_a_killed_parent() -> None:
         import os, signal
         from instyle.embedded_redis import open_embedded_redis
         handle = open_embedded_redis("server")
-        print(handle.process.pid, flush=True)
+        print(handle.process.pid, handle.folder, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
-    assert _gone(int(proc.stdout.strip()))
+    pid, folder = proc.stdout.split()
+    try:
+        assert _gone(int(pid))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # what a killed server cannot remove itself
