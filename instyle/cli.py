@@ -21,6 +21,7 @@ from model_store.exceptions import StoreError
 from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
     from redis import Redis
 
     from service.settings import ServiceSettings
@@ -541,9 +542,21 @@ def cmd_styles(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_problem(exc: ValidationError) -> str:
+    """One line per invalid setting, named as it is set: ``INSTYLE_STYLIZE_THREADS: ...``."""
+    lines = []
+    for err in exc.errors():
+        name = "INSTYLE_" + "_".join(str(part) for part in err["loc"]).upper() if err["loc"] else "settings"
+        given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{name}: {err['msg']}{given}")
+    return "invalid settings: " + "; ".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     use_huge_pages()  # before torch allocates anything (see stylenet.config.HUGE_PAGES_ENV)
     tune_malloc()  # the same pass, as fast every time (stylenet.config.MMAP_THRESHOLD)
+    from pydantic import ValidationError
+
     from stylenet.exceptions import StylenetError
 
     parser = build_parser()
@@ -562,6 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except (CLIError, StylenetError, StoreError) as exc:
         print(f"instyle: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ValidationError as exc:  # the INSTYLE_* settings of serve / worker, validated at start
+        if not exc.title.endswith("Settings"):
+            raise  # any other model's failure is a bug, with its traceback
+        print(f"instyle: error: {settings_problem(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `instyle styles | head`: the reader left, nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- silences the flush at exit

@@ -111,6 +111,28 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str)
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("command", "setting", "message"),
+    [
+        ("serve", "INSTYLE_EMBEDDED_REDIS=bogus", "INSTYLE_EMBEDDED_REDIS: Input should be 'auto', 'server'"),
+        ("serve", "INSTYLE_STYLIZE_THREADS=0", "INSTYLE_STYLIZE_THREADS: Input should be greater than or equal to 1"),
+        ("worker", "INSTYLE_CACHE_SIZE=x", "INSTYLE_CACHE_SIZE: Input should be a valid integer"),
+    ],
+)
+def test_invalid_settings_are_one_line_naming_the_variable(command: str, setting: str, message: str) -> None:
+    name, value = setting.split("=", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")} | {name: value}
+    if command == "worker":
+        env["INSTYLE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # never reached: settings fail first
+    result = subprocess.run(
+        [sys.executable, "-m", "instyle.cli", command, *(["--port", "1"] if command == "serve" else [])],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and f"(got {value!r})" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_argparse_errors_exit_non_zero(tmp_path: Path) -> None:
     result = _run("train", "--photos", ".", "--style", "x", "--name", "a", "--iterations", "0")
     assert result.returncode == 2 and "positive integer" in result.stderr and "Traceback" not in result.stderr
