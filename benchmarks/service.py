@@ -18,8 +18,9 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    the server's own model times under that load (stylize threads x 1000 / median model ms),
    which is lower, since the service's work slows the generator down too. And the CPU time per
    image delivered: the server's (from /proc, all its threads and its private redis-server)
-   against the generator alone's. The difference is the service's own work per image plus what the generator's
-   threads lose (spinning, waiting) to sharing the cores with it; the clients' CPU is apart.
+   against the generator alone's. The difference is the service's own work per image plus
+   what the generator's threads lose (spinning, waiting) to sharing the cores with it; the
+   clients' CPU is apart.
 
 Prints a table and writes JSON (``--out``).
 """
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             samples = [stylize(base, body) for _ in range(args.requests)]
             clients = [int(c) for c in args.clients.split(",") if c]
             runs = [throughput(base, body, c, args.seconds, threads, server.pid) for c in clients]
-            first_line = banner(server_log)
+            start_line = banner(server_log)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/service.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
         "mode": f"embedded ({threads} stylize worker thread(s))",
-        "server_banner": first_line,
+        "server_banner": start_line,
         "stylize_threads": threads,
         "size": args.size,
         "style": args.style,
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    found = re.search(r"embedded mode, (.+?)(?: on /\S+)?\) on http", first_line)
+    found = re.search(r"embedded mode, (.+?)(?: on /\S+)?\) on http", start_line)
     backend = f", Redis: {found.group(1)}" if found else ""
     mode = f"embedded mode{backend}, {threads} stylize thread(s), {os.cpu_count()} cores"
     print(f"{args.size}² JPEG in/out, style {args.style}, {mode}\n")

@@ -384,14 +384,15 @@ def _queues(text: str) -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
     from service.settings import ServiceSettings
 
     overrides = {"store": args.store} if args.store is not None else {}
     settings = ServiceSettings(**overrides)
     if settings.redis_url:
+        import uvicorn
+
+        from service.app import create_app
+
         print(f"instyle API on http://{args.host}:{args.port} (jobs on {settings.redis_url})", file=sys.stderr)
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0

@@ -116,4 +116,6 @@ def test_stop_ends_idle_and_busy_worker_threads_without_raising(redis: fakeredis
     assert time.monotonic() - start < 1.0 + 2 * ThreadWorker.idle_poll_s + 2
     assert job.get_status(refresh=True) == JobStatus.FINISHED
     assert not idle[1].is_alive() and not busy[1].is_alive()
-    assert Queue("train", connection=redis).count == 0  # nothing was taken on the way out
+    late = queue.enqueue("tests.worker.test_threads.leased_nap", 0.0)  # a stopped worker takes no more jobs
+    time.sleep(2 * ThreadWorker.idle_poll_s)
+    assert late.get_status(refresh=True) == JobStatus.QUEUED and queue.count == 1
