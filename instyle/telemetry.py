@@ -18,6 +18,7 @@ from itertools import accumulate
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -89,18 +90,22 @@ BUCKET = "in:"
 
 
 def observe(redis: Redis, name: str, labels: Mapping[str, str], value: float) -> None:
-    """Add ``value`` to a histogram: its bucket, the count (``+Inf``) and the sum: 3 commands."""
+    """Add ``value`` to a histogram: its bucket, the count (``+Inf``) and the sum: 3 commands,
+    sent in one round trip, or queued on ``redis`` when it is a pipeline (the caller sends them
+    with its own commands)."""
     metric = METRICS[name]
     assert metric.kind == "histogram", name
     key, lbl = PREFIX + name, _labels(labels)
+    queued = isinstance(redis, Pipeline)
     try:
-        pipe = redis.pipeline(transaction=False)
+        pipe = redis if queued else redis.pipeline(transaction=False)
         bound = next((b for b in metric.buckets if value <= b), None)
         if bound is not None:
             pipe.hincrby(key, f"{lbl}|{BUCKET}{bound}", 1)
         pipe.hincrby(key, f"{lbl}|+Inf", 1)
         pipe.hincrbyfloat(key, f"{lbl}|sum", value)
-        pipe.execute()
+        if not queued:
+            pipe.execute()
     except RedisError:
         log.debug("could not record %s", name, exc_info=True)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
@@ -17,7 +16,7 @@ from service import problems
 from service.deps import AppState
 from service.jobs import JobService
 from service.limits import BodySizeLimit
-from service.metrics import RequestMetrics
+from service.metrics import ObserveRequests, RequestMetrics
 from service.routes import health, jobs, styles, stylize
 from service.settings import ServiceSettings
 
@@ -61,16 +60,6 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        length = request.headers.get("content-length", "")
-        upload = int(length) if request.method == "POST" and length.isdigit() else None
-        metrics.observe(request.method, path, response.status_code, time.perf_counter() - start, upload)
-        return response
-
+    app.add_middleware(ObserveRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -115,21 +115,25 @@ class JobService:
         if depth >= self.settings.max_queue_depth:
             raise QueueFull(f"{depth} stylize jobs are waiting; try again shortly", retry_after_s=max(1, depth // 10))
         input_key = f"{INPUT_PREFIX}{uuid.uuid4().hex}"
-        self.redis.set(input_key, image, ex=self.settings.input_ttl_s)
         payload = StylizePayload(
             input_key=input_key, style=style, max_size=max_size, format=fmt,  # type: ignore[arg-type]
             quality=quality, preserve_color=preserve_color, result_ttl_s=self.settings.result_ttl_s,
         )  # fmt: skip
-        job = self.stylize_queue.enqueue(
-            STYLIZE_JOB,
-            payload.model_dump(),
-            job_timeout=self.settings.stylize_timeout_s,
-            result_ttl=self.settings.result_ttl_s,
-            failure_ttl=self.settings.result_ttl_s,
-            ttl=self.settings.input_ttl_s,
-            meta={"type": "stylize", "progress": 0.0, "style": style},
-        )
-        self.redis.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+        with self.redis.pipeline() as pipe:
+            pipe.multi()  # the photo, the job and its marker land together, in one round trip
+            pipe.set(input_key, image, ex=self.settings.input_ttl_s)
+            job = self.stylize_queue.enqueue(
+                STYLIZE_JOB,
+                payload.model_dump(),
+                job_timeout=self.settings.stylize_timeout_s,
+                result_ttl=self.settings.result_ttl_s,
+                failure_ttl=self.settings.result_ttl_s,
+                ttl=self.settings.input_ttl_s,
+                meta={"type": "stylize", "progress": 0.0, "style": style},
+                pipeline=pipe,
+            )
+            pipe.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+            pipe.execute()
         return job
 
     def enqueue_train(
@@ -139,18 +143,22 @@ class JobService:
         if queue.count >= self.settings.max_train_queue_depth:
             raise QueueFull(f"{queue.count} training jobs are waiting; try again later", retry_after_s=60)
         style_key = f"{STYLE_IMAGE_PREFIX}{uuid.uuid4().hex}"
-        self.redis.set(style_key, style_image, ex=self.settings.style_image_ttl_s)
         payload = TrainPayload(name=name, title=title, style_key=style_key, generator=generator, recipe=recipe)
-        job = queue.enqueue(
-            TRAIN_JOB,
-            payload.model_dump(),
-            job_timeout=self.settings.train_timeout_s,
-            result_ttl=self.settings.style_image_ttl_s,
-            failure_ttl=self.settings.style_image_ttl_s,
-            retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
-            meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
-        )
-        self.redis.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+        with self.redis.pipeline() as pipe:
+            pipe.multi()
+            pipe.set(style_key, style_image, ex=self.settings.style_image_ttl_s)
+            job = queue.enqueue(
+                TRAIN_JOB,
+                payload.model_dump(),
+                job_timeout=self.settings.train_timeout_s,
+                result_ttl=self.settings.style_image_ttl_s,
+                failure_ttl=self.settings.style_image_ttl_s,
+                retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
+                meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
+                pipeline=pipe,
+            )
+            pipe.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
+            pipe.execute()
         return job
 
     def reap_abandoned(self) -> None:
@@ -201,21 +209,32 @@ class JobService:
                 return JobStatus.canceled  # stopped cooperatively at a check point
         return status
 
-    def wait_for_result(self, job: Job, seconds: float) -> bool:
-        """Block up to ``seconds`` until the worker records the job's outcome (success or failure).
+    def next_outcome(self, job: Job, seconds: float, after: str = "0-0") -> Result | None:
+        """The first outcome the worker records for ``job`` after results-stream entry ``after``
+        (success, failure, stop, or a failed attempt that will be retried), waiting up to
+        ``seconds`` for it; ``None`` if none came.
 
         RQ writes each outcome to the job's results stream in the same transaction that sets
-        its final status, so a blocking XREAD wakes the moment the job ends -- no polling.
-        Returns whether an outcome is recorded (a retried job's earlier attempt counts too).
+        the job's status, so a blocking XREAD wakes the moment the job ends -- no polling -- and
+        the entry itself holds the return value: a finished job needs no further status read.
         """
-        return bool(self.redis.xread({Result.get_key(job.id): "0-0"}, block=max(1, int(seconds * 1000))))
+        key = Result.get_key(job.id)
+        reply = self.redis.xread({key: after}, count=1, block=max(1, int(seconds * 1000)))
+        if not reply:
+            return None
+        entry_id, fields = reply[0][1][0]
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return Result.restore(job.id, entry, fields, connection=self.redis, serializer=JSONSerializer)
 
     def result(self, job: Job) -> tuple[bytes, str, float | None]:
         """The result image, its content type, and the model's milliseconds (None if unknown)."""
         status = self.status(job)
         if status != JobStatus.finished:
             raise ResultNotReady(f"job {job.id} is {status.value}; the result exists once it is finished")
-        value = job.return_value()
+        return self.stored_result(job, job.return_value())
+
+    def stored_result(self, job: Job, value: Any) -> tuple[bytes, str, float | None]:
+        """What ``result`` returns, from the finished job's return value ``value``."""
         if not isinstance(value, dict) or "result_key" not in value:
             raise ResultExpired(f"the result of job {job.id} is no longer available")
         data = self.redis.get(value["result_key"])

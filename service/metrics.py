@@ -4,7 +4,10 @@ histograms kept in-process, queue depths and job outcomes read from Redis at scr
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instyle.telemetry import histogram_series
 
@@ -66,3 +69,38 @@ class RequestMetrics:
             )
             lines += self.uploads.render("instyle_upload_bytes", "Request body sizes of uploads, by route.")
         return lines
+
+
+class ObserveRequests:
+    """ASGI middleware feeding ``RequestMetrics``: each HTTP request's route template, status,
+    duration and (for POSTs) declared upload size.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs
+    the rest of the app in a task group and streams its response back through a memory channel,
+    extra work on every request for a middleware that only needs to watch."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app raises before it answers
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = scope.get("route")  # set by the router on the scope it was given: this one
+            method = scope["method"]
+            length = dict(scope.get("headers") or []).get(b"content-length", b"")
+            upload = int(length) if method == "POST" and length.isdigit() else None
+            self.metrics.observe(method, getattr(route, "path", "unmatched"), status, time.perf_counter() - start, upload)

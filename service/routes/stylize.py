@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from rq.results import Result
 from starlette.concurrency import run_in_threadpool
 
 from instyle.protocol import JobStatus
@@ -20,7 +20,6 @@ from service.uploads import inspect_upload
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
 
-#: Seconds between status polls while ``?wait=`` holds the request.
 #: ``?wait=`` blocks on the job's results stream in slices of at most this many seconds,
 #: re-reading the status between slices (a queued job canceled meanwhile has no result).
 WAIT_SLICE_S = 1.0
@@ -64,18 +63,19 @@ async def stylize(
     result_url = str(request.url_for("get_job_result", job_id=job.id))
     if wait > 0:
         deadline = time.monotonic() + wait
-        recorded = False
-        while True:
-            status = state.jobs.status(job)
-            if status == JobStatus.finished:
-                body, content_type, model_ms = state.jobs.result(job)
+        after = "0-0"
+        while (remaining := deadline - time.monotonic()) > 0:
+            outcome = await run_in_threadpool(state.jobs.next_outcome, job, min(remaining, WAIT_SLICE_S), after)
+            if outcome is None:  # a queued job canceled meanwhile never records an outcome
+                if state.jobs.status(job) in (JobStatus.failed, JobStatus.canceled):
+                    break
+                continue
+            if outcome.type == Result.Type.SUCCESSFUL:
+                body, content_type, model_ms = state.jobs.stored_result(job, outcome.return_value)
                 headers = {"X-Job-Id": job.id, "Location": status_url, **server_timing(model_ms)}
                 return Response(body, media_type=content_type, headers=headers)
-            remaining = deadline - time.monotonic()
-            if status in (JobStatus.failed, JobStatus.canceled) or remaining <= 0:
+            if outcome.type != Result.Type.RETRIED:  # failed or stopped: the 202 below says which
                 break
-            if recorded:  # an outcome is recorded, yet the job is not over (retried): don't spin
-                await asyncio.sleep(0.005)
-            recorded = await run_in_threadpool(state.jobs.wait_for_result, job, min(remaining, WAIT_SLICE_S))
+            after = outcome.id or after  # the job runs again: wait for its next outcome
     body_model = Accepted(job_id=job.id, status=state.jobs.status(job), status_url=status_url, result_url=result_url)
     return JSONResponse(body_model.model_dump(mode="json"), status_code=202, headers={"Location": status_url})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -156,6 +157,59 @@ def test_cancel_a_queued_job(client: TestClient, run_worker: Callable[[], None])
     run_worker()
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
     assert_problem(client.delete(f"/v1/jobs/{job_id}"), 409, "job_not_cancelable")
+
+
+def _while_waiting(client: TestClient, act: Callable[[str], None], wait: float = 10) -> tuple[object, float]:
+    """POST with ``?wait=`` from a thread; meanwhile, once the job is queued, ``act(job_id)`` runs
+    here (a worker installs signal handlers: main thread only). Returns the response and the
+    seconds the request took."""
+    redis = client.app.state.instyle.redis  # type: ignore[attr-defined]
+    answer: list[tuple[object, float]] = []
+
+    def request() -> None:
+        start = time.monotonic()
+        form = {"style": "tiny", "format": "png"}
+        r = client.post(f"/v1/stylize?wait={wait}", files={"image": ("a.png", png(), "image/png")}, data=form)
+        answer.append((r, time.monotonic() - start))
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not (queued := redis.lrange("rq:queue:stylize", 0, 0)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    act(queued[0].decode())
+    thread.join(timeout=20)
+    return answer[0]
+
+
+def test_wait_returns_the_image_as_soon_as_the_job_finishes(
+    client: TestClient, run_worker: Callable[[], None]
+) -> None:
+    r, elapsed = _while_waiting(client, lambda _: run_worker())
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"  # type: ignore[attr-defined]
+    job_id = r.headers["x-job-id"]  # type: ignore[attr-defined]
+    assert r.headers["location"].endswith(f"/v1/jobs/{job_id}")  # type: ignore[attr-defined]
+    assert r.headers["server-timing"].startswith("model;dur=")  # type: ignore[attr-defined]
+    assert r.content == client.get(f"/v1/jobs/{job_id}/result").content  # type: ignore[attr-defined]
+    assert elapsed < 8
+
+
+def test_wait_ends_early_when_the_job_fails_or_is_canceled(
+    client: TestClient, run_worker: Callable[[], None]
+) -> None:
+    redis = client.app.state.instyle.redis  # type: ignore[attr-defined]
+
+    def lose_the_upload(_: str) -> None:
+        redis.delete(*redis.keys("instyle:in:*"))
+        run_worker()
+
+    r, elapsed = _while_waiting(client, lose_the_upload)
+    body = r.json()  # type: ignore[attr-defined]
+    assert r.status_code == 202 and body["status"] == "failed" and elapsed < 8  # type: ignore[attr-defined]
+    assert client.get(body["status_url"]).json()["error"]["code"] == "input_expired"
+    # canceled while queued: no outcome is ever recorded; the status read between slices sees it
+    r, elapsed = _while_waiting(client, lambda job_id: client.delete(f"/v1/jobs/{job_id}"))
+    assert r.status_code == 202 and r.json()["status"] == "canceled" and elapsed < 8  # type: ignore[attr-defined]
 
 
 def test_styles(client: TestClient) -> None:
