@@ -28,6 +28,7 @@ from instyle.protocol import StylizePayload
 from model_store.exceptions import StoreError
 from stylenet.exceptions import InvalidImage
 from stylenet.imageio import load_image, resize_max
+from stylenet.config import release_openmp_pool
 from stylenet.inference import stylize_batch
 from worker.context import WorkerContext
 
@@ -94,6 +95,7 @@ def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Pre
             generator, [i.photo for i in items], [i.preserve_color for i in items], ctx.device,
             ctx.tile_pixels, timings,
         )  # fmt: skip
+        release_openmp_pool()  # as worker.jobs does after one photo
         share = timings["model_s"] / len(items)
         for item, image in zip(items, images, strict=True):
             out[item.job_id] = Prefetched(image, share, len(items))
