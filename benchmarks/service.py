@@ -125,17 +125,29 @@ def stylize_threads(extra: dict[str, str]) -> int:
     return WorkerSettings().stylize_threads
 
 
-def generator_alone(size: int, style: str, threads: int, seconds: float, extra: dict[str, str]) -> tuple[float, float]:
+def generator_alone(
+    size: int, style: str, threads: int, seconds: float, extra: dict[str, str], split: bool = False
+) -> tuple[float, float]:
     """(images/s, CPU ms per image) of the generator alone: ``threads`` threads back to back, in a
     fresh process set up as ``instyle serve`` sets itself up (huge pages, malloc tuning, the
-    worker's settings)."""
+    worker's settings). ``split``: each thread runs on its share of torch's threads, as the
+    server's stylize threads do when all of them are busy (``worker.runner.ThreadShare``)."""
     env = {**os.environ, **extra}
     env.pop("INSTYLE_REDIS_URL", None)
     cmd = [sys.executable, __file__, "--generator-alone", "--size", str(size), "--style", style]
-    cmd += ["--threads", str(threads), "--seconds", str(seconds)]
+    cmd += ["--threads", str(threads), "--seconds", str(seconds)] + (["--split"] if split else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 300, check=True)
     rate, cpu_ms = proc.stdout.strip().splitlines()[-1].split()
     return float(rate), float(cpu_ms)
+
+
+def shares_threads(extra: dict[str, str]) -> bool:
+    """Whether the server's stylize threads split torch's threads when busy together."""
+    from worker.settings import WorkerSettings
+
+    fields = {name: f"INSTYLE_{name.upper()}" for name in ("share_threads", "stylize_threads")}
+    settings = WorkerSettings.model_validate({name: extra[env] for name, env in fields.items() if env in extra})
+    return settings.share_threads and settings.stylize_threads > 1
 
 
 def banner(log: IO[bytes]) -> str:
@@ -162,8 +174,8 @@ def cpu_seconds(pid: int) -> float | None:
     return total + sum(cpu_seconds(child) or 0.0 for child in children)
 
 
-def _generator_alone_child(size: int, style: str, threads: int, seconds: float) -> tuple[float, float]:
-    from stylenet.config import tune_malloc, use_huge_pages
+def _generator_alone_child(size: int, style: str, threads: int, seconds: float, split: bool) -> tuple[float, float]:
+    from stylenet.config import set_openmp_threads, tune_malloc, use_huge_pages
 
     use_huge_pages()
     tune_malloc()
@@ -182,8 +194,10 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float) 
     in_passing_thread(lambda: inputs.append(image_to_tensor(load_image(jpeg(size))).unsqueeze(0).to(ctx.device)))
     x = inputs[0]
     counts = [0] * threads
+    share = max(1, torch.get_num_threads() // threads) if split else torch.get_num_threads()
 
     def loop(k: int, stop_at: float) -> None:
+        set_openmp_threads(share)
         with torch.inference_mode():
             while time.perf_counter() < stop_at:
                 run_generator(generator, x, ctx.tile_pixels).float().clamp(0, 1)
@@ -260,15 +274,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cpu.json")
     p.add_argument("--generator-alone", action="store_true", help=argparse.SUPPRESS)  # child mode
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.generator_alone:
-        print(*_generator_alone_child(args.size, args.style, args.threads, args.seconds))
+        print(*_generator_alone_child(args.size, args.style, args.threads, args.seconds, args.split))
         return 0
 
     port = free_port()
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
-    alone, alone_cpu_ms = generator_alone(args.size, args.style, threads, args.seconds, extra)
+    # the model-bound limit: the generator alone in each way the server may run it, the best one
+    configs = {"all torch threads each": generator_alone(args.size, args.style, threads, args.seconds, extra)}
+    if shares_threads(extra):
+        configs["torch threads split"] = generator_alone(args.size, args.style, threads, args.seconds, extra, True)
+    best = max(configs, key=lambda name: configs[name][0])
+    alone, alone_cpu_ms = configs[best]
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
     started = dt.datetime.now(dt.UTC)
@@ -306,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         "latency": latency,
         "generator_alone_images_per_s": round(alone, 3),
         "generator_alone_cpu_ms_per_image": round(alone_cpu_ms, 1),
+        "generator_alone_configs": {
+            name: {"images_per_s": round(rate, 3), "cpu_ms_per_image": round(cpu, 1)}
+            for name, (rate, cpu) in configs.items()
+        },
+        "generator_alone_best": best,
         "throughput": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         f"| {latency['median_round_trip_ms']:.1f} | {latency['median_model_ms']:.1f} "
         f"| {latency['median_overhead_ms']:.1f} | {latency['p90_overhead_ms']:.1f} |\n"
     )
-    print(
-        f"generator alone, {threads} thread(s) back to back: {alone:.2f} images/s, "
-        f"{alone_cpu_ms:.0f} ms of CPU per image\n"
-    )
+    for name, (rate, cpu) in configs.items():
+        mark = " (the limit)" if name == best and len(configs) > 1 else ""
+        print(
+            f"generator alone, {threads} thread(s) back to back, {name}: {rate:.2f} images/s, "
+            f"{cpu:.0f} ms of CPU per image{mark}"
+        )
+    print()
     print("| clients | images/s | ratio to the generator alone | bound from in-service model times | ratio to it |"
           " median latency ms | errors | server CPU ms per image (beyond the generator alone) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")

@@ -424,20 +424,26 @@ def _serve_embedded(
     from instyle.protocol import QUEUE_STYLIZE, QUEUES
     from service.app import create_app
     from worker.context import build_context
-    from worker.runner import start_thread_worker, stop_thread_workers
+    from worker.runner import ThreadShare, start_thread_worker, stop_thread_workers
     from worker.settings import WorkerSettings
 
     worker_settings = WorkerSettings(**overrides)
-    build_context(worker_settings, redis)
+    ctx = build_context(worker_settings, redis)
+    share = None
+    if worker_settings.share_threads and worker_settings.stylize_threads > 1 and ctx.device.type == "cpu":
+        import torch
+
+        share = ThreadShare(torch.get_num_threads())
     # worker threads per queue, so a training job never holds up stylization; several stylize
     # threads overlap one image's decoding, encoding and bookkeeping with another's generator
-    workers = [
-        start_thread_worker(
-            redis, [queue], worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
-        )
-        for queue in QUEUES
-        for _ in range(worker_settings.stylize_threads if queue == QUEUE_STYLIZE else 1)
-    ]
+    workers = []
+    for queue in QUEUES:
+        for _ in range(worker_settings.stylize_threads if queue == QUEUE_STYLIZE else 1):
+            own_share = share if queue == QUEUE_STYLIZE else None
+            lease_s, maintenance_s = worker_settings.train_lease_s, worker_settings.maintenance_s
+            workers.append(
+                start_thread_worker(redis, [queue], lease_s, maintenance_s, worker_settings.batch_size, own_share)
+            )
     print(f"instyle (embedded mode, {redis_description}) on http://{args.host}:{args.port}", file=sys.stderr)
     try:
         uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)

@@ -98,7 +98,7 @@ def observe(redis: Redis, name: str, labels: Mapping[str, str], value: float) ->
     key, lbl = PREFIX + name, _labels(labels)
     queued = isinstance(redis, Pipeline)
     try:
-        pipe = redis if queued else redis.pipeline(transaction=False)
+        pipe: Any = redis if queued else redis.pipeline(transaction=False)
         bound = next((b for b in metric.buckets if value <= b), None)
         if bound is not None:
             pipe.hincrby(key, f"{lbl}|{BUCKET}{bound}", 1)

@@ -154,7 +154,13 @@ class JobService:
                 result_ttl=self.settings.style_image_ttl_s,
                 failure_ttl=self.settings.style_image_ttl_s,
                 retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
-                meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
+                meta={
+                    "type": "train",
+                    "progress": 0.0,
+                    "style": name,
+                    "iteration": 0,
+                    "total": recipe.get("iterations"),
+                },
                 pipeline=pipe,
             )
             pipe.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
@@ -219,10 +225,12 @@ class JobService:
         the entry itself holds the return value: a finished job needs no further status read.
         """
         key = Result.get_key(job.id)
-        reply = self.redis.xread({key: after}, count=1, block=max(1, int(seconds * 1000)))
+        reply: Any = self.redis.xread({key: after}, count=1, block=max(1, int(seconds * 1000)))
         if not reply:
             return None
-        entry_id, fields = reply[0][1][0]
+        # RESP2 answers [[stream, [[id, fields]]]], RESP3 {stream: [[id, fields]]}
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        entry_id, fields = entries[0]
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return Result.restore(job.id, entry, fields, connection=self.redis, serializer=JSONSerializer)
 

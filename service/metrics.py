@@ -103,4 +103,6 @@ class ObserveRequests:
             method = scope["method"]
             length = dict(scope.get("headers") or []).get(b"content-length", b"")
             upload = int(length) if method == "POST" and length.isdigit() else None
-            self.metrics.observe(method, getattr(route, "path", "unmatched"), status, time.perf_counter() - start, upload)
+            self.metrics.observe(
+                method, getattr(route, "path", "unmatched"), status, time.perf_counter() - start, upload
+            )

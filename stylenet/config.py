@@ -97,8 +97,26 @@ def _loaded_libgomp() -> str | None:
     return None
 
 
-_omp_pause: Any = None  # libgomp's omp_pause_resource_all once looked up; False: none
+_libgomp_functions: dict[str, Any] = {}  # looked-up libgomp functions; False: none
 _OMP_PAUSE_SOFT = 1  # omp_pause_soft (omp.h, OpenMP 5.0)
+
+
+def _libgomp(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """libgomp's function ``name`` (looked up once), or False: torch not imported yet, or not on
+    libgomp (another OpenMP runtime's calls may reach the whole process, not the calling thread)."""
+    if "torch" not in sys.modules:  # no torch kernel has run: no pool (and no runtime loaded yet)
+        return False
+    if name not in _libgomp_functions:
+        path = _loaded_libgomp()
+        fn: Any = False
+        try:
+            if path:
+                fn = getattr(ctypes.CDLL(path), name)
+                fn.argtypes, fn.restype = argtypes, restype
+        except (OSError, AttributeError):
+            fn = False
+        _libgomp_functions[name] = fn
+    return _libgomp_functions[name]
 
 
 def release_openmp_pool() -> bool:
@@ -116,20 +134,27 @@ def release_openmp_pool() -> bool:
     torch is imported, off libgomp (another OpenMP runtime's pause stops the whole process's
     threads, not this thread's) and inside a parallel region.
     """
-    global _omp_pause
-    if "torch" not in sys.modules:  # no torch kernel has run: no pool (and no runtime loaded yet)
+    pause = _libgomp("omp_pause_resource_all", [ctypes.c_int], ctypes.c_int)
+    return bool(pause) and pause(_OMP_PAUSE_SOFT) == 0
+
+
+def set_openmp_threads(threads: int) -> bool:
+    """Run this thread's later torch CPU kernels on ``threads`` threads, leaving every other
+    thread's count alone (libgomp's ``omp_set_num_threads`` sets the calling thread's; torch's
+    ``set_num_threads`` sets the process's default as well and drops oneDNN's primitive cache).
+
+    Returns False where it cannot (see ``_libgomp``); the thread then keeps torch's count.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    set_threads = _libgomp("omp_set_num_threads", [ctypes.c_int], None)
+    if not set_threads:
         return False
-    if _omp_pause is None:
-        path = _loaded_libgomp()
-        pause: Any = False
-        try:
-            if path:
-                pause = ctypes.CDLL(path).omp_pause_resource_all
-                pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
-        except (OSError, AttributeError):
-            pause = False
-        _omp_pause = pause
-    return bool(_omp_pause) and _omp_pause(_OMP_PAUSE_SOFT) == 0
+    import torch
+
+    torch.get_num_threads()  # torch sets each new thread's count at its first call: let it go first
+    set_threads(threads)
+    return True
 
 
 @dataclass(frozen=True)

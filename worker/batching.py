@@ -26,9 +26,9 @@ from rq.queue import Queue
 
 from instyle.protocol import StylizePayload
 from model_store.exceptions import StoreError
+from stylenet.config import release_openmp_pool
 from stylenet.exceptions import InvalidImage
 from stylenet.imageio import load_image, resize_max
-from stylenet.config import release_openmp_pool
 from stylenet.inference import stylize_batch
 from worker.context import WorkerContext
 

@@ -20,8 +20,8 @@ from rq.job import Job
 from instyle import telemetry
 from instyle.protocol import CANCEL_PREFIX, CONTENT_TYPES, RESULT_PREFIX, ErrorCode, StylizePayload, StylizeResult
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
-from stylenet.exceptions import InvalidImage
 from stylenet.config import release_openmp_pool
+from stylenet.exceptions import InvalidImage
 from stylenet.imageio import encode_image, load_image
 from stylenet.inference import stylize_image
 from worker.context import WorkerContext, current_context

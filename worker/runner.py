@@ -7,6 +7,8 @@
 * ``ThreadWorker``: the same, runnable in a thread (embedded mode): no signal handlers (only
   the main thread may install them), a timer-based job timeout instead of SIGALRM, and its
   OpenMP pool released after each job, so that an idle thread does not slow the others.
+  Stylize threads share torch's CPU threads out among the passes running at once
+  (``ThreadShare``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from instyle.protocol import QUEUE_STYLIZE
-from stylenet.config import release_openmp_pool
+from stylenet.config import release_openmp_pool, set_openmp_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +138,39 @@ def keep_lease() -> Iterator[None]:
         thread.join(timeout=5)
 
 
+class ThreadShare:
+    """Splits torch's CPU threads among the stylize passes that one process runs at once.
+
+    Alone, a pass gets them all (the lowest latency). With k passes at once each gets
+    ``total // k`` (at least 1), so together they never run more OpenMP threads than ``total``:
+    two 2-thread passes on 2 cores make four threads for two cores, where a thread that
+    loses its core holds its partner at every barrier, spinning. A pass keeps the count it
+    started with; a thread's count is its own (``stylenet.config.set_openmp_threads``).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, total)
+        self.running = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[int]:
+        """For the duration of one job: set this thread's share, and yield it."""
+        with self._lock:
+            self.running += 1
+            threads = max(1, self.total // self.running)
+        set_openmp_threads(threads)
+        try:
+            yield threads
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
 class ThreadWorker(InstyleWorker):
     death_penalty_class = TimerDeathPenalty
+    #: Shared by the process's stylize threads (``None``: each uses torch's thread count).
+    share: ThreadShare | None = None
     #: Seconds an idle thread worker blocks on its queues before it looks whether it was asked to
     #: ``stop`` (RQ's own wait is ``worker_ttl`` - 15 s and only a signal ends it).
     idle_poll_s: int = 1
@@ -158,7 +191,8 @@ class ThreadWorker(InstyleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
-            super().execute_job(job, queue)
+            with self.share.claim() if self.share is not None else contextlib.nullcontext():
+                super().execute_job(job, queue)
         finally:
             # Threads share the process's cores: an idle worker's OpenMP pool would slow the
             # others' generator passes (stylenet.config.release_openmp_pool).
@@ -185,13 +219,19 @@ def make_worker(
 
 
 def start_thread_worker(
-    redis: Redis, queues: Sequence[str], lease_s: int = 120, maintenance_s: int = 60, batch_size: int = 1
+    redis: Redis,
+    queues: Sequence[str],
+    lease_s: int = 120,
+    maintenance_s: int = 60,
+    batch_size: int = 1,
+    share: ThreadShare | None = None,
 ) -> tuple[ThreadWorker, threading.Thread]:
-    """A worker for ``queues`` working in a new daemon thread."""
+    """A worker for ``queues`` working in a new daemon thread (its jobs claim from ``share``)."""
     worker = make_worker(
         redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size
     )
     assert isinstance(worker, ThreadWorker)
+    worker.share = share
     thread = threading.Thread(
         target=worker.work,
         kwargs={"with_scheduler": False, "logging_level": "WARNING"},

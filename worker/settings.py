@@ -33,8 +33,12 @@ class WorkerSettings(BaseSettings):
     #: Stylize worker threads of the embedded mode (``instyle serve`` without Redis). Two overlap
     #: one image's decoding, encoding and queue bookkeeping with another's generator pass: +15-25 %
     #: images/s under load on 2 cores, the same latency alone (docs/performance.md). Each uses all
-    #: of torch's CPU threads (splitting them cost a lone request 80 % and won nothing under load).
+    #: of torch's CPU threads while it runs alone (a fixed split cost a lone request 80 %).
     stylize_threads: int = Field(default=2, ge=1, le=16)
+    #: Stylize threads on a CPU split torch's threads among the passes running at once (alone,
+    #: a pass gets them all; two at once get half each: ``worker.runner.ThreadShare``). Under
+    #: load this keeps the OpenMP threads within the cores (docs/performance.md).
+    share_threads: bool = True
     #: Generators kept in memory (LRU).
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).

@@ -182,9 +182,7 @@ def _while_waiting(client: TestClient, act: Callable[[str], None], wait: float =
     return answer[0]
 
 
-def test_wait_returns_the_image_as_soon_as_the_job_finishes(
-    client: TestClient, run_worker: Callable[[], None]
-) -> None:
+def test_wait_returns_the_image_as_soon_as_the_job_finishes(client: TestClient, run_worker: Callable[[], None]) -> None:
     r, elapsed = _while_waiting(client, lambda _: run_worker())
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"  # type: ignore[attr-defined]
     job_id = r.headers["x-job-id"]  # type: ignore[attr-defined]
@@ -194,9 +192,7 @@ def test_wait_returns_the_image_as_soon_as_the_job_finishes(
     assert elapsed < 8
 
 
-def test_wait_ends_early_when_the_job_fails_or_is_canceled(
-    client: TestClient, run_worker: Callable[[], None]
-) -> None:
+def test_wait_ends_early_when_the_job_fails_or_is_canceled(client: TestClient, run_worker: Callable[[], None]) -> None:
     redis = client.app.state.instyle.redis  # type: ignore[attr-defined]
 
     def lose_the_upload(_: str) -> None:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from stylenet.config import HUGE_PAGES_ENV, release_openmp_pool, tune_malloc, use_huge_pages
+from stylenet.config import HUGE_PAGES_ENV, release_openmp_pool, set_openmp_threads, tune_malloc, use_huge_pages
 
 
 def test_huge_pages_unless_the_environment_says_otherwise() -> None:
@@ -66,3 +66,36 @@ def test_release_openmp_pool_lets_this_threads_pool_go() -> None:
     assert seen["with_pool"] == torch.get_num_threads() - 1
     assert seen["after"] == 0
     assert seen["released_again"] is True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_set_openmp_threads_sets_only_the_calling_threads_count() -> None:
+    """One thread's passes run single-threaded (no pool at all) while the process keeps its count."""
+    import torch
+
+    if torch.get_num_threads() < 2 or "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("needs torch on OpenMP with 2+ threads")
+    with pytest.raises(ValueError, match=">= 1"):
+        set_openmp_threads(0)
+    before = torch.get_num_threads()
+    seen: dict[str, int | bool] = {}
+
+    def work() -> None:
+        alone = _os_threads()
+        seen["set"] = set_openmp_threads(1)
+        seen["count"] = torch.get_num_threads()
+        torch.ones(1 << 22).add_(1)  # a kernel that runs on a pool of torch.get_num_threads()
+        seen["pool"] = _os_threads() - alone
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if not seen["set"]:
+        pytest.skip("torch's OpenMP runtime here is not libgomp")
+    assert seen["count"] == 1 and seen["pool"] == 0
+    assert torch.get_num_threads() == before
+    other: list[int] = []
+    thread = threading.Thread(target=lambda: other.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert other == [before]  # a new thread starts from torch's count, not the last one set

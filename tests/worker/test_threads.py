@@ -5,15 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import fakeredis
 import pytest
+import torch
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from worker.runner import ThreadWorker, keep_lease, start_thread_worker, stop_thread_workers
+from stylenet.config import set_openmp_threads
+from worker.runner import ThreadShare, ThreadWorker, keep_lease, start_thread_worker, stop_thread_workers
 
 #: Both stylize jobs must be inside ``meet`` at once to get past it.
 _barrier = threading.Barrier(2, timeout=20)
@@ -22,6 +25,16 @@ _barrier = threading.Barrier(2, timeout=20)
 def meet() -> str:
     _barrier.wait()
     return threading.current_thread().name
+
+
+def meet_and_count() -> int:
+    """Meets the other stylize job inside a job, then reports this thread's torch thread count."""
+    _barrier.wait()
+    return torch.get_num_threads()
+
+
+def count_threads() -> int:
+    return torch.get_num_threads()
 
 
 def leased_nap(seconds: float) -> str:
@@ -40,7 +53,7 @@ def start(redis: fakeredis.FakeRedis) -> Iterator[Callable[..., None]]:
     """Start a thread worker for one queue; all of them are told to stop afterwards."""
     workers: list[tuple[ThreadWorker, threading.Thread]] = []
 
-    def start_one(queue: str, **kwargs: int) -> None:
+    def start_one(queue: str, **kwargs: Any) -> None:
         workers.append(start_thread_worker(redis, [queue], **kwargs))
 
     yield start_one
@@ -65,6 +78,25 @@ def test_two_stylize_threads_run_two_jobs_at_once(redis: fakeredis.FakeRedis, st
     assert [_wait(job) for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
     names = {job.return_value(refresh=True) for job in jobs}
     assert len(names) == 2 and all(str(n).startswith("instyle-worker-stylize-") for n in names)
+
+
+def test_stylize_threads_share_torchs_threads_among_the_jobs_running_at_once(
+    redis: fakeredis.FakeRedis, start: Callable[..., None]
+) -> None:
+    """Alone a job gets all of the share's threads; two at once get half each (rounded down)."""
+    if not set_openmp_threads(torch.get_num_threads()):
+        pytest.skip("torch's OpenMP runtime here is not libgomp")
+    share = ThreadShare(5)
+    for _ in range(2):
+        start("stylize", share=share)
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    jobs = [queue.enqueue("tests.worker.test_threads.meet_and_count") for _ in range(2)]
+    assert [_wait(job) for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    # the first to start claimed 5 // 1; the second, while the first ran, 5 // 2
+    assert sorted(int(job.return_value(refresh=True)) for job in jobs) == [2, 5]
+    lone = queue.enqueue("tests.worker.test_threads.count_threads")
+    assert _wait(lone) == JobStatus.FINISHED and lone.return_value(refresh=True) == 5
+    assert share.running == 0
 
 
 def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis, start: Callable[..., None]) -> None:
