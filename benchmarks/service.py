@@ -200,7 +200,7 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
         set_openmp_threads(share)
         with torch.inference_mode():
             while time.perf_counter() < stop_at:
-                run_generator(generator, x, ctx.tile_pixels).float().clamp(0, 1)
+                run_generator(generator, x, ctx.tile_pixels)
                 counts[k] += 1
 
     in_passing_thread(loop, 0, time.perf_counter() + 1.0)  # warm-up
@@ -283,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
-    # the model-bound limit: the generator alone in each way the server may run it, the best one
-    configs = {"all torch threads each": generator_alone(args.size, args.style, threads, args.seconds, extra)}
+    # the model-bound limit: the generator alone in each way the server may run it (the best
+    # one), measured before and after the server's runs and averaged: this machine's speed drifts
+    ways = {"all torch threads each": False}
     if shares_threads(extra):
-        configs["torch threads split"] = generator_alone(args.size, args.style, threads, args.seconds, extra, True)
-    best = max(configs, key=lambda name: configs[name][0])
-    alone, alone_cpu_ms = configs[best]
+        ways["torch threads split"] = True
+    before = {
+        name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
+        for name, split in ways.items()
+    }
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
     started = dt.datetime.now(dt.UTC)
@@ -304,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+    after = {
+        name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
+        for name, split in ways.items()
+    }
+    configs = {name: tuple((a + b) / 2 for a, b in zip(before[name], after[name], strict=True)) for name in ways}
+    best = max(configs, key=lambda name: configs[name][0])
+    alone, alone_cpu_ms = configs[best]
     overheads = sorted((e - m) * 1000 for e, m in samples)
     latency = {
         "requests": len(samples),
@@ -327,8 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         "generator_alone_images_per_s": round(alone, 3),
         "generator_alone_cpu_ms_per_image": round(alone_cpu_ms, 1),
         "generator_alone_configs": {
-            name: {"images_per_s": round(rate, 3), "cpu_ms_per_image": round(cpu, 1)}
-            for name, (rate, cpu) in configs.items()
+            name: {
+                "images_per_s": round(configs[name][0], 3),
+                "cpu_ms_per_image": round(configs[name][1], 1),
+                "images_per_s_before_after": [round(before[name][0], 3), round(after[name][0], 3)],
+            }
+            for name in ways
         },
         "generator_alone_best": best,
         "throughput": runs,
@@ -348,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (rate, cpu) in configs.items():
         mark = " (the limit)" if name == best and len(configs) > 1 else ""
         print(
-            f"generator alone, {threads} thread(s) back to back, {name}: {rate:.2f} images/s, "
+            f"generator alone, {threads} thread(s) back to back, {name}: {rate:.2f} images/s "
+            f"({before[name][0]:.2f} before the server, {after[name][0]:.2f} after), "
             f"{cpu:.0f} ms of CPU per image{mark}"
         )
     print()

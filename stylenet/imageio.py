@@ -72,7 +72,8 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
-    """Float tensor (3, H, W) or (1, 3, H, W) in [0, 1] -> RGB ``PIL.Image`` (clamped, rounded)."""
+    """Float tensor (3, H, W) or (1, 3, H, W), any float dtype, in [0, 1] -> RGB ``PIL.Image``
+    (values outside are clamped; rounded to the nearest byte)."""
     t = tensor.detach()
     if t.dim() == 4:
         if t.shape[0] != 1:

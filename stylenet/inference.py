@@ -76,14 +76,16 @@ def stylize_batch(
     """
     x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)
     start = time.perf_counter()
-    y = run_generator(generator, x, tile_pixels).float().clamp(0, 1)
+    y = run_generator(generator, x, tile_pixels)  # the engine's dtype; tensor_to_image clamps
     if timings is not None:
         if y.device.type == "cuda":
             torch.cuda.synchronize(y.device)
         timings["model_s"] = time.perf_counter() - start
     out = []
     for k, keep in enumerate(preserve_color):
-        yk = preserve_colors(y[k : k + 1], x[k : k + 1].float()) if keep else y[k : k + 1]
+        yk = y[k : k + 1]
+        if keep:
+            yk = preserve_colors(yk.float().clamp(0, 1), x[k : k + 1].float())
         out.append(tensor_to_image(yk.cpu()))
     return out
 
