@@ -6,6 +6,7 @@ why; the worker itself always carries on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from instyle.protocol import CANCEL_PREFIX, CONTENT_TYPES, RESULT_PREFIX, ErrorC
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
 from stylenet.config import release_openmp_pool
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import encode_image, load_image
-from stylenet.inference import stylize_image
+from stylenet.imageio import encode_image, load_image, resize_max
+from stylenet.inference import EXCLUSIVE_PIXELS, stylize_image
 from worker.context import WorkerContext, current_context
+from worker.runner import all_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,9 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
         except InvalidImage as exc:
             raise fail_job(ErrorCode.invalid_image, str(exc)) from None
         timings: dict[str, float] = {}
-        out = stylize_image(generator, photo, p.max_size, p.preserve_color, ctx.device, ctx.tile_pixels, timings)
+        photo = resize_max(photo, p.max_size)
+        with all_threads() if photo.width * photo.height > EXCLUSIVE_PIXELS else contextlib.nullcontext():
+            out = stylize_image(generator, photo, None, p.preserve_color, ctx.device, ctx.tile_pixels, timings)
         # What is left (encoding, Redis, RQ's bookkeeping) runs no torch kernel; an OpenMP pool
         # kept until the job ends spins beside it on a core the other threads want (3.5 ms of
         # CPU per image on the AMX Xeon; docs/performance.md). The next job starts a new one.

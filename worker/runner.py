@@ -167,6 +167,20 @@ class ThreadShare:
                 self.running -= 1
 
 
+@contextlib.contextmanager
+def all_threads() -> Iterator[None]:
+    """Within a job: this thread takes all of its share's threads, whatever else runs.
+
+    For passes that run one at a time per process anyway (over
+    ``stylenet.inference.EXCLUSIVE_PIXELS``): a large image started beside another job would
+    otherwise keep its half share for the whole of its long pass. No-op outside a shared thread.
+    """
+    share = getattr(current_worker(), "share", None)
+    if isinstance(share, ThreadShare):
+        set_openmp_threads(share.total)
+    yield
+
+
 class ThreadWorker(InstyleWorker):
     death_penalty_class = TimerDeathPenalty
     #: Shared by the process's stylize threads (``None``: each uses torch's thread count).

@@ -16,7 +16,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from stylenet.config import set_openmp_threads
-from worker.runner import ThreadShare, ThreadWorker, keep_lease, start_thread_worker, stop_thread_workers
+from worker.runner import (
+    ThreadShare,
+    ThreadWorker,
+    all_threads,
+    keep_lease,
+    start_thread_worker,
+    stop_thread_workers,
+)
 
 #: Both stylize jobs must be inside ``meet`` at once to get past it.
 _barrier = threading.Barrier(2, timeout=20)
@@ -35,6 +42,15 @@ def meet_and_count() -> int:
 
 def count_threads() -> int:
     return torch.get_num_threads()
+
+
+def meet_then_take_all() -> list[int]:
+    """Meets the other job, then does what a large image's job does (worker.jobs)."""
+    _barrier.wait()
+    counts = [torch.get_num_threads()]
+    with all_threads():
+        counts.append(torch.get_num_threads())
+    return counts
 
 
 def leased_nap(seconds: float) -> str:
@@ -97,6 +113,10 @@ def test_stylize_threads_share_torchs_threads_among_the_jobs_running_at_once(
     lone = queue.enqueue("tests.worker.test_threads.count_threads")
     assert _wait(lone) == JobStatus.FINISHED and lone.return_value(refresh=True) == 5
     assert share.running == 0
+    # a pass that runs alone anyway (a large image) takes them all, even beside another job
+    jobs = [queue.enqueue("tests.worker.test_threads.meet_then_take_all") for _ in range(2)]
+    assert [_wait(job) for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    assert sorted(job.return_value(refresh=True) for job in jobs) == [[2, 5], [5, 5]]
 
 
 def test_each_worker_thread_renews_its_own_jobs_lease(redis: fakeredis.FakeRedis, start: Callable[..., None]) -> None:
