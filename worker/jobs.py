@@ -142,8 +142,9 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
         with all_threads() if photo.width * photo.height > EXCLUSIVE_PIXELS else contextlib.nullcontext():
             out = stylize_image(generator, photo, None, p.preserve_color, ctx.device, ctx.tile_pixels, timings)
         # What is left (encoding, Redis, RQ's bookkeeping) runs no torch kernel; an OpenMP pool
-        # kept until the job ends spins beside it on a core the other threads want (3.5 ms of
-        # CPU per image on the AMX Xeon; docs/performance.md). The next job starts a new one.
+        # kept until the job ends spins beside it on a core the other threads want (with a null
+        # generator, 21.0 -> 19.5-20.8 ms of server CPU per image; docs/performance.md). The
+        # next job starts a new one.
         release_openmp_pool()
         model_s = timings["model_s"]
         progress = {"model_ms": round(model_s * 1000, 2)}
