@@ -286,3 +286,20 @@ def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
         body = assert_problem(client.get("/readyz"), 503, "not_ready")
         assert "redis" in body["failing"]  # type: ignore[operator]
         assert client.get("/healthz").status_code == 200
+
+
+def test_request_metrics_count_errors_and_unmatched_routes(make_client: MakeClient) -> None:
+    """The metrics middleware records what the client got, also when a route raises (500) or
+    no route matches."""
+    client = make_client()
+
+    @client.app.get("/boom")  # type: ignore[attr-defined,misc]
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    quiet = TestClient(client.app, raise_server_exceptions=False)  # type: ignore[arg-type]
+    assert quiet.get("/boom").status_code == 500
+    assert client.get("/nowhere").status_code == 404
+    text = client.get("/metrics").text
+    assert 'instyle_http_requests_total{method="GET",route="/boom",status="500"} 1' in text
+    assert 'instyle_http_requests_total{method="GET",route="unmatched",status="404"} 1' in text
