@@ -43,7 +43,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
@@ -116,13 +119,22 @@ def start_server(port: int, style: str, env_extra: dict[str, str], log: IO[bytes
     raise RuntimeError("instyle serve did not become ready in 120 s")
 
 
-def stylize_threads(extra: dict[str, str]) -> int:
-    """The server's stylize worker threads: ``--env``, else its settings (this environment's)."""
+def server_settings(extra: dict[str, str]) -> WorkerSettings:
+    """The worker settings the server runs with: this environment's, with ``--env`` on top."""
     from worker.settings import WorkerSettings
 
-    if "INSTYLE_STYLIZE_THREADS" in extra:
-        return WorkerSettings(stylize_threads=int(extra["INSTYLE_STYLIZE_THREADS"])).stylize_threads
-    return WorkerSettings().stylize_threads
+    prefix = "INSTYLE_"
+    overrides: dict[str, Any] = {
+        k[len(prefix) :].lower(): v
+        for k, v in extra.items()
+        if k.startswith(prefix) and k[len(prefix) :].lower() in WorkerSettings.model_fields
+    }
+    return WorkerSettings(**overrides)
+
+
+def stylize_threads(extra: dict[str, str]) -> int:
+    """The server's stylize worker threads."""
+    return server_settings(extra).stylize_threads
 
 
 def generator_alone(
@@ -143,10 +155,7 @@ def generator_alone(
 
 def shares_threads(extra: dict[str, str]) -> bool:
     """Whether the server's stylize threads split torch's threads when busy together."""
-    from worker.settings import WorkerSettings
-
-    fields = {name: f"INSTYLE_{name.upper()}" for name in ("share_threads", "stylize_threads")}
-    settings = WorkerSettings.model_validate({name: extra[env] for name, env in fields.items() if env in extra})
+    settings = server_settings(extra)
     return settings.share_threads and settings.stylize_threads > 1
 
 

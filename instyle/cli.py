@@ -436,14 +436,14 @@ def _serve_embedded(
         share = ThreadShare(torch.get_num_threads())
     # worker threads per queue, so a training job never holds up stylization; several stylize
     # threads overlap one image's decoding, encoding and bookkeeping with another's generator
-    workers = []
-    for queue in QUEUES:
-        for _ in range(worker_settings.stylize_threads if queue == QUEUE_STYLIZE else 1):
-            own_share = share if queue == QUEUE_STYLIZE else None
-            lease_s, maintenance_s = worker_settings.train_lease_s, worker_settings.maintenance_s
-            workers.append(
-                start_thread_worker(redis, [queue], lease_s, maintenance_s, worker_settings.batch_size, own_share)
-            )
+    lease_s, maintenance_s, batch_size = (
+        worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
+    )  # fmt: skip
+    workers = [
+        start_thread_worker(redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None)
+        for q in QUEUES
+        for _ in range(worker_settings.stylize_threads if q == QUEUE_STYLIZE else 1)
+    ]
     print(f"instyle (embedded mode, {redis_description}) on http://{args.host}:{args.port}", file=sys.stderr)
     try:
         uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)

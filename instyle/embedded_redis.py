@@ -156,7 +156,7 @@ def open_embedded_redis(mode: EmbeddedRedisMode = "auto", executable: str | None
     if exe is None:
         if mode == "server":
             raise EmbeddedRedisError("INSTYLE_EMBEDDED_REDIS=server, but redis-server is not on PATH")
-        log.info("redis-server is not on PATH: embedded mode uses the in-process fakeredis (slower under load)")
+        log.info("redis-server is not on PATH: embedded mode uses the in-process fakeredis")
         return in_memory()
     try:
         return start_server(exe)

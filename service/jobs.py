@@ -119,22 +119,14 @@ class JobService:
             input_key=input_key, style=style, max_size=max_size, format=fmt,  # type: ignore[arg-type]
             quality=quality, preserve_color=preserve_color, result_ttl_s=self.settings.result_ttl_s,
         )  # fmt: skip
-        with self.redis.pipeline() as pipe:
-            pipe.multi()  # the photo, the job and its marker land together, in one round trip
-            pipe.set(input_key, image, ex=self.settings.input_ttl_s)
-            job = self.stylize_queue.enqueue(
-                STYLIZE_JOB,
-                payload.model_dump(),
-                job_timeout=self.settings.stylize_timeout_s,
-                result_ttl=self.settings.result_ttl_s,
-                failure_ttl=self.settings.result_ttl_s,
-                ttl=self.settings.input_ttl_s,
-                meta={"type": "stylize", "progress": 0.0, "style": style},
-                pipeline=pipe,
-            )
-            pipe.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
-            pipe.execute()
-        return job
+        return self._enqueue(
+            self.stylize_queue, input_key, image, self.settings.input_ttl_s, STYLIZE_JOB, payload.model_dump(),
+            job_timeout=self.settings.stylize_timeout_s,
+            result_ttl=self.settings.result_ttl_s,
+            failure_ttl=self.settings.result_ttl_s,
+            ttl=self.settings.input_ttl_s,
+            meta={"type": "stylize", "progress": 0.0, "style": style},
+        )  # fmt: skip
 
     def enqueue_train(
         self, style_image: bytes, name: str, title: str, generator: dict[str, Any], recipe: dict[str, Any]
@@ -144,25 +136,24 @@ class JobService:
             raise QueueFull(f"{queue.count} training jobs are waiting; try again later", retry_after_s=60)
         style_key = f"{STYLE_IMAGE_PREFIX}{uuid.uuid4().hex}"
         payload = TrainPayload(name=name, title=title, style_key=style_key, generator=generator, recipe=recipe)
+        return self._enqueue(
+            queue, style_key, style_image, self.settings.style_image_ttl_s, TRAIN_JOB, payload.model_dump(),
+            job_timeout=self.settings.train_timeout_s,
+            result_ttl=self.settings.style_image_ttl_s,
+            failure_ttl=self.settings.style_image_ttl_s,
+            retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
+            meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
+        )  # fmt: skip
+
+    def _enqueue(
+        self, queue: Queue, key: str, data: bytes, ttl_s: int, func: str, payload: dict[str, Any], **options: Any
+    ) -> Job:
+        """``data`` stored at ``key`` for ``ttl_s``, the job, and its "known" marker, in one
+        transaction (one round trip): a job never exists without its input."""
         with self.redis.pipeline() as pipe:
             pipe.multi()
-            pipe.set(style_key, style_image, ex=self.settings.style_image_ttl_s)
-            job = queue.enqueue(
-                TRAIN_JOB,
-                payload.model_dump(),
-                job_timeout=self.settings.train_timeout_s,
-                result_ttl=self.settings.style_image_ttl_s,
-                failure_ttl=self.settings.style_image_ttl_s,
-                retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
-                meta={
-                    "type": "train",
-                    "progress": 0.0,
-                    "style": name,
-                    "iteration": 0,
-                    "total": recipe.get("iterations"),
-                },
-                pipeline=pipe,
-            )
+            pipe.set(key, data, ex=ttl_s)
+            job = queue.enqueue(func, payload, pipeline=pipe, **options)
             pipe.set(f"{KNOWN_PREFIX}{job.id}", "1", ex=KNOWN_TTL_S)
             pipe.execute()
         return job

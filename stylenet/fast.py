@@ -500,7 +500,7 @@ class JohnsonEngine(nn.Module):
             y = new_padded(phases, c, 2 * h, 2 * w, pad)
             dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
             src = normed.unflatten(3, (w, 2, 2)).permute(0, 1, 2, 4, 3, 5)  # (N, C, h, a, w, b)
-            torch.clamp(src, min=0, out=dst)  # ReLU while interleaving: runs of 2 C contiguous values
+            _relu_into(src, dst)  # ReLU while interleaving: runs of 2 C contiguous values
             fill_border(y, pad, mode)
         return to_image_range(self.out(y)[:, :3].float())
 
@@ -511,7 +511,7 @@ class JohnsonEngine(nn.Module):
         assert self.out_packed is not None
         _, c4, h, w = phases.shape
         buf = new_padded(phases, c4, h, w, self.out.pad // 2)
-        torch.clamp(phases, min=0, out=interior(buf, self.out.pad // 2))
+        _relu_into(phases, interior(buf, self.out.pad // 2))
         fill_border_packed(buf, self.out.pad, self.padding)
         rgb = to_image_range(self.out_packed(buf).float())
         return F.pixel_shuffle(rgb, 2)[:, :3]
@@ -533,7 +533,7 @@ class JohnsonEngine(nn.Module):
             normed = normalize(t, self.norms[layer], inplace=True)
             if scratch is None:
                 scratch = new_padded(t, t.shape[1], t.shape[2], t.shape[3], second.pad)
-            torch.clamp(normed, min=0, out=interior(scratch, second.pad))
+            _relu_into(normed, interior(scratch, second.pad))
             u = second(fill_border(scratch, second.pad, self.padding))
             interior(stream, pad).add_(normalize(u, self.norms[layer + 1], inplace=True))
             fill_border(stream, pad, self.padding)

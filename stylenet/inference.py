@@ -50,13 +50,17 @@ EXCLUSIVE_PIXELS = 1024 * 1024
 _exclusive = threading.Lock()
 
 
+def runs_exclusive(pixels: int) -> bool:
+    """Whether a batch of ``pixels`` pixels in all waits for the others (``EXCLUSIVE_PIXELS``)."""
+    return pixels > EXCLUSIVE_PIXELS
+
+
 def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
     """``generator(x)``; a Johnson or Ulyanov engine given more than ``tile_pixels`` pixels per image runs
     tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory. Batches
     over ``EXCLUSIVE_PIXELS`` wait for each other."""
     engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)
-    pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
-    with _exclusive if pixels > EXCLUSIVE_PIXELS else contextlib.nullcontext():
+    with _exclusive if runs_exclusive(x.shape[0] * x.shape[-2] * x.shape[-1]) else contextlib.nullcontext():
         return generator(x) if engine is None else tiled_forward(engine, x)
 
 

@@ -24,7 +24,7 @@ from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
 from stylenet.config import release_openmp_pool
 from stylenet.exceptions import InvalidImage
 from stylenet.imageio import encode_image, load_image, resize_max
-from stylenet.inference import EXCLUSIVE_PIXELS, stylize_image
+from stylenet.inference import runs_exclusive, stylize_image
 from worker.context import WorkerContext, current_context
 from worker.runner import all_threads
 
@@ -40,18 +40,15 @@ class JobFailure(Exception):
         self.message = message
 
 
-def _set_progress(progress: float, pipe: Pipeline | None = None, **extra: Any) -> None:
-    """Record the current job's progress (and ``extra`` fields) in its meta; on ``pipe``, queued
+def _set_progress(pipe: Pipeline, progress: float, **extra: Any) -> None:
+    """Record the current job's progress (and ``extra`` fields) in its meta: queued on ``pipe``
     for the caller to execute with its other commands."""
     job = get_current_job()
     if job is None:
         return
     job.meta["progress"] = progress
     job.meta.update(extra)
-    if pipe is None:
-        job.save_meta()
-    else:
-        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+    pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
 
 
 def fail_job(code: ErrorCode, message: str) -> JobFailure:
@@ -60,18 +57,6 @@ def fail_job(code: ErrorCode, message: str) -> JobFailure:
         job.meta["error"] = {"code": code.value, "message": message}
         job.save_meta()
     return JobFailure(code, message)
-
-
-def cancel_key(job: Job | None) -> str | None:
-    """The key whose presence asks ``job`` to stop (see ``instyle.protocol.CANCEL_PREFIX``)."""
-    return None if job is None else f"{CANCEL_PREFIX}{job.id}"
-
-
-def check_canceled(redis: Redis) -> None:
-    """Raise if the API asked the current job to stop."""
-    key = cancel_key(get_current_job())
-    if key is not None and redis.exists(key):
-        raise fail_job(ErrorCode.canceled, "the job was canceled")
 
 
 def _connection(ctx: WorkerContext) -> Redis:
@@ -120,7 +105,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     except StoreError as exc:
         raise fail_job(ErrorCode.internal, str(exc)) from None
     pipe = redis.pipeline(transaction=False)
-    _set_progress(0.2, pipe, style_resolved=resolved.manifest.ref)
+    _set_progress(pipe, 0.2, style_resolved=resolved.manifest.ref)
     canceled = _queue_cancel_check(pipe, job)
     if ahead is None:
         pipe.get(p.input_key)
@@ -139,7 +124,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
             raise fail_job(ErrorCode.invalid_image, str(exc)) from None
         timings: dict[str, float] = {}
         photo = resize_max(photo, p.max_size)
-        with all_threads() if photo.width * photo.height > EXCLUSIVE_PIXELS else contextlib.nullcontext():
+        with all_threads() if runs_exclusive(photo.width * photo.height) else contextlib.nullcontext():
             out = stylize_image(generator, photo, None, p.preserve_color, ctx.device, ctx.tile_pixels, timings)
         # What is left (encoding, Redis, RQ's bookkeeping) runs no torch kernel; an OpenMP pool
         # kept until the job ends spins beside it on a core the other threads want (with a null
@@ -149,7 +134,7 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
         model_s = timings["model_s"]
         progress = {"model_ms": round(model_s * 1000, 2)}
     pipe = redis.pipeline(transaction=False)
-    _set_progress(0.9, pipe, **progress)
+    _set_progress(pipe, 0.9, **progress)
     labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
     telemetry.observe(pipe, "instyle_inference_seconds", labels, model_s)
     canceled = _queue_cancel_check(pipe, job)
@@ -172,11 +157,11 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _queue_cancel_check(pipe: Pipeline, job: Job | None) -> int | None:
-    """Queue ``check_canceled``'s lookup on ``pipe``; the index of its reply (None: no job)."""
-    key = cancel_key(job)
-    if key is None:
+    """Queue on ``pipe`` the lookup of the key by which the API asks ``job`` to stop
+    (``instyle.protocol.CANCEL_PREFIX``); the index of its reply (None: no job)."""
+    if job is None:
         return None
-    pipe.exists(key)
+    pipe.exists(f"{CANCEL_PREFIX}{job.id}")
     return len(pipe) - 1
 
 
