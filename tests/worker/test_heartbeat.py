@@ -1,0 +1,97 @@
+"""The worker's Redis bookkeeping between jobs: RQ's heartbeats rate-limited, no-op states skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+from rq import Queue
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
+
+from worker.runner import InstyleWorker, make_worker
+
+
+def noop() -> str:
+    return "ok"
+
+
+@pytest.fixture
+def fresh() -> InstyleWorker:
+    return make_worker(fakeredis.FakeRedis(server=fakeredis.FakeServer()), ["stylize"])
+
+
+@pytest.fixture
+def worker(fresh: InstyleWorker) -> InstyleWorker:
+    """A worker that has registered itself, as it does when it starts working."""
+    fresh.register_birth()
+    return fresh
+
+
+def stamp(w: InstyleWorker) -> bytes | None:
+    value = w.connection.hget(w.key, "last_heartbeat")
+    assert value is None or isinstance(value, bytes)
+    return value
+
+
+def test_a_plain_heartbeat_right_after_another_is_skipped(worker: InstyleWorker) -> None:
+    worker.heartbeat()
+    first, ttl = stamp(worker), worker.connection.ttl(worker.key)
+    assert first is not None and ttl > worker.worker_ttl
+    worker.connection.hdel(worker.key, "last_heartbeat")
+    worker.heartbeat()
+    assert stamp(worker) is None  # nothing was sent
+    # once heartbeat_every_s has passed, the next one goes out
+    at, ttl_s = worker._last_beat
+    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl_s)
+    worker.heartbeat()
+    assert stamp(worker) is not None
+
+
+def test_beats_with_their_own_ttl_always_go_out_and_a_short_one_is_renewed(worker: InstyleWorker) -> None:
+    worker.heartbeat()
+    worker.connection.hdel(worker.key, "last_heartbeat")
+    worker.heartbeat(30)  # a job's own TTL: sent although the last beat was just now
+    assert stamp(worker) is not None
+    assert worker.connection.ttl(worker.key) <= 30
+    # the key now has less than heartbeat_margin_s to live: the next plain beat is not skipped
+    worker.connection.hdel(worker.key, "last_heartbeat")
+    worker.heartbeat()
+    assert stamp(worker) is not None
+    assert worker.connection.ttl(worker.key) > worker.worker_ttl
+
+
+def test_an_unchanged_state_is_not_written_again(worker: InstyleWorker) -> None:
+    worker.set_state("idle")
+    assert worker.connection.hget(worker.key, "state") == b"idle"
+    worker.connection.hdel(worker.key, "state")
+    worker.set_state("idle")
+    assert worker.connection.hget(worker.key, "state") is None
+    worker.set_state("busy")
+    assert worker.connection.hget(worker.key, "state") == b"busy"
+
+
+def test_jobs_back_to_back_send_no_plain_heartbeats_between_them(
+    fresh: InstyleWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = fresh
+    sent: list[tuple[int | None, bool]] = []  # (TTL, pipelined)
+    rq_heartbeat = BaseWorker.heartbeat
+
+    def counting(self: BaseWorker, timeout: int | None = None, pipeline: Any = None) -> None:
+        sent.append((timeout, pipeline is not None))
+        rq_heartbeat(self, timeout, pipeline)
+
+    monkeypatch.setattr(BaseWorker, "heartbeat", counting)
+    queue = Queue("stylize", connection=worker.connection, serializer=JSONSerializer)
+    jobs = [queue.enqueue(noop) for _ in range(5)]
+    worker.work(burst=True)
+    assert [job.get_status(refresh=True) for job in jobs] == [JobStatus.FINISHED] * 5
+    # RQ alone sends three plain beats of their own per job (15 here); the suspension check
+    # before each dequeue beats within its own pipeline, and each job's start with its TTL
+    alone = sent.count((None, False))
+    assert alone <= 2, sent
+    assert sum(1 for ttl, _ in sent if ttl is not None) >= 5
+    assert worker.connection.ttl(worker.key) > 0
