@@ -217,6 +217,26 @@ class _ProgressBar:
             self._bar.close()
 
 
+class _PassBar:
+    """tqdm bar (percent) for one image's tiled generator pass, fed by ``stylenet.tiling``'s
+    progress callback: drawn from the first report, so an untiled image shows none."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+
+    def __call__(self, done: float) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=100, desc=self.label, unit="%", dynamic_ncols=True, file=sys.stderr)
+        self._bar.update(round(100 * done) - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from instyle.assets import sample_photos
     from instyle.pipeline import StyleSource, train_and_publish
@@ -367,7 +387,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for inp in args.inputs:
         out = _output_path(inp, args.output, args.style, many)
         fmt = {".png": "png", ".webp": "webp"}.get(out.suffix.lower(), "jpeg")
-        image = stylize_image(generator, load_image(inp), args.max_size, args.preserve_color, device, tile_pixels)
+        bar = _PassBar(f"{inp.name} (tiled)")
+        try:
+            image = stylize_image(
+                generator, load_image(inp), args.max_size, args.preserve_color, device, tile_pixels, progress=bar
+            )
+        finally:
+            bar.close()
         out.write_bytes(encode_image(image, fmt, args.quality))
         print(f"{inp} -> {out} ({image.width}x{image.height}, {resolved.manifest.ref})")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -108,9 +109,23 @@ class JobService:
     def queue(self, name: str) -> Queue:
         return Queue(name, connection=self.redis, serializer=JSONSerializer)
 
+    def stylize_timeout(self, output_pixels: int) -> int:
+        """Seconds a stylize job with ``output_pixels`` may run (``ServiceSettings.stylize_timeout_s``)."""
+        settings = self.settings
+        return settings.stylize_timeout_s + math.ceil(settings.stylize_timeout_s_per_megapixel * output_pixels / 1e6)
+
     def enqueue_stylize(
-        self, image: bytes, style: str, max_size: int, fmt: str, quality: int, preserve_color: bool
+        self,
+        image: bytes,
+        style: str,
+        max_size: int,
+        fmt: str,
+        quality: int,
+        preserve_color: bool,
+        output_pixels: int | None = None,
     ) -> Job:
+        """Queue a stylize job; its timeout grows with ``output_pixels`` (default: a
+        ``max_size`` square, the most it can be)."""
         depth = self.stylize_queue.count
         if depth >= self.settings.max_queue_depth:
             raise QueueFull(f"{depth} stylize jobs are waiting; try again shortly", retry_after_s=max(1, depth // 10))
@@ -121,7 +136,7 @@ class JobService:
         )  # fmt: skip
         return self._enqueue(
             self.stylize_queue, input_key, image, self.settings.input_ttl_s, STYLIZE_JOB, payload.model_dump(),
-            job_timeout=self.settings.stylize_timeout_s,
+            job_timeout=self.stylize_timeout(max_size * max_size if output_pixels is None else output_pixels),
             result_ttl=self.settings.result_ttl_s,
             failure_ttl=self.settings.result_ttl_s,
             ttl=self.settings.input_ttl_s,

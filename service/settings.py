@@ -30,8 +30,12 @@ class ServiceSettings(BaseSettings):
     #: Seconds an uploaded photo / a result is kept in Redis.
     input_ttl_s: int = Field(default=900, ge=1)
     result_ttl_s: int = Field(default=3600, ge=1)
-    #: Seconds a stylize job may run before it is failed.
+    #: Seconds a stylize job may run before it is failed: this much, plus
+    #: ``stylize_timeout_s_per_megapixel`` for each megapixel of its output. A tiled 8192²
+    #: image (67 MP) took 64 s on a Zen 5 core pair in bf16 and would take ~6 min in float32 on
+    #: an AVX2-only CPU (92 s at 4096²; docs/performance.md): 120 + 10 x 67 s leaves room for both.
     stylize_timeout_s: int = Field(default=120, ge=1)
+    stylize_timeout_s_per_megapixel: float = Field(default=10.0, ge=0)
     #: Queued jobs beyond which POST /v1/stylize answers 429.
     max_queue_depth: int = Field(default=100, ge=1)
     #: Upper bound of ``?wait=`` in seconds.

@@ -27,6 +27,15 @@ class UploadInfo:
     height: int
     frames: int
 
+    def output_pixels(self, max_size: int) -> int:
+        """Pixels of the stylized image: the photo downscaled (never upscaled) so that its
+        long side is at most ``max_size``, rounded as ``stylenet.imageio.resize_max`` does."""
+        long_side = max(self.width, self.height)
+        if long_side <= max_size:
+            return self.width * self.height
+        scale = max_size / long_side
+        return max(1, round(self.width * scale)) * max(1, round(self.height * scale))
+
 
 def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
     """Check that ``data`` is a decodable image of an accepted format within ``max_pixels``."""

@@ -14,7 +14,7 @@ from torch import nn
 from stylenet.cudagraph import GraphedEngine
 from stylenet.fast import JohnsonEngine, UlyanovEngine
 from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
-from stylenet.tiling import tiled_forward
+from stylenet.tiling import Progress, tiled_forward
 
 
 def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
@@ -55,13 +55,15 @@ def runs_exclusive(pixels: int) -> bool:
     return pixels > EXCLUSIVE_PIXELS
 
 
-def run_generator(generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None) -> torch.Tensor:
+def run_generator(
+    generator: nn.Module, x: torch.Tensor, tile_pixels: int | None = None, progress: Progress | None = None
+) -> torch.Tensor:
     """``generator(x)``; a Johnson or Ulyanov engine given more than ``tile_pixels`` pixels per image runs
-    tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory. Batches
-    over ``EXCLUSIVE_PIXELS`` wait for each other."""
+    tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory, telling
+    ``progress`` how far it got. Batches over ``EXCLUSIVE_PIXELS`` wait for each other."""
     engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)
     with _exclusive if runs_exclusive(x.shape[0] * x.shape[-2] * x.shape[-1]) else contextlib.nullcontext():
-        return generator(x) if engine is None else tiled_forward(engine, x)
+        return generator(x) if engine is None else tiled_forward(engine, x, progress=progress)
 
 
 @torch.inference_mode()
@@ -72,15 +74,17 @@ def stylize_batch(
     device: str | torch.device = "cpu",
     tile_pixels: int | None = None,
     timings: dict[str, float] | None = None,
+    progress: Progress | None = None,
 ) -> list[Image.Image]:
     """Run photos of one size through ``generator`` as one batch; one RGB image per photo.
 
     ``preserve_color[k]`` keeps photo k's colours. ``timings``, when given, receives
-    ``model_s``: the generator's own seconds for the whole batch (device synced).
+    ``model_s``: the generator's own seconds for the whole batch (device synced). ``progress``:
+    told how far a tiled pass got (``stylenet.tiling.tiled_forward``); not called untiled.
     """
     x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)
     start = time.perf_counter()
-    y = run_generator(generator, x, tile_pixels)  # the engine's dtype; tensor_to_image clamps
+    y = run_generator(generator, x, tile_pixels, progress)  # the engine's dtype; tensor_to_image clamps
     if timings is not None:
         if y.device.type == "cuda":
             torch.cuda.synchronize(y.device)
@@ -102,10 +106,12 @@ def stylize_image(
     device: str | torch.device = "cpu",
     tile_pixels: int | None = None,
     timings: dict[str, float] | None = None,
+    progress: Progress | None = None,
 ) -> Image.Image:
     """Downscale ``photo`` to ``max_size`` (long side), run ``generator``, return an RGB image.
 
-    ``timings``, when given, receives ``model_s``: the generator's own seconds (device synced).
+    ``timings``, when given, receives ``model_s``: the generator's own seconds (device synced);
+    ``progress`` as in ``stylize_batch``.
     """
     small = resize_max(photo, max_size)
-    return stylize_batch(generator, [small], [preserve_color], device, tile_pixels, timings)[0]
+    return stylize_batch(generator, [small], [preserve_color], device, tile_pixels, timings, progress)[0]

@@ -62,6 +62,24 @@ def tile_threshold(megapixels: float | None, device: torch.device | str) -> int:
     return auto_tile_pixels(device) if megapixels is None else int(megapixels * 1_000_000)
 
 
+#: Told the fraction of a tiled pass done, in (0, 1], after each band (the last call gives 1.0).
+Progress = Callable[[float], None]
+
+
+class _Steps:
+    """Counts the bands a tiled pass has run out of ``total`` and tells ``progress``."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = max(1, total)
+        self.done = 0
+        self.progress = progress
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(1.0, self.done / self.total))
+
+
 #: Halo of an encoder band in input pixels (a multiple of 4, larger than the receptive field).
 ENCODER_HALO = 16
 #: Halo of a decoder band in 1/4-resolution rows.
@@ -105,6 +123,12 @@ def _tiled_conv(src: torch.Tensor, conv: Conv, mode: str, band: int) -> Iterator
         yield r0, r1, out[:, :, r0 - c0 : r1 - c0]
 
 
+def _ticking(parts: Iterator[torch.Tensor], steps: _Steps) -> Iterator[torch.Tensor]:
+    for part in parts:
+        yield part
+        steps.tick()
+
+
 def _merged(parts: Iterator[torch.Tensor]) -> Moments:
     total: Moments | None = None
     for part in parts:
@@ -123,22 +147,32 @@ def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Pass
         known[layer] = policy.found
 
 
-def tiled_forward(engine: JohnsonEngine | UlyanovEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
+def tiled_forward(
+    engine: JohnsonEngine | UlyanovEngine, x: torch.Tensor, band: int = 32, progress: Progress | None = None
+) -> torch.Tensor:
     """``engine(x)`` computed in bands (float32 out): ``band`` rows at 1/4 resolution for
-    Johnson's generator, ``2 * band`` rows of the finest scale for Ulyanov's."""
+    Johnson's generator, ``2 * band`` rows of the finest scale for Ulyanov's. ``progress`` is
+    told the share of bands done after each one (a tiled pass of a large photo takes a minute
+    on a CPU), and may raise to abandon the pass."""
     if isinstance(engine, UlyanovEngine):
-        return tiled_pyramid(engine, x, band=2 * band)
-    return _tiled_johnson(engine, x, band)
+        return tiled_pyramid(engine, x, band=2 * band, progress=progress)
+    return _tiled_johnson(engine, x, band, progress)
 
 
 @torch.inference_mode()
-def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> torch.Tensor:
+def _tiled_johnson(
+    engine: JohnsonEngine, x: torch.Tensor, band: int = 32, progress: Progress | None = None
+) -> torch.Tensor:
     h, w = x.shape[-2:]
     xp = engine.prepare(x)  # (N, rgb_channels, Hp, Wp), compute dtype, sides multiples of 4
     n, _, hp, wp = xp.shape
     h4, w4 = hp // 4, wp // 4
     known: dict[int, Moments] = {}
     n_enc, n_res = len(engine.enc), len(engine.res)
+    # every pass below runs each band once: n_enc + 1 encoder passes, three per residual
+    # block (the first convolution, the second twice), len(dec) + 1 decoder passes
+    passes = n_enc + 1 + 3 * n_res + len(engine.dec) + 1
+    steps = _Steps(passes * len(_bands(h4, band)), progress)
     feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=xp.dtype, device=xp.device)
     feats = feats.contiguous(memory_format=CL)
 
@@ -152,6 +186,8 @@ def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> to
                 out = engine.encode(xp[:, :, c0:c1], policy, rows)
             except _Collected:
                 continue
+            finally:
+                steps.tick()
             feats[:, :, r0:r1] = out[:, :, rows]
 
     _measure(range(n_enc), known, encoder_pass)
@@ -166,12 +202,14 @@ def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> to
         layer = n_enc + 2 * block
         for r0, r1, rows in _tiled_conv(feats, first, engine.padding, band):
             t[:, :, r0:r1] = rows
+            steps.tick()
         moments = _merged(t[:, :, r0:r1] for r0, r1 in _bands(h4, band))
         for r0, r1 in _bands(h4, band):
             t[:, :, r0:r1] = normalize(t[:, :, r0:r1], engine.norms[layer], moments).clamp_(min=0)
-        moments = _merged(rows for _, _, rows in _tiled_conv(t, second, engine.padding, band))
+        moments = _merged(_ticking((rows for _, _, rows in _tiled_conv(t, second, engine.padding, band)), steps))
         for r0, r1, rows in _tiled_conv(t, second, engine.padding, band):
             feats[:, :, r0:r1] += normalize(rows, engine.norms[layer + 1], moments)
+            steps.tick()
     del t
 
     # 3. decoder: statistics passes for its two norms, then the output pass
@@ -186,6 +224,8 @@ def _tiled_johnson(engine: JohnsonEngine, x: torch.Tensor, band: int = 32) -> to
                 rgb = engine.decode(feats[:, :, c0:c1], policy, rows)
             except _Collected:
                 continue
+            finally:
+                steps.tick()
             out[:, :, 4 * r0 : 4 * r1] = rgb[:, :, 4 * rows.start : 4 * rows.stop]
 
     _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
@@ -204,7 +244,11 @@ PYRAMID_STORED_PIXELS = 1 << 18
 
 @torch.inference_mode()
 def tiled_pyramid(
-    engine: UlyanovEngine, x: torch.Tensor, band: int = 64, stored_pixels: int = PYRAMID_STORED_PIXELS
+    engine: UlyanovEngine,
+    x: torch.Tensor,
+    band: int = 64,
+    stored_pixels: int = PYRAMID_STORED_PIXELS,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """``engine(x)`` (Ulyanov's pyramid) with exact whole-image statistics in bounded memory.
 
@@ -214,12 +258,28 @@ def tiled_pyramid(
     moments; a band asks the stage below for its rows, which a stored stage slices and a tiled
     one computes (recursively, with its statistics already known). Nothing of a tiled stage
     outlives its band, so memory is the input pyramid, the stored stages and a few bands.
+    ``progress``: as in ``tiled_forward``, counting the bands of each tiled stage's passes.
     """
     h, w = x.shape[-2:]
     pyramid = engine.prepare(x)  # float32 levels, coarsest first
     finest = len(pyramid) - 1
     known: dict[int, Moments] = {}
     stored: dict[int, torch.Tensor] = {}
+    final_rows = max(2, band // 2 * 2)
+
+    def band_rows(s: int) -> int | None:
+        """Rows per band of stage s, or None for a stage that runs whole and is stored."""
+        n, _, size, width = pyramid[s].shape
+        if n * size * width <= stored_pixels or s == 0:
+            return None
+        return max(2, min(size, band << (finest - s)) // 2 * 2)
+
+    total = len(_bands(pyramid[finest].shape[2], final_rows))
+    for s in range(len(pyramid)):
+        rows = band_rows(s)
+        if rows is not None:
+            total += len(engine.stage_norms(s)) * len(_bands(pyramid[s].shape[2], rows))
+    steps = _Steps(total, progress)
 
     def rows_of(s: int, r0: int, r1: int, policy: StatsPolicy) -> torch.Tensor:
         """Stage s's output rows [r0, r1), exact given the statistics ``policy`` knows."""
@@ -239,11 +299,11 @@ def tiled_pyramid(
         return y[:, :, r0 - c0 : r1 - c0]
 
     for s, level in enumerate(pyramid):
-        n, _, size, width = level.shape
-        if n * size * width <= stored_pixels or s == 0:
+        size = level.shape[2]
+        rows = band_rows(s)
+        if rows is None:
             stored[s] = engine.stage(s, level, None if s == 0 else constant_source(stored[s - 1]))
             continue
-        rows = max(2, min(size, band << (finest - s)) // 2 * 2)
 
         def stage_pass(policy: _Passes, s: int = s, size: int = size, rows: int = rows) -> None:
             for r0, r1 in _bands(size, rows):
@@ -251,11 +311,14 @@ def tiled_pyramid(
                     rows_of(s, r0, r1, policy)
                 except _Collected:
                     continue
+                finally:
+                    steps.tick()
 
         _measure(engine.stage_norms(s), known, stage_pass)
 
     size = pyramid[finest].shape[2]
     out = torch.empty((x.shape[0], 3, size, pyramid[finest].shape[3]), dtype=torch.float32, device=x.device)
-    for r0, r1 in _bands(size, max(2, band // 2 * 2)):
+    for r0, r1 in _bands(size, final_rows):
         out[:, :, r0:r1] = engine.rgb(rows_of(finest, r0, r1, _Passes(known, None)))
+        steps.tick()
     return out[:, :, :h, :w]

@@ -57,8 +57,10 @@ async def stylize(
     except StyleNotFound as exc:
         raise StyleUnknown(str(exc)) from None
     data = await image.read()
-    await run_in_threadpool(inspect_upload, data, settings.max_pixels)
-    job = state.jobs.enqueue_stylize(data, resolved.manifest.ref, size, format, quality, preserve_color)
+    info = await run_in_threadpool(inspect_upload, data, settings.max_pixels)
+    job = state.jobs.enqueue_stylize(
+        data, resolved.manifest.ref, size, format, quality, preserve_color, info.output_pixels(size)
+    )
     status_url = str(request.url_for("get_job", job_id=job.id))
     result_url = str(request.url_for("get_job_result", job_id=job.id))
     if wait > 0:

@@ -173,6 +173,10 @@ def test_stylize_precision_and_tiling_flags(tmp_path: Path) -> None:
         result = _run("stylize", str(ASSET_PHOTOS / "skimage_coffee.jpg"), "--style", "the-scream", "-o",
                       str(outs[name]), "--max-size", "80", "--store", str(tmp_path / "empty"), *flags)  # fmt: skip
         assert result.returncode == 0, result.stderr
+        # a progress bar for the tiled pass only
+        assert ("skimage_coffee.jpg (tiled)" in result.stderr) == (name == "tiled"), result.stderr
+        if name == "tiled":
+            assert "100%" in result.stderr
     with Image.open(outs["fp32"]) as a, Image.open(outs["tiled"]) as b:
         assert a.size == b.size and max(a.size) == 80
         diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))

@@ -303,3 +303,71 @@ def test_request_metrics_count_errors_and_unmatched_routes(make_client: MakeClie
     text = client.get("/metrics").text
     assert 'instyle_http_requests_total{method="GET",route="/boom",status="500"} 1' in text
     assert 'instyle_http_requests_total{method="GET",route="unmatched",status="404"} 1' in text
+
+
+def test_a_stylize_jobs_timeout_grows_with_its_output(client: TestClient, make_client: MakeClient) -> None:
+    from rq.job import Job
+
+    redis = client.app.state.instyle.redis  # type: ignore[attr-defined]
+    settings = client.app.state.instyle.settings  # type: ignore[attr-defined]
+    small = post(client, png((40, 30))).json()["job_id"]
+    big = post(client, png((1200, 900)), max_size="1000").json()["job_id"]  # stylized at 1000 x 750
+    assert Job.fetch(small, connection=redis).timeout == settings.stylize_timeout_s + 1  # 1200 px: 0.012 s, rounded up
+    assert Job.fetch(big, connection=redis).timeout == settings.stylize_timeout_s + 8  # 0.75 MP x 10 s
+    strict = make_client(stylize_timeout_s=30, stylize_timeout_s_per_megapixel=0)
+    job = post(strict, png((1200, 900))).json()["job_id"]
+    assert Job.fetch(job, connection=redis).timeout == 30
+
+
+def test_output_pixels_follow_the_workers_resize() -> None:
+    from service.uploads import UploadInfo
+    from stylenet.imageio import resize_max
+
+    for size, max_size in [((40, 30), 1024), ((1200, 900), 1000), ((999, 7), 100), ((3, 5000), 333)]:
+        expected = resize_max(Image.new("RGB", size), max_size).size
+        assert UploadInfo("PNG", *size, frames=1).output_pixels(max_size) == expected[0] * expected[1]
+
+
+def test_a_tiled_job_reports_progress_and_stops_mid_pass_when_canceled(
+    client: TestClient, redis_url: str, tiny_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis import Redis
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    import worker.jobs
+    from instyle.protocol import CANCEL_PREFIX, QUEUES
+    from worker.context import build_context
+    from worker.runner import make_worker
+    from worker.settings import WorkerSettings
+
+    redis = Redis.from_url(redis_url)
+    settings = WorkerSettings(redis_url=redis_url, store=tiny_store, device="cpu", tile_megapixels=0.001)
+    build_context(settings, redis)  # 40 x 30 = 1200 pixels: tiled
+    monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 0.0)
+    real = worker.jobs.stylize_image
+    seen: list[float] = []
+    finished: list[bool] = []
+
+    def stylize_image(*args, **kwargs):  # type: ignore[no-untyped-def]
+        report = args[-1]
+        assert report is not None  # the job passes its reporter
+
+        def watch(done: float) -> None:
+            meta = Job.fetch(job_id, connection=redis, serializer=JSONSerializer).meta
+            seen.append(meta["progress"])
+            report(done)
+            if done > 0.3:  # the user cancels while the pass runs
+                redis.set(f"{CANCEL_PREFIX}{job_id}", "1")
+
+        out = real(*args[:-1], watch, **kwargs)
+        finished.append(True)
+        return out
+
+    monkeypatch.setattr(worker.jobs, "stylize_image", stylize_image)
+    job_id = post(client, png((40, 30))).json()["job_id"]
+    make_worker(redis, list(QUEUES)).work(burst=True, with_scheduler=False)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["error"]["code"] == "canceled"
+    assert finished == []  # the pass was abandoned, not run to its end
+    assert seen[0] == 0.2 and 0.2 < max(seen) < 0.9  # progress moved on during the pass

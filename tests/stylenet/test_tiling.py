@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from PIL import Image
@@ -55,9 +57,9 @@ def test_stylize_image_tiles_above_the_threshold(monkeypatch: pytest.MonkeyPatch
     engine = optimize(ts, cfg, precision="fp32")
     calls: list[tuple[int, ...]] = []
 
-    def counting(e, x, band=32):  # type: ignore[no-untyped-def]
+    def counting(e, x, band=32, progress=None):  # type: ignore[no-untyped-def]
         calls.append(tuple(x.shape))
-        return tiling.tiled_forward(e, x, band=4)
+        return tiling.tiled_forward(e, x, band=4, progress=progress)
 
     monkeypatch.setattr(inference, "tiled_forward", counting)
     photo = Image.new("RGB", (64, 48), (120, 80, 40))
@@ -124,9 +126,9 @@ def test_stylize_image_tiles_a_pyramid_above_the_threshold(monkeypatch: pytest.M
     calls: list[int] = []
     original = tiling.tiled_pyramid
 
-    def counting(e, x, band=32, stored_pixels=tiling.PYRAMID_STORED_PIXELS):  # type: ignore[no-untyped-def]
+    def counting(e, x, band=32, stored_pixels=tiling.PYRAMID_STORED_PIXELS, progress=None):  # type: ignore[no-untyped-def]
         calls.append(band)
-        return original(e, x, band=8, stored_pixels=16)
+        return original(e, x, band=8, stored_pixels=16, progress=progress)
 
     monkeypatch.setattr(tiling, "tiled_pyramid", counting)
     photo = tensor_to_image(_photo(64)[0])  # 64 x 43
@@ -135,3 +137,49 @@ def test_stylize_image_tiles_a_pyramid_above_the_threshold(monkeypatch: pytest.M
     big = stylize_image(engine, photo, tile_pixels=64 * 43 - 1)
     assert calls == [64]  # 2x the Johnson band's rows, at the finest scale
     assert psnr(image_to_tensor(big), image_to_tensor(small)) > 45.0  # equal but for 8-bit rounding
+
+
+def _johnson() -> torch.nn.Module:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2)
+    return optimize(_random(cfg), cfg, precision="fp32")
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda x, progress: tiled_forward(_johnson(), x, band=4, progress=progress),
+        lambda x, progress: tiled_pyramid(_pyramid(), x, band=8, stored_pixels=64, progress=progress),
+    ],
+    ids=["johnson", "ulyanov"],
+)
+def test_a_tiled_pass_reports_its_progress_band_by_band(run) -> None:  # type: ignore[no-untyped-def]
+    reports: list[float] = []
+    out = run(torch.rand(1, 3, 64, 48), reports.append)
+    assert out.shape == (1, 3, 64, 48)
+    assert len(reports) > 20  # every band of every pass
+    assert all(0 < a < b for a, b in itertools.pairwise(reports))  # strictly increasing
+    assert reports[-1] == 1.0  # the count of bands was right: it ends exactly at the end
+
+
+def test_progress_can_stop_a_tiled_pass() -> None:
+    class Stop(Exception):
+        pass
+
+    seen: list[float] = []
+
+    def stop_halfway(done: float) -> None:
+        seen.append(done)
+        if done >= 0.5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        tiled_forward(_johnson(), torch.rand(1, 3, 64, 48), band=4, progress=stop_halfway)
+    assert 0.5 <= seen[-1] < 0.6  # it stopped where it was told to, not at the end
+
+
+def test_an_untiled_image_reports_no_progress() -> None:
+    reports: list[float] = []
+    stylize_image(_johnson(), Image.new("RGB", (32, 24)), tile_pixels=32 * 24, progress=reports.append)
+    assert reports == []
+    stylize_image(_johnson(), Image.new("RGB", (32, 24)), tile_pixels=32 * 24 - 1, progress=reports.append)
+    assert reports[-1] == 1.0
