@@ -22,6 +22,7 @@ The result equals the untiled output up to floating-point summation order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -67,17 +68,38 @@ Progress = Callable[[float], None]
 
 
 class _Steps:
-    """Counts the bands a tiled pass has run out of ``total`` and tells ``progress``."""
+    """Adds up the work of the bands a tiled pass has run (each band its pass's ``weight``) out
+    of ``total`` and tells ``progress``."""
 
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.total = max(1, total)
-        self.done = 0
+    def __init__(self, total: float, progress: Progress | None) -> None:
+        self.total = max(total, 1e-12)
+        self.done = 0.0
         self.progress = progress
 
-    def tick(self) -> None:
-        self.done += 1
+    def tick(self, weight: float = 1.0) -> None:
+        self.done += weight
         if self.progress is not None:
-            self.progress(min(1.0, self.done / self.total))
+            fraction = self.done / self.total
+            self.progress(1.0 if fraction > 1 - 1e-9 else fraction)  # summation order aside
+
+
+def _johnson_costs(engine: JohnsonEngine) -> tuple[list[float], list[float], list[float], float]:
+    """Multiply-adds per 1/4-resolution pixel of each convolution of ``engine``: encoder,
+    residual (each block's two), decoder stages, output. They weigh a tiled pass's bands, so
+    that its progress runs about even in time (the full-resolution 9x9 convolutions of the
+    first and last passes cost many times a residual block's)."""
+
+    def macs(conv: Conv) -> float:
+        return float(conv.weight.numel())  # out x in x k x k: per output pixel
+
+    enc, scale = [], math.prod(conv.stride for conv in engine.enc)
+    for conv in engine.enc:
+        scale //= conv.stride
+        enc.append(macs(conv) * scale * scale)  # output pixels per 1/4-resolution pixel
+    res = [macs(conv) for block in engine.res for conv in block]
+    dec = [macs(conv) * 4**i for i, conv in enumerate(engine.dec)]  # stage i runs at 2^i x 1/4
+    out = macs(engine.out_packed) * 4 ** len(engine.dec) / 4 if engine.out_packed else macs(engine.out) * 16
+    return enc, res, dec, out
 
 
 #: Halo of an encoder band in input pixels (a multiple of 4, larger than the receptive field).
@@ -123,10 +145,10 @@ def _tiled_conv(src: torch.Tensor, conv: Conv, mode: str, band: int) -> Iterator
         yield r0, r1, out[:, :, r0 - c0 : r1 - c0]
 
 
-def _ticking(parts: Iterator[torch.Tensor], steps: _Steps) -> Iterator[torch.Tensor]:
+def _ticking(parts: Iterator[torch.Tensor], steps: _Steps, weight: float) -> Iterator[torch.Tensor]:
     for part in parts:
         yield part
-        steps.tick()
+        steps.tick(weight)
 
 
 def _merged(parts: Iterator[torch.Tensor]) -> Moments:
@@ -169,10 +191,14 @@ def _tiled_johnson(
     h4, w4 = hp // 4, wp // 4
     known: dict[int, Moments] = {}
     n_enc, n_res = len(engine.enc), len(engine.res)
-    # every pass below runs each band once: n_enc + 1 encoder passes, three per residual
-    # block (the first convolution, the second twice), len(dec) + 1 decoder passes
-    passes = n_enc + 1 + 3 * n_res + len(engine.dec) + 1
-    steps = _Steps(passes * len(_bands(h4, band)), progress)
+    # every pass below runs each band once, at the cost of the convolutions it runs: the
+    # encoder up to norm k (k = 0 .. n_enc - 1, then all of it), each residual convolution (the
+    # second twice), the decoder up to norm k (then all of it and the output convolution)
+    enc_cost, res_cost, dec_cost, out_cost = _johnson_costs(engine)
+    enc_passes = [sum(enc_cost[: k + 1]) for k in range(n_enc)] + [sum(enc_cost)]
+    dec_passes = [sum(dec_cost[: k + 1]) for k in range(len(dec_cost))] + [sum(dec_cost) + out_cost]
+    per_band = sum(enc_passes) + sum(res_cost[0::2]) + 2 * sum(res_cost[1::2]) + sum(dec_passes)
+    steps = _Steps(per_band * len(_bands(h4, band)), progress)
     feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=xp.dtype, device=xp.device)
     feats = feats.contiguous(memory_format=CL)
 
@@ -187,7 +213,7 @@ def _tiled_johnson(
             except _Collected:
                 continue
             finally:
-                steps.tick()
+                steps.tick(enc_passes[n_enc if policy.target is None else policy.target])
             feats[:, :, r0:r1] = out[:, :, rows]
 
     _measure(range(n_enc), known, encoder_pass)
@@ -202,14 +228,15 @@ def _tiled_johnson(
         layer = n_enc + 2 * block
         for r0, r1, rows in _tiled_conv(feats, first, engine.padding, band):
             t[:, :, r0:r1] = rows
-            steps.tick()
+            steps.tick(res_cost[2 * block])
         moments = _merged(t[:, :, r0:r1] for r0, r1 in _bands(h4, band))
         for r0, r1 in _bands(h4, band):
             t[:, :, r0:r1] = normalize(t[:, :, r0:r1], engine.norms[layer], moments).clamp_(min=0)
-        moments = _merged(_ticking((rows for _, _, rows in _tiled_conv(t, second, engine.padding, band)), steps))
+        second_rows = (rows for _, _, rows in _tiled_conv(t, second, engine.padding, band))
+        moments = _merged(_ticking(second_rows, steps, res_cost[2 * block + 1]))
         for r0, r1, rows in _tiled_conv(t, second, engine.padding, band):
             feats[:, :, r0:r1] += normalize(rows, engine.norms[layer + 1], moments)
-            steps.tick()
+            steps.tick(res_cost[2 * block + 1])
     del t
 
     # 3. decoder: statistics passes for its two norms, then the output pass
@@ -225,12 +252,33 @@ def _tiled_johnson(
             except _Collected:
                 continue
             finally:
-                steps.tick()
+                steps.tick(dec_passes[len(dec_cost) if policy.target is None else policy.target - first_dec])
             out[:, :, 4 * r0 : 4 * r1] = rgb[:, :, 4 * rows.start : 4 * rows.stop]
 
     _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
     decoder_pass(_Passes(known, None))
     return out[:, :, :h, :w]
+
+
+def _pyramid_costs(engine: UlyanovEngine, tiled: set[int]) -> tuple[dict[int, list[float]], dict[int, float]]:
+    """Multiply-adds per pixel of a band of each stage, for the pass that measures each of its
+    norm layers (``engine.stage_norms(s)`` order), and for the whole stage: the scale block
+    up to that norm; from the coarse input's norm on, also the stage below over the band's rows
+    (a quarter of its pixels, computed anew when that stage is tiled too), then the merge block."""
+    passes: dict[int, list[float]] = {}
+    full: dict[int, float] = {}
+    for s in range(engine.scales):
+        block = [float(conv.weight.numel()) for conv in engine.scale_blocks[s]]
+        own = [sum(block[: j + 1]) for j in range(len(block))]
+        if s == 0:
+            passes[s], full[s] = own, own[-1]
+            continue
+        merge = [float(conv.weight.numel()) for conv in engine.merges[s - 1]]
+        below = full[s - 1] / 4 if s - 1 in tiled else 0.0
+        joined = own[-1] + below
+        passes[s] = own + [own[-1], joined] + [joined + sum(merge[: j + 1]) for j in range(len(merge))]
+        full[s] = joined + sum(merge)
+    return passes, full
 
 
 #: Halo of a pyramid stage's band, in that stage's rows: two 3x3 convolutions in the scale
@@ -274,11 +322,12 @@ def tiled_pyramid(
             return None
         return max(2, min(size, band << (finest - s)) // 2 * 2)
 
-    total = len(_bands(pyramid[finest].shape[2], final_rows))
-    for s in range(len(pyramid)):
-        rows = band_rows(s)
-        if rows is not None:
-            total += len(engine.stage_norms(s)) * len(_bands(pyramid[s].shape[2], rows))
+    tiled = {s for s in range(len(pyramid)) if band_rows(s) is not None}
+    pass_costs, full_cost = _pyramid_costs(engine, tiled)
+    final_cost = full_cost[finest] + float(engine.to_rgb.weight.numel())
+    total = final_cost * len(_bands(pyramid[finest].shape[2], final_rows))
+    for s in tiled:
+        total += sum(pass_costs[s]) * len(_bands(pyramid[s].shape[2], band_rows(s) or 1))
     steps = _Steps(total, progress)
 
     def rows_of(s: int, r0: int, r1: int, policy: StatsPolicy) -> torch.Tensor:
@@ -312,7 +361,7 @@ def tiled_pyramid(
                 except _Collected:
                     continue
                 finally:
-                    steps.tick()
+                    steps.tick(pass_costs[s][(policy.target or 0) - engine.base[s]])
 
         _measure(engine.stage_norms(s), known, stage_pass)
 
@@ -320,5 +369,5 @@ def tiled_pyramid(
     out = torch.empty((x.shape[0], 3, size, pyramid[finest].shape[3]), dtype=torch.float32, device=x.device)
     for r0, r1 in _bands(size, final_rows):
         out[:, :, r0:r1] = engine.rgb(rows_of(finest, r0, r1, _Passes(known, None)))
-        steps.tick()
+        steps.tick(final_cost)
     return out[:, :, :h, :w]
