@@ -92,6 +92,23 @@ class InstyleWorker(SimpleWorker):
             return self.lease_s
         return super().get_heartbeat_ttl(job, working_time)
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A job that ended for a reason it recorded itself (``worker.jobs.JobFailure``: a photo
+        that does not decode, an expired input, a cancel request) is logged in one line, not
+        with RQ's ERROR and traceback, which stay for the failures nobody expected. The
+        exception handlers run either way."""
+        from worker.jobs import JobFailure  # worker.jobs imports this module
+
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if not isinstance(error, JobFailure):
+            super().handle_exception(job, *exc_info)
+            return
+        log.log(logging.INFO if error.code.value == "canceled" else logging.WARNING, "job %s: %s", job.id, error)
+        for handler in self._exc_handlers:  # RQ's walk: a handler returning a falsy non-None value stops it
+            carry_on = handler(job, *exc_info)
+            if carry_on is not None and not carry_on:
+                break
+
     def work(self, *args: Any, **kwargs: Any) -> bool:
         _local.worker = self
         try:

@@ -1,7 +1,9 @@
-"""The worker's Redis bookkeeping between jobs: RQ's heartbeats rate-limited, no-op states skipped."""
+"""InstyleWorker around RQ: heartbeats rate-limited, no-op states skipped, expected failures
+logged in one line."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import fakeredis
@@ -95,3 +97,33 @@ def test_jobs_back_to_back_send_no_plain_heartbeats_between_them(
     assert alone <= 2, sent
     assert sum(1 for ttl, _ in sent if ttl is not None) >= 5
     assert worker.connection.ttl(worker.key) > 0
+
+
+def fails_as_expected() -> None:
+    from instyle.protocol import ErrorCode
+    from worker.jobs import JobFailure
+
+    raise JobFailure(ErrorCode.invalid_image, "cannot decode upload")
+
+
+def fails_unexpectedly() -> None:
+    raise ZeroDivisionError("a bug")
+
+
+def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(
+    fresh: InstyleWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[str] = []
+    fresh.push_exc_handler(lambda job, *exc_info: handled.append(job.id))
+    queue = Queue("stylize", connection=fresh.connection, serializer=JSONSerializer)
+    expected, bug = queue.enqueue(fails_as_expected), queue.enqueue(fails_unexpectedly)
+    with caplog.at_level(logging.INFO):
+        fresh.work(burst=True)
+    assert expected.get_status(refresh=True) == bug.get_status(refresh=True) == JobStatus.FAILED
+    assert handled == [expected.id, bug.id]  # the exception handlers ran for both
+    lines = [r for r in caplog.records if expected.id in r.getMessage() and r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [
+        ("WARNING", f"job {expected.id}: invalid_image: cannot decode upload")
+    ]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(bug.id in m and "ZeroDivisionError" in m and "Traceback" in m for m in errors)
