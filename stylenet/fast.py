@@ -452,13 +452,19 @@ class JohnsonEngine(nn.Module):
     def n_norms(self) -> int:
         return len(self.norms)
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Float (N, 3, H, W) in [0, 1] -> the compute dtype, channels-last, sides padded to x4."""
-        h, w = x.shape[-2:]
+    @staticmethod
+    def padded_size(h: int, w: int) -> tuple[int, int]:
+        """The sides ``prepare`` pads an (h, w) image to: multiples of 4, at least 8."""
         m = JOHNSON_MULTIPLE
-        ph, pw = max(-h % m, 2 * m - h), max(-w % m, 2 * m - w)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return h + max(-h % m, 2 * m - h), w + max(-w % m, 2 * m - w)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) in [0, 1] -> the compute dtype, channels-last, sides padded to x4
+        (replicating the last row and column)."""
+        h, w = x.shape[-2:]
+        hp, wp = self.padded_size(h, w)
+        if hp > h or wp > w:
+            x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
         if self.rgb_channels > x.shape[1]:
             x = F.pad(x, (0, 0, 0, 0, 0, self.rgb_channels - x.shape[1]))  # zero channels
         return x.to(self.device, self.dtype).contiguous(memory_format=CL)

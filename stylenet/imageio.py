@@ -79,11 +79,21 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
         if t.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {t.shape[0]}")
         t = t[0]
+    return Image.fromarray(to_bytes(t).cpu().numpy(), "RGB")
+
+
+def to_bytes(t: torch.Tensor) -> torch.Tensor:
+    """Float (..., 3, H, W) in [0, 1], any float dtype -> uint8 (..., H, W, 3), clamped and
+    rounded to the nearest byte: what ``tensor_to_image`` shows."""
     # (H, W, 3) first, so the arithmetic writes the layout PIL wants in one pass (0.7 against
     # 3.3 ms at 512²); clamp(x * 255 + 0.5, 0, 255) truncates to the same bytes as
     # clamp(x, 0, 1) * 255 + 0.5 did
-    arr = t.float().permute(1, 2, 0).mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous()
-    return Image.fromarray(arr.cpu().numpy(), "RGB")
+    return t.float().movedim(-3, -1).mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous()
+
+
+def image_bytes(img: Image.Image) -> torch.Tensor:
+    """RGB ``PIL.Image`` -> its pixels, uint8 (H, W, 3): a quarter of ``image_to_tensor``'s memory."""
+    return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB")))
 
 
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:

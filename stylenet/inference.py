@@ -13,7 +13,7 @@ from torch import nn
 
 from stylenet.cudagraph import GraphedEngine
 from stylenet.fast import JohnsonEngine, UlyanovEngine
-from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
+from stylenet.imageio import image_bytes, image_to_tensor, resize_max, tensor_to_image
 from stylenet.tiling import Progress, tiled_forward
 
 
@@ -66,6 +66,11 @@ def run_generator(
         return generator(x) if engine is None else tiled_forward(engine, x, progress=progress)
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def stylize_batch(
     generator: nn.Module,
@@ -82,12 +87,25 @@ def stylize_batch(
     ``model_s``: the generator's own seconds for the whole batch (device synced). ``progress``:
     told how far a tiled pass got (``stylenet.tiling.tiled_forward``); not called untiled.
     """
+    w, h = photos[0].size
+    engine = tiled_engine(generator, h * w, tile_pixels)
+    if engine is not None and not any(preserve_color):
+        # Tiled: the photos go in and come out as bytes, converted a band at a time; at 8192²
+        # the float32 photo and picture would take 805 MB each (stylenet.tiling._Photo).
+        one = len(photos) == 1  # no stacked copy of a lone photo
+        pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])  # (B, H, W, 3)
+        start = time.perf_counter()
+        with _exclusive if runs_exclusive(pixels.shape[0] * h * w) else contextlib.nullcontext():
+            result = tiled_forward(engine, pixels, progress=progress)
+        if timings is not None:
+            _synchronize(engine.device)
+            timings["model_s"] = time.perf_counter() - start
+        return [Image.fromarray(result[k].numpy(), "RGB") for k in range(len(photos))]
     x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)
     start = time.perf_counter()
     y = run_generator(generator, x, tile_pixels, progress)  # the engine's dtype; tensor_to_image clamps
     if timings is not None:
-        if y.device.type == "cuda":
-            torch.cuda.synchronize(y.device)
+        _synchronize(y.device)
         timings["model_s"] = time.perf_counter() - start
     out = []
     for k, keep in enumerate(preserve_color):

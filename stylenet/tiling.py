@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from stylenet.config import TILE_MEGAPIXELS
 from stylenet.fast import (
@@ -39,6 +40,7 @@ from stylenet.fast import (
     normalize,
     pad_cl,
 )
+from stylenet.imageio import to_bytes
 
 #: GPU memory per pixel of an untiled fp16 Johnson forward pass with its CUDA graph: 1190 MB
 #: peak at 2048² on an H100 (benchmarks/results/inference-cuda.json), rounded up.
@@ -172,8 +174,10 @@ def _measure(layers: range, known: dict[int, Moments], run_pass: Callable[[_Pass
 def tiled_forward(
     engine: JohnsonEngine | UlyanovEngine, x: torch.Tensor, band: int = 32, progress: Progress | None = None
 ) -> torch.Tensor:
-    """``engine(x)`` computed in bands (float32 out): ``band`` rows at 1/4 resolution for
-    Johnson's generator, ``2 * band`` rows of the finest scale for Ulyanov's. ``progress`` is
+    """``engine(x)`` computed in bands: ``band`` rows at 1/4 resolution for Johnson's generator,
+    ``2 * band`` rows of the finest scale for Ulyanov's. ``x``: float (N, 3, H, W) in [0, 1],
+    and the result float32 alike; or uint8 (N, H, W, 3) pixels, and the result uint8 pixels,
+    converted a band at a time (``_Photo``: a fraction of the memory). ``progress`` is
     told the share of bands done after each one (a tiled pass of a large photo takes a minute
     on a CPU), and may raise to abandon the pass."""
     if isinstance(engine, UlyanovEngine):
@@ -181,13 +185,58 @@ def tiled_forward(
     return _tiled_johnson(engine, x, band, progress)
 
 
+class _Photo:
+    """The photo a tiled pass reads and the picture it writes, a band at a time: float
+    (N, 3, H, W) in [0, 1] in and out, or the decoded bytes, uint8 (N, H, W, 3), in and out. At
+    8192² a float32 copy of the photo is 805 MB and so is the output: as bytes, each is 201 MB,
+    and only a band is ever in float."""
+
+    def __init__(self, x: torch.Tensor, device: torch.device) -> None:
+        self.x = x
+        self.as_bytes = x.dtype == torch.uint8
+        self.n = x.shape[0]
+        self.h, self.w = (x.shape[1], x.shape[2]) if self.as_bytes else (x.shape[2], x.shape[3])
+        self.device = device
+
+    def rows(self, r0: int, r1: int, height: int, width: int) -> torch.Tensor:
+        """Rows [r0, r1) as float (N, 3, r1 - r0, width) on the device, the last row and column
+        repeated beyond the photo's edges (padded to ``height`` x ``width`` as a whole)."""
+        stop = min(r1, self.h)
+        part = self.x[:, r0:stop] if self.as_bytes else self.x[:, :, r0:stop]
+        part = part.to(self.device)
+        if self.as_bytes:
+            part = part.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # as image_to_tensor
+        if r1 > stop or width > self.w:
+            part = F.pad(part, (0, width - self.w, 0, r1 - stop), mode="replicate")
+        return part
+
+    def output(self, height: int, width: int) -> Callable[[int, int, torch.Tensor], None]:
+        """A writer of output rows [r0, r1) (float (N, 3, r1 - r0, width)) into ``self.result``."""
+        if not self.as_bytes:
+            out = torch.empty((self.n, 3, height, width), dtype=torch.float32, device=self.device)
+            self.result = out[:, :, : self.h, : self.w]
+
+            def write(r0: int, r1: int, rgb: torch.Tensor) -> None:
+                out[:, :, r0:r1] = rgb
+
+            return write
+        out8 = torch.empty((self.n, self.h, self.w, 3), dtype=torch.uint8)
+        self.result = out8
+
+        def write_bytes(r0: int, r1: int, rgb: torch.Tensor) -> None:
+            stop = min(r1, self.h)
+            if stop > r0:
+                out8[:, r0:stop] = to_bytes(rgb[:, :, : stop - r0, : self.w]).cpu()
+
+        return write_bytes
+
+
 @torch.inference_mode()
 def _tiled_johnson(
     engine: JohnsonEngine, x: torch.Tensor, band: int = 32, progress: Progress | None = None
 ) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    xp = engine.prepare(x)  # (N, rgb_channels, Hp, Wp), compute dtype, sides multiples of 4
-    n, _, hp, wp = xp.shape
+    photo = _Photo(x, engine.device)
+    n, hp, wp = photo.n, *engine.padded_size(photo.h, photo.w)
     h4, w4 = hp // 4, wp // 4
     known: dict[int, Moments] = {}
     n_enc, n_res = len(engine.enc), len(engine.res)
@@ -199,17 +248,18 @@ def _tiled_johnson(
     dec_passes = [sum(dec_cost[: k + 1]) for k in range(len(dec_cost))] + [sum(dec_cost) + out_cost]
     per_band = sum(enc_passes) + sum(res_cost[0::2]) + 2 * sum(res_cost[1::2]) + sum(dec_passes)
     steps = _Steps(per_band * len(_bands(h4, band)), progress)
-    feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=xp.dtype, device=xp.device)
+    feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=engine.dtype, device=engine.device)
     feats = feats.contiguous(memory_format=CL)
 
-    # 1. encoder: statistics passes for each norm, then the output pass into `feats`
-    def encoder_pass(policy: _Passes, xp: torch.Tensor = xp) -> None:
+    # 1. encoder: statistics passes for each norm, then the output pass into `feats`; each band
+    #    of the photo is converted (and padded as `engine.prepare` pads the whole) as it is read
+    def encoder_pass(policy: _Passes) -> None:
         for r0, r1 in _bands(h4, band):
             c0 = max(0, 4 * r0 - ENCODER_HALO)
             c1 = min(hp, 4 * r1 + ENCODER_HALO)
             rows = slice(r0 - c0 // 4, r1 - c0 // 4)
             try:
-                out = engine.encode(xp[:, :, c0:c1], policy, rows)
+                out = engine.encode(engine.prepare(photo.rows(c0, c1, hp, wp)), policy, rows)
             except _Collected:
                 continue
             finally:
@@ -218,7 +268,6 @@ def _tiled_johnson(
 
     _measure(range(n_enc), known, encoder_pass)
     encoder_pass(_Passes(known, None))
-    del xp, encoder_pass
 
     # 2. residual blocks at 1/4 resolution, one convolution at a time. The first convolution's
     #    output is kept (the second reads it with a halo); the second's is computed twice --
@@ -240,7 +289,7 @@ def _tiled_johnson(
     del t
 
     # 3. decoder: statistics passes for its two norms, then the output pass
-    out = torch.empty((n, 3, hp, wp), dtype=torch.float32, device=feats.device)
+    write = photo.output(hp, wp)
     first_dec = n_enc + 2 * n_res
 
     def decoder_pass(policy: _Passes) -> None:
@@ -253,11 +302,11 @@ def _tiled_johnson(
                 continue
             finally:
                 steps.tick(dec_passes[len(dec_cost) if policy.target is None else policy.target - first_dec])
-            out[:, :, 4 * r0 : 4 * r1] = rgb[:, :, 4 * rows.start : 4 * rows.stop]
+            write(4 * r0, 4 * r1, rgb[:, :, 4 * rows.start : 4 * rows.stop])
 
     _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
     decoder_pass(_Passes(known, None))
-    return out[:, :, :h, :w]
+    return photo.result
 
 
 def _pyramid_costs(engine: UlyanovEngine, tiled: set[int]) -> tuple[dict[int, list[float]], dict[int, float]]:
@@ -308,8 +357,8 @@ def tiled_pyramid(
     outlives its band, so memory is the input pyramid, the stored stages and a few bands.
     ``progress``: as in ``tiled_forward``, counting the bands of each tiled stage's passes.
     """
-    h, w = x.shape[-2:]
-    pyramid = engine.prepare(x)  # float32 levels, coarsest first
+    photo = _Photo(x, engine.device)  # the input pyramid is float32 whole; the output can be bytes
+    pyramid = engine.prepare(photo.rows(0, photo.h, photo.h, photo.w))  # float32 levels, coarsest first
     finest = len(pyramid) - 1
     known: dict[int, Moments] = {}
     stored: dict[int, torch.Tensor] = {}
@@ -366,8 +415,8 @@ def tiled_pyramid(
         _measure(engine.stage_norms(s), known, stage_pass)
 
     size = pyramid[finest].shape[2]
-    out = torch.empty((x.shape[0], 3, size, pyramid[finest].shape[3]), dtype=torch.float32, device=x.device)
+    write = photo.output(size, pyramid[finest].shape[3])
     for r0, r1 in _bands(size, final_rows):
-        out[:, :, r0:r1] = engine.rgb(rows_of(finest, r0, r1, _Passes(known, None)))
+        write(r0, r1, engine.rgb(rows_of(finest, r0, r1, _Passes(known, None))))
         steps.tick(final_cost)
-    return out[:, :, :h, :w]
+    return photo.result

@@ -12,7 +12,7 @@ from stylenet import inference, tiling
 from stylenet.config import GeneratorConfig
 from stylenet.export import psnr
 from stylenet.fast import UlyanovEngine, cpu_has_native_bf16, optimize
-from stylenet.imageio import image_to_tensor, tensor_to_image
+from stylenet.imageio import image_to_tensor, tensor_to_image, to_bytes
 from stylenet.inference import stylize_image
 from stylenet.tiling import tiled_forward, tiled_pyramid
 from tests.stylenet.test_fast import _photo, _random, _trained
@@ -66,7 +66,7 @@ def test_stylize_image_tiles_above_the_threshold(monkeypatch: pytest.MonkeyPatch
     small = stylize_image(engine, photo, tile_pixels=64 * 48)  # not above: untiled
     assert calls == []
     big = stylize_image(engine, photo, tile_pixels=64 * 48 - 1)
-    assert calls == [(1, 3, 48, 64)]
+    assert calls == [(1, 48, 64, 3)]  # tiled, the photo goes in as its bytes
     assert small.size == big.size == (64, 48)
 
 
@@ -183,3 +183,23 @@ def test_an_untiled_image_reports_no_progress() -> None:
     assert reports == []
     stylize_image(_johnson(), Image.new("RGB", (32, 24)), tile_pixels=32 * 24 - 1, progress=reports.append)
     assert reports[-1] == 1.0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("size", [(64, 48), (37, 61), (5, 9)])
+def test_bytes_in_bytes_out_equals_the_float_pass_converted(precision: str, size: tuple[int, int]) -> None:
+    """The tiled pass on uint8 pixels, converted a band at a time, gives exactly the bytes of the
+    float pass's output: the same values reach the engine, the same rounding leaves it."""
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16")
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2)
+    johnson = optimize(_random(cfg), cfg, precision=precision)
+    pixels = torch.randint(0, 256, (2, *size, 3), dtype=torch.uint8)
+    floats = pixels.permute(0, 3, 1, 2).float() / 255
+    for engine, run in [
+        (johnson, lambda e, x: tiled_forward(e, x, band=2)),
+        (_pyramid(), lambda e, x: tiled_pyramid(e, x, band=4, stored_pixels=16)),
+    ]:
+        as_bytes = run(engine, pixels)
+        assert as_bytes.dtype == torch.uint8 and as_bytes.shape == pixels.shape
+        assert torch.equal(as_bytes, to_bytes(run(engine, floats)))
