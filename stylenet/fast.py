@@ -629,14 +629,18 @@ class UlyanovEngine(nn.Module):
         """Float (N, 3, H, W) in [0, 1] -> the float32 input pyramid, coarsest first, sides
         replicate-padded to a multiple of 2^(K-1) (and at least twice it), channels-last."""
         h, w = x.shape[-2:]
-        m = self.multiple
-        ph, pw = max(-h % m, 2 * m - h), max(-w % m, 2 * m - w)
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        hp, wp = self.padded_size(h, w)
+        if hp > h or wp > w:
+            x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
         pyramid = [x.to(self.device, torch.float32).contiguous(memory_format=CL)]
         for _ in range(self.scales - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         return pyramid[::-1]
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The sides ``prepare`` pads an (h, w) image to: multiples of 2^(K-1), at least twice it."""
+        m = self.multiple
+        return h + max(-h % m, 2 * m - h), w + max(-w % m, 2 * m - w)
 
     def _norm_act_into(self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int) -> torch.Tensor:
         return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _leaky_relu_into, pad, self.padding)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -309,6 +310,38 @@ def _tiled_johnson(
     return photo.result
 
 
+class _Rows:
+    """The finest level of the input pyramid, read a band at a time from the photo (as
+    ``engine.prepare`` would have padded it), never held whole in float32."""
+
+    def __init__(self, photo: _Photo, height: int, width: int) -> None:
+        self.photo = photo
+        self.shape = (photo.n, 3, height, width)
+
+    def __getitem__(self, index: tuple[slice, slice, slice]) -> torch.Tensor:
+        rows = index[2]
+        start, stop = rows.start or 0, self.shape[2] if rows.stop is None else rows.stop
+        return self.photo.rows(start, stop, self.shape[2], self.shape[3]).contiguous(memory_format=CL)
+
+
+def _input_pyramid(engine: UlyanovEngine, photo: _Photo, stored_pixels: int) -> list[Any]:
+    """``engine.prepare``'s pyramid, but the finest level, when it is tiled, left in the photo
+    (``_Rows``): the next level is pooled from it band by band (the same 2x2 means). At 8192²
+    the finest level in float32 is 805 MB; the rest of the pyramid is a third of that."""
+    hp, wp = engine.padded_size(photo.h, photo.w)
+    if engine.scales == 1 or photo.n * hp * wp <= stored_pixels:
+        return engine.prepare(photo.rows(0, photo.h, photo.h, photo.w))
+    finest = _Rows(photo, hp, wp)
+    level = torch.empty((photo.n, 3, hp // 2, wp // 2), dtype=torch.float32, device=engine.device)
+    level = level.contiguous(memory_format=CL)
+    for r0, r1 in _bands(hp, 256):  # even rows: each 2x2 mean is the one pooling the whole computes
+        level[:, :, r0 // 2 : r1 // 2] = F.avg_pool2d(finest[:, :, r0:r1], 2)
+    levels: list[Any] = [level]
+    for _ in range(engine.scales - 2):
+        levels.append(F.avg_pool2d(levels[-1], 2))
+    return [*levels[::-1], finest]
+
+
 def _pyramid_costs(engine: UlyanovEngine, tiled: set[int]) -> tuple[dict[int, list[float]], dict[int, float]]:
     """Multiply-adds per pixel of a band of each stage, for the pass that measures each of its
     norm layers (``engine.stage_norms(s)`` order), and for the whole stage: the scale block
@@ -357,8 +390,8 @@ def tiled_pyramid(
     outlives its band, so memory is the input pyramid, the stored stages and a few bands.
     ``progress``: as in ``tiled_forward``, counting the bands of each tiled stage's passes.
     """
-    photo = _Photo(x, engine.device)  # the input pyramid is float32 whole; the output can be bytes
-    pyramid = engine.prepare(photo.rows(0, photo.h, photo.h, photo.w))  # float32 levels, coarsest first
+    photo = _Photo(x, engine.device)
+    pyramid = _input_pyramid(engine, photo, stored_pixels)  # float32 levels, coarsest first
     finest = len(pyramid) - 1
     known: dict[int, Moments] = {}
     stored: dict[int, torch.Tensor] = {}

@@ -203,3 +203,15 @@ def test_bytes_in_bytes_out_equals_the_float_pass_converted(precision: str, size
         as_bytes = run(engine, pixels)
         assert as_bytes.dtype == torch.uint8 and as_bytes.shape == pixels.shape
         assert torch.equal(as_bytes, to_bytes(run(engine, floats)))
+
+
+def test_the_tiled_pyramids_input_levels_are_prepares_without_the_finest_in_float() -> None:
+    engine = _pyramid()
+    x = torch.rand(2, 3, 70, 45)
+    reference = engine.prepare(x)
+    levels = tiling._input_pyramid(engine, tiling._Photo(x, engine.device), stored_pixels=16)
+    assert isinstance(levels[-1], tiling._Rows)  # the finest level is read band by band
+    for ours, theirs in zip(levels[:-1], reference[:-1], strict=True):
+        assert torch.equal(ours, theirs)  # pooled band by band: the same means
+    assert torch.equal(levels[-1][:, :, 8:24], reference[-1][:, :, 8:24])
+    assert torch.equal(levels[-1][:, :, 60:72], reference[-1][:, :, 60:72])  # the padded bottom rows
