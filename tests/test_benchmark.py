@@ -138,3 +138,16 @@ def test_service_benchmark_cpu_reading_counts_live_child_processes() -> None:
             assert after is not None and after - before - own >= 0.25
         finally:
             child.kill()
+
+
+def test_large_photo_benchmark_runs_the_stylize_path_tiled(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import large
+
+    out = tmp_path / "large.json"
+    rc = large.main(["--styles", "starry-night", "--sizes", "96", "--tile-megapixels", "0.001", "--out", str(out)])
+    assert rc == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["style"] == "starry-night@1" and row["size"] == 96 and row["tiled"] is True
+    assert row["peak_rss_mb"] >= row["loaded_rss_mb"] > 0 and row["stylize_s"] >= row["model_s"] > 0
+    assert row["output_bytes"] > 0
+    assert "| starry-night@1 | 96² |" in capsys.readouterr().out
