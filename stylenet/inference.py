@@ -6,6 +6,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -62,8 +63,14 @@ def run_generator(
     tiled with exact instance-norm statistics (``stylenet.tiling``), in bounded memory, telling
     ``progress`` how far it got. Batches over ``EXCLUSIVE_PIXELS`` wait for each other."""
     engine = tiled_engine(generator, x.shape[-2] * x.shape[-1], tile_pixels)
-    with _exclusive if runs_exclusive(x.shape[0] * x.shape[-2] * x.shape[-1]) else contextlib.nullcontext():
+    with _turn(x.shape[0] * x.shape[-2] * x.shape[-1]):
         return generator(x) if engine is None else tiled_forward(engine, x, progress=progress)
+
+
+def _turn(pixels: int) -> contextlib.AbstractContextManager[Any]:
+    """Held while a batch of ``pixels`` pixels runs: the process-wide lock over
+    ``EXCLUSIVE_PIXELS``, nothing below."""
+    return _exclusive if runs_exclusive(pixels) else contextlib.nullcontext()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -95,7 +102,7 @@ def stylize_batch(
         one = len(photos) == 1  # no stacked copy of a lone photo
         pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])  # (B, H, W, 3)
         start = time.perf_counter()
-        with _exclusive if runs_exclusive(pixels.shape[0] * h * w) else contextlib.nullcontext():
+        with _turn(pixels.shape[0] * h * w):
             result = tiled_forward(engine, pixels, progress=progress)
         if timings is not None:
             _synchronize(engine.device)

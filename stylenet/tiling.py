@@ -179,8 +179,8 @@ def tiled_forward(
     ``2 * band`` rows of the finest scale for Ulyanov's. ``x``: float (N, 3, H, W) in [0, 1],
     and the result float32 alike; or uint8 (N, H, W, 3) pixels, and the result uint8 pixels,
     converted a band at a time (``_Photo``: a fraction of the memory). ``progress`` is
-    told the share of bands done after each one (a tiled pass of a large photo takes a minute
-    on a CPU), and may raise to abandon the pass."""
+    told the share of the pass's work done after each band (a tiled pass of a large photo takes
+    a minute on a CPU), and may raise to abandon the pass."""
     if isinstance(engine, UlyanovEngine):
         return tiled_pyramid(engine, x, band=2 * band, progress=progress)
     return _tiled_johnson(engine, x, band, progress)
@@ -198,6 +198,8 @@ class _Photo:
         self.n = x.shape[0]
         self.h, self.w = (x.shape[1], x.shape[2]) if self.as_bytes else (x.shape[2], x.shape[3])
         self.device = device
+        #: The output, once ``output`` has made the buffer its writer fills.
+        self.result: torch.Tensor | None = None
 
     def rows(self, r0: int, r1: int, height: int, width: int) -> torch.Tensor:
         """Rows [r0, r1) as float (N, 3, r1 - r0, width) on the device, the last row and column
@@ -307,6 +309,7 @@ def _tiled_johnson(
 
     _measure(range(first_dec, first_dec + len(engine.dec)), known, decoder_pass)
     decoder_pass(_Passes(known, None))
+    assert photo.result is not None
     return photo.result
 
 
@@ -452,4 +455,5 @@ def tiled_pyramid(
     for r0, r1 in _bands(size, final_rows):
         write(r0, r1, engine.rgb(rows_of(finest, r0, r1, _Passes(known, None))))
         steps.tick(final_cost)
+    assert photo.result is not None
     return photo.result
