@@ -16,8 +16,11 @@ contrast). ``tiled_forward`` reproduces the untiled ``JohnsonEngine`` output ins
    statistics passes (one per decoder norm), then the output pass.
 
 Only two 1/4-resolution buffers of the compute dtype live at once (the features and one
-convolution's output): 4096x4096 in bfloat16 needs 2 x 256 MB. Everything else is one band.
-The result equals the untiled output up to floating-point summation order.
+convolution's output): 4096x4096 in bfloat16 needs 2 x 256 MB. Everything else is one band:
+given the photo as bytes (uint8, as the worker does), each band is converted to float as it is
+read and each output band rounded to bytes as it is written (``_Photo``). The result equals the
+untiled output up to floating-point summation order. A pass tells an optional ``Progress``
+callback how much of its work is done after every band, and stops if the callback raises.
 """
 
 from __future__ import annotations

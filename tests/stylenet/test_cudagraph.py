@@ -106,3 +106,21 @@ def test_worker_path_on_cuda_graphs_small_images_and_tiles_large_ones() -> None:
     tiled = run_generator(engine, x, tile_pixels=100_000)  # tiled, bypassing the graphs
     assert engine.captures == 1
     assert psnr(tiled.cpu(), engine(x).cpu()) >= 40
+
+
+@gpu
+def test_a_tiled_photo_on_cuda_goes_in_and_out_as_bytes() -> None:
+    """The worker's tiled path on a GPU: CPU bytes in, each band moved to the device and back."""
+    from stylenet.imageio import image_bytes, to_bytes
+
+    _, cfg = _shipped()
+    engine = load_engine((SHIPPED / "generator.ts").read_bytes(), cfg.to_dict(), "cuda")
+    inner = engine.engine if isinstance(engine, GraphedEngine) else engine
+    photo = resize_max(load_image(ASSET_PHOTOS / "skimage_astronaut.jpg"), 300)
+    pixels = image_bytes(photo)[None]
+    as_bytes = tiled_forward(inner, pixels)
+    assert as_bytes.device.type == "cpu" and as_bytes.shape == pixels.shape
+    floats = image_to_tensor(photo).unsqueeze(0).cuda()
+    assert torch.equal(as_bytes, to_bytes(tiled_forward(inner, floats)).cpu())
+    out = stylize_image(engine, photo, None, device="cuda", tile_pixels=10_000)  # the same path, tiled
+    assert torch.equal(image_bytes(out), as_bytes[0])
