@@ -34,8 +34,10 @@ def test_malloc_tuning_applies_on_glibc() -> None:
     assert tune_malloc({}) is True
 
 
-def _os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _os_threads() -> set[str]:
+    """The ids of the process's threads now. (Sets, not counts: a thread of an earlier test
+    that ends meanwhile must not hide one that started.)"""
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
@@ -50,12 +52,13 @@ def test_release_openmp_pool_lets_this_threads_pool_go() -> None:
     def work() -> None:
         alone = _os_threads()
         torch.ones(1 << 22).add_(1)  # at::parallel_for: starts this thread's pool
-        seen["with_pool"] = _os_threads() - alone
+        pool = _os_threads() - alone
+        seen["with_pool"] = len(pool)
         seen["released"] = release_openmp_pool()
         deadline = time.monotonic() + 5
-        while _os_threads() > alone and time.monotonic() < deadline:  # the pool's threads exit
+        while pool & _os_threads() and time.monotonic() < deadline:  # the pool's threads exit
             time.sleep(0.01)
-        seen["after"] = _os_threads() - alone
+        seen["after"] = len(pool & _os_threads())
         seen["released_again"] = release_openmp_pool()  # no pool: nothing to do, no error
 
     thread = threading.Thread(target=work)
@@ -85,7 +88,7 @@ def test_set_openmp_threads_sets_only_the_calling_threads_count() -> None:
         seen["set"] = set_openmp_threads(1)
         seen["count"] = torch.get_num_threads()
         torch.ones(1 << 22).add_(1)  # a kernel that runs on a pool of torch.get_num_threads()
-        seen["pool"] = _os_threads() - alone
+        seen["pool"] = len(_os_threads() - alone)
 
     thread = threading.Thread(target=work)
     thread.start()
