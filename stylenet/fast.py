@@ -267,6 +267,12 @@ def _leaky_relu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+def padded_sides(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """(h, w) padded up to multiples of ``multiple``, and to at least twice it: what an engine's
+    ``prepare`` pads an image to (replicating its last row and column)."""
+    return h + max(-h % multiple, 2 * multiple - h), w + max(-w % multiple, 2 * multiple - w)
+
+
 # Johnson et al.'s residual generator
 
 
@@ -455,8 +461,7 @@ class JohnsonEngine(nn.Module):
     @staticmethod
     def padded_size(h: int, w: int) -> tuple[int, int]:
         """The sides ``prepare`` pads an (h, w) image to: multiples of 4, at least 8."""
-        m = JOHNSON_MULTIPLE
-        return h + max(-h % m, 2 * m - h), w + max(-w % m, 2 * m - w)
+        return padded_sides(h, w, JOHNSON_MULTIPLE)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) in [0, 1] -> the compute dtype, channels-last, sides padded to x4
@@ -639,8 +644,7 @@ class UlyanovEngine(nn.Module):
 
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         """The sides ``prepare`` pads an (h, w) image to: multiples of 2^(K-1), at least twice it."""
-        m = self.multiple
-        return h + max(-h % m, 2 * m - h), w + max(-w % m, 2 * m - w)
+        return padded_sides(h, w, self.multiple)
 
     def _norm_act_into(self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int) -> torch.Tensor:
         return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _leaky_relu_into, pad, self.padding)

@@ -325,9 +325,17 @@ class _Rows:
         self.shape = (photo.n, 3, height, width)
 
     def __getitem__(self, index: tuple[slice, slice, slice]) -> torch.Tensor:
+        """``level[:, :, r0:r1]``: the only indexing ``tiled_pyramid`` does."""
+        assert index[0] == index[1] == slice(None), index
         rows = index[2]
         start, stop = rows.start or 0, self.shape[2] if rows.stop is None else rows.stop
         return self.photo.rows(start, stop, self.shape[2], self.shape[3]).contiguous(memory_format=CL)
+
+
+def _runs_whole(stage: int, pixels: int, stored_pixels: int) -> bool:
+    """Whether ``tiled_pyramid`` runs a stage of ``pixels`` pixels (batch included) whole and
+    keeps its output, rather than in bands: the coarsest always, the others up to ``stored_pixels``."""
+    return stage == 0 or pixels <= stored_pixels
 
 
 def _input_pyramid(engine: UlyanovEngine, photo: _Photo, stored_pixels: int) -> list[Any]:
@@ -335,7 +343,7 @@ def _input_pyramid(engine: UlyanovEngine, photo: _Photo, stored_pixels: int) -> 
     (``_Rows``): the next level is pooled from it band by band (the same 2x2 means). At 8192²
     the finest level in float32 is 805 MB; the rest of the pyramid is a third of that."""
     hp, wp = engine.padded_size(photo.h, photo.w)
-    if engine.scales == 1 or photo.n * hp * wp <= stored_pixels:
+    if _runs_whole(engine.scales - 1, photo.n * hp * wp, stored_pixels):
         return engine.prepare(photo.rows(0, photo.h, photo.h, photo.w))
     finest = _Rows(photo, hp, wp)
     level = torch.empty((photo.n, 3, hp // 2, wp // 2), dtype=torch.float32, device=engine.device)
@@ -394,7 +402,8 @@ def tiled_pyramid(
     moments; a band asks the stage below for its rows, which a stored stage slices and a tiled
     one computes (recursively, with its statistics already known). Nothing of a tiled stage
     outlives its band, so memory is the input pyramid, the stored stages and a few bands.
-    ``progress``: as in ``tiled_forward``, counting the bands of each tiled stage's passes.
+    ``progress``: as in ``tiled_forward``, each band weighted by the multiply-adds it runs
+    (``_pyramid_costs``).
     """
     photo = _Photo(x, engine.device)
     pyramid = _input_pyramid(engine, photo, stored_pixels)  # float32 levels, coarsest first
@@ -406,7 +415,7 @@ def tiled_pyramid(
     def band_rows(s: int) -> int | None:
         """Rows per band of stage s, or None for a stage that runs whole and is stored."""
         n, _, size, width = pyramid[s].shape
-        if n * size * width <= stored_pixels or s == 0:
+        if _runs_whole(s, n * size * width, stored_pixels):
             return None
         return max(2, min(size, band << (finest - s)) // 2 * 2)
 

@@ -28,7 +28,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
-from instyle.protocol import QUEUE_STYLIZE
+from instyle.protocol import QUEUE_STYLIZE, ErrorCode
 from stylenet.config import release_openmp_pool, set_openmp_threads
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class InstyleWorker(SimpleWorker):
         if not isinstance(error, JobFailure):
             super().handle_exception(job, *exc_info)
             return
-        log.log(logging.INFO if error.code.value == "canceled" else logging.WARNING, "job %s: %s", job.id, error)
+        log.log(logging.INFO if error.code == ErrorCode.canceled else logging.WARNING, "job %s: %s", job.id, error)
         for handler in self._exc_handlers:  # RQ's walk: a handler returning a falsy non-None value stops it
             carry_on = handler(job, *exc_info)
             if carry_on is not None and not carry_on:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import fakeredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -10,22 +12,34 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 import worker.jobs
-from instyle.protocol import CANCEL_PREFIX
+from instyle.protocol import CANCEL_PREFIX, ErrorCode
 from worker.jobs import JobFailure, pass_reporter
 
+Setup = tuple[fakeredis.FakeRedis, Job, Callable[[float], None]]
 
-def _job(redis: fakeredis.FakeRedis) -> Job:
-    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
-    return queue.enqueue("builtins.print", meta={"progress": 0.2})
+
+@pytest.fixture
+def reporting(monkeypatch: pytest.MonkeyPatch) -> Setup:
+    """A queued job at progress 0.2, and the reporter of its pass, reporting every call."""
+    monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 0.0)
+    redis = fakeredis.FakeRedis()
+    job = Queue("stylize", connection=redis, serializer=JSONSerializer).enqueue(
+        "builtins.print", meta={"progress": 0.2}
+    )
+    report = pass_reporter(redis, job)
+    assert report is not None
+    return redis, job, report
 
 
 def _progress(redis: fakeredis.FakeRedis, job: Job) -> float:
     return float(Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta["progress"])
 
 
-def test_reports_are_spaced_and_map_the_pass_onto_the_jobs_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    redis = fakeredis.FakeRedis()
-    job = _job(redis)
+def test_reports_are_spaced_and_map_the_pass_onto_the_jobs_progress(
+    reporting: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis, job, _ = reporting
+    monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 1.0)
     report = pass_reporter(redis, job)
     assert report is not None
     report(0.5)  # within PASS_REPORT_EVERY_S of the start: nothing written
@@ -37,25 +51,17 @@ def test_reports_are_spaced_and_map_the_pass_onto_the_jobs_progress(monkeypatch:
     assert _progress(redis, job) == pytest.approx(0.9)  # the pass ends where encoding starts
 
 
-def test_a_cancel_request_stops_the_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 0.0)
-    redis = fakeredis.FakeRedis()
-    job = _job(redis)
-    report = pass_reporter(redis, job)
-    assert report is not None
+def test_a_cancel_request_stops_the_pass(reporting: Setup) -> None:
+    redis, job, report = reporting
     report(0.1)
     redis.set(f"{CANCEL_PREFIX}{job.id}", "1")
     with pytest.raises(JobFailure) as failure:
         report(0.2)
-    assert failure.value.code.value == "canceled"
+    assert failure.value.code == ErrorCode.canceled
 
 
-def test_a_redis_hiccup_skips_a_report_not_the_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 0.0)
-    redis = fakeredis.FakeRedis()
-    job = _job(redis)
-    report = pass_reporter(redis, job)
-    assert report is not None
+def test_a_redis_hiccup_skips_a_report_not_the_pass(reporting: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis, job, report = reporting
     monkeypatch.setattr(fakeredis.FakeRedis, "pipeline", lambda self, transaction=True: _Failing())
     report(0.5)  # no exception
     monkeypatch.undo()
