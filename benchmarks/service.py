@@ -14,7 +14,8 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    ``--seconds``; images/s is compared with the model-bound limit: the **generator alone**,
    measured first in a separate process on the same cores (the style loaded as the worker
    loads it, the photo decoded once, as many threads as the server has stylize threads, each
-   running the generator back to back for ``--seconds``). Also reported: the bound implied by
+   running the worker's model step back to back for ``--seconds``: the engine's
+   ``forward_bytes``, decoded pixels to pixels, as ``stylize_batch`` runs it). Also reported: the bound implied by
    the server's own model times under that load (stylize threads x 1000 / median model ms),
    which is lower, since the service's work slows the generator down too. And the CPU time per
    image delivered: the server's (from /proc, all its threads and its private redis-server)
@@ -191,17 +192,20 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
     import fakeredis
     import torch
 
-    from stylenet.imageio import image_to_tensor, load_image
-    from stylenet.inference import run_generator
+    from stylenet.imageio import image_bytes, image_to_tensor, load_image
+    from stylenet.inference import bytes_engine, run_generator, tiled_engine
     from worker.context import build_context, in_passing_thread
     from worker.settings import WorkerSettings
 
     # as the server: loaded off the main thread (worker.context.in_passing_thread), no torch on it
     ctx = build_context(WorkerSettings(warm_styles=[style]), fakeredis.FakeRedis())
     generator, _ = ctx.cache.get(style)
+    photo = load_image(jpeg(size))
     inputs: list[torch.Tensor] = []
-    in_passing_thread(lambda: inputs.append(image_to_tensor(load_image(jpeg(size))).unsqueeze(0).to(ctx.device)))
-    x = inputs[0]
+    in_passing_thread(lambda: inputs.append(image_to_tensor(photo).unsqueeze(0).to(ctx.device)))
+    x, pixels = inputs[0], image_bytes(photo)[None]
+    # the model step of the worker's stylize_batch: bytes to bytes where the engine has it
+    engine = bytes_engine(generator) if tiled_engine(generator, size * size, ctx.tile_pixels) is None else None
     counts = [0] * threads
     share = max(1, torch.get_num_threads() // threads) if split else torch.get_num_threads()
 
@@ -209,7 +213,10 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
         set_openmp_threads(share)
         with torch.inference_mode():
             while time.perf_counter() < stop_at:
-                run_generator(generator, x, ctx.tile_pixels)
+                if engine is not None:
+                    engine.forward_bytes(pixels)
+                else:
+                    run_generator(generator, x, ctx.tile_pixels)
                 counts[k] += 1
 
     in_passing_thread(loop, 0, time.perf_counter() + 1.0)  # warm-up

@@ -38,6 +38,7 @@ from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.generator import build_generator
+from stylenet.imageio import to_bytes
 from stylenet.johnson import JOHNSON_MULTIPLE, JohnsonBody, ResidualBlock, Upsample2x
 from stylenet.layers import PaddedConv, to_image_range
 from stylenet.ulyanov import LEAKY_SLOPE, PyramidStage, UlyanovBody
@@ -345,14 +346,15 @@ def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
 
     The result, run on the input's 2x2 space-to-depth map (channel ``(2 a + b) C + c`` at (i, j)
     holds channel c at (2 i + a, 2 j + b): the layout of the decoder's phases), gives output
-    phase (a, b) of channel o in channel ``4 o + 2 a + b`` (the order ``F.pixel_shuffle``
-    reads): output pixel
+    phase (a, b) of channel o in channel ``(2 a + b) O + o``, phase-major like its input
+    (``depth_to_space`` reads it: in channels-last memory each output pixel's channels and
+    its right neighbour's are adjacent, so the shuffle copies runs of 2 O values): output pixel
     (2 i + a, 2 j + b) reads input rows 2 i + a + dy, dy < k, which are phase ``(a + dy) % 2``
     of packed row ``i + (a + dy) // 2``. The same weights, rearranged, with zeros elsewhere.
     """
     out_ch, in_ch, k, _ = weight.shape
     taps = (k + 1) // 2
-    packed = weight.new_zeros(out_ch, 2, 2, 2, 2, in_ch, taps, taps)  # (o, a, b, a_in, b_in, c, ky, kx)
+    packed = weight.new_zeros(2, 2, out_ch, 2, 2, in_ch, taps, taps)  # (a, b, o, a_in, b_in, c, ky, kx)
     for a in range(2):
         for b in range(2):
             for a_in in range(2):
@@ -362,8 +364,19 @@ def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
                         for kx in range(taps):
                             dx = 2 * kx + b_in - b
                             if 0 <= dy < k and 0 <= dx < k:
-                                packed[:, a, b, a_in, b_in, :, ky, kx] = weight[:, :, dy, dx]
+                                packed[a, b, :, a_in, b_in, :, ky, kx] = weight[:, :, dy, dx]
     return packed.reshape(4 * out_ch, 4 * in_ch, taps, taps)
+
+
+def depth_to_space(y: torch.Tensor) -> torch.Tensor:
+    """(N, 4 O, h, w) with phase-major channels (``space_to_depth_kernel``'s output) ->
+    (N, 2 h, 2 w, O), contiguous: output pixel (2 i + a, 2 j + b) is channels (2 a + b) O + o
+    at (i, j). One copy of runs of 2 O values from channels-last memory, 5x faster than
+    ``F.pixel_shuffle`` (1.5 -> 0.3 ms for 12 channels at 256², one core, float or bytes)."""
+    n, c4, h, w = y.shape
+    o = c4 // 4
+    phases = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, o)  # (n, i, j, a, b, o); a view if channels-last
+    return phases.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)
 
 
 #: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation
@@ -379,6 +392,14 @@ def own_stats(_layer: int, _y: torch.Tensor, _rows: slice) -> Moments | None:
 
 def _scaled(rows: slice, scale: int) -> slice:
     return rows if rows.start is None else slice(rows.start * scale, rows.stop * scale)
+
+
+def rgb_bytes(y: torch.Tensor) -> torch.Tensor:
+    """The output convolution's result, any float dtype and layout -> uint8 of the same shape:
+    ``to_bytes(to_image_range(y.float()))``'s bytes, in place in one float32 copy, unreordered.
+    Bit-equal: (tanh + 1) * 0.5 * 255 is (tanh + 1) * 127.5, the halving being exact."""
+    t = y.float() if y.dtype != torch.float32 else y.clone()
+    return torch.tanh_(t).add_(1.0).mul_(127.5).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
 
 
 class JohnsonEngine(nn.Module):
@@ -445,7 +466,7 @@ class JohnsonEngine(nn.Module):
             rgb = 3 if self.rgb_channels == 3 else 4  # the CUDA layout: 16 outputs, 32-byte fp16 rows
             weight = _zero_pad_dim(self.out.weight, 0, rgb) if rgb > 3 else self.out.weight
             bias = self.out.bias if self.out.bias is None or rgb == 3 else _zero_pad_dim(self.out.bias, 0, rgb)
-            packed_bias = None if bias is None else bias.repeat_interleave(4)
+            packed_bias = None if bias is None else bias.repeat(4)  # phase-major, as the weights
             self.out_packed = Conv(space_to_depth_kernel(weight).contiguous(memory_format=CL), packed_bias, 1, 0)
         if self.rgb_channels > 3:
             self.enc[0].weight = _zero_pad_dim(self.enc[0].weight, 1, self.rgb_channels)
@@ -474,6 +495,27 @@ class JohnsonEngine(nn.Module):
             x = F.pad(x, (0, 0, 0, 0, 0, self.rgb_channels - x.shape[1]))  # zero channels
         return x.to(self.device, self.dtype).contiguous(memory_format=CL)
 
+    def prepare_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels, uint8 (N, H, W, 3) -> the first convolution's padded input: the values
+        ``pad_cl(prepare(x), ...)`` gives for the photo x in [0, 1], written in one pass over the
+        pixels instead of four (reorder, to float, to the compute dtype, padded copy)."""
+        n, h, w, _ = pixels.shape
+        hp, wp = self.padded_size(h, w)
+        pad = self.enc[0].pad
+        shape = (n, self.rgb_channels, hp + 2 * pad, wp + 2 * pad)
+        buf = torch.empty(shape, dtype=self.dtype, device=self.device, memory_format=CL)
+        inner = interior(buf, pad)
+        # (the bytes are exact in the compute dtype: a copy, then the division in float32, once
+        # rounded; 6x faster than one division writing the strided interior from the bytes)
+        inner[:, :3, :h, :w].copy_(pixels.to(self.device).permute(0, 3, 1, 2)).div_(255.0)
+        if wp > w:  # replicate the last column, then the last row, as prepare's F.pad
+            inner[:, :3, :h, w:] = inner[:, :3, :h, w - 1 : w]
+        if hp > h:
+            inner[:, :3, h:] = inner[:, :3, h - 1 : h]
+        if self.rgb_channels > 3:
+            inner[:, 3:] = 0
+        return fill_border(buf, pad, self.padding)
+
     def _norm_relu_into(
         self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
     ) -> torch.Tensor:
@@ -484,14 +526,22 @@ class JohnsonEngine(nn.Module):
     ) -> torch.Tensor:
         """Prepared input -> the encoder's output (N, 128, H/4, W/4). ``rows``: band rows at H/4.
         ``out_pad``: the output comes padded by that much (``self.padding``), interior first."""
-        y = pad_cl(x, self.enc[0].pad, self.padding)
+        return self.encode_padded(pad_cl(x, self.enc[0].pad, self.padding), stats, rows, out_pad)
+
+    def encode_padded(
+        self, y: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None), out_pad: int = 0
+    ) -> torch.Tensor:
+        """``encode`` of an input already padded for the first convolution (``prepare_bytes``)."""
         for i, conv in enumerate(self.enc):
             nxt = self.enc[i + 1].pad if i + 1 < len(self.enc) else out_pad
             y = self._norm_relu_into(conv(y), i, stats, _scaled(rows, 2 ** (len(self.enc) - 1 - i)), nxt, self.padding)
         return y
 
-    def decode(self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None)) -> torch.Tensor:
-        """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h."""
+    def decode(
+        self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None), as_bytes: bool = False
+    ) -> torch.Tensor:
+        """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h.
+        ``as_bytes``: uint8 pixels (N, 4h, 4w, 3) instead, the bytes ``to_bytes`` makes of it."""
         first = len(self.enc) + 2 * len(self.res)
         y = pad_cl(x, 1, self.low_padding)
         for i, conv in enumerate(self.dec):
@@ -506,26 +556,31 @@ class JohnsonEngine(nn.Module):
             normed = normalize(flat, self.norms[layer], stats(layer, flat, _scaled(rows, 2**i)), inplace=True)
             last = i == len(self.dec) - 1
             if last and self.out_packed is not None:
-                return self._packed_output(normed.permute(0, 2, 3, 1).reshape(n, h, w, c4).permute(0, 3, 1, 2))
+                packed = normed.permute(0, 2, 3, 1).reshape(n, h, w, c4).permute(0, 3, 1, 2)
+                return self._packed_output(packed, as_bytes)
             pad, mode = (self.out.pad, self.padding) if last else (1, self.low_padding)
             y = new_padded(phases, c, 2 * h, 2 * w, pad)
             dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
             src = normed.unflatten(3, (w, 2, 2)).permute(0, 1, 2, 4, 3, 5)  # (N, C, h, a, w, b)
             _relu_into(src, dst)  # ReLU while interleaving: runs of 2 C contiguous values
             fill_border(y, pad, mode)
-        return to_image_range(self.out(y)[:, :3].float())
+        rgb = to_image_range(self.out(y)[:, :3].float())
+        return to_bytes(rgb) if as_bytes else rgb
 
-    def _packed_output(self, phases: torch.Tensor) -> torch.Tensor:
+    def _packed_output(self, phases: torch.Tensor, as_bytes: bool = False) -> torch.Tensor:
         """The normalized phases of the last decoder stage (its 2x2 space-to-depth map) ->
         float32 RGB: ReLU into a padded packed buffer, border as the full map's, then
-        ``out_packed`` and a pixel shuffle. The full-resolution map is never interleaved."""
+        ``out_packed`` and a pixel shuffle. The full-resolution map is never interleaved.
+        ``as_bytes``: uint8 pixels (N, H, W, 3), made before the shuffle (``rgb_bytes``)."""
         assert self.out_packed is not None
         _, c4, h, w = phases.shape
         buf = new_padded(phases, c4, h, w, self.out.pad // 2)
         _relu_into(phases, interior(buf, self.out.pad // 2))
         fill_border_packed(buf, self.out.pad, self.padding)
-        rgb = to_image_range(self.out_packed(buf).float())
-        return F.pixel_shuffle(rgb, 2)[:, :3]
+        y = self.out_packed(buf)
+        if as_bytes:
+            return depth_to_space(rgb_bytes(y))[..., :3]
+        return depth_to_space(to_image_range(y.float()))[..., :3].permute(0, 3, 1, 2)
 
     def residuals_in_place(self, stream: torch.Tensor) -> torch.Tensor:
         """All residual blocks, untiled, on ``stream``: the encoder's output padded by the blocks'
@@ -556,6 +611,15 @@ class JohnsonEngine(nn.Module):
         h, w = x.shape[-2:]
         stream = self.encode(self.prepare(x), out_pad=self.res_pad)
         return self.decode(self.residuals_in_place(stream))[:, :, :h, :w]
+
+    @torch.inference_mode()
+    def forward_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels, uint8 (N, H, W, 3) -> the stylized pixels, uint8 (N, H, W, 3), untiled: the
+        bytes ``to_bytes(forward(x))`` gives for x the photo in [0, 1] (tested equal), without
+        the float photo and picture and their conversions (~4 of 66 ms at 512² on one core)."""
+        h, w = pixels.shape[1:3]
+        stream = self.encode_padded(self.prepare_bytes(pixels), out_pad=self.res_pad)
+        return self.decode(self.residuals_in_place(stream), as_bytes=True)[:, :h, :w].contiguous()
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,6 +764,10 @@ class UlyanovEngine(nn.Module):
             y = self.stage(s, image, None if y is None else constant_source(y))
         assert y is not None
         return self.rgb(y)[:, :, :h, :w]
+
+    def forward_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels, uint8 (N, H, W, 3) -> the stylized pixels, uint8 (N, H, W, 3), untiled."""
+        return to_bytes(self.forward(pixels.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)))
 
 
 # --------------------------------------------------------------------------------------------

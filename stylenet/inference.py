@@ -43,6 +43,12 @@ def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> 
     return None
 
 
+def bytes_engine(generator: nn.Module) -> JohnsonEngine | UlyanovEngine | None:
+    """The engine that runs ``generator`` untiled from bytes to bytes (``forward_bytes``), if any:
+    not a CUDA-graphed one, whose captured graphs take float input."""
+    return generator if isinstance(generator, (JohnsonEngine, UlyanovEngine)) else None
+
+
 #: Batches with more pixels than this (1024², images x height x width) run one at a time per
 #: process, however many threads stylize (``INSTYLE_STYLIZE_THREADS``): peak memory stays that of
 #: one large image, and at that size the work around the generator is too small a share of the
@@ -95,15 +101,17 @@ def stylize_batch(
     told how far a tiled pass got (``stylenet.tiling.tiled_forward``); not called untiled.
     """
     w, h = photos[0].size
-    engine = tiled_engine(generator, h * w, tile_pixels)
+    tiled = tiled_engine(generator, h * w, tile_pixels)
+    engine = tiled or bytes_engine(generator)
     if engine is not None and not any(preserve_color):
-        # Tiled: the photos go in and come out as bytes, converted a band at a time; at 8192²
-        # the float32 photo and picture would take 805 MB each (stylenet.tiling._Photo).
+        # The photos go in and come out as bytes. Tiled, they are converted a band at a time (at
+        # 8192² the float32 photo and picture would take 805 MB each: stylenet.tiling._Photo);
+        # untiled, the engine reads them into its first buffer and writes its last as bytes.
         one = len(photos) == 1  # no stacked copy of a lone photo
         pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])  # (B, H, W, 3)
         start = time.perf_counter()
         with _turn(pixels.shape[0] * h * w):
-            result = tiled_forward(engine, pixels, progress=progress)
+            result = tiled_forward(engine, pixels, progress=progress) if tiled else engine.forward_bytes(pixels).cpu()
         if timings is not None:
             _synchronize(engine.device)
             timings["model_s"] = time.perf_counter() - start

@@ -19,18 +19,20 @@ from stylenet.fast import (
     Moments,
     NormParams,
     UlyanovEngine,
+    depth_to_space,
     fill_border,
     fill_border_packed,
     load_engine,
     normalize,
     optimize,
+    pad_cl,
     phase_kernels,
     probe_image,
     resolve_precision,
     space_to_depth_kernel,
 )
 from stylenet.generator import build_generator
-from stylenet.imageio import image_to_tensor, load_image, resize_max
+from stylenet.imageio import image_to_tensor, load_image, resize_max, to_bytes
 from stylenet.johnson import JohnsonBody
 from stylenet.tiling import tiled_forward
 from tests.conftest import ASSET_PHOTOS, REPO
@@ -96,7 +98,7 @@ def test_space_to_depth_kernel_equals_the_full_convolution(k: int) -> None:
     w, b = torch.randn(3, 5, k, k, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
     x = F.pad(x, (0, (k - 1) % 2, 0, (k - 1) % 2))  # k = 9: 22x18 even, k = 3: 16x12 even
     ref = F.conv2d(x, w, b)
-    got = F.pixel_shuffle(F.conv2d(_space_to_depth(x), space_to_depth_kernel(w), b.repeat_interleave(4)), 2)
+    got = depth_to_space(F.conv2d(_space_to_depth(x), space_to_depth_kernel(w), b.repeat(4))).permute(0, 3, 1, 2)
     assert got.shape[-2] >= ref.shape[-2]
     assert torch.allclose(got[..., : ref.shape[-2], : ref.shape[-1]], ref, atol=1e-10)
 
@@ -189,6 +191,59 @@ def test_packed_output_convolution_changes_nothing(size: tuple[int, int], paddin
         ref = plain(x)
         assert torch.allclose(packed(x), ref, atol=1e-5)
         assert torch.allclose(tiled_forward(packed, x, band=8), ref, atol=1e-4)
+
+
+def test_depth_to_space_is_a_pixel_shuffle_of_phase_major_channels() -> None:
+    y = torch.randn(2, 12, 5, 7).contiguous(memory_format=torch.channels_last)
+    channel_major = y.unflatten(1, (4, 3)).transpose(1, 2).flatten(1, 2)  # (o, a, b): pixel_shuffle's order
+    got = depth_to_space(y)
+    assert got.shape == (2, 10, 14, 3) and got.is_contiguous()
+    assert torch.equal(got, F.pixel_shuffle(channel_major, 2).permute(0, 2, 3, 1))
+
+
+def _as_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1], as ``image_to_tensor``."""
+    return pixels.permute(0, 3, 1, 2).float().div(255.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_prepare_bytes_is_bit_equal_to_prepare_then_pad(dtype: torch.dtype, padding: str) -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
+    engine = JohnsonEngine(cast(JohnsonBody, _random(cfg).body), padding, dtype, torch.device("cpu"))
+    pixels = torch.arange(16 * 48 * 3).remainder(256).to(torch.uint8).reshape(1, 16, 48, 3)
+    for crop in [(16, 48), (13, 46)]:  # every byte value; sides padded to x4 or not
+        part = pixels[:, : crop[0], : crop[1]]
+        ref = pad_cl(engine.prepare(_as_float(part)), engine.enc[0].pad, padding)
+        got = engine.prepare_bytes(part)
+        assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (37, 53)])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize(("rgb_channels", "packed"), [(3, True), (3, False), (8, True)])
+def test_johnson_bytes_in_bytes_out_is_bit_equal(
+    size: tuple[int, int], padding: str, rgb_channels: int, packed: bool
+) -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    body = cast(JohnsonBody, _random(cfg).body)
+    engine = JohnsonEngine(body, padding, torch.float32, torch.device("cpu"), rgb_channels, packed)
+    pixels = (torch.rand(2, *size, 3) * 256).to(torch.uint8)
+    got = engine.forward_bytes(pixels)
+    assert got.dtype == torch.uint8 and got.shape == pixels.shape and got.is_contiguous()
+    with torch.inference_mode():
+        assert torch.equal(got, to_bytes(engine(_as_float(pixels))))
+
+
+def test_bytes_in_bytes_out_of_the_shipped_styles_is_bit_equal() -> None:
+    pixels = to_bytes(_photo(97))  # odd sides: padded to the engines' multiples
+    for folder in (SHIPPED, SHIPPED_ULYANOV):
+        ts, cfg = _trained(folder)
+        for precision in ["fp32"] + (["bf16"] if BF16 else []):
+            engine = optimize(ts, cfg, precision=precision)
+            with torch.inference_mode():
+                assert torch.equal(engine.forward_bytes(pixels), to_bytes(engine(_as_float(pixels))))
 
 
 def test_the_output_convolution_is_packed_by_default_on_cpus() -> None:

@@ -215,3 +215,19 @@ def test_the_tiled_pyramids_input_levels_are_prepares_without_the_finest_in_floa
         assert torch.equal(ours, theirs)  # pooled band by band: the same means
     assert torch.equal(levels[-1][:, :, 8:24], reference[-1][:, :, 8:24])
     assert torch.equal(levels[-1][:, :, 60:72], reference[-1][:, :, 60:72])  # the padded bottom rows
+
+
+def test_stylize_batch_runs_engines_bytes_to_bytes_untiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Untiled, without preserve_color, a Johnson or Ulyanov engine reads the decoded bytes and
+    writes bytes (``forward_bytes``): the picture the float path gave, and no float photo."""
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2)
+    photos = [Image.fromarray(torch.randint(0, 256, (37, 61, 3), dtype=torch.uint8).numpy()) for _ in range(2)]
+    for engine in (optimize(_random(cfg), cfg, precision="fp32"), _pyramid()):
+        with torch.inference_mode():
+            expected = [tensor_to_image(engine(image_to_tensor(p)[None])) for p in photos]
+        monkeypatch.setattr(inference, "image_to_tensor", None)  # the float path would fail
+        got = inference.stylize_batch(engine, photos, [False, False])
+        monkeypatch.undo()
+        assert [g.tobytes() for g in got] == [e.tobytes() for e in expected]
+        kept = inference.stylize_batch(engine, photos[:1], [True])  # preserve_color: the float path
+        assert kept[0].size == photos[0].size
