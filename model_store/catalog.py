@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class StyleStore:
     def __init__(self, root: str | Path, read_only: bool = False) -> None:
         self.root = Path(root)
         self.read_only = read_only
+        #: Parsed manifests by path, with the (mtime, size) they were read at: a version's manifest
+        #: is written once, so a stylize job's pinned lookup costs one ``stat`` (``find``).
+        self._manifests: dict[Path, tuple[tuple[int, int], ResolvedStyle]] = {}
 
     def __repr__(self) -> str:
         return f"StyleStore({str(self.root)!r}, read_only={self.read_only})"
@@ -97,17 +101,34 @@ class StyleStore:
         return sorted(int(v.name) for v in folder.iterdir() if v.name.isdigit() and (v / MANIFEST_FILE).is_file())
 
     def get(self, style_id: str, version: int) -> ResolvedStyle:
+        found = self.find(style_id, version)
+        if found is None:
+            raise StyleNotFound(f"style {style_id}@{version} not found")
+        return found
+
+    def find(self, style_id: str, version: int) -> ResolvedStyle | None:
+        """``style_id@version`` in this store, or ``None`` where it has no such version."""
         path = self.root / validate_style_id(style_id) / str(version)
         manifest_path = path / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise StyleNotFound(f"style {style_id}@{version} not found")
+        try:
+            st = manifest_path.stat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        seen = (st.st_mtime_ns, st.st_size)
+        cached = self._manifests.get(manifest_path)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
         try:
             manifest = StyleManifest.model_validate_json(manifest_path.read_bytes())
         except (OSError, ValidationError) as exc:
             raise ArtifactCorrupt(f"{manifest_path}: unreadable manifest: {exc}") from exc
         if manifest.id != style_id or manifest.version != version:
             raise ArtifactCorrupt(f"{manifest_path} describes {manifest.ref}, not {style_id}@{version}")
-        return ResolvedStyle(path=path, manifest=manifest, read_only=self.read_only)
+        resolved = ResolvedStyle(path=path, manifest=manifest, read_only=self.read_only)
+        self._manifests[manifest_path] = (seen, resolved)
+        return resolved
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -227,6 +248,13 @@ class Catalog:
     def resolve(self, ref: str) -> ResolvedStyle:
         """``id`` (latest version) or ``id@version`` -> the style on disk."""
         style_id, version = parse_style_ref(ref)
+        if version is not None:
+            # pinned (every stylize job's ref): one stat per store, no listing; a version lives
+            # in one store only (publish numbers versions across the catalog)
+            for s in self.stores:
+                found = s.find(style_id, version)
+                if found is not None:
+                    return found
         locations = self._locations(style_id)
         if not locations:
             raise StyleNotFound(f"unknown style {style_id!r}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,33 @@ def test_manifest_catalog_are_torch_free() -> None:
         "assert 'torch' not in sys.modules, 'model_store imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_pinned_ref_resolves_without_listing_and_sees_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``id@version`` (each stylize job's ref) is found with one stat per store, from a parsed
+    manifest it keeps while the file is unchanged; a deleted or rewritten version is noticed."""
+    shipped = StyleStore(tmp_path / "shipped")
+    shipped.publish(_manifest(), _files())
+    catalog = Catalog([StyleStore(tmp_path / "shipped", read_only=True), StyleStore(tmp_path / "user")])
+    catalog.publish(_manifest(), _files(b"retrained"))
+    first = catalog.resolve("starry@2")
+    assert catalog.resolve("starry@1").read_only and not first.read_only
+
+    def no_listing(self: StyleStore, style_id: str) -> list[int]:
+        raise AssertionError("listed the versions")
+
+    with monkeypatch.context() as m:
+        m.setattr(StyleStore, "versions", no_listing)
+        assert catalog.resolve("starry@2") is first  # the parsed manifest, kept
+        assert catalog.resolve("starry@1").read_artifact() == ARTIFACT
+    manifest = first.path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["final_losses"]["total"] = 2.5
+    manifest.write_text(json.dumps(data))
+    os.utime(manifest, ns=(1, 1))  # a rewrite with another mtime
+    assert catalog.resolve("starry@2").manifest.final_losses["total"] == 2.5
+    catalog.delete("starry", 2)
+    with pytest.raises(StyleNotFound, match="no version 2"):
+        catalog.resolve("starry@2")
