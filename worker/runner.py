@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import threading
@@ -229,8 +231,76 @@ def all_threads() -> Iterator[None]:
     yield
 
 
+class _Watchdog:
+    """One daemon thread that times out the thread workers' jobs, earliest deadline first.
+
+    RQ's ``TimerDeathPenalty`` starts a ``threading.Timer`` thread for every job (a thread
+    created, started and joined per 512² image, with the GIL hand-offs that go with it).
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._heap: list[tuple[float, int, WatchdogDeathPenalty]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._waiting_until = math.inf  # the deadline the watchdog sleeps towards
+
+    def arm(self, penalty: WatchdogDeathPenalty, deadline: float) -> None:
+        with self.cond:
+            self._drop_disarmed()
+            heapq.heappush(self._heap, (deadline, next(self._order), penalty))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="instyle-job-watchdog", daemon=True)
+                self._thread.start()
+            elif deadline < self._waiting_until:  # woken only for a sooner deadline, not per job
+                self.cond.notify()
+
+    def _drop_disarmed(self) -> None:
+        while self._heap and not self._heap[0][2].armed:
+            heapq.heappop(self._heap)
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                self._drop_disarmed()
+                if not self._heap:
+                    self._waiting_until = math.inf
+                    self.cond.wait()
+                    continue
+                deadline, _, penalty = self._heap[0]
+                if (delay := deadline - time.monotonic()) > 0:
+                    self._waiting_until = deadline
+                    self.cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                penalty.armed = False
+                try:
+                    penalty.handle_death_penalty()
+                except (ValueError, SystemError):  # the job's thread is gone
+                    log.exception("could not time out a job")
+
+
+_watchdog = _Watchdog()
+
+
+class WatchdogDeathPenalty(TimerDeathPenalty):
+    """RQ's thread-safe job timeout (an exception raised asynchronously in the job's thread),
+    timed by the process's one watchdog thread instead of a new timer thread per job."""
+
+    armed = False
+
+    def setup_death_penalty(self) -> None:
+        if self._timeout > 0:
+            self.armed = True
+            _watchdog.arm(self, time.monotonic() + self._timeout)
+
+    def cancel_death_penalty(self) -> None:
+        with _watchdog.cond:  # the watchdog raises only while armed, under this lock
+            self.armed = False
+
+
 class ThreadWorker(InstyleWorker):
-    death_penalty_class = TimerDeathPenalty
+    death_penalty_class = WatchdogDeathPenalty
     #: Shared by the process's stylize threads (``None``: each uses torch's thread count).
     share: ThreadShare | None = None
     #: Seconds an idle thread worker blocks on its queues before it looks whether it was asked to

@@ -4,6 +4,8 @@ logged in one line."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import fakeredis
@@ -11,9 +13,10 @@ import pytest
 from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 from rq.worker import BaseWorker
 
-from worker.runner import InstyleWorker, make_worker
+from worker.runner import InstyleWorker, ThreadWorker, WatchdogDeathPenalty, make_worker
 
 
 def noop() -> str:
@@ -127,3 +130,73 @@ def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(
     ]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(bug.id in m and "ZeroDivisionError" in m and "Traceback" in m for m in errors)
+
+
+DONE = (JobStatus.FINISHED, JobStatus.FAILED)
+
+
+def spins(seconds: float) -> str:
+    """Python work (the async exception of a timeout lands between bytecodes)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return "done"
+
+
+def test_the_watchdog_times_out_a_thread_workers_job_and_spares_the_others() -> None:
+    """One watchdog thread for every job: a job over its timeout fails as timed out, a job
+    within its timeout finishes, and no timer thread is started per job."""
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    worker = make_worker(redis, ["stylize"], ThreadWorker)
+    assert worker.death_penalty_class is WatchdogDeathPenalty
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    quick = [queue.enqueue(spins, 0.01, job_timeout=30) for _ in range(5)]
+    slow = queue.enqueue(spins, 20, job_timeout=1)
+    after = queue.enqueue(spins, 0.01, job_timeout=30)
+    before = threading.active_count()
+    timers: list[threading.Timer] = []
+    original = threading.Timer.__init__
+
+    def counting(self: threading.Timer, *args: Any, **kwargs: Any) -> None:
+        timers.append(self)
+        original(self, *args, **kwargs)
+
+    start = time.monotonic()
+    jobs = [*quick, slow, after]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(threading.Timer, "__init__", counting)
+        thread = threading.Thread(target=worker.work, kwargs={"with_scheduler": False})
+        thread.start()  # a thread worker works until stopped
+        while time.monotonic() - start < 15 and not all(j.get_status(refresh=True) in DONE for j in jobs):
+            time.sleep(0.05)
+        assert isinstance(worker, ThreadWorker)
+        worker.stop()
+        thread.join(10)
+    assert time.monotonic() - start < 10 and not thread.is_alive()
+    assert [j.get_status(refresh=True) for j in [*quick, after]] == [JobStatus.FINISHED] * 6
+    assert slow.get_status(refresh=True) == JobStatus.FAILED
+    assert "JobTimeoutException" in (slow.latest_result().exc_string or "")
+    assert timers == [] and threading.active_count() <= before + 1  # the watchdog, once
+
+
+def test_a_canceled_penalty_never_fires_and_a_sooner_one_wakes_the_watchdog() -> None:
+    fired: list[str] = []
+
+    class Recording(WatchdogDeathPenalty):
+        def __init__(self, name: str, timeout: float) -> None:
+            super().__init__(timeout, JobTimeoutException)
+            self.name = name
+
+        def handle_death_penalty(self) -> None:
+            fired.append(self.name)
+
+    late = Recording("late", 30)
+    late.setup_death_penalty()
+    canceled = Recording("canceled", 0.05)
+    canceled.setup_death_penalty()
+    canceled.cancel_death_penalty()
+    soon = Recording("soon", 0.1)  # armed after a 30 s one: the watchdog must wake for it
+    soon.setup_death_penalty()
+    time.sleep(0.6)
+    late.cancel_death_penalty()
+    assert fired == ["soon"]
