@@ -193,7 +193,7 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
     import torch
 
     from stylenet.imageio import image_bytes, image_to_tensor, load_image
-    from stylenet.inference import bytes_engine, run_generator, tiled_engine
+    from stylenet.inference import bytes_pass, run_generator
     from worker.context import build_context, in_passing_thread
     from worker.settings import WorkerSettings
 
@@ -204,8 +204,7 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
     inputs: list[torch.Tensor] = []
     in_passing_thread(lambda: inputs.append(image_to_tensor(photo).unsqueeze(0).to(ctx.device)))
     x, pixels = inputs[0], image_bytes(photo)[None]
-    # the model step of the worker's stylize_batch: bytes to bytes where the engine has it
-    engine = bytes_engine(generator) if tiled_engine(generator, size * size, ctx.tile_pixels) is None else None
+    run_bytes = bytes_pass(generator, size * size, ctx.tile_pixels)  # the worker's model step, if bytes
     counts = [0] * threads
     share = max(1, torch.get_num_threads() // threads) if split else torch.get_num_threads()
 
@@ -213,8 +212,8 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
         set_openmp_threads(share)
         with torch.inference_mode():
             while time.perf_counter() < stop_at:
-                if engine is not None:
-                    engine.forward_bytes(pixels)
+                if run_bytes is not None:
+                    run_bytes(pixels, None)
                 else:
                     run_generator(generator, x, ctx.tile_pixels)
                 counts[k] += 1

@@ -38,7 +38,7 @@ from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
 from stylenet.generator import build_generator
-from stylenet.imageio import to_bytes
+from stylenet.imageio import bytes_to_float, to_bytes
 from stylenet.johnson import JOHNSON_MULTIPLE, JohnsonBody, ResidualBlock, Upsample2x
 from stylenet.layers import PaddedConv, to_image_range
 from stylenet.ulyanov import LEAKY_SLOPE, PyramidStage, UlyanovBody
@@ -497,8 +497,9 @@ class JohnsonEngine(nn.Module):
 
     def prepare_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels, uint8 (N, H, W, 3) -> the first convolution's padded input: the values
-        ``pad_cl(prepare(x), ...)`` gives for the photo x in [0, 1], written in one pass over the
-        pixels instead of four (reorder, to float, to the compute dtype, padded copy)."""
+        ``pad_cl(prepare(x), ...)`` gives for the photo x in [0, 1], written as a copy into the
+        buffer and a division there, instead of four passes (reorder, to float, to the compute
+        dtype, padded copy)."""
         n, h, w, _ = pixels.shape
         hp, wp = self.padded_size(h, w)
         pad = self.enc[0].pad
@@ -765,9 +766,10 @@ class UlyanovEngine(nn.Module):
         assert y is not None
         return self.rgb(y)[:, :, :h, :w]
 
+    @torch.inference_mode()
     def forward_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels, uint8 (N, H, W, 3) -> the stylized pixels, uint8 (N, H, W, 3), untiled."""
-        return to_bytes(self.forward(pixels.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)))
+        return to_bytes(self.forward(bytes_to_float(pixels.to(self.device))))
 
 
 # --------------------------------------------------------------------------------------------

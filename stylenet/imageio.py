@@ -91,6 +91,12 @@ def to_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.float().movedim(-3, -1).mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous()
 
 
+def bytes_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1] (a channels-last view): the
+    values ``image_to_tensor`` gives, which ``to_bytes`` turns back into the same bytes."""
+    return pixels.movedim(-1, -3).to(torch.float32).div_(255.0)
+
+
 def image_bytes(img: Image.Image) -> torch.Tensor:
     """RGB ``PIL.Image`` -> its pixels, uint8 (H, W, 3): a quarter of ``image_to_tensor``'s memory."""
     return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB")))

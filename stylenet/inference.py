@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -43,12 +43,6 @@ def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> 
     return None
 
 
-def bytes_engine(generator: nn.Module) -> JohnsonEngine | UlyanovEngine | None:
-    """The engine that runs ``generator`` untiled from bytes to bytes (``forward_bytes``), if any:
-    not a CUDA-graphed one, whose captured graphs take float input."""
-    return generator if isinstance(generator, (JohnsonEngine, UlyanovEngine)) else None
-
-
 #: Batches with more pixels than this (1024², images x height x width) run one at a time per
 #: process, however many threads stylize (``INSTYLE_STYLIZE_THREADS``): peak memory stays that of
 #: one large image, and at that size the work around the generator is too small a share of the
@@ -79,6 +73,32 @@ def _turn(pixels: int) -> contextlib.AbstractContextManager[Any]:
     return _exclusive if runs_exclusive(pixels) else contextlib.nullcontext()
 
 
+#: A pass over decoded photos, uint8 (B, H, W, 3) in and out (on the CPU), told ``Progress``.
+BytesPass = Callable[[torch.Tensor, "Progress | None"], torch.Tensor]
+
+
+def bytes_pass(generator: nn.Module, pixels: int, tile_pixels: int | None) -> BytesPass | None:
+    """How ``generator`` runs photos of ``pixels`` pixels each from their bytes to bytes, if it
+    can: a Johnson or Ulyanov engine, tiled above ``tile_pixels`` (converted a band at a time:
+    at 8192² the float32 photo and picture would take 805 MB each, ``stylenet.tiling._Photo``),
+    untiled through ``forward_bytes`` unless CUDA-graphed (captured graphs take float input).
+    ``None``: float input only (``run_generator``). Batches over ``EXCLUSIVE_PIXELS`` wait for
+    each other, as there."""
+    tiled = tiled_engine(generator, pixels, tile_pixels)
+    untiled = generator if tiled is None and isinstance(generator, (JohnsonEngine, UlyanovEngine)) else None
+    if tiled is None and untiled is None:
+        return None
+
+    def run(photos: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
+        with _turn(photos.shape[0] * pixels):
+            if tiled is not None:
+                return tiled_forward(tiled, photos, progress=progress)
+            assert untiled is not None
+            return untiled.forward_bytes(photos).cpu()
+
+    return run
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -101,19 +121,13 @@ def stylize_batch(
     told how far a tiled pass got (``stylenet.tiling.tiled_forward``); not called untiled.
     """
     w, h = photos[0].size
-    tiled = tiled_engine(generator, h * w, tile_pixels)
-    engine = tiled or bytes_engine(generator)
-    if engine is not None and not any(preserve_color):
-        # The photos go in and come out as bytes. Tiled, they are converted a band at a time (at
-        # 8192² the float32 photo and picture would take 805 MB each: stylenet.tiling._Photo);
-        # untiled, the engine reads them into its first buffer and writes its last as bytes.
+    run_bytes = bytes_pass(generator, h * w, tile_pixels)
+    if run_bytes is not None and not any(preserve_color):
         one = len(photos) == 1  # no stacked copy of a lone photo
         pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])  # (B, H, W, 3)
         start = time.perf_counter()
-        with _turn(pixels.shape[0] * h * w):
-            result = tiled_forward(engine, pixels, progress=progress) if tiled else engine.forward_bytes(pixels).cpu()
+        result = run_bytes(pixels, progress)  # on the CPU: the device is done with it
         if timings is not None:
-            _synchronize(engine.device)
             timings["model_s"] = time.perf_counter() - start
         return [Image.fromarray(result[k].numpy(), "RGB") for k in range(len(photos))]
     x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)

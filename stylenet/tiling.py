@@ -44,7 +44,7 @@ from stylenet.fast import (
     normalize,
     pad_cl,
 )
-from stylenet.imageio import to_bytes
+from stylenet.imageio import bytes_to_float, to_bytes
 
 #: GPU memory per pixel of an untiled fp16 Johnson forward pass with its CUDA graph: 1190 MB
 #: peak at 2048² on an H100 (benchmarks/results/inference-cuda.json), rounded up.
@@ -211,7 +211,7 @@ class _Photo:
         part = self.x[:, r0:stop] if self.as_bytes else self.x[:, :, r0:stop]
         part = part.to(self.device)
         if self.as_bytes:
-            part = part.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # as image_to_tensor
+            part = bytes_to_float(part)
         if r1 > stop or width > self.w:
             part = F.pad(part, (0, width - self.w, 0, r1 - stop), mode="replicate")
         return part
