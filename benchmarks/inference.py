@@ -45,6 +45,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stylenet.buffers import capacity_from  # noqa: E402
 from stylenet.config import GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
 from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
@@ -280,6 +281,8 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        # the worker path's buffer arena (stylenet.buffers; INSTYLE_BUFFER_POOL_MB, 0 = off)
+        "buffer_pool_mb": capacity_from() >> 20,
     }
     try:
         import onnxruntime

@@ -62,6 +62,13 @@ def use_huge_pages(environ: MutableMapping[str, str] = os.environ) -> None:
 #: is glibc's default) or glibc malloc tunable in the environment leaves malloc alone.
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 512 << 20
+
+#: Environment variable: MiB of address space for the CPU engines' large buffers, kept from one
+#: pass to the next (``stylenet.buffers``); "0" turns the arena off.
+BUFFER_POOL_ENV = "INSTYLE_BUFFER_POOL_MB"
+#: The default: a 2048² pass's large buffers at their peak (0.8 GB for Johnson in bf16) with
+#: room for a second pass at once; only the pages a pass writes are ever backed by memory.
+DEFAULT_BUFFER_POOL_MB = 3072
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 

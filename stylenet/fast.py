@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylenet import buffers
 from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
@@ -86,9 +87,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
 
 
 def new_padded(like: torch.Tensor, channels: int, h: int, w: int, pad: int) -> torch.Tensor:
-    """An uninitialized channels-last (N, channels, h + 2 pad, w + 2 pad) buffer."""
+    """An uninitialized channels-last (N, channels, h + 2 pad, w + 2 pad) buffer (pooled when
+    large: ``stylenet.buffers``)."""
     shape = (like.shape[0], channels, h + 2 * pad, w + 2 * pad)
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=CL)
+    return buffers.empty(shape, like.dtype, like.device)
 
 
 def interior(buf: torch.Tensor, pad: int) -> torch.Tensor:
@@ -285,7 +287,35 @@ class Conv:
     pad: int
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(padded, self.weight, self.bias, self.stride)
+        return conv2d(padded, self.weight, self.bias, self.stride)
+
+
+#: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
+_conv_add_: Any = None
+if torch.backends.mkldnn.is_available():
+    _conv_add_ = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride)``, unpadded; on the CPU, a large output goes into a
+    pooled buffer (``stylenet.buffers``) instead of a fresh one that the kernel faults in.
+
+    torch's convolution has no ``out=`` of its own, but oneDNN's fused "convolution, then add
+    to a given tensor" does: the output is added to a zeroed pooled buffer, in place. Where
+    torch would run oneDNN itself (always in bf16; in float32 for any input of more than 20480
+    values or a batch of more than one, so for every output large enough to be pooled), the
+    values are the same (tested bit-equal). Zeroing 64 MB takes ~2 ms on 2 cores; faulting it
+    in afresh took ~11 ms of system time on the Zen 4 EPYC VM.
+    """
+    pool = buffers.pool() if x.device.type == "cpu" and _conv_add_ is not None else None
+    if pool is not None and x.is_contiguous(memory_format=CL):
+        n, _, h, w = x.shape
+        out_ch, _, kh, kw = weight.shape
+        out = pool.take((n, out_ch, (h - kh) // stride + 1, (w - kw) // stride + 1), x.dtype)
+        if out is not None:  # (padding, stride, dilation, groups, the add, alpha, no unary op)
+            attrs: tuple[Any, ...] = ([0, 0], [stride, stride], [1, 1], 1, "add", None, None, [], None)
+            return _conv_add_.binary(out.zero_(), x, weight, bias, *attrs)
+    return F.conv2d(x, weight, bias, stride)
 
 
 def _conv(module: nn.Module, dtype: torch.dtype, device: torch.device, keep_bias: bool) -> Conv:
@@ -504,7 +534,7 @@ class JohnsonEngine(nn.Module):
         hp, wp = self.padded_size(h, w)
         pad = self.enc[0].pad
         shape = (n, self.rgb_channels, hp + 2 * pad, wp + 2 * pad)
-        buf = torch.empty(shape, dtype=self.dtype, device=self.device, memory_format=CL)
+        buf = buffers.empty(shape, self.dtype, self.device)
         inner = interior(buf, pad)
         # (the bytes are exact in the compute dtype: a copy, then the division in float32, once
         # rounded; 6x faster than one division writing the strided interior from the bytes)
@@ -545,9 +575,11 @@ class JohnsonEngine(nn.Module):
         ``as_bytes``: uint8 pixels (N, 4h, 4w, 3) instead, the bytes ``to_bytes`` makes of it."""
         first = len(self.enc) + 2 * len(self.res)
         y = pad_cl(x, 1, self.low_padding)
+        del x  # each input is let go as soon as it is read: the next buffer may take its place
         for i, conv in enumerate(self.dec):
             layer = first + i
             phases = conv(y)  # (N, 4 C, h, w), channels-last: phase (a, b) of channel c at (2 a + b) C + c
+            del y
             n, c4, h, w = phases.shape
             c = c4 // 4
             # The same memory seen as (N, C, h, 4 w) channels-last -- width runs over (w, a, b) --
@@ -610,8 +642,9 @@ class JohnsonEngine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) in [0, 1] -> float32 (N, 3, H, W) in [0, 1], untiled."""
         h, w = x.shape[-2:]
-        stream = self.encode(self.prepare(x), out_pad=self.res_pad)
-        return self.decode(self.residuals_in_place(stream))[:, :, :h, :w]
+        # no name holds the residual stream here: decode lets it go as soon as it has read it
+        y = self.decode(self.residuals_in_place(self.encode(self.prepare(x), out_pad=self.res_pad)))
+        return y[:, :, :h, :w]
 
     @torch.inference_mode()
     def forward_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -619,8 +652,11 @@ class JohnsonEngine(nn.Module):
         bytes ``to_bytes(forward(x))`` gives for x the photo in [0, 1] (tested equal), without
         the float photo and picture and their conversions (~4 of 66 ms at 512² on one core)."""
         h, w = pixels.shape[1:3]
-        stream = self.encode_padded(self.prepare_bytes(pixels), out_pad=self.res_pad)
-        return self.decode(self.residuals_in_place(stream), as_bytes=True)[:, :h, :w].contiguous()
+        # no name holds the residual stream here: decode lets it go as soon as it has read it
+        y = self.decode(
+            self.residuals_in_place(self.encode_padded(self.prepare_bytes(pixels), out_pad=self.res_pad)), as_bytes=True
+        )
+        return y[:, :h, :w].contiguous()
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY
 from model_store.shipped import open_catalog
+from stylenet import buffers
 from stylenet.fast import prepare_device
 from stylenet.tiling import tile_threshold
 from stylenet.training import pick_device
@@ -48,6 +49,7 @@ def build_context(settings: WorkerSettings, redis: Redis) -> WorkerContext:
     global _context
     device = pick_device(settings.device)
     prepare_device(device)
+    buffers.configure(int(settings.buffer_pool_mb * (1 << 20)))
 
     def record_load(ref: str, seconds: float) -> None:
         try:

@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from instyle.env import CommaList
-from stylenet.config import Precision
+from stylenet.config import DEFAULT_BUFFER_POOL_MB, Precision
 
 
 class WorkerSettings(BaseSettings):
@@ -27,6 +27,12 @@ class WorkerSettings(BaseSettings):
     #: in bounded memory (``stylenet.tiling``); 0 tiles everything. Unset: per device
     #: (``stylenet.tiling.auto_tile_pixels``: 4.2 on a CPU, half the memory of a GPU).
     tile_megapixels: float | None = Field(default=None, ge=0)
+    #: MiB of address space for the CPU engines' large buffers, kept from one pass to the next
+    #: so that the kernel does not zero them afresh each time (``stylenet.buffers``: a 2048²
+    #: pass 4.5 -> 3.6 s at the same peak memory, docs/performance.md); 0 turns it off. Only the
+    #: pages a pass writes are backed: a worker keeps its largest pass's buffers (~0.8 GB after
+    #: a 2048² Johnson pass) while it lives.
+    buffer_pool_mb: float = Field(default=DEFAULT_BUFFER_POOL_MB, ge=0)
     #: Stylize jobs a worker runs through the generator together when they wait in the queue
     #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
     batch_size: int = Field(default=1, ge=1, le=64)

@@ -94,3 +94,24 @@ def test_worker_settings_read_precision_and_tiling_from_the_environment(monkeypa
     monkeypatch.setenv("INSTYLE_PRECISION", "int8")
     with pytest.raises(pydantic.ValidationError):
         WorkerSettings()
+
+
+def test_worker_context_sizes_the_buffer_arena(tiny_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fakeredis
+
+    from stylenet import buffers
+    from worker.context import build_context
+
+    monkeypatch.setattr(buffers, "_pool", None)  # the process's arena is put back afterwards
+    monkeypatch.setattr(buffers, "_configured", False)
+    redis = fakeredis.FakeRedis()
+    monkeypatch.setenv("INSTYLE_BUFFER_POOL_MB", "64")
+    build_context(WorkerSettings(store=tiny_store, device="cpu"), redis)  # type: ignore[arg-type]
+    pool = buffers.pool()
+    assert pool is not None and pool.capacity == 64 << 20
+    monkeypatch.setenv("INSTYLE_BUFFER_POOL_MB", "0")
+    build_context(WorkerSettings(store=tiny_store, device="cpu"), redis)  # type: ignore[arg-type]
+    assert buffers.pool() is None
+    monkeypatch.setenv("INSTYLE_BUFFER_POOL_MB", "-5")
+    with pytest.raises(pydantic.ValidationError):
+        WorkerSettings()

@@ -1,0 +1,195 @@
+"""An arena for the engines' large CPU buffers, kept from one forward pass to the next.
+
+Every buffer of 32 MB and more that a pass allocates is, by default, a fresh ``mmap`` that the
+kernel zeroes and faults in on its first write, and unmaps when it is freed: a 2048² Johnson
+pass maps ~2.5 GB that way, and on the 2-core VMs measured the kernel spends 1-2 s of system
+time zeroing it, out of 4-5 s (docs/performance.md). Keeping freed blocks in glibc's heap
+removes the faults but costs 13-30 % more peak memory; so does keeping a block per size (a
+pool), because a block of one size cannot serve another.
+
+This arena is one reservation of ``capacity`` bytes of address space. Each large buffer is
+placed in the lowest gap between the buffers still in use that fits it (first fit), so a pass
+touches little more memory than it holds at its peak, and the next pass, placing the same
+buffers in the same order, finds those pages already faulted in: it allocates nothing. Pages
+never written stay unbacked, so the reservation itself costs no memory.
+
+Lifetime is the storage's own reference count: each buffer is a slice of the arena's storage
+with a reference count of its own, and the arena holds one reference to it; a slice whose count
+is back to one is referenced by no tensor or view any more, so its bytes are free. Nothing has
+to be given back explicitly, and a buffer that escapes the pass (an output the caller keeps)
+stays in use until the caller drops it. A buffer that finds no gap is allocated as usual.
+
+``release()`` lets go of the whole reservation once nothing in it is in use (an idle worker's
+call, or a pass at a new size that would rather start from an empty arena). CPU only: CUDA's
+caching allocator already reuses device memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from stylenet.config import BUFFER_POOL_ENV as POOL_ENV
+from stylenet.config import DEFAULT_BUFFER_POOL_MB as DEFAULT_CAPACITY_MB
+from stylenet.config import MMAP_THRESHOLD
+
+CL = torch.channels_last
+
+#: Buffers are placed at multiples of this (a huge page: each buffer starts on its own).
+ALIGN = 2 << 20
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+@dataclass
+class PoolStats:
+    placed: int = 0  # buffers placed in the arena
+    bypassed: int = 0  # buffers that found no gap, allocated as usual
+    high_water: int = 0  # bytes of the arena ever used at once: what it has faulted in
+    released: int = 0  # reservations let go
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+class BufferPool:
+    """Buffers of ``min_bytes`` and more placed in one ``capacity``-byte arena (see the module
+    docstring)."""
+
+    def __init__(self, capacity: int, min_bytes: int = MMAP_THRESHOLD) -> None:
+        if capacity < 0 or min_bytes < 1:
+            raise ValueError(f"bad arena settings: capacity={capacity}, min_bytes={min_bytes}")
+        if _use_count is None:
+            raise RuntimeError("this torch cannot tell a storage's reference count; no buffer arena")
+        self.capacity = _aligned(capacity) if capacity else 0
+        self.min_bytes = min_bytes
+        self.stats = PoolStats()
+        self._arena: torch.UntypedStorage | None = None
+        self._blocks: list[tuple[int, int, torch.UntypedStorage]] = []  # (offset, nbytes, slice), by offset
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _free(block: torch.UntypedStorage) -> bool:
+        assert _use_count is not None
+        return bool(_use_count(block._cdata) == 1)
+
+    def _drop_free(self) -> None:
+        self._blocks = [b for b in self._blocks if not self._free(b[2])]
+
+    @property
+    def in_use_bytes(self) -> int:
+        """Bytes of the buffers now in use."""
+        with self._lock:
+            self._drop_free()
+            return sum(b[1] for b in self._blocks)
+
+    def release(self) -> bool:
+        """Let go of the reservation when no buffer in it is in use; returns whether it did."""
+        with self._lock:
+            self._drop_free()
+            if self._blocks or self._arena is None:
+                return False
+            self._arena = None
+            self.stats.high_water = 0
+            self.stats.released += 1
+            return True
+
+    def _place(self, nbytes: int) -> int | None:
+        """The lowest offset where ``nbytes`` fit between the buffers in use, or None."""
+        self._drop_free()
+        start = 0
+        for offset, size, _ in self._blocks:
+            if offset - start >= nbytes:
+                return start
+            start = offset + size
+        return start if self.capacity - start >= nbytes else None
+
+    def take(
+        self, shape: Sequence[int], dtype: torch.dtype, memory_format: torch.memory_format = CL
+    ) -> torch.Tensor | None:
+        """An uninitialized CPU tensor of ``shape`` in the arena, or None when it is smaller
+        than ``min_bytes`` or no gap fits it."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < self.min_bytes:
+            return None
+        size = _aligned(nbytes)
+        stride = torch.empty(tuple(shape), dtype=dtype, device="meta", memory_format=memory_format).stride()
+        with self._lock:  # the tensor takes its reference before another thread can see the bytes free
+            offset = self._place(size)
+            if offset is None:
+                self.stats.bypassed += 1
+                return None
+            if self._arena is None:
+                self._arena = torch.UntypedStorage(self.capacity)  # address space; backed when written
+            block = self._arena[offset : offset + size]
+            self._blocks.append((offset, size, block))
+            self._blocks.sort(key=lambda b: b[0])
+            self.stats.placed += 1
+            self.stats.high_water = max(self.stats.high_water, offset + size)
+            return torch.empty(0, dtype=dtype).set_(block, 0, tuple(shape), stride)
+
+    def empty(
+        self,
+        shape: Sequence[int],
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+        memory_format: torch.memory_format = CL,
+    ) -> torch.Tensor:
+        """An uninitialized tensor like ``torch.empty(shape, dtype=..., memory_format=...)``,
+        from the arena when it is a CPU buffer of ``min_bytes`` or more."""
+        device = torch.device(device)
+        out = self.take(shape, dtype, memory_format) if device.type == "cpu" else None
+        if out is None:
+            return torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format)
+        return out
+
+
+_pool: BufferPool | None = None
+_configured = False
+_config_lock = threading.Lock()
+
+
+def capacity_from(environ: Mapping[str, str] = os.environ) -> int:
+    """The capacity ``POOL_ENV`` asks for, in bytes (the default when unset)."""
+    raw = environ.get(POOL_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_CAPACITY_MB
+    except ValueError:
+        raise ValueError(f"{POOL_ENV} must be a number of MiB, got {raw!r}") from None
+    if not mb >= 0:
+        raise ValueError(f"{POOL_ENV} must be >= 0, got {raw!r}")
+    return int(mb * (1 << 20))
+
+
+def configure(capacity: int | None = None, min_bytes: int = MMAP_THRESHOLD) -> BufferPool | None:
+    """Set the process's arena: ``capacity`` bytes (0: none), or what ``POOL_ENV`` says, for
+    buffers of ``min_bytes`` and more (smaller ones come from malloc's heap, already reused)."""
+    global _pool, _configured
+    with _config_lock:
+        capacity = capacity_from() if capacity is None else capacity
+        _pool = BufferPool(capacity, min_bytes) if capacity > 0 and _use_count is not None else None
+        _configured = True
+        return _pool
+
+
+def pool() -> BufferPool | None:
+    """The process's arena (configured from the environment on first use), or None when off."""
+    if not _configured:
+        configure()
+    return _pool
+
+
+def empty(
+    shape: Sequence[int], dtype: torch.dtype, device: torch.device | str, memory_format: torch.memory_format = CL
+) -> torch.Tensor:
+    """``BufferPool.empty`` of the process's arena, or plain ``torch.empty`` when it is off."""
+    p = pool()
+    if p is None:
+        return torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format)
+    return p.empty(shape, dtype, device, memory_format)
