@@ -19,9 +19,10 @@ is back to one is referenced by no tensor or view any more, so its bytes are fre
 to be given back explicitly, and a buffer that escapes the pass (an output the caller keeps)
 stays in use until the caller drops it. A buffer that finds no gap is allocated as usual.
 
-``release()`` lets go of the whole reservation once nothing in it is in use (an idle worker's
-call, or a pass at a new size that would rather start from an empty arena). CPU only: CUDA's
-caching allocator already reuses device memory.
+``release()`` lets go of the whole reservation once nothing in it is in use: a worker calls it
+when it has had no pass for a while (``worker.runner.release_idle_arena``), so a busy worker's
+passes reuse the pages and an idle one gives the memory back. CPU only: CUDA's caching
+allocator already reuses device memory.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +75,7 @@ class BufferPool:
         self._arena: torch.UntypedStorage | None = None
         self._blocks: list[tuple[int, int, torch.UntypedStorage]] = []  # (offset, nbytes, slice), by offset
         self._lock = threading.Lock()
+        self._last_take = -math.inf  # monotonic time of the last buffer placed
 
     @staticmethod
     def _free(block: torch.UntypedStorage) -> bool:
@@ -89,11 +92,17 @@ class BufferPool:
             self._drop_free()
             return sum(b[1] for b in self._blocks)
 
-    def release(self) -> bool:
-        """Let go of the reservation when no buffer in it is in use; returns whether it did."""
+    @property
+    def holds_memory(self) -> bool:
+        """Whether the arena has a reservation (pages a pass wrote may be backed by memory)."""
+        return self._arena is not None
+
+    def release(self, idle_s: float = 0.0) -> bool:
+        """Let go of the reservation when no buffer in it is in use and none was placed in the
+        last ``idle_s`` seconds; returns whether it did."""
         with self._lock:
             self._drop_free()
-            if self._blocks or self._arena is None:
+            if self._blocks or self._arena is None or time.monotonic() - self._last_take < idle_s:
                 return False
             self._arena = None
             self.stats.high_water = 0
@@ -131,6 +140,7 @@ class BufferPool:
             self._blocks.append((offset, size, block))
             self._blocks.sort(key=lambda b: b[0])
             self.stats.placed += 1
+            self._last_take = time.monotonic()
             self.stats.high_water = max(self.stats.high_water, offset + size)
             return torch.empty(0, dtype=dtype).set_(block, 0, tuple(shape), stride)
 

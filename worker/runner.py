@@ -31,6 +31,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from instyle.protocol import QUEUE_STYLIZE, ErrorCode
+from stylenet import buffers
 from stylenet.config import release_openmp_pool, set_openmp_threads
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,22 @@ _local = threading.local()
 def current_worker() -> InstyleWorker | None:
     """The worker running in this thread, if any."""
     return getattr(_local, "worker", None)
+
+
+#: Seconds without a generator pass after which a worker gives its buffer arena back.
+ARENA_IDLE_S = 30.0
+
+
+def release_idle_arena(idle_s: float | None = None) -> bool:
+    """Give the process's buffer arena (``stylenet.buffers``) back when no pass has placed a
+    buffer in it for ``idle_s`` seconds and none is running: while jobs keep coming, each pass
+    reuses the pages the last one faulted in; once they stop, the memory goes back."""
+    idle_s = ARENA_IDLE_S if idle_s is None else idle_s
+    arena = buffers.pool()
+    if arena is None or not arena.release(idle_s):
+        return False
+    log.info("buffer arena given back after %.0f s without a pass", idle_s)
+    return True
 
 
 class InstyleWorker(SimpleWorker):
@@ -110,6 +127,17 @@ class InstyleWorker(SimpleWorker):
             carry_on = handler(job, *exc_info)
             if carry_on is not None and not carry_on:
                 break
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's; while the buffer arena holds memory, the wait is cut into slices of at most
+        ``ARENA_IDLE_S``, after each of which an idle arena is given back (``release_idle_arena``)."""
+        while timeout is not None and max_idle_time is None and _arena_held():
+            slice_s = max(1, min(timeout, math.ceil(ARENA_IDLE_S)))
+            result = super().dequeue_job_and_maintain_ttl(slice_s, max_idle_time=slice_s)
+            if result is not None:
+                return result
+            release_idle_arena()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         _local.worker = self
@@ -299,6 +327,11 @@ class WatchdogDeathPenalty(TimerDeathPenalty):
             self.armed = False
 
 
+def _arena_held() -> bool:
+    arena = buffers.pool()
+    return arena is not None and arena.holds_memory
+
+
 class ThreadWorker(InstyleWorker):
     death_penalty_class = WatchdogDeathPenalty
     #: Shared by the process's stylize threads (``None``: each uses torch's thread count).
@@ -319,6 +352,7 @@ class ThreadWorker(InstyleWorker):
             result = super().dequeue_job_and_maintain_ttl(self.idle_poll_s, max_idle_time=self.idle_poll_s)
             if result is not None:
                 return result
+            release_idle_arena()  # only once no thread of the process has run a pass for a while
         return None
 
     def execute_job(self, job: Job, queue: Queue) -> None:

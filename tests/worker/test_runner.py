@@ -10,13 +10,16 @@ from typing import Any
 
 import fakeredis
 import pytest
+import torch
 from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.worker import BaseWorker
 
-from worker.runner import InstyleWorker, ThreadWorker, WatchdogDeathPenalty, make_worker
+from stylenet import buffers
+from worker import runner
+from worker.runner import InstyleWorker, ThreadWorker, WatchdogDeathPenalty, make_worker, release_idle_arena
 
 
 def noop() -> str:
@@ -200,3 +203,48 @@ def test_a_canceled_penalty_never_fires_and_a_sooner_one_wakes_the_watchdog() ->
     time.sleep(0.6)
     late.cancel_death_penalty()
     assert fired == ["soon"]
+
+
+@pytest.fixture
+def arena(monkeypatch: pytest.MonkeyPatch) -> buffers.BufferPool:
+    """The process's buffer arena, small, with one pass's worth of pages written."""
+    pool = buffers.BufferPool(8 << 20, min_bytes=1)
+    monkeypatch.setattr(buffers, "_pool", pool)
+    monkeypatch.setattr(buffers, "_configured", True)
+    t = pool.take((1, 1, 16, 16), torch.float32)
+    assert t is not None
+    t.fill_(1.0)
+    return pool
+
+
+def test_an_idle_arena_is_given_back_and_a_busy_one_kept(arena: buffers.BufferPool) -> None:
+    assert not release_idle_arena(60.0)  # a buffer was placed just now
+    held = arena.take((1, 1, 16, 16), torch.float32)
+    assert not release_idle_arena(0.0)  # in use
+    del held
+    assert release_idle_arena(0.0) and not arena.holds_memory
+    assert not release_idle_arena(0.0)  # nothing left
+
+
+@pytest.mark.parametrize("worker_class", [InstyleWorker, ThreadWorker])
+def test_a_waiting_worker_gives_the_arena_back(
+    arena: buffers.BufferPool, monkeypatch: pytest.MonkeyPatch, worker_class: type[InstyleWorker]
+) -> None:
+    """A worker waiting for jobs gives an idle arena back after ``ARENA_IDLE_S``, and then
+    takes the job that comes."""
+    monkeypatch.setattr(runner, "ARENA_IDLE_S", 0.0)
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    worker = make_worker(redis, ["stylize"], worker_class)
+    worker.register_birth()
+
+    def late_job() -> None:
+        while arena.holds_memory:
+            time.sleep(0.05)
+        Queue("stylize", connection=redis, serializer=JSONSerializer).enqueue(noop)
+
+    feeder = threading.Thread(target=late_job)
+    feeder.start()
+    result = worker.dequeue_job_and_maintain_ttl(5)  # RQ's own wait would block until a job came
+    feeder.join(5)
+    assert not arena.holds_memory
+    assert result is not None and result[0].func_name.endswith("noop")
