@@ -28,7 +28,6 @@ import io
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.memory import peak_rss_mb  # noqa: E402
 from stylenet.buffers import capacity_from  # noqa: E402
 from stylenet.config import GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
@@ -252,7 +252,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "runs": len(times),
         "times_ms": [round(t * 1000, 2) for t in times],
         "setup_s": round(setup_s, 3),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     if args.path.startswith("worker"):
         info["precision"] = getattr(engine, "precision", "fp32")

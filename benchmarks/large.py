@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.memory import peak_rss_mb  # noqa: E402
 from stylenet.config import tune_malloc, use_huge_pages  # noqa: E402
 
 DEFAULT_STYLES = ("starry-night", "starry-night-ulyanov")
@@ -50,7 +50,7 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
     manifest = resolved.manifest
     engine = load_engine(resolved.read_artifact(), manifest.generator, device, precision, manifest.ref)
     tile_pixels = tile_threshold(tile_megapixels, device)
-    loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded_mb = peak_rss_mb()
     start = time.perf_counter()
     photo = load_image(jpeg.read_bytes())
     decoded = time.perf_counter()
@@ -68,7 +68,7 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
         "stylize_s": round(stylized - decoded, 3),
         "model_s": round(timings["model_s"], 3),
         "encode_s": round(encoded - stylized, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "loaded_rss_mb": round(loaded_mb, 1),
         "output_bytes": len(data),
         "output_sha1": hashlib.sha1(out.tobytes()).hexdigest()[:12],

@@ -151,3 +151,19 @@ def test_large_photo_benchmark_runs_the_stylize_path_tiled(tmp_path: Path, capsy
     assert row["peak_rss_mb"] >= row["loaded_rss_mb"] > 0 and row["stylize_s"] >= row["model_s"] > 0
     assert row["output_bytes"] > 0
     assert "| starry-night@1 | 96² |" in capsys.readouterr().out
+
+
+def test_peak_memory_is_the_process_own_not_its_parents() -> None:
+    """A child reads its own peak, not the benchmark parent's (``ru_maxrss`` would give that)."""
+    import resource
+    import subprocess
+    import sys
+
+    ballast = bytearray(200 << 20)  # this process: at least 200 MB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from benchmarks.memory import peak_rss_mb; print(peak_rss_mb())"
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    child_mb = float(out.stdout)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 200
+    assert 1 < child_mb < 100
