@@ -254,8 +254,12 @@ def norm_act_padded(
     mode: str,
 ) -> torch.Tensor:
     """norm -> activation of a conv output, written straight into the interior of the next
-    convolution's ``pad``-padded buffer (border filled as ``mode``); ``y`` is overwritten."""
+    convolution's ``pad``-padded buffer (border filled as ``mode``); ``y`` is overwritten.
+    Unpadded (``pad`` 0), the activation is applied in place: ``y`` is the result."""
     normed = normalize(y, params, stats, inplace=True)
+    if pad == 0:  # no fresh full-size copy (a 1x1 convolution's output, before a join)
+        act_into(normed, normed)
+        return normed
     buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
     act_into(normed, interior(buf, pad))
     return fill_border(buf, pad, mode)
