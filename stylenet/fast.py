@@ -757,9 +757,14 @@ class UlyanovEngine(nn.Module):
     def _run_block(
         self, x: torch.Tensor, convs: list[Conv], first: int, stats: StatsPolicy, rows: slice
     ) -> torch.Tensor:
-        """A padded input through one conv block -> its activated output (unpadded)."""
+        """A padded input through one conv block -> its activated output (unpadded). Each
+        input is let go as soon as its convolution has read it, before the next buffer is made
+        (so a caller hands the block its input without keeping a name for it)."""
         for i, conv in enumerate(convs):
-            x = self._norm_act_into(conv(x), first + i, stats, rows, convs[i + 1].pad if i + 1 < len(convs) else 0)
+            y = conv(x)
+            del x
+            x = self._norm_act_into(y, first + i, stats, rows, convs[i + 1].pad if i + 1 < len(convs) else 0)
+            del y
         return x
 
     def stage(
@@ -774,8 +779,9 @@ class UlyanovEngine(nn.Module):
         (stage s - 1's output over the same rows at half resolution; asked for only once the
         scale block is done) -> its output (N, C_s, h, w). ``rows``: the band's own rows."""
         convs = self.scale_blocks[s]
-        x = pad_cl(image.to(self.dtype), convs[0].pad, self.padding)
-        fine = self._run_block(x, convs, self.base[s], stats, rows)
+        fine = self._run_block(
+            pad_cl(image.to(self.dtype), convs[0].pad, self.padding), convs, self.base[s], stats, rows
+        )
         if s == 0:
             return fine
         assert coarse is not None
@@ -783,14 +789,23 @@ class UlyanovEngine(nn.Module):
         fine = normalize(fine, self.norms[layer], stats(layer, fine, rows), inplace=True)
         low = coarse()  # (N, C, h / 2, w / 2)
         low = normalize(low, self.norms[layer + 1], stats(layer + 1, low, _halved(rows)))
-        merge = self.merges[s - 1]
+        parts = [low, fine]
+        del low, fine  # the join below is left holding them, and lets them go once it is built
+        return self._run_block(self._join(parts, self.merges[s - 1][0].pad), self.merges[s - 1], layer + 2, stats, rows)
+
+    def _join(self, parts: list[torch.Tensor], pad: int) -> torch.Tensor:
+        """[normalized coarse (N, C, h, w), normalized fine (N, F, 2 h, 2 w)] -> the merge
+        block's ``pad``-padded input: the coarse map nearest-upsampled into its first C channels,
+        the fine map in the rest. Empties ``parts``."""
+        low, fine = parts
+        parts.clear()
         n, c, h, w = low.shape
-        buf = new_padded(fine, c + fine.shape[1], 2 * h, 2 * w, merge[0].pad)
-        joined = interior(buf, merge[0].pad)
+        buf = new_padded(fine, c + fine.shape[1], 2 * h, 2 * w, pad)
+        joined = interior(buf, pad)
         joined[:, c:] = fine
         up = joined[:, :c].unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, 2, w, 2)
         up.copy_(low[:, :, :, None, :, None].expand(n, c, h, 2, w, 2))
-        return self._run_block(fill_border(buf, merge[0].pad, self.padding), merge, layer + 2, stats, rows)
+        return fill_border(buf, pad, self.padding)
 
     def rgb(self, y: torch.Tensor) -> torch.Tensor:
         """The finest stage's output -> float32 RGB in [0, 1]."""
