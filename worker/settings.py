@@ -28,8 +28,8 @@ class WorkerSettings(BaseSettings):
     #: (``stylenet.tiling.auto_tile_pixels``: 4.2 on a CPU, half the memory of a GPU).
     tile_megapixels: float | None = Field(default=None, ge=0)
     #: MiB of address space for the CPU engines' large buffers, kept from one pass to the next
-    #: so that the kernel does not zero them afresh each time (``stylenet.buffers``: 2048²
-    #: 5-32 % faster at the same peak memory to 6 % more, docs/performance.md); 0 turns it off.
+    #: so that the kernel does not zero them afresh each time (``stylenet.buffers``: a 2048²
+    #: Johnson pass 5-20 % faster at the same peak memory, docs/performance.md); 0 turns it off.
     #: Only the pages a pass writes are backed (0.8 GB after a 2048² Johnson pass), and a
     #: worker gives them back after 30 s without a pass (``worker.runner.ARENA_IDLE_S``).
     buffer_pool_mb: float = Field(default=DEFAULT_BUFFER_POOL_MB, ge=0)
