@@ -237,8 +237,9 @@ def test_a_waiting_worker_gives_the_arena_back(
     worker = make_worker(redis, ["stylize"], worker_class)
     worker.register_birth()
 
-    def late_job() -> None:
-        while arena.holds_memory:
+    def late_job() -> None:  # (enqueued in any case after 10 s: a failure, never a hang)
+        deadline = time.monotonic() + 10
+        while arena.holds_memory and time.monotonic() < deadline:
             time.sleep(0.05)
         Queue("stylize", connection=redis, serializer=JSONSerializer).enqueue(noop)
 
