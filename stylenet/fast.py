@@ -811,20 +811,31 @@ class UlyanovEngine(nn.Module):
         """The finest stage's output -> float32 RGB in [0, 1]."""
         return to_image_range(self.to_rgb(y).float())
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (N, 3, H, W) in [0, 1] -> the finest stage's output, untiled. Each pyramid level
+        and each stage's output is let go once the next stage has read it."""
+        levels = self.prepare(x)[::-1]  # finest first, so that pop() hands out the coarsest
+        del x
+        y: torch.Tensor | None = None
+        for s in range(self.scales):
+            y = self.stage(s, levels.pop(), None if y is None else constant_source(y))
+        assert y is not None
+        return y
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float (N, 3, H, W) in [0, 1] -> float32 (N, 3, H, W) in [0, 1], untiled."""
         h, w = x.shape[-2:]
-        y: torch.Tensor | None = None
-        for s, image in enumerate(self.prepare(x)):
-            y = self.stage(s, image, None if y is None else constant_source(y))
-        assert y is not None
-        return self.rgb(y)[:, :, :h, :w]
+        return self.rgb(self.features(x))[:, :, :h, :w]
 
     @torch.inference_mode()
     def forward_bytes(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels, uint8 (N, H, W, 3) -> the stylized pixels, uint8 (N, H, W, 3), untiled."""
-        return to_bytes(self.forward(bytes_to_float(pixels.to(self.device))))
+        """Pixels, uint8 (N, H, W, 3) -> the stylized pixels, uint8 (N, H, W, 3), untiled: the
+        bytes ``to_bytes(forward(x))`` gives (tested equal), the output convolution's result made
+        bytes in one float32 copy (``rgb_bytes``) instead of the float picture and its passes."""
+        h, w = pixels.shape[1:3]
+        out = rgb_bytes(self.to_rgb(self.features(bytes_to_float(pixels.to(self.device)))))  # (N, 3, H', W')
+        return out[:, :, :h, :w].permute(0, 2, 3, 1).contiguous()
 
 
 # --------------------------------------------------------------------------------------------
