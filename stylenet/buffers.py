@@ -27,6 +27,7 @@ allocator already reuses device memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -41,6 +42,7 @@ from stylenet.config import DEFAULT_BUFFER_POOL_MB as DEFAULT_CAPACITY_MB
 from stylenet.config import MMAP_THRESHOLD
 
 CL = torch.channels_last
+log = logging.getLogger(__name__)
 
 #: Buffers are placed at multiples of this (a huge page: each buffer starts on its own).
 ALIGN = 2 << 20
@@ -135,7 +137,13 @@ class BufferPool:
                 self.stats.bypassed += 1
                 return None
             if self._arena is None:
-                self._arena = torch.UntypedStorage(self.capacity)  # address space; backed when written
+                try:
+                    self._arena = torch.UntypedStorage(self.capacity)  # address space; backed when written
+                except RuntimeError as exc:  # no address space for it (strict overcommit, a ulimit)
+                    log.warning("no %d MiB buffer arena (%s); buffers are allocated as usual", self.capacity >> 20, exc)
+                    self.capacity = 0
+                    self.stats.bypassed += 1
+                    return None
             block = self._arena[offset : offset + size]
             self._blocks.append((offset, size, block))
             self._blocks.sort(key=lambda b: b[0])

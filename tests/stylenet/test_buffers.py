@@ -177,3 +177,16 @@ def test_engines_compute_the_same_with_and_without_the_arena(small_arena: Buffer
         for a, b in zip(pooled, plain, strict=True):
             assert torch.equal(a, b)
     assert small_arena.stats.placed > 20 and small_arena.in_use_bytes == 0  # nothing escapes a pass
+
+
+def test_an_arena_that_cannot_be_reserved_turns_itself_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = BufferPool(16 * ALIGN, min_bytes=1)
+
+    def refuse(nbytes: int) -> torch.UntypedStorage:
+        raise RuntimeError(f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {nbytes} bytes")
+
+    monkeypatch.setattr(torch, "UntypedStorage", refuse)
+    t = pool.empty((1, 2, 8, 8), FLOAT)  # allocated as usual: the pass goes on
+    assert t.shape == (1, 2, 8, 8) and pool.capacity == 0 and not pool.holds_memory
+    monkeypatch.undo()
+    assert pool.take((1, 2, 8, 8), FLOAT) is None  # and it does not try again
