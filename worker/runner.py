@@ -63,6 +63,11 @@ def release_idle_arena(idle_s: float | None = None) -> bool:
     return True
 
 
+def _arena_held() -> bool:
+    arena = buffers.pool()
+    return arena is not None and arena.holds_memory
+
+
 class InstyleWorker(SimpleWorker):
     """Non-forking worker with JSON (de)serialization of jobs.
 
@@ -325,11 +330,6 @@ class WatchdogDeathPenalty(TimerDeathPenalty):
     def cancel_death_penalty(self) -> None:
         with _watchdog.cond:  # the watchdog raises only while armed, under this lock
             self.armed = False
-
-
-def _arena_held() -> bool:
-    arena = buffers.pool()
-    return arena is not None and arena.holds_memory
 
 
 class ThreadWorker(InstyleWorker):

@@ -154,12 +154,17 @@ def test_conv2d_into_the_arena_equals_f_conv2d(
     x = torch.randn(2, 16, 35, 41).to(dtype).contiguous(memory_format=cl)
     w = (torch.randn(24, 16, 3, 3) * 0.1).to(dtype).contiguous(memory_format=cl)
     b = torch.randn(24).to(dtype) if bias else None
+    expected = F.conv2d(x, w, b, stride)
     got = fast.conv2d(x, w, b, stride)
     assert small_arena.stats.placed == 1  # the output is in the arena
     assert got.is_contiguous(memory_format=cl)
-    assert torch.equal(got, F.conv2d(x, w, b, stride))
-    again = fast.conv2d(x, w, b, stride)  # stale values in reused bytes do not leak in
-    assert torch.equal(again, got)
+    assert torch.equal(got, expected)
+    got.fill_(123.0)  # stale values left in the bytes the next output reuses
+    where = got.data_ptr()
+    del got
+    again = fast.conv2d(x, w, b, stride)
+    assert again.data_ptr() == where and small_arena.stats.placed == 2
+    assert torch.equal(again, expected)  # the buffer is zeroed before the convolution adds to it
 
 
 def test_engines_compute_the_same_with_and_without_the_arena(small_arena: BufferPool) -> None:
