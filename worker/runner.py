@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import itertools
 import logging
 import math
@@ -143,6 +144,22 @@ class InstyleWorker(SimpleWorker):
                 return result
             release_idle_arena()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def unsubscribe(self) -> None:
+        """RQ's, with the pubsub thread's running flag cleared *before* UNSUBSCRIBE goes out.
+
+        RQ sends UNSUBSCRIBE, counting on its reply to wake the thread from its blocking
+        ``get_message(timeout=60)``, then stops the thread; redis-py's ``stop()`` joins it with no
+        time limit. When the thread read the reply before the flag was cleared, it went back to
+        its read and the worker waited out the minute (a burst worker's exit, a server's
+        shutdown). With the flag already cleared, the reply always ends the thread."""
+        thread = self.pubsub_thread
+        if thread is not None:
+            if "timeout" in inspect.signature(thread.stop).parameters:
+                thread.stop(timeout=0)  # clears the flag; the join waits for nothing
+            else:
+                thread.stop()  # an older redis-py's stop() takes no timeout and only clears the flag
+        super().unsubscribe()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         _local.worker = self

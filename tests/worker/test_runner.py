@@ -249,3 +249,39 @@ def test_a_waiting_worker_gives_the_arena_back(
     feeder.join(5)
     assert not arena.holds_memory
     assert result is not None and result[0].func_name.endswith("noop")
+
+
+def test_unsubscribe_does_not_wait_out_the_pubsub_threads_minute(redis_url: str) -> None:
+    """RQ sends UNSUBSCRIBE, then stops its pubsub thread; redis-py's stop() joins the thread
+    for as long as it takes. If the thread reads the UNSUBSCRIBE reply before its running flag
+    is cleared, it blocks again in ``get_message(timeout=60)`` and a burst worker took a minute
+    to exit. Here the thread is made to win that race every time."""
+    from redis import Redis
+
+    w = make_worker(Redis.from_url(redis_url), ["stylize"])
+    w.subscribe()
+    pubsub, thread = w.pubsub, w.pubsub_thread
+    assert pubsub is not None and thread is not None
+    calls, read = [0], pubsub.get_message
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return read(*args, **kwargs)
+
+    pubsub.get_message = counted  # type: ignore[method-assign]
+    send = pubsub.unsubscribe
+
+    def send_then_let_the_thread_read(*args: Any) -> Any:
+        seen, sent = calls[0], send(*args)
+        deadline = time.monotonic() + 2.0  # until the thread is back in get_message, if it goes back
+        while calls[0] == seen and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return sent
+
+    pubsub.unsubscribe = send_then_let_the_thread_read  # type: ignore[method-assign]
+    stopper = threading.Thread(target=w.unsubscribe, daemon=True)
+    started = time.monotonic()
+    stopper.start()
+    stopper.join(15)
+    assert not stopper.is_alive(), "unsubscribe waited on the pubsub thread's 60 s read"
+    assert not thread.is_alive() and time.monotonic() - started < 5
