@@ -175,6 +175,40 @@ def fill_border_packed(buf: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
 # Instance-norm statistics, always float32
 
 
+#: Statistics of a float32 map of few channels are measured on a view of it with this many
+#: channels (``channel_moments``).
+STATS_CHANNELS = 64
+
+
+def _grouped_stats(y: torch.Tensor) -> bool:
+    """Whether ``channel_moments`` measures ``y``: a float32 channels-last CPU image."""
+    return y.dtype == torch.float32 and y.device.type == "cpu" and y.is_contiguous(memory_format=CL)
+
+
+def channel_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance per channel, (C,) float32, of one float32 channels-last CPU
+    image ``y`` (1, C, H, W), without writing anything of its size.
+
+    torch's CPU kernel for channels-last statistics is ~9x slower per element with 8 channels
+    than with 16 or more (an 8-channel 512² map: 8.4 ms measured and normalized in one batch-norm
+    call, against 0.9 ms this way and normalized after; Zen 3 EPYC). So a map of C channels,
+    C dividing ``STATS_CHANNELS``, is measured as its own memory seen as G = C k channels: the
+    (H W, C) pixels are also (H W / k, G), whose channel g holds channel g mod C of every k-th
+    pixel from the (g div C)-th. The k equal-count groups of a channel merge exactly (Chan et al.).
+    """
+    c, pixels = y.shape[1], y.shape[2] * y.shape[3]
+    k = STATS_CHANNELS // c if c < STATS_CHANNELS and STATS_CHANNELS % c == 0 else 1
+    while pixels % k:
+        k //= 2  # a power of two, as c divides STATS_CHANNELS
+    view = y.permute(0, 2, 3, 1).view(1, pixels // k, c * k).permute(0, 2, 1).unsqueeze(-1)
+    mean, var = torch.batch_norm_update_stats(view, None, None, 1.0)
+    if k == 1:
+        return mean, var
+    groups = mean.view(k, c)
+    mean = groups.mean(0)
+    return mean, var.view(k, c).mean(0) + (groups - mean).square().mean(0)
+
+
 @dataclass
 class Moments:
     """Per-(image, channel) count, mean and sum of squared deviations; merges exactly (Chan)."""
@@ -189,11 +223,14 @@ class Moments:
         n = y.shape[0]
         means, m2s = [], []
         for i in range(n):
-            # channels-last input makes the CPU kernel accumulate and return float32 statistics
             yi = y[i : i + 1].contiguous(memory_format=CL)
-            _, mean, invstd = torch._native_batch_norm_legit(yi, None, None, True, 0.0, eps)
-            mean = mean.float()
-            var = (invstd.double().pow(-2) - eps).clamp_min(0).float()
+            if _grouped_stats(yi):
+                mean, var = channel_moments(yi)  # measures only: no normalized copy is written
+            else:
+                # channels-last input makes the CPU kernel accumulate in float32
+                _, mean, invstd = torch._native_batch_norm_legit(yi, None, None, True, 0.0, eps)
+                mean = mean.float()
+                var = (invstd.double().pow(-2) - eps).clamp_min(0).float()
             means.append(mean)
             m2s.append(var * (y.shape[2] * y.shape[3]))
         return Moments(y.shape[2] * y.shape[3], torch.stack(means), torch.stack(m2s))
@@ -225,6 +262,11 @@ class NormParams:
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
 
 
+#: ``normalize`` measures float32 maps of fewer channels apart (``channel_moments``): 16
+#: channels gain 20 % that way, 32 and more none.
+GROUPED_NORM_CHANNELS = 32
+
+
 def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None, inplace: bool = False) -> torch.Tensor:
     """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out).
 
@@ -236,11 +278,18 @@ def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None,
     """
     out = y if inplace else torch.empty_like(y, memory_format=CL)
     saved_mean, saved_invstd = (y.new_empty((0,), dtype=torch.float32) for _ in range(2))  # unused
+    grouped = stats is None and y.shape[1] < GROUPED_NORM_CHANNELS and _grouped_stats(y)
     for i in range(y.shape[0]):
+        yi = y[i : i + 1]
+        mean: torch.Tensor | None
+        var: torch.Tensor | None
+        if grouped:  # measured apart, then normalized with the statistics (channel_moments)
+            mean, var = channel_moments(yi)
+        else:  # with training=True, one call measures and normalizes
+            mean, var = (None, None) if stats is None else (stats.mean[i], stats.var[i])
         torch.ops.aten.native_batch_norm.out(
-            y[i : i + 1], params.weight, params.bias,
-            None if stats is None else stats.mean[i], None if stats is None else stats.var[i],
-            stats is None, 0.0, params.eps, out=out[i : i + 1], save_mean=saved_mean, save_invstd=saved_invstd,
+            yi, params.weight, params.bias, mean, var, mean is None, 0.0, params.eps,
+            out=out[i : i + 1], save_mean=saved_mean, save_invstd=saved_invstd,
         )  # fmt: skip
     return out
 
