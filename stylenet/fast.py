@@ -270,7 +270,9 @@ GROUPED_NORM_CHANNELS = 32
 def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None, inplace: bool = False) -> torch.Tensor:
     """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out).
 
-    One batch-norm call per image: with ``training=True`` it measures and normalizes in one go.
+    One batch-norm call per image: with ``training=True`` it measures and normalizes in one go,
+    except for float32 maps of fewer than ``GROUPED_NORM_CHANNELS`` channels, measured first
+    (``channel_moments``, faster there) and normalized with those statistics.
     ``inplace``: the result overwrites ``y`` (a conv output nothing else reads), so no fresh
     full-size buffer is allocated -- and faulted in by the kernel page by page, which at high
     resolution costs more than the normalization itself. Same values (batch norm's CPU kernels
