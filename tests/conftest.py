@@ -16,6 +16,21 @@ ASSET_PHOTOS = REPO / "instyle" / "assets" / "photos"
 ASSET_STYLE = REPO / "instyle" / "assets" / "styles" / "starry_night.jpg"
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Each test leaves the root logger as it found it. The CLI's commands install a stderr
+    handler (``instyle.logs.configure``, ``logging.basicConfig``) bound to the stream of the
+    moment: pytest's capture, closed once that test ends, so every later log line (httpx's,
+    RQ's) printed a "Logging error" traceback into the next failure's report."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 class TinyFeatures(nn.Module):
     """A stand-in feature extractor with VGG's default layer names, random frozen weights."""
 

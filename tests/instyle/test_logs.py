@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import fakeredis
 import pytest
@@ -21,16 +20,7 @@ def log_inside_a_job(word: str) -> str:
     return word
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def test_json_lines_tag_job_lines_with_the_job_id(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_lines_tag_job_lines_with_the_job_id(capsys: pytest.CaptureFixture[str]) -> None:
     configure(logging.INFO, "json")
     log.warning("outside any job")
     redis = fakeredis.FakeRedis()
@@ -44,7 +34,7 @@ def test_json_lines_tag_job_lines_with_the_job_id(restore_logging: None, capsys:
     assert inside["job_id"] == job.id and inside["ts"].endswith("+00:00")
 
 
-def test_text_lines_carry_the_job_id_too(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_lines_carry_the_job_id_too(capsys: pytest.CaptureFixture[str]) -> None:
     configure(logging.INFO, "text")
     redis = fakeredis.FakeRedis()
     queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
