@@ -377,6 +377,35 @@ def _pyramid_costs(engine: UlyanovEngine, tiled: set[int]) -> tuple[dict[int, li
     return passes, full
 
 
+def _kept_stages(engine: UlyanovEngine, pyramid: list[Any], candidates: set[int], budget: int) -> set[int]:
+    """The tiled stages ``tiled_pyramid`` keeps: finer first, while their outputs fit ``budget`` bytes."""
+    kept: set[int] = set()
+    for s in sorted(candidates, reverse=True):
+        n, _, h, w = pyramid[s].shape
+        channels = (engine.merges[s - 1] if s > 0 else engine.scale_blocks[0])[-1].weight.shape[0]
+        nbytes = n * channels * h * w * engine.dtype.itemsize
+        if nbytes <= budget:
+            kept.add(s)
+            budget -= nbytes
+    return kept
+
+
+def _keep(size: int, rows: int, make: Callable[[int, int], torch.Tensor], steps: _Steps, cost: float) -> torch.Tensor:
+    """A stage's whole output (``size`` rows), written band by band by ``make(r0, r1)``, each
+    band ticking ``cost`` off ``steps``."""
+    out: torch.Tensor | None = None
+    for r0, r1 in _bands(size, rows):
+        y = make(r0, r1)
+        if out is None:
+            out = torch.empty((y.shape[0], y.shape[1], size, y.shape[3]), dtype=y.dtype, device=y.device)
+            out = out.contiguous(memory_format=CL)
+        out[:, :, r0:r1] = y
+        del y
+        steps.tick(cost)
+    assert out is not None
+    return out
+
+
 #: Halo of a pyramid stage's band, in that stage's rows: two 3x3 convolutions in the scale
 #: block and two in the merge (the coarse input is exact, computed with its own halo). Even.
 PYRAMID_HALO = 4
@@ -384,6 +413,42 @@ PYRAMID_HALO = 4
 #: With 64-row bands at the finest scale, a 4096² image peaked at 1353 MB RSS, against 1844 MB
 #: with 1024² stored and 128-row bands, in the same time (fp32, AMX Xeon; docs/performance.md).
 PYRAMID_STORED_PIXELS = 1 << 18
+#: Tiled stages below the finest whose outputs take at most this many bytes in all (finer
+#: stages first) are *kept*: once their statistics are known, one more pass over their bands
+#: writes their output, which the stage above slices instead of computing those rows anew in
+#: each of its passes. A 4096² float32 image keeps its 2048² stage (671 MB): 77 -> ~50 s.
+PYRAMID_KEPT_BYTES = 768 << 20
+
+
+class _StageRows:
+    """``tiled_pyramid``'s rows of a stage: ``(s, r0, r1, policy)`` -> stage s's output rows
+    [r0, r1), exact given the statistics ``policy`` knows; sliced from a stored or kept stage,
+    else computed with a ``PYRAMID_HALO`` from the input level and the stage below (recursively).
+
+    A class, not a closure: a nested function calling itself holds itself, and with it the
+    pyramid, the photo, the picture and the stored stages, in a reference cycle that only the
+    cyclic garbage collector frees (1.7 GB at 4096², still there when a second pass peaked)."""
+
+    def __init__(
+        self, engine: UlyanovEngine, pyramid: list[Any], stored: dict[int, torch.Tensor], known: dict[int, Moments]
+    ) -> None:
+        self.engine, self.pyramid, self.stored, self.known = engine, pyramid, stored, known
+
+    def __call__(self, s: int, r0: int, r1: int, policy: StatsPolicy) -> torch.Tensor:
+        if s in self.stored:
+            return self.stored[s][:, :, r0:r1]
+        size = self.pyramid[s].shape[2]
+        c0 = max(0, r0 - PYRAMID_HALO) // 2 * 2  # even, so the coarse rows are whole
+        c1 = min(size, -(-(r1 + PYRAMID_HALO) // 2) * 2)
+        known_only = _Passes(self.known, None)
+        y = self.engine.stage(
+            s,
+            self.pyramid[s][:, :, c0:c1],
+            None if s == 0 else (lambda: self(s - 1, c0 // 2, c1 // 2, known_only)),
+            policy,
+            slice(r0 - c0, r1 - c0),
+        )
+        return y[:, :, r0 - c0 : r1 - c0]
 
 
 @torch.inference_mode()
@@ -393,6 +458,7 @@ def tiled_pyramid(
     band: int = 64,
     stored_pixels: int = PYRAMID_STORED_PIXELS,
     progress: Progress | None = None,
+    kept_bytes: int = PYRAMID_KEPT_BYTES,
 ) -> torch.Tensor:
     """``engine(x)`` (Ulyanov's pyramid) with exact whole-image statistics in bounded memory.
 
@@ -400,8 +466,10 @@ def tiled_pyramid(
     finer stage runs over bands (``band`` rows at the finest scale, the same pixels per band at
     coarser ones) with a ``PYRAMID_HALO``: one pass per norm layer, in order, merges the bands'
     moments; a band asks the stage below for its rows, which a stored stage slices and a tiled
-    one computes (recursively, with its statistics already known). Nothing of a tiled stage
-    outlives its band, so memory is the input pyramid, the stored stages and a few bands.
+    one computes (recursively, with its statistics already known). Tiled stages whose outputs
+    fit ``kept_bytes`` (``PYRAMID_KEPT_BYTES``) are written out once measured and sliced from
+    then on. Nothing else of a tiled stage outlives its band, so memory is the input pyramid,
+    the stored and kept stages and a few bands.
     ``progress``: as in ``tiled_forward``, each band weighted by the multiply-adds it runs
     (``_pyramid_costs``).
     """
@@ -420,29 +488,16 @@ def tiled_pyramid(
         return max(2, min(size, band << (finest - s)) // 2 * 2)
 
     tiled = {s for s in range(len(pyramid)) if band_rows(s) is not None}
-    pass_costs, full_cost = _pyramid_costs(engine, tiled)
+    kept = _kept_stages(engine, pyramid, tiled - {finest}, kept_bytes)
+    pass_costs, full_cost = _pyramid_costs(engine, tiled - kept)
     final_cost = full_cost[finest] + float(engine.to_rgb.weight.numel())
     total = final_cost * len(_bands(pyramid[finest].shape[2], final_rows))
     for s in tiled:
-        total += sum(pass_costs[s]) * len(_bands(pyramid[s].shape[2], band_rows(s) or 1))
+        per_band = sum(pass_costs[s]) + (full_cost[s] if s in kept else 0.0)
+        total += per_band * len(_bands(pyramid[s].shape[2], band_rows(s) or 1))
     steps = _Steps(total, progress)
 
-    def rows_of(s: int, r0: int, r1: int, policy: StatsPolicy) -> torch.Tensor:
-        """Stage s's output rows [r0, r1), exact given the statistics ``policy`` knows."""
-        if s in stored:
-            return stored[s][:, :, r0:r1]
-        size = pyramid[s].shape[2]
-        c0 = max(0, r0 - PYRAMID_HALO) // 2 * 2  # even, so the coarse rows are whole
-        c1 = min(size, -(-(r1 + PYRAMID_HALO) // 2) * 2)
-        known_only = _Passes(known, None)
-        y = engine.stage(
-            s,
-            pyramid[s][:, :, c0:c1],
-            None if s == 0 else (lambda: rows_of(s - 1, c0 // 2, c1 // 2, known_only)),
-            policy,
-            slice(r0 - c0, r1 - c0),
-        )
-        return y[:, :, r0 - c0 : r1 - c0]
+    rows_of = _StageRows(engine, pyramid, stored, known)
 
     for s, level in enumerate(pyramid):
         size = level.shape[2]
@@ -461,6 +516,13 @@ def tiled_pyramid(
                     steps.tick(pass_costs[s][(policy.target or 0) - engine.base[s]])
 
         _measure(engine.stage_norms(s), known, stage_pass)
+        if s in kept:
+            everything = _Passes(known, None)
+
+            def kept_rows(r0: int, r1: int, s: int = s, policy: _Passes = everything) -> torch.Tensor:
+                return rows_of(s, r0, r1, policy)
+
+            stored[s] = _keep(size, rows, kept_rows, steps, full_cost[s])
 
     size = pyramid[finest].shape[2]
     write = photo.output(size, pyramid[finest].shape[3])
