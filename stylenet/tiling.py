@@ -254,8 +254,8 @@ def _tiled_johnson(
     dec_passes = [sum(dec_cost[: k + 1]) for k in range(len(dec_cost))] + [sum(dec_cost) + out_cost]
     per_band = sum(enc_passes) + sum(res_cost[0::2]) + 2 * sum(res_cost[1::2]) + sum(dec_passes)
     steps = _Steps(per_band * len(_bands(h4, band)), progress)
-    feats = torch.empty((n, engine.enc[-1].weight.shape[0], h4, w4), dtype=engine.dtype, device=engine.device)
-    feats = feats.contiguous(memory_format=CL)
+    feats_shape = (n, engine.enc[-1].weight.shape[0], h4, w4)
+    feats = torch.empty(feats_shape, dtype=engine.dtype, device=engine.device, memory_format=CL)
 
     # 1. encoder: statistics passes for each norm, then the output pass into `feats`; each band
     #    of the photo is converted (and padded as `engine.prepare` pads the whole) as it is read
@@ -346,8 +346,7 @@ def _input_pyramid(engine: UlyanovEngine, photo: _Photo, stored_pixels: int) -> 
     if _runs_whole(engine.scales - 1, photo.n * hp * wp, stored_pixels):
         return engine.prepare(photo.rows(0, photo.h, photo.h, photo.w))
     finest = _Rows(photo, hp, wp)
-    level = torch.empty((photo.n, 3, hp // 2, wp // 2), dtype=torch.float32, device=engine.device)
-    level = level.contiguous(memory_format=CL)
+    level = torch.empty((photo.n, 3, hp // 2, wp // 2), dtype=torch.float32, device=engine.device, memory_format=CL)
     for r0, r1 in _bands(hp, 256):  # even rows: each 2x2 mean is the one pooling the whole computes
         level[:, :, r0 // 2 : r1 // 2] = F.avg_pool2d(finest[:, :, r0:r1], 2)
     levels: list[Any] = [level]
@@ -397,8 +396,8 @@ def _keep(size: int, rows: int, make: Callable[[int, int], torch.Tensor], steps:
     for r0, r1 in _bands(size, rows):
         y = make(r0, r1)
         if out is None:
-            out = torch.empty((y.shape[0], y.shape[1], size, y.shape[3]), dtype=y.dtype, device=y.device)
-            out = out.contiguous(memory_format=CL)
+            shape = (y.shape[0], y.shape[1], size, y.shape[3])
+            out = torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=CL)
         out[:, :, r0:r1] = y
         del y
         steps.tick(cost)
