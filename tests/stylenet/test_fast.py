@@ -122,6 +122,18 @@ def test_moments_merge_exactly() -> None:
     assert torch.allclose(parts.var, y.var(dim=(2, 3), correction=0), rtol=1e-4)
 
 
+@pytest.mark.parametrize("channels", [8, 128])
+def test_moments_of_a_bf16_map_are_float32_exact(channels: int) -> None:
+    """A tiled bf16 pass normalizes with the moments of its bands: they are the float32
+    statistics of the bf16 values, not statistics rounded to bf16."""
+    torch.manual_seed(1)
+    y = (torch.randn(2, channels, 33, 40) * 3 + 7).bfloat16().contiguous(memory_format=torch.channels_last)
+    moments, ref = Moments.of(y), y.double()
+    assert moments.mean.dtype == moments.m2.dtype == torch.float32
+    assert torch.allclose(moments.mean.double(), ref.mean(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(moments.var.double(), ref.var(dim=(2, 3), correction=0), rtol=1e-5)
+
+
 @pytest.mark.parametrize("channels", [1, 3, 8, 16, 32, 48, 128])
 @pytest.mark.parametrize("size", [(24, 40), (7, 9), (1, 2), (5, 2)])
 def test_channel_moments_measure_each_channel(channels: int, size: tuple[int, int]) -> None:
