@@ -25,6 +25,7 @@ callback how much of its work is done after every band, and stops if the callbac
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -381,7 +382,7 @@ def _kept_stages(engine: UlyanovEngine, pyramid: list[Any], candidates: set[int]
     kept: set[int] = set()
     for s in sorted(candidates, reverse=True):
         n, _, h, w = pyramid[s].shape
-        channels = (engine.merges[s - 1] if s > 0 else engine.scale_blocks[0])[-1].weight.shape[0]
+        channels = engine.merges[s - 1][-1].weight.shape[0]  # stage 0 always runs whole
         nbytes = n * channels * h * w * engine.dtype.itemsize
         if nbytes <= budget:
             kept.add(s)
@@ -415,7 +416,8 @@ PYRAMID_STORED_PIXELS = 1 << 18
 #: Tiled stages below the finest whose outputs take at most this many bytes in all (finer
 #: stages first) are *kept*: once their statistics are known, one more pass over their bands
 #: writes their output, which the stage above slices instead of computing those rows anew in
-#: each of its passes. A 4096² float32 image keeps its 2048² stage (671 MB): 77 -> ~50 s.
+#: each of its passes. A 4096² float32 image keeps its 2048² and 1024² stages (640 + 128 MiB):
+#: 71 -> 62 s, at 1744 MB peak RSS instead of 1100 (Zen 3 EPYC; docs/performance.md).
 PYRAMID_KEPT_BYTES = 768 << 20
 
 
@@ -516,12 +518,8 @@ def tiled_pyramid(
 
         _measure(engine.stage_norms(s), known, stage_pass)
         if s in kept:
-            everything = _Passes(known, None)
-
-            def kept_rows(r0: int, r1: int, s: int = s, policy: _Passes = everything) -> torch.Tensor:
-                return rows_of(s, r0, r1, policy)
-
-            stored[s] = _keep(size, rows, kept_rows, steps, full_cost[s])
+            whole_rows = functools.partial(rows_of, s, policy=_Passes(known, None))
+            stored[s] = _keep(size, rows, whole_rows, steps, full_cost[s])
 
     size = pyramid[finest].shape[2]
     write = photo.output(size, pyramid[finest].shape[3])
