@@ -175,19 +175,24 @@ def fill_border_packed(buf: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
 # Instance-norm statistics, always float32
 
 
-#: Statistics of a float32 map of few channels are measured on a view of it with this many
-#: channels (``channel_moments``).
+#: Statistics of a map of few channels are measured on a view of it with this many channels
+#: (``channel_moments``).
 STATS_CHANNELS = 64
 
 
 def _grouped_stats(y: torch.Tensor) -> bool:
-    """Whether ``channel_moments`` measures ``y``: a float32 channels-last CPU image."""
-    return y.dtype == torch.float32 and y.device.type == "cpu" and y.is_contiguous(memory_format=CL)
+    """Whether ``channel_moments`` measures ``y``: a float32 or bf16 channels-last CPU image."""
+    return y.dtype in (torch.float32, torch.bfloat16) and y.device.type == "cpu" and y.is_contiguous(memory_format=CL)
 
 
 def channel_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance per channel, (C,) float32, of one float32 channels-last CPU
-    image ``y`` (1, C, H, W), without writing anything of its size.
+    """Mean and biased variance per channel, (C,) float32, of one float32 or bf16 channels-last
+    CPU image ``y`` (1, C, H, W), without writing anything of its size.
+
+    A bf16 map is measured by the same kernel, which accumulates in float32: given float32
+    running buffers it also returns its statistics in float32 (without them, rounded to bf16: 3
+    significant digits). 5-7x faster than measuring a float32 copy of the map (a 32-channel
+    512² map: 2.1 against 15.7 ms, one core of the AMX Xeon), as precise (tested).
 
     torch's CPU kernel for channels-last statistics is ~9x slower per element with 8 channels
     than with 16 or more (an 8-channel 512² map: 8.4 ms measured and normalized in one batch-norm
@@ -201,7 +206,8 @@ def channel_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     while pixels % k:
         k //= 2  # a power of two, as c divides STATS_CHANNELS
     view = y.permute(0, 2, 3, 1).view(1, pixels // k, c * k).permute(0, 2, 1).unsqueeze(-1)
-    mean, var = torch.batch_norm_update_stats(view, None, None, 1.0)
+    running = (torch.zeros(c * k), torch.ones(c * k))  # float32: the statistics come back in float32
+    mean, var = torch.batch_norm_update_stats(view, *running, 1.0)
     if k == 1:
         return mean, var
     groups = mean.view(k, c)
@@ -224,13 +230,11 @@ class Moments:
         means, m2s = [], []
         for i in range(n):
             yi = y[i : i + 1].contiguous(memory_format=CL)
-            if yi.dtype == torch.bfloat16 and yi.device.type == "cpu":
-                # torch's CPU kernel returns a bf16 map's statistics in bf16 (3 significant
-                # digits): measured on a float32 copy of the band instead, tiled bf16 passes
-                # match the untiled one at 56 dB instead of 50 (a random Johnson net, 96²)
-                yi = yi.float()
             if _grouped_stats(yi):
-                mean, var = channel_moments(yi)  # measures only: no normalized copy is written
+                # measures only (no normalized copy is written), in float32 for a bf16 map too:
+                # statistics rounded to bf16 left tiled bf16 passes at 50 dB from the untiled
+                # one instead of 56 (a random Johnson net, 96²)
+                mean, var = channel_moments(yi)
             else:
                 # channels-last input makes the CPU kernel accumulate in float32
                 _, mean, invstd = torch._native_batch_norm_legit(yi, None, None, True, 0.0, eps)
@@ -267,8 +271,10 @@ class NormParams:
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
 
 
-#: ``normalize`` measures float32 maps of fewer channels apart (``channel_moments``): 16
-#: channels gain 20 % that way, 32 and more none.
+#: ``normalize`` measures maps of fewer channels apart (``channel_moments``): float32, 16
+#: channels gain 20 % that way (Zen 3), 32 and more none; bf16 (AMX Xeon, one core / two), 8
+#: channels 2.41 -> 1.68 / 1.38 -> 0.94 ms at 512², 16 channels 2.88 -> 2.45 / 1.40 -> 1.39 ms,
+#: 32 none.
 GROUPED_NORM_CHANNELS = 32
 
 
@@ -276,7 +282,7 @@ def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None,
     """Instance-normalize ``y`` with its own statistics, or with ``stats`` (float32 math, y's dtype out).
 
     One batch-norm call per image: with ``training=True`` it measures and normalizes in one go,
-    except for float32 maps of fewer than ``GROUPED_NORM_CHANNELS`` channels, measured first
+    except for CPU maps of fewer than ``GROUPED_NORM_CHANNELS`` channels, measured first
     (``channel_moments``, faster there) and normalized with those statistics.
     ``inplace``: the result overwrites ``y`` (a conv output nothing else reads), so no fresh
     full-size buffer is allocated -- and faulted in by the kernel page by page, which at high
