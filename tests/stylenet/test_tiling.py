@@ -12,7 +12,7 @@ from PIL import Image
 from stylenet import inference, tiling
 from stylenet.config import GeneratorConfig
 from stylenet.export import psnr
-from stylenet.fast import UlyanovEngine, cpu_has_native_bf16, optimize
+from stylenet.fast import CL, Conv, UlyanovEngine, cpu_has_native_bf16, optimize
 from stylenet.imageio import image_to_tensor, tensor_to_image, to_bytes
 from stylenet.inference import stylize_image
 from stylenet.tiling import tiled_forward, tiled_pyramid
@@ -292,3 +292,24 @@ def test_a_tiled_pass_leaves_no_reference_cycle(run) -> None:  # type: ignore[no
     finally:
         gc.enable()
     assert unreachable == 0
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zero"])
+@pytest.mark.parametrize(("height", "band", "pad"), [(37, 8, 1), (37, 1, 1), (9, 4, 2), (5, 32, 1), (8, 2, 2)])
+def test_a_convolution_over_its_input_equals_the_banded_one(mode: str, height: int, band: int, pad: int) -> None:
+    """The residual blocks' second convolution writes each band over the rows it read, one
+    band late: the same values as convolving the untouched input band by band."""
+    torch.manual_seed(height + band)
+    k = 2 * pad + 1
+    conv = Conv(torch.randn(6, 6, k, k).contiguous(memory_format=CL), None, 1, pad)
+    src = torch.randn(2, 6, height, 11).contiguous(memory_format=CL)
+    expected = torch.cat([rows for _, _, rows in tiling._tiled_conv(src, conv, mode, band)], dim=2)
+    written = list(tiling._tiled_conv_over(src, conv, mode, band))
+    assert written == tiling._bands(height, band)
+    torch.testing.assert_close(src, expected, rtol=0, atol=0)
+
+
+def test_a_convolution_over_its_input_needs_bands_as_tall_as_its_halo() -> None:
+    conv = Conv(torch.randn(4, 4, 5, 5).contiguous(memory_format=CL), None, 1, 2)
+    with pytest.raises(ValueError, match="halo"):
+        list(tiling._tiled_conv_over(torch.randn(1, 4, 9, 9), conv, "reflect", 1))
