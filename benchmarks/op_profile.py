@@ -2,9 +2,10 @@
 
     python benchmarks/op_profile.py --sizes 512,1024              # eager float32
     python benchmarks/op_profile.py --sizes 1024 --path worker    # the fast engine
+    python benchmarks/op_profile.py --sizes 512 --path worker --style starry-night-ulyanov
 
-Runs the shipped starry-night generator once to warm up, once under ``torch.profiler``, and
-prints each op's share of self CPU time (ops under 1 % are left out).
+Runs a shipped style's generator (``--style``, starry-night by default) once to warm up, once
+under ``torch.profiler``, and prints each op's share of self CPU time (ops under 1 % are left out).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="512,1024")
     p.add_argument("--path", choices=("eager", "worker"), default="eager")
+    p.add_argument("--style", default=SHIPPED.parent.name, help="a shipped style (model_store/shipped/<style>)")
     args = p.parse_args(argv)
-    cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
-    model = load_generator(SHIPPED / "generator.ts")
+    folder = SHIPPED.parents[1] / args.style / SHIPPED.name
+    cfg = GeneratorConfig.from_dict(json.loads((folder / "manifest.json").read_text())["generator"])
+    model = load_generator(folder / "generator.ts")
     run = eager_from(model, cfg) if args.path == "eager" else optimize(model, cfg)
     print("| size | op | share of self CPU time |\n|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
