@@ -23,6 +23,11 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
    what the generator's threads lose (spinning, waiting) to sharing the cores with it; the
    clients' CPU is apart.
 
+``--rounds N`` repeats the throughput runs N times with the generator alone measured between
+them (the server idle), each round compared with the measurements on either side of it, and
+prints the median ratio: on a host whose speed drifts by 5-10 % within minutes, one limit
+measured before and after a long run is a poor reference for all of it.
+
 Prints a table and writes JSON (``--out``).
 """
 
@@ -278,6 +283,29 @@ def throughput(
     }
 
 
+def _mean_alone(alone_runs: list[dict[str, tuple[float, float]]], name: str) -> tuple[float, float]:
+    """One way of running the generator alone, averaged over its measurements: (images/s, CPU ms)."""
+    return (
+        statistics.fmean(run[name][0] for run in alone_runs),
+        statistics.fmean(run[name][1] for run in alone_runs),
+    )
+
+
+def round_limits(alone_runs: list[dict[str, tuple[float, float]]]) -> list[float]:
+    """The model-bound limit of each round: the best way of running the generator alone, each
+    way averaged over the two measurements on either side of the round (``alone_runs`` holds
+    one more measurement than there are rounds)."""
+    return [
+        max((alone_runs[r][name][0] + alone_runs[r + 1][name][0]) / 2 for name in alone_runs[r])
+        for r in range(len(alone_runs) - 1)
+    ]
+
+
+def median_ratio(runs: list[dict[str, Any]], clients: int) -> float:
+    """The median over rounds of images/s to the round's limit, for ``clients`` clients."""
+    return statistics.median(run["ratio"] for run in runs if run["clients"] == clients)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted (and max_size)")
@@ -286,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="8,16", help="concurrent client counts for the throughput part")
     p.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput run")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
+    p.add_argument(
+        "--rounds", type=int, default=1,
+        help="throughput rounds, the generator alone measured before, between and after them; each round's ratio "
+        "is to the mean of the measurements on either side of it",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cpu.json")
     p.add_argument("--generator-alone", action="store_true", help=argparse.SUPPRESS)  # child mode
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -299,36 +332,51 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
     # the model-bound limit: the generator alone in each way the server may run it (the best
-    # one), measured before and after the server's runs and averaged: this machine's speed drifts
+    # one), measured before the server's runs, between rounds (the server idle) and after;
+    # each round is compared with the mean of the measurements on either side of it, since
+    # this machine's speed drifts
     ways = {"all torch threads each": False}
     if shares_threads(extra):
         ways["torch threads split"] = True
-    before = {
-        name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
-        for name, split in ways.items()
-    }
+
+    def measure_alone() -> dict[str, tuple[float, float]]:
+        return {
+            name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
+            for name, split in ways.items()
+        }
+
+    alone_runs = [measure_alone()]
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
     started = dt.datetime.now(dt.UTC)
+    clients = [int(c) for c in args.clients.split(",") if c]
+    rounds: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryFile() as server_log:  # its start line names the Redis backend (banner())
         server = start_server(port, args.style, extra, server_log)
         try:
             for _ in range(3):  # warm-up: model loaded, caches hot
                 stylize(base, body)
             samples = [stylize(base, body) for _ in range(args.requests)]
-            clients = [int(c) for c in args.clients.split(",") if c]
-            runs = [throughput(base, body, c, args.seconds, threads, server.pid) for c in clients]
+            for r in range(args.rounds):
+                if r:
+                    alone_runs.append(measure_alone())
+                rounds.append([throughput(base, body, c, args.seconds, threads, server.pid) for c in clients])
             start_line = banner(server_log)
         finally:
             server.terminate()
             server.wait(timeout=30)
-    after = {
-        name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
-        for name, split in ways.items()
-    }
-    configs = {name: tuple((a + b) / 2 for a, b in zip(before[name], after[name], strict=True)) for name in ways}
+    alone_runs.append(measure_alone())
+    before, after = alone_runs[0], alone_runs[-1]
+    configs = {name: _mean_alone(alone_runs, name) for name in ways}
     best = max(configs, key=lambda name: configs[name][0])
     alone, alone_cpu_ms = configs[best]
+    limits = round_limits(alone_runs)
+    for r, runs_r in enumerate(rounds):
+        for run in runs_r:
+            run["round"] = r + 1
+            run["generator_alone_images_per_s"] = round(limits[r], 3)
+            run["ratio"] = round(run["images_per_s"] / limits[r], 4)
+    runs = [run for runs_r in rounds for run in runs_r]
     overheads = sorted((e - m) * 1000 for e, m in samples)
     latency = {
         "requests": len(samples),
@@ -356,10 +404,13 @@ def main(argv: list[str] | None = None) -> int:
                 "images_per_s": round(configs[name][0], 3),
                 "cpu_ms_per_image": round(configs[name][1], 1),
                 "images_per_s_before_after": [round(before[name][0], 3), round(after[name][0], 3)],
+                "images_per_s_measured": [round(run[name][0], 3) for run in alone_runs],
             }
             for name in ways
         },
         "generator_alone_best": best,
+        "rounds": args.rounds,
+        "median_ratio_by_clients": {str(c): round(median_ratio(runs, c), 4) for c in clients},
         "throughput": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -376,23 +427,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, (rate, cpu) in configs.items():
         mark = " (the limit)" if name == best and len(configs) > 1 else ""
+        between = ", ".join(f"{run[name][0]:.2f}" for run in alone_runs[1:-1])
+        when = [f"{before[name][0]:.2f} before the server"] + ([f"{between} between rounds"] if between else [])
         print(
             f"generator alone, {threads} thread(s) back to back, {name}: {rate:.2f} images/s "
-            f"({before[name][0]:.2f} before the server, {after[name][0]:.2f} after), "
-            f"{cpu:.0f} ms of CPU per image{mark}"
+            f"({', '.join([*when, f'{after[name][0]:.2f} after'])}), {cpu:.0f} ms of CPU per image{mark}"
         )
     print()
-    print("| clients | images/s | ratio to the generator alone | bound from in-service model times | ratio to it |"
-          " median latency ms | errors | server CPU ms per image (beyond the generator alone) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        bound = r["model_bound_images_per_s"] or float("nan")
-        cpu = r["server_cpu_ms_per_image"]
+    round_column = "| round " if args.rounds > 1 else ""
+    columns = (
+        "clients", "images/s", "ratio to the generator alone", "bound from in-service model times", "ratio to it",
+        "median latency ms", "errors", "server CPU ms per image (beyond the generator alone)",
+    )  # fmt: skip
+    print(f"{round_column}| " + " | ".join(columns) + " |")
+    print("|---" * (8 + (args.rounds > 1)) + "|")
+    for row in runs:
+        bound = row["model_bound_images_per_s"] or float("nan")
+        cpu = row["server_cpu_ms_per_image"]
         cpu_text = f"{cpu:.0f} ({cpu - alone_cpu_ms:+.0f})" if cpu is not None else "n/a"
         print(
-            f"| {r['clients']} | {r['images_per_s']:.2f} | {r['images_per_s'] / alone:.0%} | {bound:.2f} "
-            f"| {r['images_per_s'] / bound:.0%} | {r['median_latency_ms']} | {r['errors']} | {cpu_text} |"
+            (f"| {row['round']} " if args.rounds > 1 else "")
+            + f"| {row['clients']} | {row['images_per_s']:.2f} | {row['ratio']:.0%} | {bound:.2f} "
+            f"| {row['images_per_s'] / bound:.0%} | {row['median_latency_ms']} | {row['errors']} | {cpu_text} |"
         )
+    if args.rounds > 1:
+        medians = ", ".join(f"{c} clients {median_ratio(runs, c):.0%}" for c in clients)
+        print(f"\nmedian ratio to the generator alone over {args.rounds} rounds: {medians}")
     print(f"\nwrote {args.out}")
     return 0
 

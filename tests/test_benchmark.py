@@ -93,6 +93,27 @@ def test_service_benchmark_measures_the_generator_alone() -> None:
     assert not service.shares_threads({"INSTYLE_STYLIZE_THREADS": "1"})
 
 
+def test_service_benchmark_compares_each_round_with_the_limit_around_it() -> None:
+    """Rounds of throughput runs, the generator alone measured before, between and after them:
+    each round's limit is the best way's mean of the two measurements on either side of it."""
+    from benchmarks import service
+
+    alone = [
+        {"all": (10.0, 200.0), "split": (12.0, 160.0)},
+        {"all": (11.0, 190.0), "split": (8.0, 170.0)},  # the host slowed down for "split"
+        {"all": (9.0, 210.0), "split": (14.0, 150.0)},
+    ]
+    assert service.round_limits(alone) == [10.5, 11.0]  # round 1: max(10.5, 10.0); round 2: max(10.0, 11.0)
+    assert service._mean_alone(alone, "split") == (34.0 / 3, 160.0)
+    runs = [
+        {"clients": 8, "ratio": 0.8},
+        {"clients": 16, "ratio": 0.7},
+        {"clients": 8, "ratio": 0.9},
+        {"clients": 8, "ratio": 0.85},
+    ]
+    assert service.median_ratio(runs, 8) == 0.85 and service.median_ratio(runs, 16) == 0.7
+
+
 def test_service_benchmark_reads_a_process_cpu_time() -> None:
     import os
     import time
