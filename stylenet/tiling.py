@@ -26,6 +26,7 @@ callback how much of its work is done after every band, and stops if the callbac
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -159,15 +160,13 @@ def _tiled_conv_over(src: torch.Tensor, conv: Conv, mode: str, band: int) -> Ite
     rows later, past them. So no second full-size buffer, and the values are ``_tiled_conv``'s."""
     if conv.pad > band:
         raise ValueError(f"a band of {band} rows is narrower than the {conv.pad}-row halo")
-    pending: tuple[int, int, torch.Tensor] | None = None
-    for r0, r1, rows in _tiled_conv(src, conv, mode, band):
-        if pending is not None:
-            src[:, :, pending[0] : pending[1]] = pending[2]
-            yield pending[0], pending[1]
-        pending = (r0, r1, rows)
-    if pending is not None:
-        src[:, :, pending[0] : pending[1]] = pending[2]
-        yield pending[0], pending[1]
+    done: tuple[int, int, torch.Tensor] | None = None  # computed, not yet written
+    for computed in itertools.chain(_tiled_conv(src, conv, mode, band), [None]):
+        if done is not None:
+            r0, r1, rows = done
+            src[:, :, r0:r1] = rows
+            yield r0, r1
+        done = computed
 
 
 def _ticking(parts: Iterator[torch.Tensor], steps: _Steps, weight: float) -> Iterator[torch.Tensor]:
