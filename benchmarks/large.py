@@ -4,9 +4,9 @@
     python benchmarks/large.py --styles starry-night --sizes 8192 --out benchmarks/results/large.json
 
 Where ``inference.py`` times the generator on a float tensor, this runs what a stylize job runs
-on an upload: decode the JPEG (``stylenet.imageio.load_image``), stylize it
-(``stylenet.inference.stylize_image``, tiled above the worker's threshold, the photo and the
-picture passed as bytes) and encode the result, each (style, size) in a fresh process set up as
+on an upload: decode the JPEG to its pixels (``stylenet.imageio.load_pixels``), stylize them
+(``stylenet.inference.stylize_pixels``, tiled above the worker's threshold, the photo and the
+picture passed as bytes) and encode the result (``encode_pixels``), each (style, size) in a fresh process set up as
 the CLI sets itself up (malloc tuning, huge pages), so that its peak RSS is its own. The photo is
 ``inference.mosaic`` (native-resolution crops of the bundled photos) saved as a JPEG. Prints a
 table and writes JSON (``--out``).
@@ -41,8 +41,8 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
 
     from model_store.shipped import open_catalog
     from stylenet.fast import load_engine
-    from stylenet.imageio import encode_image, load_image
-    from stylenet.inference import stylize_image, tiled_engine
+    from stylenet.imageio import encode_pixels, load_pixels
+    from stylenet.inference import stylize_pixels, tiled_engine
     from stylenet.tiling import tile_threshold
 
     resolved = open_catalog(None).resolve(style)
@@ -52,18 +52,19 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
     tile_pixels = tile_threshold(tile_megapixels, device)
     loaded_mb = peak_rss_mb()
     start = time.perf_counter()
-    photo = load_image(jpeg.read_bytes())
+    photo = load_pixels(jpeg.read_bytes())
+    height, width = photo.shape[:2]
     decoded = time.perf_counter()
     timings: dict[str, float] = {}
-    out = stylize_image(engine, photo, None, False, device, tile_pixels, timings)
+    out = stylize_pixels(engine, photo[None], [False], device, tile_pixels, timings)[0]
     stylized = time.perf_counter()
-    data = encode_image(out, "jpeg", 90)
+    data = encode_pixels(out, "jpeg", 90)
     encoded = time.perf_counter()
     return {
         "style": resolved.manifest.ref,
-        "size": photo.width,
+        "size": width,
         "precision": getattr(engine, "precision", "fp32"),
-        "tiled": tiled_engine(engine, photo.width * photo.height, tile_pixels) is not None,
+        "tiled": tiled_engine(engine, width * height, tile_pixels) is not None,
         "decode_s": round(decoded - start, 3),
         "stylize_s": round(stylized - decoded, 3),
         "model_s": round(timings["model_s"], 3),
@@ -71,7 +72,7 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "loaded_rss_mb": round(loaded_mb, 1),
         "output_bytes": len(data),
-        "output_sha1": hashlib.sha1(out.tobytes()).hexdigest()[:12],
+        "output_sha1": hashlib.sha1(out.numpy().tobytes()).hexdigest()[:12],  # as PIL's RGB tobytes()
     }
 
 

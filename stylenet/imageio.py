@@ -110,6 +110,19 @@ def image_bytes(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB")))
 
 
+def load_pixels(source: str | Path | bytes, max_side: int | None = None) -> torch.Tensor:
+    """``load_image``, downscaled by ``resize_max``, as its pixels: uint8 (H, W, 3).
+
+    The decoded image is let go before this returns, so it does not sit beside a generator pass
+    that only needs the pixels (Pillow keeps 4 bytes a pixel: 268 MB at 8192²)."""
+    return image_bytes(resize_max(load_image(source), max_side))
+
+
+def encode_pixels(pixels: torch.Tensor, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """uint8 (H, W, 3) pixels -> ``encode_image`` bytes."""
+    return encode_image(Image.fromarray(pixels.numpy(), "RGB"), fmt, quality)
+
+
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Encode to ``jpeg``, ``png`` or ``webp`` bytes."""
     fmt = fmt.lower()

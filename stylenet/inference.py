@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from stylenet.config import release_free_heap
 from stylenet.cudagraph import GraphedEngine
 from stylenet.fast import JohnsonEngine, UlyanovEngine
-from stylenet.imageio import image_bytes, image_to_tensor, resize_max, tensor_to_image
+from stylenet.imageio import bytes_to_float, image_bytes, resize_max, to_bytes
 from stylenet.tiling import Progress, tiled_forward
 
 
@@ -92,6 +93,7 @@ def bytes_pass(generator: nn.Module, pixels: int, tile_pixels: int | None) -> By
     def run(photos: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
         with _turn(photos.shape[0] * pixels):
             if tiled is not None:
+                release_free_heap()  # the decode's freed memory would sit beside the pass's buffers
                 return tiled_forward(tiled, photos, progress=progress)
             assert untiled is not None
             return untiled.forward_bytes(photos).cpu()
@@ -104,7 +106,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
 def stylize_batch(
     generator: nn.Module,
     photos: Sequence[Image.Image],
@@ -120,29 +121,49 @@ def stylize_batch(
     ``model_s``: the generator's own seconds for the whole batch (device synced). ``progress``:
     told how far a tiled pass got (``stylenet.tiling.tiled_forward``); not called untiled.
     """
-    w, h = photos[0].size
+    one = len(photos) == 1  # no stacked copy of a lone photo
+    pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])
+    out = stylize_pixels(generator, pixels, preserve_color, device, tile_pixels, timings, progress)
+    return [Image.fromarray(out[k].numpy(), "RGB") for k in range(len(photos))]
+
+
+@torch.inference_mode()
+def stylize_pixels(
+    generator: nn.Module,
+    pixels: torch.Tensor,
+    preserve_color: Sequence[bool],
+    device: str | torch.device = "cpu",
+    tile_pixels: int | None = None,
+    timings: dict[str, float] | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """``stylize_batch`` on decoded photos, uint8 (B, H, W, 3) in and out (on the CPU).
+
+    A Johnson or Ulyanov engine runs them from bytes to bytes (``bytes_pass``) unless a photo
+    keeps its colours; any other generator gets the same float32 photos ``image_to_tensor``
+    gives, and its output becomes the bytes ``tensor_to_image`` would show.
+    """
+    h, w = pixels.shape[1:3]
     run_bytes = bytes_pass(generator, h * w, tile_pixels)
     if run_bytes is not None and not any(preserve_color):
-        one = len(photos) == 1  # no stacked copy of a lone photo
-        pixels = image_bytes(photos[0])[None] if one else torch.stack([image_bytes(p) for p in photos])  # (B, H, W, 3)
         start = time.perf_counter()
         result = run_bytes(pixels, progress)  # on the CPU: the device is done with it
         if timings is not None:
             timings["model_s"] = time.perf_counter() - start
-        return [Image.fromarray(result[k].numpy(), "RGB") for k in range(len(photos))]
-    x = torch.stack([image_to_tensor(p) for p in photos]).to(device)  # (B, 3, H, W)
+        return result
+    x = bytes_to_float(pixels).contiguous().to(device)  # (B, 3, H, W)
     start = time.perf_counter()
-    y = run_generator(generator, x, tile_pixels, progress)  # the engine's dtype; tensor_to_image clamps
+    y = run_generator(generator, x, tile_pixels, progress)  # the engine's dtype; to_bytes clamps
     if timings is not None:
         _synchronize(y.device)
         timings["model_s"] = time.perf_counter() - start
     out = []
     for k, keep in enumerate(preserve_color):
-        yk = y[k : k + 1]
+        yk = y[k]
         if keep:
-            yk = preserve_colors(yk.float().clamp(0, 1), x[k : k + 1].float())
-        out.append(tensor_to_image(yk.cpu()))
-    return out
+            yk = preserve_colors(yk[None].float().clamp(0, 1), x[k : k + 1].float())[0]
+        out.append(to_bytes(yk.cpu()))
+    return out[0][None] if len(out) == 1 else torch.stack(out)
 
 
 def stylize_image(

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
+import torch
 from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
@@ -28,8 +28,8 @@ from instyle.protocol import StylizePayload
 from model_store.exceptions import StoreError
 from stylenet.config import release_openmp_pool
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import load_image, resize_max
-from stylenet.inference import stylize_batch
+from stylenet.imageio import load_pixels
+from stylenet.inference import stylize_pixels
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class Prefetched:
     """A job's stylized image, computed in a batch before the job itself runs."""
 
-    image: Image.Image
+    pixels: torch.Tensor  # uint8 (H, W, 3)
     model_s: float  # this image's share of the batch's generator time
     batch: int  # images in its batch
 
@@ -58,7 +58,7 @@ def take_waiting(queue: Queue, limit: int, **dequeue: Any) -> list[Job]:
 @dataclass
 class _Item:
     job_id: str
-    photo: Image.Image  # already resized to the job's max_size
+    photo: torch.Tensor  # its pixels, uint8 (H, W, 3), already resized to the job's max_size
     preserve_color: bool
 
 
@@ -68,7 +68,7 @@ def _load(job: Job, redis: Redis) -> tuple[str, _Item] | None:
         data = redis.get(payload.input_key)
         if data is None:
             return None
-        photo = resize_max(load_image(data.encode() if isinstance(data, str) else data), payload.max_size)
+        photo = load_pixels(data.encode() if isinstance(data, str) else data, payload.max_size)
     except (InvalidImage, ValueError, IndexError, TypeError):
         return None  # the job reports its own error when it runs
     return payload.style, _Item(job.id, photo, payload.preserve_color)
@@ -81,7 +81,7 @@ def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Pre
         loaded = _load(job, redis)
         if loaded is not None:
             style, item = loaded
-            groups[(style, *item.photo.size)].append(item)
+            groups[(style, item.photo.shape[1], item.photo.shape[0])].append(item)
     out: dict[str, Prefetched] = {}
     for (style, w, h), items in groups.items():
         if len(items) < 2:
@@ -91,8 +91,8 @@ def prefetch(jobs: list[Job], ctx: WorkerContext, redis: Redis) -> dict[str, Pre
         except StoreError:
             continue
         timings: dict[str, float] = {}
-        images = stylize_batch(
-            generator, [i.photo for i in items], [i.preserve_color for i in items], ctx.device,
+        images = stylize_pixels(
+            generator, torch.stack([i.photo for i in items]), [i.preserve_color for i in items], ctx.device,
             ctx.tile_pixels, timings,
         )  # fmt: skip
         release_openmp_pool()  # as worker.jobs does after one photo

@@ -24,8 +24,8 @@ from instyle.protocol import CANCEL_PREFIX, CONTENT_TYPES, RESULT_PREFIX, ErrorC
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound
 from stylenet.config import release_openmp_pool
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import encode_image, load_image, resize_max
-from stylenet.inference import runs_exclusive, stylize_image
+from stylenet.imageio import encode_pixels, load_pixels
+from stylenet.inference import runs_exclusive, stylize_pixels
 from worker.context import WorkerContext, current_context
 from worker.runner import all_threads
 
@@ -150,21 +150,25 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     replies = pipe.execute()
     _raise_if_canceled(replies, canceled)
     if ahead is not None:  # stylized in a batch with other waiting jobs (worker.batching)
-        out, model_s = ahead.image, ahead.model_s
+        out, model_s = ahead.pixels, ahead.model_s
         progress: dict[str, Any] = {"model_ms": round(model_s * 1000, 2), "batch": ahead.batch}
     else:
         data = replies[-1]
         if data is None:
             raise fail_job(ErrorCode.input_expired, "the uploaded photo expired before a worker picked the job up")
         try:
-            photo = load_image(data.encode() if isinstance(data, str) else data)
+            # pixels only: the decoded image is gone before the pass (268 MB at 8192²)
+            photo = load_pixels(data.encode() if isinstance(data, str) else data, p.max_size)
         except InvalidImage as exc:
             raise fail_job(ErrorCode.invalid_image, str(exc)) from None
+        del data, replies
         timings: dict[str, float] = {}
-        photo = resize_max(photo, p.max_size)
-        with all_threads() if runs_exclusive(photo.width * photo.height) else contextlib.nullcontext():
+        with all_threads() if runs_exclusive(photo.shape[0] * photo.shape[1]) else contextlib.nullcontext():
             report = pass_reporter(redis, job)
-            out = stylize_image(generator, photo, None, p.preserve_color, ctx.device, ctx.tile_pixels, timings, report)
+            out = stylize_pixels(
+                generator, photo[None], [p.preserve_color], ctx.device, ctx.tile_pixels, timings, report
+            )[0]
+        del photo
         # What is left (encoding, Redis, RQ's bookkeeping) runs no torch kernel; an OpenMP pool
         # kept until the job ends spins beside it on a core the other threads want (with a null
         # generator, 21.0 -> 19.5-20.8 ms of server CPU per image; docs/performance.md). The
@@ -174,11 +178,12 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
         progress = {"model_ms": round(model_s * 1000, 2)}
     pipe = redis.pipeline(transaction=False)
     _set_progress(pipe, 0.9, **progress)
-    labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(out.width, out.height)}
+    height, width = out.shape[:2]
+    labels = {"style": resolved.manifest.ref, "size": telemetry.size_class(width, height)}
     telemetry.observe(pipe, "instyle_inference_seconds", labels, model_s)
     canceled = _queue_cancel_check(pipe, job)
     _raise_if_canceled(pipe.execute(raise_on_error=False), canceled)  # a metric may fail, not the job
-    encoded = encode_image(out, p.format, p.quality)
+    encoded = encode_pixels(out, p.format, p.quality)
     result_key = f"{RESULT_PREFIX}{job.id if job is not None else p.input_key.rsplit(':', 1)[-1]}"
     pipe = redis.pipeline(transaction=False)
     pipe.set(result_key, encoded, ex=p.result_ttl_s)
@@ -187,8 +192,8 @@ def _stylize(payload: dict[str, Any]) -> dict[str, Any]:
     result = StylizeResult(
         result_key=result_key,
         content_type=CONTENT_TYPES[p.format],
-        width=out.width,
-        height=out.height,
+        width=width,
+        height=height,
         style=resolved.manifest.ref,
         model_ms=round(model_s * 1000, 2),
     )

@@ -345,11 +345,11 @@ def test_a_tiled_job_reports_progress_and_stops_mid_pass_when_canceled(
     settings = WorkerSettings(redis_url=redis_url, store=tiny_store, device="cpu", tile_megapixels=0.001)
     build_context(settings, redis)  # 40 x 30 = 1200 pixels: tiled
     monkeypatch.setattr(worker.jobs, "PASS_REPORT_EVERY_S", 0.0)
-    real = worker.jobs.stylize_image
+    real = worker.jobs.stylize_pixels
     seen: list[float] = []
     finished: list[bool] = []
 
-    def stylize_image(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def stylize_pixels(*args, **kwargs):  # type: ignore[no-untyped-def]
         report = args[-1]
         assert report is not None  # the job passes its reporter
 
@@ -364,7 +364,7 @@ def test_a_tiled_job_reports_progress_and_stops_mid_pass_when_canceled(
         finished.append(True)
         return out
 
-    monkeypatch.setattr(worker.jobs, "stylize_image", stylize_image)
+    monkeypatch.setattr(worker.jobs, "stylize_pixels", stylize_pixels)
     job_id = post(client, png((40, 30))).json()["job_id"]
     make_worker(redis, list(QUEUES)).work(burst=True, with_scheduler=False)
     job = client.get(f"/v1/jobs/{job_id}").json()

@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from stylenet.config import HUGE_PAGES_ENV, release_openmp_pool, set_openmp_threads, tune_malloc, use_huge_pages
+from stylenet.config import (
+    HUGE_PAGES_ENV,
+    release_openmp_pool,
+    set_openmp_threads,
+    tune_malloc,
+    use_huge_pages,
+)
 
 
 def test_huge_pages_unless_the_environment_says_otherwise() -> None:
@@ -32,6 +38,34 @@ def test_malloc_tuning_leaves_an_operators_choice_alone(env: dict[str, str]) -> 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_malloc_tuning_applies_on_glibc() -> None:
     assert tune_malloc({}) is True
+
+
+_FREED_STAYS = """
+import os
+from stylenet.config import release_free_heap, tune_malloc
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+assert tune_malloc({})
+blocks = [bytearray(1 << 20) for _ in range(200)]  # 200 MB on the heap (below the mmap threshold)
+full = rss_mb()
+del blocks
+freed = rss_mb()
+assert release_free_heap()
+print(full, freed, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not os.path.exists("/proc/self/statm"), reason="glibc, /proc")
+def test_release_free_heap_gives_freed_memory_back() -> None:
+    """Under ``tune_malloc``'s trim threshold freed heap memory stays resident, until
+    ``release_free_heap`` (run in a child: this process's heap is the other tests')."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FREED_STAYS], capture_output=True, text=True, check=True)
+    full, freed, trimmed = (float(v) for v in out.stdout.split())
+    assert freed > full - 50  # glibc kept what was freed
+    assert trimmed < freed - 150  # and gave it back
 
 
 def _os_threads() -> set[str]:

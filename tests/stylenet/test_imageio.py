@@ -8,7 +8,16 @@ import torch
 from PIL import Image
 
 from stylenet.exceptions import InvalidImage
-from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max, tensor_to_image, to_rgb
+from stylenet.imageio import (
+    encode_image,
+    encode_pixels,
+    image_to_tensor,
+    load_image,
+    load_pixels,
+    resize_max,
+    tensor_to_image,
+    to_rgb,
+)
 
 
 def _bytes(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -100,3 +109,13 @@ def test_tensor_conversions_round_clamp_and_accept_any_layout() -> None:
     ref = np.asarray(tensor_to_image(y))
     np.testing.assert_array_equal(np.asarray(tensor_to_image(y.contiguous(memory_format=torch.channels_last))), ref)
     assert np.abs(np.asarray(tensor_to_image(y.bfloat16())).astype(int) - ref).max() <= 1
+
+
+def test_load_pixels_and_encode_pixels_are_the_image_path() -> None:
+    arr = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    data = _bytes(Image.fromarray(arr, "RGB"), "PNG")
+    pixels = load_pixels(data, 25)  # the long side 50 -> 25
+    assert pixels.dtype == torch.uint8 and pixels.shape == (15, 25, 3)
+    expected = resize_max(load_image(data), 25)
+    np.testing.assert_array_equal(pixels.numpy(), np.asarray(expected))
+    assert encode_pixels(pixels, "png") == encode_image(expected, "png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -260,12 +261,33 @@ def test_stylize_batch_runs_engines_bytes_to_bytes_untiled(monkeypatch: pytest.M
         with torch.inference_mode():
             y = engine(torch.stack([image_to_tensor(p) for p in photos]))
         expected = [tensor_to_image(y[k : k + 1]) for k in range(len(photos))]
-        monkeypatch.setattr(inference, "image_to_tensor", None)  # the float path would fail
+        monkeypatch.setattr(inference, "bytes_to_float", None)  # the float path would fail
         got = inference.stylize_batch(engine, photos, [False, False])
         monkeypatch.undo()
         assert [g.tobytes() for g in got] == [e.tobytes() for e in expected]
         kept = inference.stylize_batch(engine, photos[:1], [True])  # preserve_color: the float path
         assert kept[0].size == photos[0].size
+
+
+def test_stylize_pixels_float_path_is_the_image_path() -> None:
+    """A generator that only takes floats (here a plain module) gets the float photo
+    ``image_to_tensor`` gives, and its output comes back as the bytes ``tensor_to_image`` shows;
+    a photo that keeps its colours does too."""
+    torch.manual_seed(0)
+    generator = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Sigmoid()).eval()
+    pixels = torch.randint(0, 256, (2, 19, 23, 3), dtype=torch.uint8)
+    photos = [Image.fromarray(pixels[k].numpy()) for k in range(2)]
+    with torch.inference_mode():
+        expected = [np.asarray(tensor_to_image(generator(image_to_tensor(p)[None]))) for p in photos]
+    got = inference.stylize_pixels(generator, pixels, [False, False])
+    assert got.dtype == torch.uint8 and got.shape == pixels.shape
+    for k in range(2):
+        np.testing.assert_array_equal(got[k].numpy(), expected[k])
+    kept = inference.stylize_pixels(generator, pixels[:1], [True])
+    assert kept.shape == (1, 19, 23, 3)
+    np.testing.assert_array_equal(
+        kept[0].numpy(), np.asarray(inference.stylize_batch(generator, photos[:1], [True])[0])
+    )
 
 
 @pytest.mark.parametrize(
