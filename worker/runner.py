@@ -112,6 +112,19 @@ class InstyleWorker(SimpleWorker):
             return
         super().set_state(state, pipeline)
 
+    #: RQ looks for ``rq suspend`` before every dequeue, a round trip per job; at most this often
+    #: here (an idle worker blocks for a job in slices of a second anyway).
+    suspension_check_every_s: float = 1.0
+    _last_suspension_check: float = -math.inf
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's, at most every ``suspension_check_every_s``: a suspended worker still stops
+        taking jobs within that."""
+        if time.monotonic() - self._last_suspension_check < self.suspension_check_every_s:
+            return
+        super().check_for_suspension(burst)
+        self._last_suspension_check = time.monotonic()
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         if job.origin in self.lease_queues:
             return self.lease_s

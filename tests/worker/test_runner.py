@@ -44,6 +44,33 @@ def stamp(w: InstyleWorker) -> bytes | None:
     return value
 
 
+def test_the_suspension_check_runs_at_most_once_a_second(
+    worker: InstyleWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ looks for ``rq suspend`` before every job (a round trip each); here at most once a
+    second, and a suspended worker in burst mode still stops."""
+    from rq.exceptions import StopRequested
+    from rq.suspension import resume, suspend
+
+    worker.check_for_suspension(burst=False)
+    checks: list[int] = []
+    real = BaseWorker.check_for_suspension
+
+    def counted(self: BaseWorker, burst: bool) -> None:
+        checks.append(1)
+        real(self, burst)
+
+    monkeypatch.setattr(BaseWorker, "check_for_suspension", counted)
+    worker.check_for_suspension(burst=False)
+    assert checks == []  # within the second
+    suspend(worker.connection)
+    worker._last_suspension_check -= worker.suspension_check_every_s
+    with pytest.raises(StopRequested):
+        worker.check_for_suspension(burst=True)
+    assert checks == [1]
+    resume(worker.connection)
+
+
 def test_a_plain_heartbeat_right_after_another_is_skipped(worker: InstyleWorker) -> None:
     worker.heartbeat()
     first, ttl = stamp(worker), worker.connection.ttl(worker.key)
