@@ -118,7 +118,8 @@ class Recorded:
 
     def queue_finished(self, pipe: Pipeline) -> None:
         """Queue the job's duration as finished on ``pipe``, the job's last commands: one
-        round trip less per job than sending it after."""
+        round trip less per job than sending it after. (Should storing the result in that same
+        pipeline fail, the job fails but the metric has counted it finished.)"""
         self.queue(pipe, "finished")
 
 
