@@ -119,3 +119,35 @@ def test_load_pixels_and_encode_pixels_are_the_image_path() -> None:
     expected = resize_max(load_image(data), 25)
     np.testing.assert_array_equal(pixels.numpy(), np.asarray(expected))
     assert encode_pixels(pixels, "png") == encode_image(expected, "png")
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_the_same_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``max_side`` a JPEG is decoded at a 1/2^k scale (``Image.draft``) and resized to
+    exactly ``resize_max``'s size, close to the full decode's picture; its EXIF orientation
+    still applies."""
+    from PIL import JpegImagePlugin
+
+    from tests.conftest import ASSET_PHOTOS
+
+    photo = Image.open(ASSET_PHOTOS / "skimage_astronaut.jpg").convert("RGB").resize((400, 300))
+    drafts: list[tuple[int, int]] = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def draft(self, mode, size):  # type: ignore[no-untyped-def]
+        drafts.append(size)
+        return real_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
+    for orientation, expected in ((1, (96, 72)), (6, (72, 96))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = _bytes(photo, "JPEG", quality=95, exif=exif)
+        full = resize_max(load_image(data), 96)
+        assert full.size == expected
+        pixels = load_pixels(data, 96)
+        assert pixels.shape == (expected[1], expected[0], 3)
+        a, b = pixels.numpy().astype(np.float64), np.asarray(full, dtype=np.float64)
+        assert 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 30  # the same picture
+    assert drafts == [(96, 72), (96, 72)]  # before the orientation: 400x300 decoded at 1/4
+    assert load_pixels(data, 400).shape == (400, 300, 3)  # no larger than max_side: decoded whole
+    assert len(drafts) == 2
