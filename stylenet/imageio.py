@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stylenet.exceptions import InvalidImage
@@ -129,17 +130,29 @@ def load_pixels(source: str | Path | bytes, max_side: int | None = None) -> torc
 
     A JPEG larger than ``max_side`` is decoded at the smallest of libjpeg's 1/2, 1/4 and 1/8
     scales that still covers the output (``Image.draft``: the scaling is done in the DCT, so the
-    skipped pixels are never decoded), then resized to exactly the size ``resize_max`` gives: a
-    12 MP photo to 1024 px took 164 ms and now 51 ms, 55 dB from the full decode's result.
+    skipped pixels are never decoded), then resized to exactly the size ``resize_max`` gives, as
+    bytes by torch's antialiased bicubic (``resize_pixels``): a 12 MP photo to 1024 px took
+    164 ms and now 36 ms, 53 dB from the full decode and Lanczos resize of ``resize_max`` (46 dB
+    to 512 px).
     The decoded image is let go before this returns, so it does not sit beside a generator pass
     that only needs the pixels (Pillow keeps 4 bytes a pixel: 268 MB at 8192²)."""
     img, target = _decode(source, max_side)
-    if target is not None:
-        if (img.width >= img.height) != (target[0] >= target[1]):  # turned by its EXIF orientation
-            target = (target[1], target[0])
-        if img.size != target:
-            img = img.resize(target, Image.Resampling.LANCZOS)
-    return image_bytes(img)
+    pixels = image_bytes(img)
+    del img
+    if target is None:
+        return pixels
+    if (pixels.shape[1] >= pixels.shape[0]) != (target[0] >= target[1]):  # turned by its EXIF orientation
+        target = (target[1], target[0])
+    return pixels if (pixels.shape[1], pixels.shape[0]) == target else resize_pixels(pixels, target)
+
+
+def resize_pixels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (H, W, 3) -> uint8 (height, width, 3) for ``size`` = (width, height): antialiased
+    bicubic, computed on the bytes by torch. 2000x1500 to 1024x768 in 5-6 ms where Pillow's
+    Lanczos (``resize_max``) takes 33 ms, 55 dB from it."""
+    chw = pixels.permute(2, 0, 1)[None]  # a channels-last view: torch's uint8 kernels take it as is
+    out = F.interpolate(chw, size=(size[1], size[0]), mode="bicubic", antialias=True)
+    return out[0].permute(1, 2, 0).contiguous()
 
 
 def encode_pixels(pixels: torch.Tensor, fmt: str = "jpeg", quality: int = 90) -> bytes:

@@ -15,6 +15,7 @@ from stylenet.imageio import (
     load_image,
     load_pixels,
     resize_max,
+    resize_pixels,
     tensor_to_image,
     to_rgb,
 )
@@ -114,11 +115,15 @@ def test_tensor_conversions_round_clamp_and_accept_any_layout() -> None:
 def test_load_pixels_and_encode_pixels_are_the_image_path() -> None:
     arr = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     data = _bytes(Image.fromarray(arr, "RGB"), "PNG")
-    pixels = load_pixels(data, 25)  # the long side 50 -> 25
+    whole = load_pixels(data, 50)  # no larger than max_side: exactly the decoded image
+    np.testing.assert_array_equal(whole.numpy(), arr)
+    assert encode_pixels(whole, "png") == encode_image(load_image(data), "png")
+    pixels = load_pixels(data, 25)  # the long side 50 -> 25, as resize_max sizes it
     assert pixels.dtype == torch.uint8 and pixels.shape == (15, 25, 3)
-    expected = resize_max(load_image(data), 25)
-    np.testing.assert_array_equal(pixels.numpy(), np.asarray(expected))
-    assert encode_pixels(pixels, "png") == encode_image(expected, "png")
+    expected = np.asarray(resize_max(load_image(data), 25), dtype=np.float64)
+    np.testing.assert_array_equal(pixels.numpy(), resize_pixels(whole, (25, 15)).numpy())
+    # antialiased bicubic against Pillow's Lanczos, on noise (the hardest case): close
+    assert np.abs(pixels.numpy() - expected).mean() < 12
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_the_same_size(monkeypatch: pytest.MonkeyPatch) -> None:
