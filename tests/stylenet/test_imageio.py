@@ -156,3 +156,17 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_the_same_size(monkeypatch
     assert drafts == [(96, 72), (96, 72)]  # before the orientation: 400x300 decoded at 1/4
     assert load_pixels(data, 400).shape == (400, 300, 3)  # no larger than max_side: decoded whole
     assert len(drafts) == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"), [("RGB", {"progressive": True}), ("L", {}), ("CMYK", {})], ids=["progressive", "grey", "cmyk"]
+)
+def test_every_kind_of_jpeg_is_reduced_to_resize_maxs_size(mode: str, options: dict[str, object]) -> None:
+    from tests.conftest import ASSET_PHOTOS
+
+    photo = Image.open(ASSET_PHOTOS / "skimage_astronaut.jpg").convert(mode).resize((320, 240))
+    data = _bytes(photo, "JPEG", quality=90, **options)
+    full = np.asarray(resize_max(load_image(data), 75), dtype=np.float64)
+    pixels = load_pixels(data, 75).numpy().astype(np.float64)
+    assert pixels.shape == full.shape == (56, 75, 3)
+    assert 10 * np.log10(255**2 / np.mean((pixels - full) ** 2)) > 28
