@@ -13,6 +13,7 @@ rebuild the exact network (``GeneratorConfig.from_dict(cfg.to_dict())``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -99,13 +100,23 @@ def release_free_heap() -> bool:
     but a tiled pass's large buffers are mapped apart (over ``MMAP_THRESHOLD``) and never reuse
     it: before one, what decoding the photo freed (Pillow's image, 268 MB at 8192²) would stay
     resident beside them. ~10 ms; worth it only before a pass that long."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, looked up once (each ``ctypes.CDLL`` builds a class of its own,
+    garbage in reference cycles), or None off glibc."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        return False
+        return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
-    return True
+    return trim
 
 
 def _loaded_libgomp() -> str | None:

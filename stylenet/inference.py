@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from stylenet.config import release_free_heap
 from stylenet.cudagraph import GraphedEngine
 from stylenet.fast import JohnsonEngine, UlyanovEngine
 from stylenet.imageio import bytes_to_float, image_bytes, resize_max, to_bytes
@@ -93,7 +92,6 @@ def bytes_pass(generator: nn.Module, pixels: int, tile_pixels: int | None) -> By
     def run(photos: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
         with _turn(photos.shape[0] * pixels):
             if tiled is not None:
-                release_free_heap()  # the decode's freed memory would sit beside the pass's buffers
                 return tiled_forward(tiled, photos, progress=progress)
             assert untiled is not None
             return untiled.forward_bytes(photos).cpu()

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stylenet.config import TILE_MEGAPIXELS
+from stylenet.config import TILE_MEGAPIXELS, release_free_heap
 from stylenet.fast import (
     CL,
     Conv,
@@ -202,6 +202,7 @@ def tiled_forward(
     converted a band at a time (``_Photo``: a fraction of the memory). ``progress`` is
     told the share of the pass's work done after each band (a tiled pass of a large photo takes
     a minute on a CPU), and may raise to abandon the pass."""
+    release_free_heap()  # what decoding the photo freed would sit beside the pass's buffers
     if isinstance(engine, UlyanovEngine):
         return tiled_pyramid(engine, x, band=2 * band, progress=progress)
     return _tiled_johnson(engine, x, band, progress)

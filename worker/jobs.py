@@ -146,7 +146,7 @@ def stylize(payload: dict[str, Any]) -> dict[str, Any]:
         return _stylize(payload, record)
 
 
-def _stylize(payload: dict[str, Any], record: Recorded | None = None) -> dict[str, Any]:
+def _stylize(payload: dict[str, Any], record: Recorded) -> dict[str, Any]:
     # Three Redis round trips in all (three pipelines, which also carry the cache lookups and
     # the job's duration), plus one a second during a tiled pass: each costs the worker ~0.1 ms
     # of CPU, paid on every image.
@@ -210,8 +210,7 @@ def _stylize(payload: dict[str, Any], record: Recorded | None = None) -> dict[st
     pipe = redis.pipeline(transaction=False)
     pipe.set(result_key, encoded, ex=p.result_ttl_s)
     pipe.delete(p.input_key)
-    if record is not None:
-        record.queue_finished(pipe)
+    record.queue_finished(pipe)
     stored = pipe.execute(raise_on_error=False)  # a metric may fail, not the job
     for reply in stored[:2]:
         if isinstance(reply, Exception):
