@@ -2,11 +2,13 @@
 
     python benchmarks/service.py                      # 512² JPEG in, JPEG out, embedded mode
     python benchmarks/service.py --clients 1,8,16 --seconds 30
+    python benchmarks/service.py --size 4000 --max-size 1024 --clients ""   # a large upload, downscaled
 
 Starts ``instyle serve`` in embedded mode (API + embedded Redis + ``INSTYLE_STYLIZE_THREADS``
 stylize worker threads, from ``--env`` or the worker settings' default) on a free port, then:
 
-1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a 512² JPEG. Each
+1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a ``--size``² JPEG
+   (512) with ``max_size`` ``--max-size`` (the same, unless a large upload is downscaled). Each
    response's ``Server-Timing: model;dur=`` is the generator's own time; the rest of the
    round trip (upload, validation, queueing, decode, resize, encode, download) is the
    service's overhead.
@@ -308,7 +310,8 @@ def median_ratio(runs: list[dict[str, Any]], clients: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted (and max_size)")
+    p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted")
+    p.add_argument("--max-size", type=int, help="the max_size posted (default: --size); the output's side")
     p.add_argument("--style", default="starry-night")
     p.add_argument("--requests", type=int, default=30, help="sequential requests for the latency part")
     p.add_argument("--clients", default="8,16", help="concurrent client counts for the throughput part")
@@ -329,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     port = free_port()
+    out_size = min(args.size, args.max_size or args.size)  # what the generator runs at
     extra = dict(item.split("=", 1) for item in args.env)
     threads = stylize_threads(extra)
     # the model-bound limit: the generator alone in each way the server may run it (the best
@@ -341,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure_alone() -> dict[str, tuple[float, float]]:
         return {
-            name: generator_alone(args.size, args.style, threads, args.seconds, extra, split)
+            name: generator_alone(out_size, args.style, threads, args.seconds, extra, split)
             for name, split in ways.items()
         }
 
     alone_runs = [measure_alone()]
     base = f"http://127.0.0.1:{port}"
-    body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
+    body = multipart({"style": args.style, "max_size": str(out_size), "format": "jpeg"}, jpeg(args.size))
     started = dt.datetime.now(dt.UTC)
     clients = [int(c) for c in args.clients.split(",") if c]
     rounds: list[list[dict[str, Any]]] = []
@@ -393,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_banner": start_line,
         "stylize_threads": threads,
         "size": args.size,
+        "max_size": out_size,
         "style": args.style,
         "server_env": extra,
         "cores": os.cpu_count(),
@@ -418,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     found = re.search(r"embedded mode, (.+?)(?: on /\S+)?\) on http", start_line)
     backend = f", Redis: {found.group(1)}" if found else ""
     mode = f"embedded mode{backend}, {threads} stylize thread(s), {os.cpu_count()} cores"
-    print(f"{args.size}² JPEG in/out, style {args.style}, {mode}\n")
+    sizes = f"{args.size}² JPEG in/out" if out_size == args.size else f"{args.size}² JPEG in, {out_size}² out"
+    print(f"{sizes}, style {args.style}, {mode}\n")
     print("| round trip ms (median) | model ms (median) | overhead ms (median) | overhead ms (p90) |")
     print("|---|---|---|---|")
     print(
