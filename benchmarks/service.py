@@ -105,12 +105,15 @@ def stylize(base: str, body: bytes) -> tuple[float, float]:
     return elapsed, float(timing.split("dur=")[1]) / 1000
 
 
-def start_server(port: int, style: str, env_extra: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """``instyle serve`` on ``port``, its stderr to ``log``; returns once /readyz answers 200."""
+def start_server(
+    port: int, style: str, env_extra: dict[str, str], log: IO[bytes], launcher: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``instyle serve`` on ``port``, its stderr to ``log``; returns once /readyz answers 200.
+    ``launcher``: the command that stands for ``instyle`` (default: the venv's)."""
     env = {**os.environ, "INSTYLE_WARM_STYLES": style, **env_extra}
     env.pop("INSTYLE_REDIS_URL", None)
-    instyle = Path(sys.executable).with_name("instyle")
-    cmd = [str(instyle), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    instyle = launcher or [str(Path(sys.executable).with_name("instyle"))]
+    cmd = [*instyle, "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

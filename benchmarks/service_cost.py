@@ -1,0 +1,256 @@
+"""What the service itself costs per image, thread by thread.
+
+    python benchmarks/service_cost.py                         # the generator replaced by a copy
+    python benchmarks/service_cost.py --generator             # the real generator
+    python benchmarks/service_cost.py --clients 8 --seconds 10 --rounds 5
+
+Starts ``instyle serve`` in embedded mode (as ``benchmarks/service.py`` does) through a launcher
+that, with ``--null`` (the default), replaces the engines' model step (``forward_bytes``) with a
+copy of its input: what is left of the server's CPU is the service's own work (HTTP, the
+multipart form, the upload check, Redis and RQ, decode, encode). ``--clients`` clients post a
+``--size``² JPEG back to back for ``--seconds``, ``--rounds`` times; before and after each round the
+launcher reads the CPU time of each of its live threads (``/proc/self/task``), grouped by what
+they are:
+
+* **event loop**: uvicorn's thread (HTTP, FastAPI, the form, enqueueing, ``?wait``);
+* **stylize threads**: the embedded RQ workers (RQ's bookkeeping, decode, the pass, encode);
+* **thread pool**: AnyIO's worker threads (the upload check);
+* **native threads**: threads Python did not start (OpenMP's, redis-py's none);
+* **ended threads**: CPU of threads that ended during the round (the process's total less its
+  live threads');
+* **redis-server**: embedded mode's private Redis.
+
+Per image: each group's CPU ms over the images delivered. Prints a table (the median over rounds
+and the range) and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.service import (  # noqa: E402 -- the repo on the path first
+    cpu_seconds,
+    free_port,
+    jpeg,
+    multipart,
+    start_server,
+    stylize,
+    throughput,
+)
+
+#: Environment variable naming the FIFO on which the launcher takes snapshot requests.
+FIFO_ENV = "INSTYLE_BENCH_CPU_FIFO"
+#: Set to 1 by ``--null``: the launcher replaces the model step with a copy.
+NULL_ENV = "INSTYLE_BENCH_NULL_GENERATOR"
+
+
+def group(name: str) -> str:
+    """The group a Python thread's name belongs to."""
+    if name == "MainThread":
+        return "event loop"
+    if name.startswith("instyle-worker-stylize"):
+        return "stylize threads"
+    if name.startswith("AnyIO worker thread"):
+        return "thread pool"
+    if name.startswith("instyle-worker-"):
+        return "other worker threads"
+    return "other Python threads"
+
+
+def _task_cpu(tid: int | str) -> float:
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def snapshot() -> dict[str, float]:
+    """CPU seconds so far of this process's live threads by group, and of the whole process."""
+    named = {t.native_id: group(t.name) for t in threading.enumerate() if t.native_id is not None}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            cpu = _task_cpu(task.name)
+        except (OSError, ValueError, IndexError):
+            continue  # ended while being read
+        key = named.get(int(task.name), "native threads")
+        out[key] = out.get(key, 0.0) + cpu
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    out["process"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _serve_snapshots(fifo: str) -> None:
+    """Launcher side: each line read from ``fifo`` names a file to write a snapshot to."""
+    while True:
+        with open(fifo) as requests:
+            for line in requests:
+                path = Path(line.strip())
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(snapshot()))
+                tmp.rename(path)
+
+
+def _copy_the_model_step() -> None:
+    from stylenet import fast
+
+    def copy(self: Any, pixels: Any) -> Any:
+        return pixels.clone()
+
+    for engine in (fast.JohnsonEngine, fast.UlyanovEngine):
+        engine.forward_bytes = copy  # type: ignore[method-assign]
+
+
+def launch(argv: list[str]) -> int:
+    """``instyle`` with ``argv``, the model step copied when asked, snapshots served on the FIFO."""
+    from stylenet.config import tune_malloc, use_huge_pages
+
+    use_huge_pages()  # as instyle's main does, before torch is imported below
+    tune_malloc()
+    if os.environ.get(NULL_ENV) == "1":
+        # imported in a passing thread, as the CLI loads models: torch work on the main thread
+        # would leave it an OpenMP pool that slows every stylize thread's pass (worker.context)
+        patcher = threading.Thread(target=_copy_the_model_step, name="bench-patch")
+        patcher.start()
+        patcher.join()
+    if fifo := os.environ.get(FIFO_ENV):
+        threading.Thread(target=_serve_snapshots, args=(fifo,), name="bench-cpu-snapshots", daemon=True).start()
+    from instyle.cli import main
+
+    return main(argv)
+
+
+def request_snapshot(fifo: str, directory: Path, n: int) -> dict[str, float]:
+    path = directory / f"snap-{n}.json"
+    with open(fifo, "w") as f:
+        f.write(f"{path}\n")
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not answer a CPU snapshot request")
+        time.sleep(0.01)
+    return dict(json.loads(path.read_text()))
+
+
+def per_image(before: dict[str, float], after: dict[str, float], images: int, redis_s: float) -> dict[str, float]:
+    """Each group's CPU ms per image over a round (``ended threads``: the process's CPU not in
+    a thread alive at its end, less what threads alive at its start but ended had already used)."""
+    groups = {k for k in before.keys() | after.keys() if k != "process"}
+    live = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in groups}
+    total = after["process"] - before["process"]
+    rows = {k: v * 1000 / images for k, v in live.items() if abs(v) > 0}
+    rows["ended threads"] = (total - sum(live.values())) * 1000 / images
+    rows["redis-server"] = redis_s * 1000 / images
+    rows["total"] = (total + redis_s) * 1000 / images
+    return rows
+
+
+def redis_cpu(server_pid: int) -> float:
+    """CPU seconds of the server's child processes (the private redis-server)."""
+    own = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    mine = (int(own[11]) + int(own[12])) / os.sysconf("SC_CLK_TCK")
+    return (cpu_seconds(server_pid) or 0.0) - mine
+
+
+ORDER = (
+    "event loop", "stylize threads", "thread pool", "native threads", "ended threads", "other worker threads",
+    "other Python threads", "redis-server", "total",
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted")
+    p.add_argument("--style", default="starry-night")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0, help="duration of each round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--generator", action="store_true", help="keep the real generator (default: a copy)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cost.json")
+    p.add_argument("--launch", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # child mode
+    args = p.parse_args(argv)
+    if args.launch is not None:
+        return launch(args.launch)
+
+    extra = dict(item.split("=", 1) for item in args.env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))
+    started = dt.datetime.now(dt.UTC)
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as server_log:
+        fifo = str(Path(tmp) / "snapshots.fifo")
+        os.mkfifo(fifo)
+        env = {FIFO_ENV: fifo, NULL_ENV: "0" if args.generator else "1", **extra}
+        launcher = [sys.executable, str(Path(__file__).resolve()), "--launch"]
+        server = start_server(port, args.style, env, server_log, launcher=launcher)
+        try:
+            for _ in range(5):  # warm-up: model loaded, caches hot
+                stylize(base, body)
+            throughput(base, body, args.clients, min(5.0, args.seconds))  # and every thread's too
+            for r in range(args.rounds):
+                before, redis0 = request_snapshot(fifo, Path(tmp), 2 * r), redis_cpu(server.pid)
+                run = throughput(base, body, args.clients, args.seconds)
+                after, redis1 = request_snapshot(fifo, Path(tmp), 2 * r + 1), redis_cpu(server.pid)
+                images = max(1, run["images"])
+                cost = per_image(before, after, images, redis1 - redis0)
+                rounds.append({
+                    "images_per_s": run["images_per_s"], "images": run["images"], "errors": run["errors"],
+                    "cpu_ms_per_image": {k: round(v, 3) for k, v in cost.items()},
+                })  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    keys = [k for k in ORDER if any(k in r["cpu_ms_per_image"] for r in rounds)]
+    keys += sorted({k for r in rounds for k in r["cpu_ms_per_image"]} - set(keys))
+    summary = {
+        k: {
+            "median": round(statistics.median(r["cpu_ms_per_image"].get(k, 0.0) for r in rounds), 3),
+            "min": round(min(r["cpu_ms_per_image"].get(k, 0.0) for r in rounds), 3),
+            "max": round(max(r["cpu_ms_per_image"].get(k, 0.0) for r in rounds), 3),
+        }
+        for k in keys
+    }
+    result = {
+        "benchmark": "service_cost",
+        "command": "python benchmarks/service_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "generator": "real" if args.generator else "null (a copy of its input)",
+        "size": args.size,
+        "style": args.style,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "server_env": extra,
+        "cores": os.cpu_count(),
+        "cpu_ms_per_image": summary,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    what = "the real generator" if args.generator else "the generator replaced by a copy of its input"
+    rates = ", ".join(f"{r['images_per_s']:.1f}" for r in rounds)
+    print(f"{args.size}² JPEG in/out, {args.clients} clients, {what}; images/s by round: {rates}\n")
+    print("| CPU ms per image | median | range over rounds |")
+    print("|---|---|---|")
+    for k in keys:
+        s = summary[k]
+        name = f"**{k}**" if k == "total" else k
+        print(f"| {name} | {s['median']:.2f} | {s['min']:.2f}-{s['max']:.2f} |")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
