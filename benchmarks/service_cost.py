@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 cost = per_image(before, after, images, redis1 - redis0)
                 rounds.append({
                     "images_per_s": run["images_per_s"], "images": run["images"], "errors": run["errors"],
+                    "median_model_ms": run["median_model_ms"],
                     "cpu_ms_per_image": {k: round(v, 3) for k, v in cost.items()},
                 })  # fmt: skip
         finally:

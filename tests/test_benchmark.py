@@ -188,3 +188,74 @@ def test_peak_memory_is_the_process_own_not_its_parents() -> None:
     child_mb = float(out.stdout)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 200
     assert 1 < child_mb < 100
+
+
+def test_service_cost_groups_the_server_threads_by_name() -> None:
+    from benchmarks import service_cost
+
+    assert service_cost.group("MainThread") == "event loop"
+    assert service_cost.group("instyle-worker-stylize-1a2b3c4d") == "stylize threads"
+    assert service_cost.group("AnyIO worker thread") == "thread pool"
+    assert service_cost.group("instyle-worker-train-1a2b3c4d") == "other worker threads"
+    assert service_cost.group("instyle-job-watchdog") == "other Python threads"
+
+
+def test_service_cost_snapshot_counts_a_thread_that_ended_apart() -> None:
+    """CPU burnt by a thread that ends between two snapshots is the process's, in no live group."""
+    import threading
+    import time
+
+    import pytest
+
+    from benchmarks import service_cost
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc here")
+
+    def burn(seconds: float) -> None:
+        deadline = time.thread_time() + seconds
+        while time.thread_time() < deadline:
+            pass
+
+    before = service_cost.snapshot()
+    worker = threading.Thread(target=burn, args=(0.3,), name="instyle-worker-stylize-0000aaaa")
+    worker.start()
+    worker.join()
+    after = service_cost.snapshot()
+    rows = service_cost.per_image(before, after, images=1, redis_s=0.05)
+    assert rows["ended threads"] >= 250  # ms: the thread's 0.3 s, over one image
+    assert rows["redis-server"] == pytest.approx(50.0)
+    assert rows["total"] == pytest.approx(sum(v for k, v in rows.items() if k != "total"), abs=1e-6)
+
+
+def test_service_cost_runs_the_server_with_the_model_step_copied(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import service_cost
+
+    out = tmp_path / "cost.json"
+    args = ["--size", "64", "--clients", "2", "--seconds", "1", "--rounds", "2", "--out", str(out)]
+    assert service_cost.main([*args, "--env", "INSTYLE_PRECISION=fp32"]) == 0
+    result = json.loads(out.read_text())
+    assert result["generator"].startswith("null") and len(result["rounds"]) == 2
+    assert all(r["images"] > 0 and r["errors"] == 0 for r in result["rounds"])
+    cost = result["cpu_ms_per_image"]
+    assert cost["event loop"]["median"] > 0 and cost["stylize threads"]["median"] > 0
+    assert cost["total"]["median"] >= cost["stylize threads"]["median"]
+    assert "| **total** |" in capsys.readouterr().out
+
+
+def test_service_cost_null_generator_copies_the_photo() -> None:
+    import torch
+
+    from benchmarks import service_cost
+    from stylenet import fast
+
+    kept = {engine: engine.__dict__["forward_bytes"] for engine in (fast.JohnsonEngine, fast.UlyanovEngine)}
+    try:
+        service_cost._copy_the_model_step()
+        pixels = torch.randint(0, 256, (1, 8, 8, 3), dtype=torch.uint8)
+        for engine in kept:
+            out = engine.forward_bytes(None, pixels)  # type: ignore[arg-type]
+            assert torch.equal(out, pixels) and out.data_ptr() != pixels.data_ptr()
+    finally:
+        for engine, method in kept.items():
+            engine.forward_bytes = method  # type: ignore[method-assign]
