@@ -30,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.service import (  # noqa: E402 -- the repo on the path first
+    banner,
     cpu_seconds,
     free_port,
     jpeg,
@@ -163,6 +165,31 @@ def redis_cpu(server_pid: int) -> float:
     return (cpu_seconds(server_pid) or 0.0) - mine
 
 
+def redis_socket(start_line: str) -> str | None:
+    """The private redis-server's Unix socket, from the server's start line (None: another backend)."""
+    found = re.search(r"private redis-server \S+ on (/\S+?)\)", start_line)
+    return found.group(1) if found else None
+
+
+def command_counts(socket_path: str) -> dict[str, int]:
+    """Calls so far of each Redis command (``INFO commandstats``), lower-case names."""
+    import redis
+
+    with redis.Redis(unix_socket_path=socket_path) as client:
+        stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def commands_per_image(before: dict[str, int], after: dict[str, int], images: int) -> dict[str, float]:
+    """Each command's calls per image over a round, the most frequent first, and their total
+    (the benchmark's own ``INFO`` calls left out)."""
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    calls.pop("info", None)
+    rows = {k: v / images for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v > 0}
+    rows["total"] = sum(rows.values())
+    return rows
+
+
 ORDER = (
     "event loop", "stylize threads", "thread pool", "native threads", "ended threads", "other worker threads",
     "other Python threads", "redis-server", "total",
@@ -197,19 +224,24 @@ def main(argv: list[str] | None = None) -> int:
         launcher = [sys.executable, str(Path(__file__).resolve()), "--launch"]
         server = start_server(port, args.style, env, server_log, launcher=launcher)
         try:
+            socket_path = redis_socket(banner(server_log))
             for _ in range(5):  # warm-up: model loaded, caches hot
                 stylize(base, body)
             throughput(base, body, args.clients, min(5.0, args.seconds))  # and every thread's too
             for r in range(args.rounds):
+                calls0 = command_counts(socket_path) if socket_path else {}
                 before, redis0 = request_snapshot(fifo, Path(tmp), 2 * r), redis_cpu(server.pid)
                 run = throughput(base, body, args.clients, args.seconds)
                 after, redis1 = request_snapshot(fifo, Path(tmp), 2 * r + 1), redis_cpu(server.pid)
+                calls1 = command_counts(socket_path) if socket_path else {}
                 images = max(1, run["images"])
                 cost = per_image(before, after, images, redis1 - redis0)
+                commands = commands_per_image(calls0, calls1, images) if socket_path else {}
                 rounds.append({
                     "images_per_s": run["images_per_s"], "images": run["images"], "errors": run["errors"],
                     "median_model_ms": run["median_model_ms"],
                     "cpu_ms_per_image": {k: round(v, 3) for k, v in cost.items()},
+                    "redis_commands_per_image": {k: round(v, 2) for k, v in commands.items()},
                 })  # fmt: skip
         finally:
             server.terminate()
@@ -224,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         for k in keys
     }
+    by_round = [r["redis_commands_per_image"] for r in rounds if r["redis_commands_per_image"]]
+    names = {k for c in by_round for k in c}
+    medians = {k: round(statistics.median(c.get(k, 0.0) for c in by_round), 2) for k in names}
+    commands_median = {
+        k: medians[k] for k in sorted(names, key=lambda k: (k != "total", -medians[k])) if medians[k] > 0
+    }
     result = {
         "benchmark": "service_cost",
         "command": "python benchmarks/service_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -236,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_env": extra,
         "cores": os.cpu_count(),
         "cpu_ms_per_image": summary,
+        "redis_commands_per_image": commands_median,
         "rounds": rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         s = summary[k]
         name = f"**{k}**" if k == "total" else k
         print(f"| {name} | {s['median']:.2f} | {s['min']:.2f}-{s['max']:.2f} |")
+    if commands_median:
+        top = ", ".join(f"{k.upper()} {v:.1f}" for k, v in list(commands_median.items())[1:9])
+        print(f"\nRedis commands per image (median): {commands_median['total']:.1f}; {top}")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -240,7 +240,22 @@ def test_service_cost_runs_the_server_with_the_model_step_copied(tmp_path: Path,
     cost = result["cpu_ms_per_image"]
     assert cost["event loop"]["median"] > 0 and cost["stylize threads"]["median"] > 0
     assert cost["total"]["median"] >= cost["stylize threads"]["median"]
-    assert "| **total** |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| **total** |" in printed
+    if result["redis_commands_per_image"]:  # the private redis-server (not the in-process fake)
+        commands = result["redis_commands_per_image"]
+        assert commands["total"] > 10 and commands["blmove"] >= 1 and "info" not in commands
+        assert "Redis commands per image" in printed
+
+
+def test_service_cost_finds_the_private_redis_socket() -> None:
+    from benchmarks import service_cost
+
+    line = "instyle (embedded mode, private redis-server 7.0.15 on /tmp/instyle-redis-x1/redis.sock) on http://h:1"
+    assert service_cost.redis_socket(line) == "/tmp/instyle-redis-x1/redis.sock"
+    assert service_cost.redis_socket("instyle (embedded mode, in-process fake Redis) on http://h:1") is None
+    rows = service_cost.commands_per_image({"get": 4, "info": 1}, {"get": 8, "set": 2, "info": 3}, images=2)
+    assert rows == {"get": 2.0, "set": 1.0, "total": 3.0}
 
 
 def test_service_cost_null_generator_copies_the_photo() -> None:
