@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     "images_per_s": run["images_per_s"], "images": run["images"], "errors": run["errors"],
                     "median_model_ms": run["median_model_ms"],
                     "cpu_ms_per_image": {k: round(v, 3) for k, v in cost.items()},
-                    "redis_commands_per_image": {k: round(v, 2) for k, v in commands.items()},
+                    "redis_commands_per_image": {k: round(v, 2) for k, v in commands.items() if round(v, 2) > 0},
                 })  # fmt: skip
         finally:
             server.terminate()
