@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from stylenet.exceptions import InvalidImage
 
@@ -50,16 +50,24 @@ def load_image(source: str | Path | bytes) -> Image.Image:
     return _decode(source, None)[0]
 
 
+#: EXIF orientations that turn the image a quarter (width and height trade places).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
 def _decode(source: str | Path | bytes, max_side: int | None) -> tuple[Image.Image, tuple[int, int] | None]:
-    """``load_image``, and the size ``resize_max(..., max_side)`` will give it (before its EXIF
-    orientation), or None when it is no larger. A JPEG larger than that is decoded at the
-    smallest of libjpeg's 1/2, 1/4 and 1/8 scales that still covers it (``Image.draft``)."""
+    """``load_image``, and the (width, height) ``resize_max(..., max_side)`` will give it, or
+    None when it is no larger. A JPEG larger than that is decoded at the smallest of libjpeg's
+    1/2, 1/4 and 1/8 scales that still covers it (``Image.draft``)."""
     try:
         opened = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else Image.open(source)
         target = None if max_side is None or max(opened.size) <= max_side else fit_size(opened.size, max_side)
         if target is not None and opened.format == "JPEG":
             opened.draft(opened.mode, target)
         opened.load()
+        # the size as stored, turned as to_rgb turns the pixels (the draft's rounding up of both
+        # sides can make a nearly square photo square, so its shape cannot tell)
+        if target is not None and opened.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+            target = (target[1], target[0])
         return to_rgb(opened), target
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         name = "upload" if isinstance(source, bytes) else str(source)
@@ -140,11 +148,9 @@ def load_pixels(source: str | Path | bytes, max_side: int | None = None) -> torc
     img, target = _decode(source, max_side)
     pixels = image_bytes(img)
     del img
-    if target is None:
+    if target is None or (pixels.shape[1], pixels.shape[0]) == target:
         return pixels
-    if (pixels.shape[1] >= pixels.shape[0]) != (target[0] >= target[1]):  # turned by its EXIF orientation
-        target = (target[1], target[0])
-    return pixels if (pixels.shape[1], pixels.shape[0]) == target else resize_pixels(pixels, target)
+    return resize_pixels(pixels, target)
 
 
 def resize_pixels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

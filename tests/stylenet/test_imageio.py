@@ -170,3 +170,16 @@ def test_every_kind_of_jpeg_is_reduced_to_resize_maxs_size(mode: str, options: d
     pixels = load_pixels(data, 75).numpy().astype(np.float64)
     assert pixels.shape == full.shape == (56, 75, 3)
     assert 10 * np.log10(255**2 / np.mean((pixels - full) ** 2)) > 28
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+@pytest.mark.parametrize("size", [(1001, 1008), (1008, 1001)], ids=["tall", "wide"])
+def test_a_nearly_square_jpeg_keeps_its_orientation_at_a_reduced_scale(orientation: int, size: tuple[int, int]) -> None:
+    """libjpeg's 1/8 scale rounds both sides up: 1001x1008 decodes to a square 126x126, whose
+    shape cannot tell which side resize_max makes the long one (119x120, not 120x119)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _bytes(Image.new("RGB", size, (90, 120, 200)), "JPEG", quality=90, exif=exif)
+    width, height = resize_max(load_image(data), 120).size
+    assert {width, height} == {119, 120}
+    assert load_pixels(data, 120).shape == (height, width, 3)
