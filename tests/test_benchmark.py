@@ -224,8 +224,9 @@ def test_service_cost_snapshot_counts_a_thread_that_ended_apart() -> None:
     after = service_cost.snapshot()
     rows = service_cost.per_image(before, after, images=1, redis_s=0.05)
     assert rows["ended threads"] >= 250  # ms: the thread's 0.3 s, over one image
+    assert rows.get("stylize threads", 0.0) == 0.0  # not counted again under its live group
     assert rows["redis-server"] == pytest.approx(50.0)
-    assert rows["total"] == pytest.approx(sum(v for k, v in rows.items() if k != "total"), abs=1e-6)
+    assert rows["total"] >= 300  # the process's CPU and redis-server's
 
 
 def test_service_cost_runs_the_server_with_the_model_step_copied(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
