@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound, StyleReadOnly
-from model_store.ids import parse_style_ref, validate_style_id
+from model_store.ids import VERSION_RE, parse_style_ref, validate_style_id
 from model_store.manifest import MANIFEST_FILE, StyleManifest
 
 TMP_PREFIX = ".tmp-"
@@ -98,7 +98,9 @@ class StyleStore:
         folder = self.root / validate_style_id(style_id)
         if not folder.is_dir():
             return []
-        return sorted(int(v.name) for v in folder.iterdir() if v.name.isdigit() and (v / MANIFEST_FILE).is_file())
+        return sorted(
+            int(v.name) for v in folder.iterdir() if VERSION_RE.fullmatch(v.name) and (v / MANIFEST_FILE).is_file()
+        )
 
     def get(self, style_id: str, version: int) -> ResolvedStyle:
         found = self.find(style_id, version)
@@ -290,4 +292,7 @@ class Catalog:
             if self.versions(style_id):
                 raise StyleReadOnly(f"style {style_id} is shipped with instyle and cannot be deleted")
             raise StyleNotFound(f"unknown style {style_id!r}")
+        shipped_only = version not in self.writable.versions(style_id) and version in self.versions(style_id)
+        if version is not None and shipped_only:
+            raise StyleReadOnly(f"style {style_id}@{version} is shipped with instyle and cannot be deleted")
         return self.writable.delete(style_id, version)

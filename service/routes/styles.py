@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from instyle.protocol import JobStatus
 from model_store.catalog import ResolvedStyle
 from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFound, StyleReadOnly
-from model_store.ids import validate_style_id
+from model_store.ids import parse_style_ref, validate_style_id
 from service.auth import ApiKey
 from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnknown
@@ -159,9 +159,8 @@ async def train_style(
 @router.delete("/{style_ref}", status_code=204)
 def delete_style(style_ref: str, state: State, _auth: ApiKey) -> Response:
     try:
-        style_id, _, version = style_ref.partition("@")
-        validate_style_id(style_id)
-        state.catalog.delete(style_id, int(version) if version.isdigit() else None)
+        style_id, version = parse_style_ref(style_ref)  # "id@abc" is refused, never read as "all versions"
+        state.catalog.delete(style_id, version)
     except (InvalidStyleId, StyleNotFound) as exc:
         raise StyleUnknown(str(exc)) from None
     except StyleReadOnly as exc:

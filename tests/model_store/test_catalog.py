@@ -53,7 +53,8 @@ def test_invalid_slugs(bad: str) -> None:
 def test_style_refs() -> None:
     assert parse_style_ref("starry") == ("starry", None)
     assert parse_style_ref("starry@3") == ("starry", 3)
-    for bad in ["starry@0", "starry@x", "starry@", "../x@1"]:
+    # Unicode digits pass str.isdigit(): "²" made int() raise (a 500), "١" read as version 1
+    for bad in ["starry@0", "starry@x", "starry@", "../x@1", "starry@\u00b2", "starry@\u0661", "starry@1" + "0" * 9]:
         with pytest.raises(InvalidStyleId):
             parse_style_ref(bad)
 
@@ -149,6 +150,10 @@ def test_shipped_store_is_read_only_and_new_versions_continue(tmp_path: Path) ->
     assert retrained.manifest.version == 2 and not retrained.read_only
     assert catalog.resolve("starry").read_artifact() == b"retrained"
     assert catalog.resolve("starry@1").read_only
+    with pytest.raises(StyleReadOnly, match="starry@1"):  # the shipped version, beside a writable one
+        catalog.delete("starry", 1)
+    with pytest.raises(StyleNotFound):
+        catalog.delete("starry", 3)
     catalog.delete("starry")  # removes only the writable versions
     assert catalog.versions("starry") == [1]
 
