@@ -45,8 +45,6 @@ class JobStatus(StrEnum):
     finished = "finished"
     failed = "failed"
     canceled = "canceled"
-    train_data_missing = "train_data_missing"
-    invalid_recipe = "invalid_recipe"
 
 
 class ErrorCode(StrEnum):

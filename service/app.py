@@ -60,6 +60,7 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.add_middleware(ObserveRequests, metrics=metrics)
+    # the last added is the outermost: the metrics see what the client gets, 413s included
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ObserveRequests, metrics=metrics)
     return app

@@ -43,6 +43,13 @@ class ResultNotReady(ServiceError):
     code, status, title = "result_not_ready", 409, "Result not ready"
 
 
+class NoSuchImage(ServiceError):
+    """The image asked for is not one this kind of job makes (a training job's ``/result``, a
+    stylize job's ``/preview``)."""
+
+    code, status, title = "no_such_image", 404, "No such image for this job"
+
+
 class ResultExpired(ServiceError):
     code, status, title = "result_expired", 410, "Result expired"
 

@@ -13,7 +13,7 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
@@ -33,7 +33,15 @@ from instyle.protocol import (
     StylizePayload,
     TrainPayload,
 )
-from service.exceptions import JobNotCancelable, JobNotFound, PreviewNotReady, QueueFull, ResultExpired, ResultNotReady
+from service.exceptions import (
+    JobNotCancelable,
+    JobNotFound,
+    NoSuchImage,
+    PreviewNotReady,
+    QueueFull,
+    ResultExpired,
+    ResultNotReady,
+)
 from service.settings import ServiceSettings
 
 #: Marks a job id as issued here for a day, so an expired job answers 410 rather than 404.
@@ -139,7 +147,9 @@ class JobService:
             job_timeout=self.stylize_timeout(max_size * max_size if output_pixels is None else output_pixels),
             result_ttl=self.settings.result_ttl_s,
             failure_ttl=self.settings.result_ttl_s,
-            ttl=self.settings.input_ttl_s,
+            # outlives its input, so a job that waits past ``input_ttl_s`` still reaches a
+            # worker and fails as ``input_expired``, instead of vanishing from the queue
+            ttl=KNOWN_TTL_S,
             meta={"type": "stylize", "progress": 0.0, "style": style},
         )  # fmt: skip
 
@@ -179,12 +189,18 @@ class JobService:
             StartedJobRegistry(queue=self.queue(name)).cleanup()
 
     def preview(self, job: Job) -> bytes:
+        if job.get_meta(refresh=False).get("type") != "train":
+            raise NoSuchImage(f"job {job.id} is a stylize job: only training jobs have a preview (see its /result)")
         data = self.redis.get(f"{PREVIEW_PREFIX}{job.id}")
         if data is None:
             raise PreviewNotReady(f"job {job.id} has no preview yet")
         return data.encode() if isinstance(data, str) else data
 
     def fetch(self, job_id: str) -> Job:
+        try:
+            validate_job_id(job_id)  # "*", "..", spaces: RQ would raise ValueError (a 500)
+        except ValueError:
+            raise JobNotFound(f"no job {job_id}") from None
         self.reap_abandoned()
         try:
             return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
@@ -242,6 +258,8 @@ class JobService:
 
     def result(self, job: Job) -> tuple[bytes, str, float | None]:
         """The result image, its content type, and the model's milliseconds (None if unknown)."""
+        if job.get_meta(refresh=False).get("type") == "train":
+            raise NoSuchImage(f"job {job.id} trains a style: it has no result image (the style is in /v1/styles)")
         status = self.status(job)
         if status != JobStatus.finished:
             raise ResultNotReady(f"job {job.id} is {status.value}; the result exists once it is finished")

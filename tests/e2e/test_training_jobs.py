@@ -112,6 +112,8 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert r.status_code == 409 and r.json()["code"] == "style_exists"
     r = api.post("/v1/styles", files=files, data={"name": "tiny", "replace": "true"}, headers=AUTH)
     assert r.status_code == 202 and r.json()["style"] == "tiny"  # will publish tiny@2
+    result = api.get(f"/v1/jobs/{r.json()['job_id']}/result")  # a style, not an image (was 410 "expired")
+    assert result.status_code == 404 and result.json()["code"] == "no_such_image"
     r = api.post(
         "/v1/styles", files={"style_image": ("s.jpg", b"nope", "image/jpeg")}, data={"name": "y"}, headers=AUTH
     )
@@ -119,6 +121,9 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert api.delete("/v1/styles/tiny").status_code == 401
     assert api.delete("/v1/styles/tiny", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert api.delete("/v1/styles/missing", headers=AUTH).status_code == 404
+    for bad in ["tiny@abc", "tiny@%C2%B2"]:  # once read as "every version of tiny"
+        assert api.delete(f"/v1/styles/{bad}", headers=AUTH).status_code == 404
+    assert api.get("/v1/styles/tiny").status_code == 200
 
 
 @pytest.mark.slow

@@ -150,6 +150,35 @@ def test_failing_job_reports_why_and_the_worker_carries_on(
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "finished"
 
 
+def test_a_job_that_waits_longer_than_its_input_fails_as_input_expired(
+    make_client: MakeClient, run_worker: Callable[[], None]
+) -> None:
+    """The job outlives its upload in the queue: a backlog longer than ``input_ttl_s`` ends in
+    a failure that says why (the job itself used to expire with it: 410, and no terminal state)."""
+    client = make_client(input_ttl_s=1)
+    job_id = post(client, png()).json()["job_id"]
+    time.sleep(1.5)
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["code"] == "input_expired"
+
+
+def test_malformed_job_ids_are_unknown_jobs(client: TestClient) -> None:
+    """Ids RQ refuses to look up (a ValueError in ``Job.fetch``) answer 404 like any unknown id."""
+    for job_id in ["*", "a%20b", "%C3%BCn", "%2500", "x.y"]:
+        for path in [f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result", f"/v1/jobs/{job_id}/preview"]:
+            assert_problem(client.get(path), 404, "job_not_found")
+        assert_problem(client.delete(f"/v1/jobs/{job_id}"), 404, "job_not_found")
+
+
+def test_a_stylize_job_has_no_preview(client: TestClient, run_worker: Callable[[], None]) -> None:
+    job_id = post(client, png()).json()["job_id"]
+    run_worker()
+    body = assert_problem(client.get(f"/v1/jobs/{job_id}/preview"), 404, "no_such_image")
+    assert "/result" in str(body["detail"])
+
+
 def test_cancel_a_queued_job(client: TestClient, run_worker: Callable[[], None]) -> None:
     job_id = post(client, png()).json()["job_id"]
     r = client.delete(f"/v1/jobs/{job_id}")
@@ -311,6 +340,15 @@ def test_byte_cap_applies_while_streaming_without_content_length(make_client: Ma
 
     r = client.post("/v1/stylize", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert_problem(r, 413, "upload_too_large")
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    too_long = client.post("/v1/stylize", content=b"\0" * 8192, headers=multipart)
+    assert_problem(too_long, 413, "upload_too_large")  # refused by its Content-Length, before any route
+    # the metrics count what the clients got: both 413s (they saw FastAPI's 400 for the cut-off
+    # form, and nothing at all for the refused Content-Length, before the fix)
+    text = client.get("/metrics").text
+    assert 'instyle_http_requests_total{method="POST",route="/v1/stylize",status="413"} 1' in text
+    assert 'instyle_http_requests_total{method="POST",route="unmatched",status="413"} 1' in text
+    assert 'status="400"' not in text
 
 
 def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
