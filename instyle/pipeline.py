@@ -18,6 +18,7 @@ from model_store.manifest import ArtifactInfo, StyleImageInfo, StyleManifest
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
 from stylenet.evaluation import contrast_sensitivity, style_content_distances
+from stylenet.exceptions import TrainingStopped
 from stylenet.export import ARTIFACT_FILE, ARTIFACT_FORMAT, export_generator
 from stylenet.imageio import encode_image, image_to_tensor, load_image, resize_max
 from stylenet.inference import stylize_image
@@ -76,6 +77,11 @@ def write_report(result: TrainResult, style: Image.Image, photos: Sequence[Image
     preview_grid(result.generator, photos, style).save(out / "preview_grid.png")
 
 
+def _stop_if_asked(should_stop: Callable[[], bool] | None, when: str) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingStopped(f"training stopped {when}; nothing was published")
+
+
 def train_and_publish(
     *,
     photos: str | Path,
@@ -103,6 +109,7 @@ def train_and_publish(
         dataset, style_img, config, recipe, device=dev, checkpoint_path=ckpt, resume=resume, callback=callback,
         should_stop=should_stop,
     )  # fmt: skip
+    _stop_if_asked(should_stop, "after training")
     previews = [load_image(p) for p in preview_photos]
     report = report_dir or (checkpoint_dir if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="instyle-")))
     write_report(result, style_img, previews, report, title=f"{name}: {config.arch}/{config.norm}")
@@ -150,5 +157,7 @@ def train_and_publish(
             preview="preview.jpg" if previews else "",
             torch_version=torch.__version__,
         )
+        # the last chance to honour a cancel: export and evaluation take seconds to minutes
+        _stop_if_asked(should_stop, "before publishing")
         resolved = catalog.publish(manifest, files)
     return PublishedStyle(resolved=resolved, result=result, report_dir=report)

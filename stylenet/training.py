@@ -22,10 +22,10 @@ from torch import nn
 
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
-from stylenet.exceptions import CheckpointError, TrainingStopped
+from stylenet.exceptions import CheckpointError, InvalidImage, TrainingStopped
 from stylenet.fast import cpu_has_native_bf16
 from stylenet.generator import build_generator
-from stylenet.imageio import image_to_tensor, resize_max
+from stylenet.imageio import fit_size, image_to_tensor, resize_max
 from stylenet.losses import LossWeights, PerceptualLoss
 from stylenet.recipe import TrainRecipe
 from stylenet.vgg import FeatureExtractor, load_vgg
@@ -111,6 +111,24 @@ def load_checkpoint(path: Path, cfg: GeneratorConfig, recipe: TrainRecipe) -> di
     return state
 
 
+#: The style image's short side, once fitted to ``recipe.style_size``, must be at least this
+#: many pixels: VGG's style layers pool it three times (to relu4_1), and below 8 px the pooling
+#: fails outright; a few pixels' Gram matrices would say little about a painting anyway. The API
+#: refuses such uploads before queueing (``service.training.MIN_STYLE_SIDE``, the same value).
+MIN_STYLE_SIDE = 32
+
+
+def check_style_image(size: tuple[int, int], style_size: int) -> None:
+    """Raise ``InvalidImage`` if a style image of ``size`` (width, height) is too small to train
+    on at ``style_size`` (``MIN_STYLE_SIDE``)."""
+    fitted = size if max(size) <= style_size else fit_size(size, style_size)
+    if min(fitted) < MIN_STYLE_SIDE:
+        raise InvalidImage(
+            f"the style image is {size[0]}x{size[1]} px, {fitted[0]}x{fitted[1]} once fitted to style_size "
+            f"{style_size}: its short side needs at least {MIN_STYLE_SIDE} px"
+        )
+
+
 def train(
     photos: str | Path | PhotoDataset,
     style_image: Image.Image,
@@ -130,6 +148,7 @@ def train(
     ``should_stop`` is asked before every iteration; when it answers True, ``TrainingStopped``
     is raised (the last checkpoint stays for a later resume).
     """
+    check_style_image(style_image.size, recipe.style_size)  # before the photos and VGG load
     dev = pick_device(str(device) if device is not None else None)
     dataset = photos if isinstance(photos, PhotoDataset) else PhotoDataset(photos, recipe.image_size, recipe.crop_scale)
     if extractor is None:

@@ -120,6 +120,11 @@ def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
     return result[0]
 
 
+def built_context() -> WorkerContext | None:
+    """The context built at start, if one was (``current_context`` builds one otherwise)."""
+    return _context
+
+
 def current_context() -> WorkerContext:
     """The context built at start; job functions run outside a worker build one from the env."""
     if _context is None:

@@ -89,11 +89,21 @@ def pass_reporter(redis: Redis, job: Job | None) -> Callable[[float], None] | No
     return report
 
 
+#: Failures that would fail again on any worker: a job that ends with one is not retried, even
+#: with retries left (``Retry`` is there for workers lost mid-job). ``train_data_missing`` is
+#: not among them: another train worker may have the photos this one lacks.
+FINAL_CODES = frozenset(
+    {ErrorCode.invalid_image, ErrorCode.invalid_recipe, ErrorCode.input_expired, ErrorCode.canceled}
+)
+
+
 def fail_job(code: ErrorCode, message: str) -> JobFailure:
     job = get_current_job()
     if job is not None:
         job.meta["error"] = {"code": code.value, "message": message}
         job.save_meta()
+        if code in FINAL_CODES:
+            job.retries_left = None  # the worker's own instance: RQ reads it when the job fails
     return JobFailure(code, message)
 
 

@@ -31,7 +31,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
-from instyle.protocol import QUEUE_STYLIZE, ErrorCode
+from instyle.protocol import QUEUE_STYLIZE, QUEUE_TRAIN, ErrorCode
 from stylenet import buffers
 from stylenet.config import release_openmp_pool, set_openmp_threads
 
@@ -157,6 +157,24 @@ class InstyleWorker(SimpleWorker):
                 return result
             release_idle_arena()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, then, on a train worker, the checkpoint folders of training jobs
+        that ended for good (``worker.training.sweep_work_dirs``). A failed sweep is logged; the
+        worker carries on."""
+        super().clean_registries()
+        if QUEUE_TRAIN not in self.queue_names():
+            return
+        try:
+            from worker.context import built_context
+            from worker.training import sweep_work_dirs
+
+            ctx = built_context()
+            writable = ctx.cache.catalog.writable if ctx is not None else None
+            if writable is not None:
+                sweep_work_dirs(self.connection, writable.root)
+        except Exception:
+            log.warning("could not sweep the training checkpoints", exc_info=True)
 
     def unsubscribe(self) -> None:
         """RQ's, with the pubsub thread's running flag cleared *before* UNSUBSCRIBE goes out.

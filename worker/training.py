@@ -7,7 +7,8 @@
   never declared abandoned, while a dead worker's job is, once its lease runs out.
 * Checkpoints go to the writable store's work area (``<store>/.work/<job id>/``), which any
   train worker sharing the store can read: a retried job resumes where the last one stopped.
-* ``DELETE /v1/jobs/{id}`` is honoured before the next iteration; nothing is published.
+* ``DELETE /v1/jobs/{id}`` is honoured before the next iteration, and up to the publish
+  (``instyle.pipeline.train_and_publish``); nothing is published.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
 from rq import get_current_job
+from rq.job import JOB_ID_PATTERN as JOB_ID_RE
+from rq.job import Job
 from torch import nn
 
 from instyle.assets import sample_photos
@@ -43,6 +47,33 @@ PREVIEW_TTL_S = 24 * 3600
 REPORT_EVERY_S = 1.0
 #: Points of (iteration, total loss) kept in the job status for the live loss curve.
 LOSS_HISTORY_POINTS = 240
+
+
+#: RQ statuses of a job that will not run again: its checkpoint folder can go.
+_ENDED_FOR_GOOD = frozenset({b"failed", b"stopped", b"canceled"})
+
+
+def sweep_work_dirs(redis: Redis, root: Path) -> list[str]:
+    """Remove the checkpoint folders (``<root>/.work/<job id>/``) of training jobs that ended
+    for good without cleaning up after themselves: a job that failed on its last attempt for a
+    reason nobody expected keeps its folder (earlier attempts resume from it), and a job whose
+    worker died with no retries left is failed by the registry cleanup, far from its folder.
+    Folders of jobs that are queued, running or unknown (``instyle train --checkpoint-dir``
+    also works under ``.work``) are left alone. Run by train workers' maintenance
+    (``worker.runner.InstyleWorker.clean_registries``); returns the job ids removed."""
+    work = root / ".work"
+    if not work.is_dir():
+        return []
+    removed = []
+    for entry in sorted(work.iterdir()):
+        if not entry.is_dir() or not JOB_ID_RE.fullmatch(entry.name):
+            continue
+        if redis.hget(Job.key_for(entry.name), "status") in _ENDED_FOR_GOOD:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    if removed:
+        log.info("removed the checkpoints of %d ended training job(s): %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def train_style(payload: dict[str, Any]) -> dict[str, Any]:

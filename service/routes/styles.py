@@ -16,7 +16,7 @@ from model_store.ids import parse_style_ref, validate_style_id
 from service.auth import ApiKey
 from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnknown
-from service.training import TrainRequest
+from service.training import MIN_STYLE_SIDE, TrainRequest, fitted_short_side
 from service.uploads import inspect_upload
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
@@ -146,8 +146,13 @@ async def train_style(
     if state.catalog.versions(name) and not replace:
         raise StyleExists(f"style {name!r} exists; send replace=true to publish a new version")
     data = await style_image.read()
-    await run_in_threadpool(inspect_upload, data, state.settings.max_pixels)
+    info = await run_in_threadpool(inspect_upload, data, state.settings.max_pixels)
     generator, recipe = req.resolve()
+    if (short := fitted_short_side(info.width, info.height, recipe["style_size"])) < MIN_STYLE_SIDE:
+        raise InvalidField(
+            f"style_image: {info.width}x{info.height} px, whose short side is {short} px once fitted to "
+            f"style_size {recipe['style_size']}; at least {MIN_STYLE_SIDE} px are needed"
+        )
     job = state.jobs.enqueue_train(data, name, title, generator, recipe)
     status_url = str(request.url_for("get_job", job_id=job.id))
     body = TrainAccepted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.app import create_app
 from service.settings import ServiceSettings
@@ -118,6 +120,14 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
         "/v1/styles", files={"style_image": ("s.jpg", b"nope", "image/jpeg")}, data={"name": "y"}, headers=AUTH
     )
     assert r.status_code == 415
+    for size in [(1, 1), (2000, 60)]:  # too small to train on once fitted to style_size (256 px: 2000x8)
+        painting = io.BytesIO()
+        Image.new("RGB", size).save(painting, "PNG")
+        r = api.post(
+            "/v1/styles", files={"style_image": ("s.png", painting.getvalue(), "image/png")}, data={"name": "y"},
+            headers=AUTH,
+        )  # fmt: skip
+        assert r.status_code == 422 and "style_image" in r.json()["detail"], r.text
     assert api.delete("/v1/styles/tiny").status_code == 401
     assert api.delete("/v1/styles/tiny", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert api.delete("/v1/styles/missing", headers=AUTH).status_code == 404

@@ -179,3 +179,27 @@ def test_should_stop_interrupts_and_keeps_the_checkpoint(
         train(small_photos, style_image, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt,
               should_stop=lambda: next(calls) >= 4)  # fmt: skip
     assert torch.load(ckpt, weights_only=True)["iteration"] == 3
+
+
+def test_a_style_image_too_small_to_train_on_is_refused_before_anything_loads(
+    small_photos: Path, tiny_extractor: torch.nn.Module
+) -> None:
+    """A 1x1 painting reached VGG's pooling and failed there ("Output size is too small")."""
+    from service.training import MIN_STYLE_SIDE as API_MIN_STYLE_SIDE
+    from service.training import fitted_short_side
+    from stylenet.exceptions import InvalidImage
+    from stylenet.imageio import fit_size
+    from stylenet.training import MIN_STYLE_SIDE, check_style_image
+
+    assert API_MIN_STYLE_SIDE == MIN_STYLE_SIDE  # the API refuses what the worker would
+    for size, style_size in [((1, 1), 256), ((31, 400), 512), ((1000, 40), 256), ((2000, 20), 2000)]:
+        with pytest.raises(InvalidImage, match=f"at least {MIN_STYLE_SIDE} px"):
+            check_style_image(size, style_size)
+    for size, style_size in [((32, 32), 256), ((1000, 125), 256), ((4000, 3000), 48)]:
+        check_style_image(size, style_size)
+    for width in range(1, 300, 7):  # the API's rounding is fit_size's
+        for height, style_size in [(13, 64), (250, 100), (299, 299)]:
+            fitted = (width, height) if max(width, height) <= style_size else fit_size((width, height), style_size)
+            assert fitted_short_side(width, height, style_size) == min(fitted)
+    with pytest.raises(InvalidImage):
+        train(small_photos, Image.new("RGB", (40, 8)), SMALL, _recipe(), extractor=tiny_extractor)

@@ -312,3 +312,59 @@ def test_unsubscribe_does_not_wait_out_the_pubsub_threads_minute(redis_url: str)
     stopper.join(15)
     assert not stopper.is_alive(), "unsubscribe waited on the pubsub thread's 60 s read"
     assert not thread.is_alive() and time.monotonic() - started < 5
+
+
+def fails_with(code: str) -> None:
+    """A job that fails as ``code`` says (run by dotted path, below)."""
+    from rq import get_current_job
+
+    from instyle.protocol import ErrorCode
+    from worker.jobs import fail_job
+
+    job = get_current_job()
+    assert job is not None
+    job.connection.incr(f"runs:{job.id}")
+    raise fail_job(ErrorCode(code), f"failed as {code}")
+
+
+@pytest.mark.parametrize(("code", "attempts"), [("invalid_image", 1), ("invalid_recipe", 1), ("internal", 3)])
+def test_a_failure_that_would_fail_again_is_not_retried(code: str, attempts: int) -> None:
+    """``Retry`` is for lost workers and the unexpected: a style image too small to train on
+    failed three times as ``internal`` before (three VGG loads, three warnings)."""
+    from rq import Retry
+    from rq.job import Job
+
+    redis = fakeredis.FakeRedis()
+    queue = Queue("train", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.worker.test_runner.fails_with", code, retry=Retry(max=2))
+    InstyleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED and job.meta["error"]["code"] == code
+    assert int(redis.get(f"runs:{job.id}")) == attempts
+
+
+def test_train_workers_sweep_the_checkpoints_of_jobs_that_ended_for_good(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import worker.context
+
+    redis = fakeredis.FakeRedis()
+    queue = Queue("train", connection=redis, serializer=JSONSerializer)
+    jobs = {status: queue.enqueue("builtins.print") for status in ("failed", "stopped", "queued", "started")}
+    for status, job in jobs.items():
+        redis.hset(job.key, "status", status)
+    names = [*(job.id for job in jobs.values()), "a" * 32, "my-style"]  # no such job: left alone
+    for name in names:
+        (tmp_path / ".work" / name).mkdir(parents=True)
+        (tmp_path / ".work" / name / "checkpoint.pt").write_bytes(b"x")
+    store = SimpleNamespace(cache=SimpleNamespace(catalog=SimpleNamespace(writable=SimpleNamespace(root=tmp_path))))
+    monkeypatch.setattr(worker.context, "_context", store)
+    InstyleWorker([queue], connection=redis, serializer=JSONSerializer).clean_registries()
+    left = sorted(p.name for p in (tmp_path / ".work").iterdir())
+    assert left == sorted([jobs["queued"].id, jobs["started"].id, "a" * 32, "my-style"])
+    stylize = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    redis.hset(jobs["queued"].key, "status", "failed")
+    InstyleWorker([stylize], connection=redis, serializer=JSONSerializer).clean_registries()  # not a train worker
+    assert (tmp_path / ".work" / jobs["queued"].id).is_dir()
