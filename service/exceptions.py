@@ -63,7 +63,14 @@ class QueueFull(ServiceError):
 
 
 class InvalidField(ServiceError):
+    """One or more fields refused by the service's own checks; ``errors`` lists them as
+    ``{field, message}``, the shape of FastAPI's own 422s (``service.problems``)."""
+
     code, status, title = "invalid_field", 422, "Invalid field"
+
+    def __init__(self, *errors: tuple[str, str]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+        self.errors = [{"field": field, "message": message} for field, message in errors]
 
 
 class JobNotCancelable(ServiceError):

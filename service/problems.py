@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.exceptions import QueueFull, ServiceError
+from service.exceptions import InvalidField, QueueFull, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,20 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large", 401: "unauthorized"}
+_HTTP_CODES = {
+    400: "bad_request",  # e.g. a multipart body that does not parse
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "upload_too_large",
+}
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        response = problem(exc.status, exc.code, exc.title, exc.detail)
+        extra = {"errors": exc.errors} if isinstance(exc, InvalidField) else {}
+        response = problem(exc.status, exc.code, exc.title, exc.detail, **extra)
         if isinstance(exc, QueueFull):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
@@ -43,12 +51,16 @@ def install(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "invalid_field", "Invalid request", detail, errors=errors)
+        return problem(422, InvalidField.code, InvalidField.title, detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        try:
+            title = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            title = str(exc.detail)
+        return problem(exc.status_code, code, title, str(exc.detail))
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

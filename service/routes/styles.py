@@ -90,7 +90,7 @@ def get_style(style_ref: str, state: State) -> dict[str, Any]:
 
 
 @router.get("/{style_ref}/preview", response_class=FileResponse)
-def get_preview(style_ref: str, state: State, kind: str = "preview") -> FileResponse:
+def get_preview(style_ref: str, state: State, kind: Literal["preview", "style"] = "preview") -> FileResponse:
     resolved = _resolve(state, style_ref)
     name = resolved.manifest.style_image.file if kind == "style" else resolved.manifest.preview
     path = resolved.file(name) if name else None
@@ -133,7 +133,7 @@ async def train_style(
     try:
         validate_style_id(name)
     except InvalidStyleId as exc:
-        raise InvalidField(f"name: {exc}") from None
+        raise InvalidField(("name", str(exc))) from None
     try:
         req = TrainRequest(
             preset=preset, arch=arch, norm=norm, width=width, iterations=iterations, image_size=image_size,
@@ -141,8 +141,7 @@ async def train_style(
             style_weight=style_weight, tv_weight=tv_weight,
         )  # fmt: skip
     except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidField(fields) from None
+        raise InvalidField(*((".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors())) from None
     if state.catalog.versions(name) and not replace:
         raise StyleExists(f"style {name!r} exists; send replace=true to publish a new version")
     data = await style_image.read()
@@ -150,8 +149,11 @@ async def train_style(
     generator, recipe = req.resolve()
     if (short := fitted_short_side(info.width, info.height, recipe["style_size"])) < MIN_STYLE_SIDE:
         raise InvalidField(
-            f"style_image: {info.width}x{info.height} px, whose short side is {short} px once fitted to "
-            f"style_size {recipe['style_size']}; at least {MIN_STYLE_SIDE} px are needed"
+            (
+                "style_image",
+                f"{info.width}x{info.height} px, whose short side is {short} px once fitted to style_size "
+                f"{recipe['style_size']}; at least {MIN_STYLE_SIDE} px are needed",
+            )
         )
     job = state.jobs.enqueue_train(data, name, title, generator, recipe)
     status_url = str(request.url_for("get_job", job_id=job.id))

@@ -46,14 +46,14 @@ async def stylize(
 ) -> Response:
     settings = state.settings
     if wait > settings.max_wait_s:
-        raise InvalidField(f"wait: at most {settings.max_wait_s:g} seconds")
+        raise InvalidField(("wait", f"at most {settings.max_wait_s:g} seconds"))
     size = settings.default_max_size if max_size is None else max_size
     if size > settings.max_size_cap:
-        raise InvalidField(f"max_size: at most {settings.max_size_cap} px on this server")
+        raise InvalidField(("max_size", f"at most {settings.max_size_cap} px on this server"))
     try:
         resolved = state.catalog.resolve(style)
     except InvalidStyleId as exc:
-        raise InvalidField(f"style: {exc}") from None
+        raise InvalidField(("style", str(exc))) from None
     except StyleNotFound as exc:
         raise StyleUnknown(str(exc)) from None
     data = await image.read()

@@ -104,16 +104,28 @@ def test_bad_uploads(make_client: MakeClient) -> None:
 
 
 def test_bad_fields(client: TestClient) -> None:
+    """Every 422, FastAPI's own or the service's checks, has one shape: ``errors`` names each field."""
+    titles = set()
+
+    def invalid(response: object, field: str) -> None:
+        body = assert_problem(response, 422, "invalid_field")
+        assert field in str(body["detail"]) and field in [e["field"] for e in body["errors"]], body  # type: ignore[union-attr]
+        titles.add(body["title"])
+
     assert_problem(post(client, png(), style="no-such-style"), 404, "style_not_found")
-    assert_problem(post(client, png(), style="Bad/Id"), 422, "invalid_field")
+    invalid(post(client, png(), style="Bad/Id"), "style")
     for field, value in [("format", "gif"), ("quality", "0"), ("max_size", "5"), ("preserve_color", "maybe")]:
-        body = assert_problem(post(client, png(), **{field: value}), 422, "invalid_field")
-        assert field in str(body["detail"])
-    assert_problem(post(client, png(), max_size="99999"), 422, "invalid_field")
+        invalid(post(client, png(), **{field: value}), field)
+    invalid(post(client, png(), max_size="99999"), "max_size")
     r = client.post("/v1/stylize?wait=99", files={"image": ("a.png", png(), "image/png")}, data={"style": "tiny"})
-    assert_problem(r, 422, "invalid_field")
-    r = client.post("/v1/stylize", data={"style": "tiny"})
-    assert_problem(r, 422, "invalid_field")
+    invalid(r, "wait")
+    invalid(client.post("/v1/stylize", data={"style": "tiny"}), "image")
+    invalid(client.get("/v1/styles/tiny/preview?kind=bogus"), "kind")
+    assert titles == {"Invalid field"}
+    # a body that does not parse as multipart: a named code and the status's own title
+    r = client.post("/v1/stylize", content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data"})
+    body = assert_problem(r, 400, "bad_request")
+    assert body["title"] == "Bad Request"
 
 
 def test_queue_cap_answers_429(make_client: MakeClient) -> None:
