@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/alpha to RGB (alpha on white).
+    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/float/alpha to RGB (alpha on white).
 
     Takes ``img`` over (``load_image`` hands it a photo it has just decoded): the orientation
     is applied in place, and an RGB photo comes back as itself. Copying it twice, as
@@ -30,10 +30,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if getattr(img, "is_animated", False):
         img.seek(0)
     ImageOps.exif_transpose(img, in_place=True)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        img = Image.fromarray(_grey_bytes(img), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("RGB", "L") and "transparency" in img.info):
@@ -43,6 +41,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB" and not getattr(img, "is_animated", False):
         return img  # (an animated one is copied: its frames keep its file open)
     return img.convert("RGB")
+
+
+def _grey_bytes(img: Image.Image) -> np.ndarray:
+    """A one-channel image of more than 8 bits, as 8-bit grey.
+
+    ``I;16*`` modes are 16-bit whatever their values (a dark 16-bit photo stays dark); float
+    (``F``) images are taken to be in [0, 1] when they fit it, as float pixels conventionally
+    are (``convert`` clipped them to 0..1 of 255: black); 32-bit integers (``I``) and larger
+    floats by their range: 8-bit values if they fit, else 16-bit.
+    """
+    arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(arr.max()) if arr.size else 0.0
+    if img.mode.startswith("I;16"):
+        peak = 65535.0
+    elif img.mode == "F" and top <= 1.0:
+        peak = 1.0
+    else:
+        peak = 255.0 if top <= 255 else 65535.0
+    return np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def load_image(source: str | Path | bytes) -> Image.Image:

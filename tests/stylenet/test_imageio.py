@@ -55,6 +55,10 @@ def test_an_rgb_photo_is_not_copied_and_orientation_applies_once() -> None:
         (Image.new("LA", (4, 4), (0, 255)), "PNG", (0, 0, 0)),
         (Image.new("CMYK", (4, 4), (0, 0, 0, 0)), "JPEG", (255, 255, 255)),
         (Image.new("I;16", (4, 4), 65535), "PNG", (255, 255, 255)),
+        (Image.new("I;16", (4, 4), 200), "PNG", (1, 1, 1)),  # a dark 16-bit photo: was 200 of 255
+        (Image.new("F", (4, 4), 0.5), "TIFF", (128, 128, 128)),  # float in [0, 1]: was black
+        (Image.new("F", (4, 4), 1000.0), "TIFF", (4, 4, 4)),  # float beyond 255: a 16-bit range
+        (Image.new("I", (4, 4), 100), "TIFF", (100, 100, 100)),  # 32-bit ints in 8-bit range
         (Image.new("P", (4, 4), 0), "GIF", (0, 0, 0)),
     ],
 )
