@@ -127,7 +127,7 @@ def mosaic(size: int, tile: int = 256) -> torch.Tensor:
     return image_to_tensor(canvas).unsqueeze(0)
 
 
-IMAGES = ("enlarged", "mosaic")
+IMAGES = ("enlarged", "mosaic", "flat")
 
 
 def add_image_option(p: argparse.ArgumentParser) -> None:
@@ -135,12 +135,15 @@ def add_image_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image", choices=IMAGES, default="enlarged",
         help="enlarged: the benchmark photo resized to each size; mosaic: native-resolution 256-px crops "
-        "of the bundled photos, the pixel-level detail of a real photo that large",
+        "of the bundled photos, the pixel-level detail of a real photo that large; flat: one mid-grey, "
+        "no detail at all (where instance norm has only rounding to normalize)",
     )  # fmt: skip
 
 
 def bench_image(kind: str, size: int) -> torch.Tensor:
     """The (1, 3, size, size) test image of ``kind`` (one of ``IMAGES``)."""
+    if kind == "flat":
+        return torch.full((1, 3, size, size), 128 / 255)
     return photo(size) if kind == "enlarged" else mosaic(size)
 
 

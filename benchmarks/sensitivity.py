@@ -9,7 +9,8 @@ together, a lower bf16 PSNR is the network's own sensitivity, not the engine's e
 next column is the bf16 engine tiled (``stylenet.tiling``) against the same engine untiled,
 and the last the tiled bf16 engine (the worker's path above 4.2 MP) against float32.
 ``--float64`` adds the eager float32 model against a float64 run (slow: ~40 s at 1024²).
-``--image mosaic`` uses native-resolution crops instead of one enlarged photo.
+``--image mosaic`` uses native-resolution crops instead of one enlarged photo, ``--image flat`` a
+uniform grey (no detail: the network then normalizes rounding, whatever computes it).
 """
 
 from __future__ import annotations

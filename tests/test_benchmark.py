@@ -63,6 +63,10 @@ def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-u
         for row in rows:
             moved, tiled, worker = (float(row.split("|")[k]) for k in (2, 4, 5))
             assert 20 < moved < 999 and tiled > 40 and worker > 30  # noise moves the output; tiling does not
+    # a uniform grey: a thousandth of a grey level moves even float32's output by far more
+    assert sensitivity.main(["--sizes", "32", "--image", "flat", "--noise", "0.001"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32²"))
+    assert float(row.split("|")[2]) < 30
 
 
 def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-untyped-def]
