@@ -6,21 +6,26 @@ arguments.
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from stylenet.exceptions import InvalidImage
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; first frame; palette/LA/CMYK/16-bit/float/alpha to RGB (alpha on white).
+    """EXIF orientation applied; first frame; colours in sRGB (``to_srgb``); palette/LA/CMYK/16-bit/float/alpha
+    to RGB (alpha on white).
 
     Takes ``img`` over (``load_image`` hands it a photo it has just decoded): the orientation
     is applied in place, and an RGB photo comes back as itself. Copying it twice, as
@@ -30,6 +35,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if getattr(img, "is_animated", False):
         img.seek(0)
     ImageOps.exif_transpose(img, in_place=True)
+    img = to_srgb(img)
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         img = Image.fromarray(_grey_bytes(img), "L")
     if img.mode == "P":
@@ -41,6 +47,39 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB" and not getattr(img, "is_animated", False):
         return img  # (an animated one is copied: its frames keep its file open)
     return img.convert("RGB")
+
+
+def to_srgb(img: Image.Image) -> Image.Image:
+    """An RGB or CMYK image tagged with an ICC profile other than sRGB (a phone's Display P3, a
+    camera's Adobe RGB, a print CMYK), converted to sRGB: the generators were trained on sRGB
+    photos, and their output goes out untagged, which every viewer reads as sRGB. Read as
+    sRGB instead, a wide-gamut photo loses its saturation. Untagged and sRGB-tagged images come
+    back as they are; a profile that does not parse is ignored (logged)."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "CMYK"):
+        return img
+    transform = _srgb_transform(bytes(icc), img.mode)
+    if transform is None:
+        return img
+    out = ImageCms.applyTransform(img, transform)
+    assert out is not None  # None only with inPlace=True
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from profile ``icc`` to sRGB for ``mode`` images; None for an sRGB profile
+    or one that cannot be used. Cached: a phone's photos all carry the same profile."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return None
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        intent = ImageCms.Intent.RELATIVE_COLORIMETRIC
+        return ImageCms.buildTransform(profile, srgb, mode, "RGB", renderingIntent=intent)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.info("ignoring an embedded ICC profile that cannot be used: %s", exc)
+        return None
 
 
 def _grey_bytes(img: Image.Image) -> np.ndarray:

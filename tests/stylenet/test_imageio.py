@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -187,3 +188,49 @@ def test_a_nearly_square_jpeg_keeps_its_orientation_at_a_reduced_scale(orientati
     width, height = resize_max(load_image(data), 120).size
     assert {width, height} == {119, 120}
     assert load_pixels(data, 120).shape == (height, width, 3)
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def icc_profile(primaries: tuple[tuple[float, float, float], ...], gamma: float, name: str) -> bytes:
+    """A minimal ICC v2 RGB display profile: D50 XYZ primaries, one gamma for every channel."""
+
+    def xyz(v: tuple[float, float, float]) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(_s15(c) for c in v)
+
+    text = name.encode() + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 78  # no Unicode, no ScriptCode
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [
+        (b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(primaries[0])),
+        (b"gXYZ", xyz(primaries[1])), (b"bXYZ", xyz(primaries[2])), (b"rTRC", curve), (b"gTRC", curve),
+        (b"bTRC", curve), (b"cprt", b"text\0\0\0\0public domain\0"),
+    ]  # fmt: skip
+    start = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", start + len(data), len(body))
+        data += body
+    header = struct.pack(">I4sI4s4s4s", start + len(data), b"lcms", 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+    header += b"\0" * 12 + b"acsp" + b"\0" * 28 + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 48
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+#: sRGB's primaries adapted to D50, with gamma 1: the same colours as sRGB, stored linearly.
+LINEAR_SRGB = icc_profile(((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)), 1.0, "lin")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_colours_are_converted_to_srgb_from_an_embedded_profile(fmt: str) -> None:
+    """Mid-grey stored linearly is sRGB's 188: a tagged photo read as sRGB lost its colours."""
+    from PIL import ImageCms
+
+    grey = Image.new("RGB", (16, 16), (128, 128, 128))
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for icc, expected in [(LINEAR_SRGB, 188), (srgb, 128), (None, 128), (b"not a profile", 128)]:
+        data = _bytes(grey, fmt, **({"icc_profile": icc} if icc else {}))
+        for decoded in (np.asarray(load_image(data)), load_pixels(data).numpy()):
+            assert decoded[8, 8] == pytest.approx([expected] * 3, abs=2), (icc and icc[:8], fmt)
