@@ -8,7 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +21,52 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "/problems/"  # relative URI references (RFC 9457 section 3.1.1)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every 4xx and 5xx (``application/problem+json``)."""
+
+    type: str = Field(description="a relative URI naming the problem: /problems/<code>")
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong with this request, for people")
+    code: str = Field(description="stable machine-readable reason, e.g. style_not_found, queue_full")
+    errors: list[FieldError] | None = Field(default=None, description="422 only: each refused field")
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: the problem statuses it answers, each documented in the OpenAPI
+    schema as a ``Problem`` in ``application/problem+json`` (``problem_openapi``)."""
+    return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
+
+
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI schema with what the API really sends on errors: every 4xx/5xx of every
+    operation is a ``Problem`` in ``application/problem+json`` (FastAPI documents its 422 as
+    ``HTTPValidationError`` in JSON), and every operation may answer 500."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(problem_schema.pop("$defs", {}))
+        components["Problem"] = problem_schema
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("500", {"description": HTTPStatus(500).phrase})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = content
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -36,6 +84,8 @@ _HTTP_CODES = {
 
 
 def install(app: FastAPI) -> None:
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         extra = {"errors": exc.errors} if isinstance(exc, InvalidField) else {}

@@ -13,7 +13,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY, QUEUES
 from service.deps import State
-from service.problems import PROBLEM_JSON, TYPE_BASE
+from service.problems import PROBLEM_JSON, TYPE_BASE, documented
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +23,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=documented(503))
 def readyz(state: State) -> JSONResponse:
     checks: dict[str, dict[str, Any]] = {}
     try:

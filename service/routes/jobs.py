@@ -7,11 +7,12 @@ from fastapi.responses import Response
 
 from service.deps import State
 from service.jobs import JobView, server_timing
+from service.problems import documented
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}", response_model=JobView, name="get_job")
+@router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404, 410))
 def get_job(job_id: str, request: Request, state: State) -> JobView:
     job = state.jobs.fetch(job_id)
     return state.jobs.view(
@@ -21,21 +22,29 @@ def get_job(job_id: str, request: Request, state: State) -> JobView:
     )
 
 
-@router.get("/{job_id}/preview", name="get_job_preview", responses={200: {"content": {"image/jpeg": {}}}})
+@router.get(
+    "/{job_id}/preview",
+    name="get_job_preview",
+    responses={200: {"content": {"image/jpeg": {}}}, **documented(404, 410)},
+)
 def get_job_preview(job_id: str, state: State) -> Response:
     """A stylized sample from the current weights of a training job (refreshed periodically)."""
     data = state.jobs.preview(state.jobs.fetch(job_id))
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/{job_id}/result", name="get_job_result", responses={200: {"content": {"image/jpeg": {}}}})
+@router.get(
+    "/{job_id}/result",
+    name="get_job_result",
+    responses={200: {"content": {"image/jpeg": {}}}, **documented(404, 409, 410)},
+)
 def get_job_result(job_id: str, state: State) -> Response:
     data, content_type, model_ms = state.jobs.result(state.jobs.fetch(job_id))
     headers = {"Cache-Control": "private, max-age=3600", **server_timing(model_ms)}
     return Response(data, media_type=content_type, headers=headers)
 
 
-@router.delete("/{job_id}", response_model=JobView)
+@router.delete("/{job_id}", response_model=JobView, responses=documented(404, 409, 410))
 def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     job = state.jobs.fetch(job_id)
     state.jobs.cancel(job)

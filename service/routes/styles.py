@@ -16,6 +16,7 @@ from model_store.ids import parse_style_ref, validate_style_id
 from service.auth import ApiKey
 from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnknown
+from service.problems import documented
 from service.training import MIN_STYLE_SIDE, TrainRequest, fitted_short_side
 from service.uploads import inspect_upload
 
@@ -73,7 +74,7 @@ def list_styles(state: State) -> list[dict[str, Any]]:
     return [_summary(s.latest, list(s.versions)) for s in state.catalog.styles()]
 
 
-@router.get("/{style_ref}", response_model=StyleDetail)
+@router.get("/{style_ref}", response_model=StyleDetail, responses=documented(404))
 def get_style(style_ref: str, state: State) -> dict[str, Any]:
     resolved = _resolve(state, style_ref)
     m = resolved.manifest
@@ -89,7 +90,7 @@ def get_style(style_ref: str, state: State) -> dict[str, Any]:
     }
 
 
-@router.get("/{style_ref}/preview", response_class=FileResponse)
+@router.get("/{style_ref}/preview", response_class=FileResponse, responses=documented(404))
 def get_preview(style_ref: str, state: State, kind: Literal["preview", "style"] = "preview") -> FileResponse:
     resolved = _resolve(state, style_ref)
     name = resolved.manifest.style_image.file if kind == "style" else resolved.manifest.preview
@@ -108,7 +109,9 @@ class TrainAccepted(BaseModel):
     recipe: dict[str, Any]
 
 
-@router.post("", status_code=202, response_model=TrainAccepted)
+@router.post(
+    "", status_code=202, response_model=TrainAccepted, responses=documented(400, 401, 403, 409, 413, 415, 422, 429, 503)
+)
 async def train_style(
     request: Request,
     state: State,
@@ -163,7 +166,7 @@ async def train_style(
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": status_url})
 
 
-@router.delete("/{style_ref}", status_code=204)
+@router.delete("/{style_ref}", status_code=204, responses=documented(401, 403, 404, 409))
 def delete_style(style_ref: str, state: State, _auth: ApiKey) -> Response:
     try:
         style_id, version = parse_style_ref(style_ref)  # "id@abc" is refused, never read as "all versions"

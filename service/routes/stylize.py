@@ -16,6 +16,7 @@ from model_store.exceptions import InvalidStyleId, StyleNotFound
 from service.deps import State
 from service.exceptions import InvalidField, StyleUnknown
 from service.jobs import server_timing
+from service.problems import documented
 from service.uploads import inspect_upload
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
@@ -32,7 +33,12 @@ class Accepted(BaseModel):
     result_url: str
 
 
-@router.post("/stylize", status_code=202, response_model=Accepted, responses={200: {"content": {"image/jpeg": {}}}})
+@router.post(
+    "/stylize",
+    status_code=202,
+    response_model=Accepted,
+    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 404, 413, 415, 422, 429, 503)},
+)
 async def stylize(
     request: Request,
     state: State,

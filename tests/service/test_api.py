@@ -461,3 +461,25 @@ def test_a_tiled_job_reports_progress_and_stops_mid_pass_when_canceled(
     assert job["status"] == "canceled" and job["error"]["code"] == "canceled"
     assert finished == []  # the pass was abandoned, not run to its end
     assert seen[0] == 0.2 and 0.2 < max(seen) < 0.9  # progress moved on during the pass
+
+
+def test_the_openapi_schema_documents_the_problems_the_api_sends(client: TestClient) -> None:
+    """Errors are documented as they are sent: a ``Problem`` in problem+json, with each route's
+    statuses (FastAPI alone documented only a JSON 422, ``HTTPValidationError``)."""
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert {"type", "title", "status", "detail", "code"} <= set(schema["components"]["schemas"]["Problem"]["required"])
+    stylize = schema["paths"]["/v1/stylize"]["post"]["responses"]
+    assert {"202", "200", "400", "404", "413", "415", "422", "429", "500", "503"} <= set(stylize)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    assert list(response["content"]) == [PROBLEM], (path, method, status)
+                    assert response["content"][PROBLEM]["schema"]["$ref"].endswith("/Problem")
+    assert {"404", "409", "410"} <= set(schema["paths"]["/v1/jobs/{job_id}/result"]["get"]["responses"])
+    # what the API sends matches the schema's Problem
+    from service.problems import Problem
+
+    Problem.model_validate(client.get("/v1/jobs/nope").json())
+    Problem.model_validate(post(client, png(), quality="0").json())
