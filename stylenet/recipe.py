@@ -13,6 +13,19 @@ from stylenet.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
+#: The style image's short side, once fitted to ``style_size``, must be at least this many
+#: pixels: VGG's style layers pool it three times (to relu4_1), and below 8 px the pooling fails
+#: outright; a few pixels' Gram matrices would say little about a painting anyway. So no recipe
+#: has a smaller ``style_size``. The API refuses such uploads before queueing
+#: (``service.training.MIN_STYLE_SIDE``, the same value; that module stays torch-free) and the
+#: worker checks them again (``stylenet.training.check_style_image``).
+MIN_STYLE_SIDE = 32
+#: Seeds go to ``torch.manual_seed``, which takes 64 bits; past this it raises an overflow.
+MAX_SEED = 2**63 - 1
+#: Recipe fields that change when and how often a run reports or checkpoints, not what it
+#: computes: a checkpoint resumes under a recipe that differs from its own only in these.
+BOOKKEEPING_FIELDS: tuple[str, ...] = ("checkpoint_every", "log_every")
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -41,23 +54,24 @@ class TrainRecipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        checks = [
-            ("iterations", 1 <= self.iterations <= 10_000_000),
-            ("batch_size", 1 <= self.batch_size <= 256),
-            ("image_size", 16 <= self.image_size <= 4096),
-            ("style_size", 16 <= self.style_size <= 4096),
-            ("lr", 0 < self.lr < 1),
-            ("content_weight", self.content_weight >= 0),
-            ("style_weight", self.style_weight >= 0),
-            ("tv_weight", self.tv_weight >= 0),
-            ("checkpoint_every", self.checkpoint_every >= 1),
-            ("log_every", self.log_every >= 1),
-            ("precision", self.precision in PRECISIONS),
-            ("crop_scale", 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1),
+        checks = [  # (field, valid, what is valid)
+            ("iterations", 1 <= self.iterations <= 10_000_000, "1 to 10000000"),
+            ("batch_size", 1 <= self.batch_size <= 256, "1 to 256"),
+            ("image_size", 16 <= self.image_size <= 4096, "16 to 4096 px"),
+            ("style_size", MIN_STYLE_SIDE <= self.style_size <= 4096, f"{MIN_STYLE_SIDE} to 4096 px"),
+            ("lr", 0 < self.lr < 1, "between 0 and 1"),
+            ("content_weight", self.content_weight >= 0, ">= 0"),
+            ("style_weight", self.style_weight >= 0, ">= 0"),
+            ("tv_weight", self.tv_weight >= 0, ">= 0"),
+            ("seed", 0 <= self.seed <= MAX_SEED, f"0 to {MAX_SEED}"),
+            ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("log_every", self.log_every >= 1, ">= 1"),
+            ("precision", self.precision in PRECISIONS, " or ".join(PRECISIONS)),
+            ("crop_scale", 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, "0 < low <= high <= 1"),
         ]
-        for name, ok in checks:
+        for name, ok, valid in checks:
             if not ok:
-                raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+                raise ValueError(f"invalid {name}: {getattr(self, name)!r} (valid: {valid})")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,7 +27,7 @@ from stylenet.fast import cpu_has_native_bf16
 from stylenet.generator import build_generator
 from stylenet.imageio import fit_size, image_to_tensor, resize_max
 from stylenet.losses import LossWeights, PerceptualLoss
-from stylenet.recipe import TrainRecipe
+from stylenet.recipe import BOOKKEEPING_FIELDS, MIN_STYLE_SIDE, TrainRecipe
 from stylenet.vgg import FeatureExtractor, load_vgg
 
 log = logging.getLogger(__name__)
@@ -103,24 +103,24 @@ def load_checkpoint(path: Path, cfg: GeneratorConfig, recipe: TrainRecipe) -> di
     if state["config"] != cfg.to_dict():
         raise CheckpointError(f"{path} was written for another generator config: {state['config']}")
     mine, theirs = recipe.to_dict(), dict(state["recipe"])
-    mine.pop("iterations")
-    theirs.pop("iterations", None)
+    for key in ("iterations", *BOOKKEEPING_FIELDS):  # a resume may extend the run or change its bookkeeping
+        mine.pop(key, None)
+        theirs.pop(key, None)
     if mine != theirs:
-        diff = sorted(k for k in mine if mine.get(k) != theirs.get(k))
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise CheckpointError(f"{path} was written with a different recipe (differs in: {', '.join(diff)})")
+    done = int(state["iteration"])
+    if done > recipe.iterations:
+        raise CheckpointError(
+            f"{path} is at iteration {done}, past the {recipe.iterations} iterations asked for: resume with at "
+            f"least {done} iterations, or train anew without resuming"
+        )
     return state
-
-
-#: The style image's short side, once fitted to ``recipe.style_size``, must be at least this
-#: many pixels: VGG's style layers pool it three times (to relu4_1), and below 8 px the pooling
-#: fails outright; a few pixels' Gram matrices would say little about a painting anyway. The API
-#: refuses such uploads before queueing (``service.training.MIN_STYLE_SIDE``, the same value).
-MIN_STYLE_SIDE = 32
 
 
 def check_style_image(size: tuple[int, int], style_size: int) -> None:
     """Raise ``InvalidImage`` if a style image of ``size`` (width, height) is too small to train
-    on at ``style_size`` (``MIN_STYLE_SIDE``)."""
+    on at ``style_size`` (``stylenet.recipe.MIN_STYLE_SIDE``)."""
     fitted = size if max(size) <= style_size else fit_size(size, style_size)
     if min(fitted) < MIN_STYLE_SIDE:
         raise InvalidImage(

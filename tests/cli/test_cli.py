@@ -223,3 +223,37 @@ def test_the_cli_puts_large_tensors_on_huge_pages(tmp_path: Path, setting: str |
     assert proc.returncode == 0, proc.stderr
     huge_kb = int(proc.stdout.strip().splitlines()[-1])
     assert (huge_kb >= 32 << 10) is huge, huge_kb
+
+
+def _user_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Runs ``instyle ARGS`` in this process: exit 2 with one ``instyle: error:`` line; that line."""
+    try:
+        rc = main(list(args))
+    except SystemExit as exc:  # argparse's errors
+        rc = exc.code  # type: ignore[assignment]
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("instyle: error: "), err
+    return lines[0]
+
+
+PHOTO = str(ASSET_PHOTOS / "skimage_coffee.jpg")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "99999999999999999999999"], "invalid seed: 99999999999999999999999 (valid: 0 to"),
+        (["--seed", "-1"], "invalid seed: -1"),
+        (["--style-size", "16"], "invalid style_size: 16 (valid: 32 to 4096 px)"),
+        (["--lr", "nan"], "invalid lr: nan"),
+    ],
+)
+def test_train_flags_are_checked_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    store = tmp_path / "store"
+    base = ["--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok", "--store", str(store)]
+    err = _user_error(capsys, "train", *base, *args)
+    assert message.replace("STORE", str(store)) in err
