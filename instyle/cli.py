@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from model_store.exceptions import StoreError
 from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
@@ -35,6 +36,14 @@ class CLIError(Exception):
     """A user error the CLI reports as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in the CLI's one-line form (``instyle: error: ...``, exit 2), pointing
+    at ``--help`` instead of printing the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"instyle: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -50,8 +59,8 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
     return value
 
 
@@ -66,11 +75,11 @@ def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     from stylenet.config import ARCHS, NORMS, PADDINGS, UPSAMPLES
+    from stylenet.recipe import MAX_SEED, TrainRecipe
     from stylenet.recipe import PRECISIONS as RECIPE_PRECISIONS
-    from stylenet.recipe import TrainRecipe
 
     d = TrainRecipe()
-    parser = argparse.ArgumentParser(prog="instyle", description="Real-time neural style transfer.")
+    parser = _Parser(prog="instyle", description="Real-time neural style transfer.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument(
         "--log-format",
@@ -100,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--content-weight", type=_non_negative_float, default=d.content_weight)
     t.add_argument("--style-weight", type=_non_negative_float, default=d.style_weight)
     t.add_argument("--tv-weight", type=_non_negative_float, default=d.tv_weight)
-    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--seed", type=int, default=d.seed, help=f"random seed, 0 to {MAX_SEED}")
     t.add_argument(
         "--precision", choices=RECIPE_PRECISIONS, default=d.precision,
         help="autocast precision (auto: bf16 where the device computes it natively, else fp32)",
@@ -146,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute precision (auto: bf16 on CPUs with native bf16, fp16 on CUDA; checked against fp32)",
     )  # fmt: skip
     s.add_argument(
-        "--tile-megapixels", type=float, default=None,
+        "--tile-megapixels", type=_non_negative_float, default=None,
         help="run larger images tiled with exact instance-norm statistics (bounded memory); "
         f"default: {TILE_MEGAPIXELS} on a CPU, half the memory of a GPU",
     )  # fmt: skip

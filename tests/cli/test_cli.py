@@ -244,10 +244,28 @@ PHOTO = str(ASSET_PHOTOS / "skimage_coffee.jpg")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--tile-megapixels", "nan"], "expected a finite non-negative number, got 'nan'"),
+        (["--tile-megapixels", "inf"], "expected a finite non-negative number, got 'inf'"),
+        (["--tile-megapixels", "-1"], "expected a finite non-negative number, got '-1'"),
+    ],
+)
+def test_stylize_flags_are_checked_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    args = [a.replace("out/", f"{tmp_path}/out/") for a in args]
+    err = _user_error(capsys, "stylize", PHOTO, "--style", "the-scream", "--store", str(tmp_path / "s"), *args)
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["--seed", "99999999999999999999999"], "invalid seed: 99999999999999999999999 (valid: 0 to"),
         (["--seed", "-1"], "invalid seed: -1"),
         (["--style-size", "16"], "invalid style_size: 16 (valid: 32 to 4096 px)"),
         (["--lr", "nan"], "invalid lr: nan"),
+        (["--style-weight", "inf"], "expected a finite non-negative number, got 'inf'"),
     ],
 )
 def test_train_flags_are_checked_before_training(
@@ -257,3 +275,10 @@ def test_train_flags_are_checked_before_training(
     base = ["--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok", "--store", str(store)]
     err = _user_error(capsys, "train", *base, *args)
     assert message.replace("STORE", str(store)) in err
+
+
+def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _user_error(capsys, "train", "--photos", ".", "--style", "x", "--name", "a", "--iterations", "0")
+    assert err == (
+        "instyle: error: argument --iterations: expected a positive integer, got '0' (see `instyle train --help`)"
+    )
