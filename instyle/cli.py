@@ -22,6 +22,7 @@ from model_store.exceptions import StoreError
 from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
 
 if TYPE_CHECKING:
+    import torch
     from pydantic import ValidationError
     from redis import Redis
 
@@ -62,6 +63,27 @@ def _non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
     return value
+
+
+def _device(text: str) -> torch.device:
+    """``--device`` as a torch device this machine has: auto, cpu, cuda or cuda:N."""
+    import torch
+
+    from stylenet.training import pick_device
+
+    try:
+        device = pick_device(text)
+    except RuntimeError:
+        raise CLIError(f"--device {text!r}: unknown device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {text}: CUDA is not available on this machine; use cpu (or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CLIError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise CLIError(f"--device {text}: {device.type} devices are not supported; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
@@ -257,6 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate_style_id(args.name)
     if not args.style.is_file():
         raise CLIError(f"style image {args.style} not found")
+    device = _device(args.device)
     if args.resume and args.checkpoint_dir is None:
         raise CLIError("--resume needs --checkpoint-dir")
     try:
@@ -291,7 +314,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config=config,
             recipe=recipe,
             preview_photos=sample_photos()[:4],
-            device=args.device,
+            device=str(device),
             checkpoint_dir=checkpoint_dir,
             resume=args.resume,
             callback=bar,
@@ -313,6 +336,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
     from instyle.ablation import PRESETS, AblationSpec, run_ablation
 
+    _device(args.device)
     preset = PRESETS[args.preset]
     recipe_overrides = {
         key: value
@@ -381,16 +405,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from stylenet.imageio import encode_image, load_image
     from stylenet.inference import stylize_image
     from stylenet.tiling import tile_threshold
-    from stylenet.training import pick_device
 
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         raise CLIError(f"input not found: {', '.join(missing)}")
     if not 1 <= args.quality <= 100:
         raise CLIError("--quality must be between 1 and 100")
+    device = _device(args.device)
+    if args.precision == "fp16" and device.type != "cuda":
+        raise CLIError(f"--precision fp16 is for CUDA devices; on {device} use auto, bf16 or fp32")
     resolved = open_catalog(args.store).resolve(args.style)
-    device = pick_device(args.device)
-    generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision)
+    ref = resolved.manifest.ref
+    generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision, name=ref)
     tile_pixels = tile_threshold(args.tile_megapixels, device)
     many = len(args.inputs) > 1
     for inp in args.inputs:
@@ -404,7 +430,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         out.write_bytes(encode_image(image, fmt, args.quality))
-        print(f"{inp} -> {out} ({image.width}x{image.height}, {resolved.manifest.ref})")
+        print(f"{inp} -> {out} ({image.width}x{image.height}, {ref})")
     return 0
 
 

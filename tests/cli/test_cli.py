@@ -247,6 +247,8 @@ PHOTO = str(ASSET_PHOTOS / "skimage_coffee.jpg")
         (["--tile-megapixels", "nan"], "expected a finite non-negative number, got 'nan'"),
         (["--tile-megapixels", "inf"], "expected a finite non-negative number, got 'inf'"),
         (["--tile-megapixels", "-1"], "expected a finite non-negative number, got '-1'"),
+        (["--device", "bogus"], "--device 'bogus': unknown device"),
+        (["--device", "cpu", "--precision", "fp16"], "--precision fp16 is for CUDA devices"),
     ],
 )
 def test_stylize_flags_are_checked_up_front(
@@ -258,6 +260,33 @@ def test_stylize_flags_are_checked_up_front(
     assert not (tmp_path / "out").exists()
 
 
+def test_stylize_without_cuda_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    train = ["train", "--photos", ".", "--style", PHOTO, "--name", "x"]
+    for command in (["stylize", PHOTO, "--style", "the-scream"], train):
+        err = _user_error(capsys, *command, "--store", str(tmp_path), "--device", "cuda")
+        assert "--device cuda: CUDA is not available on this machine" in err
+
+
+def test_stylize_names_the_style_when_it_falls_back_to_the_eager_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import stylenet.fast
+
+    def unfit(*args: object) -> None:
+        raise ValueError("no engine for this layout")
+
+    monkeypatch.setattr(stylenet.fast, "optimize", unfit)
+    out = tmp_path / "out.webp"
+    assert main(["stylize", PHOTO, "--style", "the-scream@1", "-o", str(out), "--max-size", "48"]) == 0
+    assert "the-scream@1: no fast engine (no engine for this layout)" in caplog.text
+    with Image.open(out) as img:
+        assert img.format == "WEBP"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -266,6 +295,8 @@ def test_stylize_flags_are_checked_up_front(
         (["--style-size", "16"], "invalid style_size: 16 (valid: 32 to 4096 px)"),
         (["--lr", "nan"], "invalid lr: nan"),
         (["--style-weight", "inf"], "expected a finite non-negative number, got 'inf'"),
+        (["--device", "bogus"], "--device 'bogus': unknown device"),
+        (["--device", "cuda:99"], "--device cuda:99: "),
     ],
 )
 def test_train_flags_are_checked_before_training(
