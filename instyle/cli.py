@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from service.settings import ServiceSettings
 
 EXIT_USER_ERROR = 2
+#: Output file extensions ``stylize`` and ``submit`` write, and the format each names.
+OUTPUT_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,6 +66,17 @@ def _non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
     return value
+
+
+def _output_format(path: Path, flag: str = "--output") -> str:
+    """The image format ``path``'s extension names (``OUTPUT_FORMATS``)."""
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise CLIError(
+            f"{flag} {path}: cannot write {path.suffix or 'a file without extension'}; "
+            f"name a {', '.join(OUTPUT_FORMATS)} file"
+        )
+    return fmt
 
 
 def _device(text: str) -> torch.device:
@@ -223,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--server", default="http://127.0.0.1:8000")
     sm.add_argument("--output", "-o", type=Path, default=None)
     sm.add_argument("--max-size", type=_positive_int, default=None)
-    sm.add_argument("--format", choices=("jpeg", "png", "webp"), default="jpeg")
+    sm.add_argument(
+        "--format", choices=sorted(set(OUTPUT_FORMATS.values())), default=None,
+        help="result format (default: the one --output's extension names, else jpeg)",
+    )  # fmt: skip
     sm.add_argument("--preserve-color", action="store_true")
     sm.set_defaults(handler=cmd_submit)
 
@@ -419,14 +435,35 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def _output_path(inp: Path, output: Path | None, style: str, many: bool) -> Path:
-    suffix = inp.suffix.lower() if inp.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
+    """Where ``inp`` stylized goes: ``output`` itself when it names a file, else a name made of
+    the input's and the style's in ``output`` (a folder) or the working directory."""
+    suffix = inp.suffix.lower() if inp.suffix.lower() in OUTPUT_FORMATS else ".jpg"
     name = f"{inp.stem}-{style.replace('@', '-v')}{suffix}"
     if output is None:
         return Path.cwd() / name
     if many or output.is_dir() or output.suffix == "":
-        output.mkdir(parents=True, exist_ok=True)
         return output / name
     return output
+
+
+def _output_paths(inputs: Sequence[Path], output: Path | None, style: str) -> list[Path]:
+    """``_output_path`` of each input, refusing an unwritable format and two inputs that would
+    write the same file (``a/x.png`` and ``b/x.png`` into one folder)."""
+    for inp in inputs:
+        if inp.is_dir():
+            raise CLIError(f"input {inp} is a directory; give the images in it (e.g. {inp / '*.jpg'})")
+        if not inp.is_file():
+            raise CLIError(f"input not found: {inp}")
+    outs = [_output_path(inp, output, style, len(inputs) > 1) for inp in inputs]
+    for out in outs:
+        _output_format(out)
+    writers: dict[Path, list[Path]] = {}
+    for inp, out in zip(inputs, outs, strict=True):
+        writers.setdefault(out.resolve(), []).append(inp)
+    clashes = [f"{' and '.join(map(str, ins))} -> {out.name}" for out, ins in writers.items() if len(ins) > 1]
+    if clashes:
+        raise CLIError(f"inputs would overwrite each other's output: {'; '.join(clashes)}; stylize them separately")
+    return outs
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -436,11 +473,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from stylenet.inference import stylize_image
     from stylenet.tiling import tile_threshold
 
-    missing = [str(p) for p in args.inputs if not p.is_file()]
-    if missing:
-        raise CLIError(f"input not found: {', '.join(missing)}")
     if not 1 <= args.quality <= 100:
         raise CLIError("--quality must be between 1 and 100")
+    outs = _output_paths(args.inputs, args.output, args.style)
     device = _device(args.device)
     if args.precision == "fp16" and device.type != "cuda":
         raise CLIError(f"--precision fp16 is for CUDA devices; on {device} use auto, bf16 or fp32")
@@ -448,10 +483,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     ref = resolved.manifest.ref
     generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision, name=ref)
     tile_pixels = tile_threshold(args.tile_megapixels, device)
-    many = len(args.inputs) > 1
-    for inp in args.inputs:
-        out = _output_path(inp, args.output, args.style, many)
-        fmt = {".png": "png", ".webp": "webp"}.get(out.suffix.lower(), "jpeg")
+    for inp, out in zip(args.inputs, outs, strict=True):
         bar = _PassBar(f"{inp.name} (tiled)")
         try:
             image = stylize_image(
@@ -459,7 +491,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             )
         finally:
             bar.close()
-        out.write_bytes(encode_image(image, fmt, args.quality))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(encode_image(image, _output_format(out), args.quality))
         print(f"{inp} -> {out} ({image.width}x{image.height}, {ref})")
     return 0
 
@@ -581,7 +614,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if not args.photo.is_file():
         raise CLIError(f"photo {args.photo} not found")
-    fields = {"style": args.style, "format": args.format}
+    fmt = args.format or "jpeg"
+    if args.output is not None:
+        fmt = _output_format(args.output)
+        if args.format is not None and args.format != fmt:
+            raise CLIError(f"--format {args.format} contradicts --output {args.output}, a {fmt} file name")
+    fields = {"style": args.style, "format": fmt}
     if args.max_size is not None:
         fields["max_size"] = str(args.max_size)
     if args.preserve_color:

@@ -249,6 +249,8 @@ PHOTO = str(ASSET_PHOTOS / "skimage_coffee.jpg")
         (["--tile-megapixels", "-1"], "expected a finite non-negative number, got '-1'"),
         (["--device", "bogus"], "--device 'bogus': unknown device"),
         (["--device", "cpu", "--precision", "fp16"], "--precision fp16 is for CUDA devices"),
+        (["-o", "out/x.gif"], "cannot write .gif"),
+        (["-o", "out/x.bmp"], "cannot write .bmp"),
     ],
 )
 def test_stylize_flags_are_checked_up_front(
@@ -269,6 +271,23 @@ def test_stylize_without_cuda_says_so(tmp_path: Path, capsys: pytest.CaptureFixt
     for command in (["stylize", PHOTO, "--style", "the-scream"], train):
         err = _user_error(capsys, *command, "--store", str(tmp_path), "--device", "cuda")
         assert "--device cuda: CUDA is not available on this machine" in err
+
+
+def test_stylize_refuses_inputs_that_would_overwrite_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "in" / folder / "x.png")
+    a, b, out = tmp_path / "in" / "a" / "x.png", tmp_path / "in" / "b" / "x.png", tmp_path / "out"
+    err = _user_error(capsys, "stylize", str(a), str(b), "--style", "the-scream", "-o", str(out))
+    assert f"inputs would overwrite each other's output: {a} and {b} -> x-the-scream.png" in err
+    assert not out.exists()  # nothing done
+
+
+def test_stylize_of_a_folder_says_it_is_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _user_error(capsys, "stylize", str(tmp_path), "--style", "the-scream")
+    assert f"input {tmp_path} is a directory" in err
 
 
 def test_stylize_names_the_style_when_it_falls_back_to_the_eager_model(
@@ -310,6 +329,18 @@ def test_train_flags_are_checked_before_training(
     base = ["--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok", "--store", str(store)]
     err = _user_error(capsys, "train", *base, *args)
     assert message.replace("STORE", str(store)) in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "out.gif"], "--output out.gif: cannot write .gif"),
+        (["-o", "out.jpg", "--format", "png"], "--format png contradicts --output out.jpg, a jpeg file name"),
+    ],
+)
+def test_submit_output_names_its_format(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    err = _user_error(capsys, "submit", PHOTO, "--style", "the-scream", "--server", "http://127.0.0.1:9", *args)
+    assert message in err
 
 
 def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
