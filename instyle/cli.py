@@ -610,7 +610,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from instyle.client import ServerError, submit
+    from instyle.client import ServerError, check_server_url, submit
 
     if not args.photo.is_file():
         raise CLIError(f"photo {args.photo} not found")
@@ -619,23 +619,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
         fmt = _output_format(args.output)
         if args.format is not None and args.format != fmt:
             raise CLIError(f"--format {args.format} contradicts --output {args.output}, a {fmt} file name")
+    try:
+        server = check_server_url(args.server)
+    except ServerError as exc:
+        raise CLIError(f"--server: {exc}") from None
     fields = {"style": args.style, "format": fmt}
     if args.max_size is not None:
         fields["max_size"] = str(args.max_size)
     if args.preserve_color:
         fields["preserve_color"] = "true"
-    bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+    bar: Any = None  # drawn from the first job report, so a refused request prints its one line alone
 
     def show(job: dict[str, Any]) -> None:
-        bar.update(round(100 * float(job.get("progress", 0))) - bar.n)
-        bar.set_postfix_str(job["status"])
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+        progress = job.get("progress")
+        if isinstance(progress, int | float):
+            bar.update(round(100 * float(progress)) - bar.n)
+        bar.set_postfix_str(str(job["status"]))
 
     try:
-        image, content_type, job = submit(args.server, args.photo, fields, on_progress=show)
+        image, content_type, job = submit(server, args.photo, fields, on_progress=show)
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     suffix = {"image/png": ".png", "image/webp": ".webp"}.get(content_type, ".jpg")
     out = args.output or Path(f"{args.photo.stem}-{args.style.replace('@', '-v')}{suffix}")
     out.write_bytes(image)

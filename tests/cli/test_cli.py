@@ -331,6 +331,39 @@ def test_train_flags_are_checked_before_training(
     assert message.replace("STORE", str(store)) in err
 
 
+def test_submit_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>not instyle</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        html_url = f"http://127.0.0.1:{server.server_address[1]}"
+        for url, message in [
+            ("notaurl", "the server URL 'notaurl' is not an http:// or https:// URL; did you mean http://notaurl?"),
+            ("localhost:9", "is not an http:// or https:// URL; did you mean http://localhost:9?"),
+            ("ftp://example.org", "the server URL 'ftp://example.org' is not an http:// or https:// URL"),
+            ("http://[::1", "invalid server URL 'http://[::1': Invalid IPv6 URL"),
+            ("http://localhost:port", "invalid server URL 'http://localhost:port'"),
+            (html_url, f"{html_url}/v1/stylize did not answer as an instyle server does (got b'<html>"),
+        ]:
+            err = _user_error(capsys, "submit", PHOTO, "--style", "the-scream", "--server", url)
+            assert message in err, url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
