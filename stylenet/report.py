@@ -12,13 +12,17 @@ from torch import nn
 
 from stylenet.imageio import image_to_tensor, resize_max, tensor_to_image
 
+#: Loss curves of at most this many points mark each point (``plot_losses``).
+MARKED_POINTS = 50
+
 
 def write_history(history: Sequence[dict[str, float]], path: Path) -> None:
     path.write_text(json.dumps(list(history), indent=1))
 
 
 def plot_losses(history: Sequence[dict[str, float]], path: Path, title: str = "training loss") -> None:
-    """Weighted loss terms against iterations, log scale, one line per term."""
+    """Weighted loss terms against iterations, log scale, one line per term; with few points
+    (a short run logs one) each point is marked too, since a line needs two to show."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,10 +30,11 @@ def plot_losses(history: Sequence[dict[str, float]], path: Path, title: str = "t
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     its = [h["iteration"] for h in history]
+    marker = "o" if len(history) <= MARKED_POINTS else None
     for key in ("total", "content", "style", "tv"):
         values = [h[key] for h in history]
         if any(v > 0 for v in values):
-            ax.plot(its, values, label=key)
+            ax.plot(its, values, label=key, marker=marker, markersize=4)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("weighted loss")

@@ -383,6 +383,28 @@ def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     )
 
 
+def test_the_loss_curve_of_a_short_run_shows_its_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run under ``log_every`` iterations logs one point: a line alone would draw nothing."""
+    from matplotlib.figure import Figure
+
+    from stylenet.report import plot_losses
+
+    saved: list[Figure] = []
+    savefig = Figure.savefig
+
+    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
+        saved.append(fig)
+        savefig(fig, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    point = {"iteration": 4.0, "elapsed_s": 1.0, "total": 6.0, "content": 1.0, "style": 5.0, "tv": 0.0}
+    plot_losses([point], tmp_path / "loss.png")
+    lines = saved[0].axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["total", "content", "style"]
+    assert all(line.get_marker() == "o" and line.get_markersize() > 0 for line in lines)
+    assert (tmp_path / "loss.png").is_file()
+
+
 @pytest.mark.slow
 def test_train_resume_from_the_default_folder(
     tmp_path: Path, small_photos: Path, capsys: pytest.CaptureFixture[str]
