@@ -44,5 +44,5 @@ for entry in "${STYLES[@]}"; do
     --style-source "$source" --style-license "$license" \
     --arch "${arch:-johnson}" \
     --iterations "$ITERATIONS" --batch-size 2 --image-size 256 --style-size 512 --style-weight 2 \
-    --checkpoint-dir "runs/$id" --store runs/store "${resume[@]}"
+    --checkpoint-dir "runs/$id" --store runs/store --replace "${resume[@]}"
 done

@@ -20,7 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The style image's short side once fitted to ``style_size`` (``stylenet.training.MIN_STYLE_SIDE``,
+#: The style image's short side once fitted to ``style_size`` (``stylenet.recipe.MIN_STYLE_SIDE``,
 #: which the worker checks again; this module stays torch-free).
 MIN_STYLE_SIDE = 32
 
