@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
@@ -22,6 +23,8 @@ from service.settings import ServiceSettings
 
 #: The web page: plain HTML/CSS/JS on the public API, served at ``/`` (files under ``/ui``).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Swagger UI's files, vendored (``static/vendor/swagger-ui/README.md``) and served under ``/ui``.
+SWAGGER_UI = "/ui/vendor/swagger-ui"
 
 
 def create_app(settings: ServiceSettings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -48,13 +51,31 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
             connection.close()
 
     metrics = RequestMetrics()
-    app = FastAPI(title="instyle", version="0.1.0", lifespan=lifespan, summary="Real-time neural style transfer")
+    app = FastAPI(
+        title="instyle",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="Real-time neural style transfer",
+        docs_url=None,  # served below from the vendored Swagger UI: FastAPI's loads it from a CDN
+        redoc_url=None,
+    )
     problems.install(app)
     app.include_router(health.router)
     app.include_router(stylize.router)
     app.include_router(jobs.router)
     app.include_router(styles.router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR), name="ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The interactive API reference, with no request leaving the machine."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
