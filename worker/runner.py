@@ -84,26 +84,31 @@ class InstyleWorker(SimpleWorker):
     batch_size: int = 1
     #: A plain heartbeat within this many seconds of the last one is skipped (``heartbeat``).
     heartbeat_every_s: float = 5.0
-    #: Never skip one when the worker's key would have less than this many seconds left.
-    heartbeat_margin_s: float = 60.0
     #: (monotonic time, TTL) of the last heartbeat sent.
     _last_beat: tuple[float, float] = (-math.inf, 0.0)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, rate-limited: RQ sends a plain one (three unpipelined commands) before
         and after every dequeue and after every job, nine round trips per job of the ~30 a
-        stylize job costs the worker. Within ``heartbeat_every_s`` of the last beat, and while
-        the worker's key still has ``heartbeat_margin_s`` to live, a plain one changes nothing
-        but the ``last_heartbeat`` stamp, so it is skipped. Beats with a TTL of their own (a job
-        starting, a lease renewed) or inside a pipeline are always sent; an idle worker still
-        beats every ``heartbeat_every_s``, and a dead one's key expires as before."""
+        stylize job costs the worker. Within ``heartbeat_every_s`` of the last beat a plain one
+        changes nothing but the ``last_heartbeat`` stamp, so it is skipped; beats with a TTL of
+        their own (a job starting, a lease renewed) or inside a pipeline are always sent.
+
+        No beat leaves the worker's key shorter-lived than a plain one would (``worker_ttl`` +
+        60 s): the skipped beats are the ones before a blocking wait for the next job of up to
+        ``worker_ttl`` - 15 s, so a job's own shorter TTL (its timeout + 60 s) let an idle
+        worker's key expire mid-wait after a burst of jobs, and ``/readyz`` lost a live worker
+        for good (its later beats renew a key that is no longer registered). An idle worker
+        still beats every wait, and a dead one's key expires ``worker_ttl`` + 60 s after its
+        last beat."""
+        plain_ttl = self.worker_ttl + 60
         at = time.monotonic()
         last, ttl = self._last_beat
-        plain = timeout is None and pipeline is None
-        if plain and at - last < self.heartbeat_every_s and ttl - (at - last) >= self.heartbeat_margin_s:
+        if timeout is None and pipeline is None and at - last < self.heartbeat_every_s and ttl >= plain_ttl:
             return
-        super().heartbeat(timeout, pipeline)
-        self._last_beat = (at, float(timeout or self.worker_ttl + 60))
+        ttl = max(timeout or plain_ttl, plain_ttl)
+        super().heartbeat(ttl, pipeline)
+        self._last_beat = (at, float(ttl))
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         """RQ's, without the round trip when the state does not change (it sets "idle" twice
