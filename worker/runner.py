@@ -26,7 +26,10 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker, get_current_job
+from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
@@ -204,7 +207,45 @@ class InstyleWorker(SimpleWorker):
         finally:
             _local.worker = None
 
+    #: Longest pause between two attempts to reach Redis again after it was lost during a job.
+    redis_retry_max_s: float = 5.0
+
     def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's, surviving Redis going away while the job runs: RQ's work loop quits on the
+        error (a 6 s Redis restart took busy workers down, and their queued jobs waited for a
+        new worker). The worker waits for Redis instead, then records the job as failed with
+        what happened, unless its outcome was recorded after all (a training job with
+        retries left is retried, and resumes from its checkpoint)."""
+        try:
+            self._execute_jobs(job, queue)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("job %s: Redis was lost while it ran (%s); waiting for it to come back", job.id, exc)
+            self._wait_for_redis()
+            self._fail_lost_job(job, queue, exc)
+
+    def _wait_for_redis(self) -> None:
+        pause = 0.1
+        while True:
+            try:
+                self.connection.ping()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                if self._stop_requested:
+                    raise StopRequested() from None
+                time.sleep(pause)
+                pause = min(pause * 2, self.redis_retry_max_s)
+
+    def _fail_lost_job(self, job: Job, queue: Queue, error: Exception) -> None:
+        if job.get_status(refresh=True) != JobStatus.STARTED:
+            return  # its outcome reached Redis before the connection went
+        message = f"the job queue (Redis) was unreachable as the job ran, and its outcome was lost: {error}"
+        job.meta["error"] = {"code": ErrorCode.internal.value, "message": message}
+        job.save_meta()
+        execution = next((e for e in self.executions.values() if e.job_id == job.id), None)
+        self.handle_job_failure(job, queue, exc_string=message, execution=execution)
+        log.warning("job %s: recorded as failed after Redis came back", job.id)
+
+    def _execute_jobs(self, job: Job, queue: Queue) -> None:
         if self.batch_size <= 1 or queue.name != QUEUE_STYLIZE:
             super().execute_job(job, queue)
             return

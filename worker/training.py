@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import JOB_ID_PATTERN as JOB_ID_RE
 from rq.job import Job
@@ -115,12 +116,22 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     cancel_key = f"{CANCEL_PREFIX}{job_id}"
 
     def should_stop() -> bool:
-        return bool(redis.exists(cancel_key))
+        try:
+            return bool(redis.exists(cancel_key))
+        except RedisError:  # Redis away for a moment: the training goes on (asked again next iteration)
+            log.warning("job %s: could not look for a cancel request", job_id, exc_info=True)
+            return False
 
     last_report = 0.0
     history: list[list[float]] = list(job.meta.get("loss_history", [])) if job is not None else []
 
     def report(progress: TrainProgress, model: nn.Module) -> None:
+        try:
+            _report(progress, model)
+        except RedisError:  # progress is for people watching: a Redis hiccup skips a report, not the run
+            log.warning("job %s: could not record its progress", job_id, exc_info=True)
+
+    def _report(progress: TrainProgress, model: nn.Module) -> None:
         nonlocal last_preview, last_report
         now = time.monotonic()
         final = progress.iteration == progress.total

@@ -370,3 +370,76 @@ def test_train_workers_sweep_the_checkpoints_of_jobs_that_ended_for_good(
     redis.hset(jobs["queued"].key, "status", "failed")
     InstyleWorker([stylize], connection=redis, serializer=JSONSerializer).clean_registries()  # not a train worker
     assert (tmp_path / ".work" / jobs["queued"].id).is_dir()
+
+
+def waits_for_a_file(folder: str) -> str:
+    """A job that says it started, then runs until the test lets it end (by dotted path, below)."""
+    from pathlib import Path
+
+    Path(folder, "started").touch()
+    while not Path(folder, "resume").exists():
+        time.sleep(0.02)
+    return "done"
+
+
+@pytest.mark.slow
+def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any) -> None:
+    """A 6 s Redis restart used to end busy workers (RQ's loop quits on the error) and leave the
+    job 'started' until its lease ran out; now the worker waits, records the job's failure
+    with the reason, and goes on with the queue."""
+    import shutil
+    import subprocess
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from rq.job import Job
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    command = [
+        str(shutil.which("redis-server")), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+    ]  # fmt: skip
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return proc
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    servers = [start()]
+
+    def restart_mid_job() -> None:
+        while not (tmp_path / "started").exists():
+            time.sleep(0.02)
+        servers[0].kill()  # a crash: what was written is on disk (appendfsync always)
+        servers[0].wait()
+        (tmp_path / "resume").touch()  # the job ends while Redis is down
+        time.sleep(1.0)
+        servers.append(start())
+
+    # no retries in redis-py (its own ride out a few seconds): the outage reaches the worker at once
+    connection = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+    queue = Queue("stylize", connection=connection, serializer=JSONSerializer)
+    lost = queue.enqueue("tests.worker.test_runner.waits_for_a_file", str(tmp_path))
+    after = queue.enqueue("builtins.len", "abc")
+    restarter = threading.Thread(target=restart_mid_job)
+    restarter.start()
+    try:
+        InstyleWorker([queue], connection=connection, serializer=JSONSerializer).work(burst=True)
+        restarter.join(timeout=30)
+        lost = Job.fetch(lost.id, connection=connection, serializer=JSONSerializer)
+        assert lost.get_status() == JobStatus.FAILED
+        assert "unreachable" in lost.meta["error"]["message"]
+        assert Job.fetch(after.id, connection=connection, serializer=JSONSerializer).return_value() == 3
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
