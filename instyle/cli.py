@@ -100,6 +100,16 @@ def _device(text: str) -> torch.device:
     return device
 
 
+def _redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def _check_writable(folder: Path, flag: str) -> None:
     """Create ``folder`` and a file in it, so an unwritable one is found before hours of training."""
     try:
@@ -582,7 +592,10 @@ def _serve_embedded(
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from redis import Redis
+    from redis.exceptions import RedisError
 
+    from instyle.protocol import QUEUE_TRAIN
+    from model_store.shipped import writable_store_path
     from worker.context import build_context
     from worker.runner import make_worker
     from worker.settings import WorkerSettings
@@ -597,6 +610,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "set INSTYLE_REDIS_URL (e.g. redis://127.0.0.1:6379/0); `instyle serve` alone runs an embedded worker"
         )
     redis = Redis.from_url(settings.redis_url)
+    try:
+        redis.ping()
+    except RedisError as exc:  # a traceback of redis-py's internals said no more than this
+        raise CLIError(f"cannot reach Redis at {_redacted(settings.redis_url)}: {exc}") from None
+    if QUEUE_TRAIN in queues:  # trained styles are published there: found unwritable only after training
+        _check_writable(writable_store_path(settings.store), "the style store (INSTYLE_STORE)")
     ctx = build_context(settings, redis)
     print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
     worker = make_worker(

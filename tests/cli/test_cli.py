@@ -201,6 +201,23 @@ def test_worker_takes_queues_and_device_from_the_environment(
     assert "INSTYLE_REDIS_URL" in capsys.readouterr().err
 
 
+def test_a_worker_that_cannot_work_says_why_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    """Redis unreachable was a 59-line traceback; a train worker over an unwritable store
+    trained each job to the end and failed it at publish (three attempts)."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("INSTYLE_REDIS_URL", f"redis://:secret@127.0.0.1:{free_port()}/0")
+    assert main(["worker", "--queues", "stylize", "--burst"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach Redis at redis://:***@127.0.0.1" in err and "secret" not in err
+    monkeypatch.setenv("INSTYLE_REDIS_URL", redis_url)
+    monkeypatch.setenv("INSTYLE_STORE", "/proc/instyle-store")
+    assert main(["worker", "--queues", "train", "--burst"]) == 2
+    assert "the style store (INSTYLE_STORE) /proc/instyle-store is not writable" in capsys.readouterr().err
+
+
 _HUGE_PAGE_PROBE = (
     "from instyle.cli import main; import re, sys; main(sys.argv[1:]); import torch; "
     "t = torch.ones(64 << 20, dtype=torch.uint8); "
