@@ -35,6 +35,12 @@ class StyleUnknown(ServiceError):
     code, status, title = "style_not_found", 404, "Unknown style"
 
 
+class StyleUnavailable(ServiceError):
+    """The style exists but its files cannot be read here (damaged manifest or artifact)."""
+
+    code, status, title = "style_unavailable", 503, "Style unavailable"
+
+
 class JobNotFound(ServiceError):
     code, status, title = "job_not_found", 404, "Unknown job"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -15,10 +16,12 @@ from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFoun
 from model_store.ids import parse_style_ref, validate_style_id
 from service.auth import ApiKey
 from service.deps import State
-from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnknown
+from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnavailable, StyleUnknown
 from service.problems import documented
 from service.training import MIN_STYLE_SIDE, TrainRequest, fitted_short_side
 from service.uploads import inspect_upload
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 
@@ -65,8 +68,17 @@ def _summary(resolved: ResolvedStyle, versions: list[int]) -> dict[str, Any]:
 def _resolve(state: State, style_ref: str) -> ResolvedStyle:
     try:
         return state.catalog.resolve(style_ref)
-    except (InvalidStyleId, StyleNotFound, ArtifactCorrupt) as exc:
+    except (InvalidStyleId, StyleNotFound) as exc:
         raise StyleUnknown(str(exc)) from None
+    except ArtifactCorrupt as exc:
+        raise style_unavailable(style_ref, exc) from None
+
+
+def style_unavailable(style_ref: str, error: ArtifactCorrupt) -> StyleUnavailable:
+    """A damaged style's problem: the server's paths and parser errors go to the log, not to
+    the client."""
+    log.error("style %s cannot be read: %s", style_ref, error)
+    return StyleUnavailable(f"style {style_ref} cannot be read on this server (its files are damaged)")
 
 
 @router.get("", response_model=list[StyleSummaryOut])
@@ -74,7 +86,7 @@ def list_styles(state: State) -> list[dict[str, Any]]:
     return [_summary(s.latest, list(s.versions)) for s in state.catalog.styles()]
 
 
-@router.get("/{style_ref}", response_model=StyleDetail, responses=documented(404))
+@router.get("/{style_ref}", response_model=StyleDetail, responses=documented(404, 503))
 def get_style(style_ref: str, state: State) -> dict[str, Any]:
     resolved = _resolve(state, style_ref)
     m = resolved.manifest
@@ -90,7 +102,7 @@ def get_style(style_ref: str, state: State) -> dict[str, Any]:
     }
 
 
-@router.get("/{style_ref}/preview", response_class=FileResponse, responses=documented(404))
+@router.get("/{style_ref}/preview", response_class=FileResponse, responses=documented(404, 503))
 def get_preview(style_ref: str, state: State, kind: Literal["preview", "style"] = "preview") -> FileResponse:
     resolved = _resolve(state, style_ref)
     name = resolved.manifest.style_image.file if kind == "style" else resolved.manifest.preview

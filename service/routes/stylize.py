@@ -12,11 +12,12 @@ from rq.results import Result
 from starlette.concurrency import run_in_threadpool
 
 from instyle.protocol import JobStatus
-from model_store.exceptions import InvalidStyleId, StyleNotFound
+from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFound
 from service.deps import State
 from service.exceptions import InvalidField, StyleUnknown
 from service.jobs import server_timing
 from service.problems import documented
+from service.routes.styles import style_unavailable
 from service.uploads import inspect_upload
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
@@ -62,6 +63,8 @@ async def stylize(
         raise InvalidField(("style", str(exc))) from None
     except StyleNotFound as exc:
         raise StyleUnknown(str(exc)) from None
+    except ArtifactCorrupt as exc:
+        raise style_unavailable(style, exc) from None
     data = await image.read()
     info = await run_in_threadpool(inspect_upload, data, settings.max_pixels)
     job = state.jobs.enqueue_stylize(

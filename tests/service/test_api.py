@@ -483,3 +483,28 @@ def test_the_openapi_schema_documents_the_problems_the_api_sends(client: TestCli
 
     Problem.model_validate(client.get("/v1/jobs/nope").json())
     Problem.model_validate(post(client, png(), quality="0").json())
+
+
+def test_a_damaged_style_is_a_clear_503_without_the_servers_paths(
+    redis_url: str, tiny_store: Path, tmp_path: Path
+) -> None:
+    """A manifest that does not parse: stylize answered 500, the style's page a 404 naming the
+    server's absolute path and the parser's error."""
+    import shutil
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    shutil.copytree(store / "tiny", store / "damaged")
+    (store / "damaged" / "1" / "manifest.json").write_text("{not json")
+    with TestClient(create_app(ServiceSettings(redis_url=redis_url, store=store))) as client:
+        for response in (
+            post(client, png(), style="damaged"),
+            client.get("/v1/styles/damaged@1"),
+            client.get("/v1/styles/damaged/preview"),
+        ):
+            body = assert_problem(response, 503, "style_unavailable")
+            assert str(tmp_path) not in str(body["detail"]) and "json" not in str(body["detail"]).lower()
+        assert post(client, png(), style="tiny").status_code == 202  # the others are unaffected
