@@ -141,6 +141,8 @@ def test_compose_services() -> None:
     cpu = services["worker-cpu"]
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu and cpu["environment"]["INSTYLE_DEVICE"] == "cpu"
     assert "styles" in compose["volumes"] and "styles:/data/styles" in api["volumes"]
+    for name in ("worker-stylize", "worker-train", "worker-cpu"):  # SIGTERM lets the running job finish
+        assert services[name]["stop_grace_period"] == "10m", name
     # GPU workers are the default profile (.env), so `docker compose up` runs them
     assert "COMPOSE_PROFILES=gpu" in (REPO / ".env").read_text().splitlines()
 
