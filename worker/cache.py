@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from model_store.catalog import Catalog, ResolvedStyle
+from model_store.exceptions import ArtifactCorrupt
 from stylenet.fast import load_engine
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,13 @@ class GeneratorCache:
             return model, resolved
         start = time.perf_counter()
         manifest = resolved.manifest
-        model = load_engine(resolved.read_artifact(), manifest.generator, self.device, self.precision, manifest.ref)
+        artifact = resolved.read_artifact()  # ArtifactCorrupt when it does not match its manifest
+        try:
+            model = load_engine(artifact, manifest.generator, self.device, self.precision, manifest.ref)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, EOFError) as exc:  # a file that matches its sha256 yet does not load
+            raise ArtifactCorrupt(f"{manifest.ref}: the generator does not load: {exc}") from exc
         seconds = time.perf_counter() - start
         log.info("loaded %s on %s in %.2f s", resolved.manifest.ref, self.device, seconds)
         if self.on_load is not None:

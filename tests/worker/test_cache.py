@@ -115,3 +115,22 @@ def test_worker_context_sizes_the_buffer_arena(tiny_store: Path, monkeypatch: py
     monkeypatch.setenv("INSTYLE_BUFFER_POOL_MB", "-5")
     with pytest.raises(pydantic.ValidationError):
         WorkerSettings()
+
+
+def test_a_generator_that_matches_its_sha256_but_does_not_load_is_corrupt(tmp_path: Path, tiny_store: Path) -> None:
+    """A truncated file re-hashed into its manifest failed the job as ``internal`` with torch's
+    message; it is ``artifact_corrupt`` as any other damaged style."""
+    import hashlib
+    import json
+
+    from model_store.exceptions import ArtifactCorrupt
+
+    _copy_style(tiny_store, tmp_path, "broken")
+    version = tmp_path / "broken" / "1"
+    artifact = version / "generator.ts"
+    artifact.write_bytes(artifact.read_bytes()[:1000])
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["artifact"]["sha256"] = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactCorrupt, match="does not load"):
+        GeneratorCache(Catalog([StyleStore(tmp_path)]), torch.device("cpu")).get("broken")
