@@ -507,6 +507,24 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a ``host``:``port`` another server listens on (uvicorn only finds out once the
+    embedded Redis and workers are up, and exits with its own error)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CLIError(f"--host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _queues(text: str) -> list[str]:
     from instyle.protocol import QUEUES
 
@@ -522,6 +540,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {"store": args.store} if args.store is not None else {}
     settings = ServiceSettings(**overrides)
+    _check_port_free(args.host, args.port)  # before Redis, workers and models start, not after
     if settings.redis_url:
         import uvicorn
 

@@ -446,3 +446,16 @@ def test_train_resume_from_the_default_folder(
     assert "published tiny@2" in capsys.readouterr().out
     training = json.loads((store / "tiny" / "2" / "manifest.json").read_text())["training"]
     assert training["iterations"] == 3 and training["resumed_from"] == 2 and training["seconds_per_iteration"] > 0
+
+
+def test_serve_on_a_port_in_use_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed its banner, started Redis and the workers, then failed with uvicorn's error."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "embedded" not in err
