@@ -222,12 +222,21 @@ class JobService:
             progress=progress,
             created_at=job.created_at,
             started_at=job.started_at,
-            ended_at=job.ended_at,
+            ended_at=self.ended_at(job, status),
             error=job_error(job, status),
             result_url=result_url if status == JobStatus.finished and not is_train else None,
             preview_url=preview_url if is_train and "preview_iteration" in meta else None,
             detail=detail,
         )
+
+    @staticmethod
+    def ended_at(job: Job, status: JobStatus) -> datetime | None:
+        """When the job ended. RQ leaves ``ended_at`` unset on a job it fails for a lost worker
+        (registry cleanup); its failure record has the time."""
+        if job.ended_at is not None or status != JobStatus.failed:
+            return job.ended_at
+        latest = job.latest_result()
+        return latest.created_at if latest is not None else None
 
     def status(self, job: Job) -> JobStatus:
         status = _STATUS.get(job.get_status(refresh=True), JobStatus.queued)
