@@ -110,8 +110,25 @@ class InstyleWorker(SimpleWorker):
         if timeout is None and pipeline is None and at - last < self.heartbeat_every_s and ttl >= plain_ttl:
             return
         ttl = max(timeout or plain_ttl, plain_ttl)
-        super().heartbeat(ttl, pipeline)
+        if pipeline is not None or self.birth_date is None:
+            super().heartbeat(ttl, pipeline)
+        else:  # one round trip (RQ sends three), which also sees whether the registration is still there
+            with self.connection.pipeline(transaction=False) as beat:
+                beat.exists(self.key)
+                super().heartbeat(ttl, beat)
+                registered = beat.execute()[0]
+            if not registered:
+                self._register_again()
         self._last_beat = (at, float(ttl))
+
+    def _register_again(self) -> None:
+        """Redis lost the worker's registration (restarted without its data): the beat alone
+        recreated a key with only ``last_heartbeat``, and ``/readyz`` never saw the worker again."""
+        log.warning(
+            "worker %s: its registration is gone from Redis (restarted without its data?); registering again", self.name
+        )
+        self.connection.delete(self.key)
+        self.register_birth()
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         """RQ's, without the round trip when the state does not change (it sets "idle" twice

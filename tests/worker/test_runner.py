@@ -443,3 +443,21 @@ def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any) -> None:
         for proc in servers:
             proc.kill()
             proc.wait()
+
+
+def test_a_worker_registers_again_when_redis_lost_its_data(worker: InstyleWorker) -> None:
+    """After a restart without persistence the beats recreated a key holding only
+    ``last_heartbeat``, outside the worker registry: ``/readyz`` saw no worker for good."""
+    from rq import Worker
+
+    assert [w.name for w in Worker.all(connection=worker.connection)] == [worker.name]
+    worker.connection.flushall()
+    at, ttl = worker._last_beat
+    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl)
+    worker.heartbeat()
+    assert [w.name for w in Worker.all(connection=worker.connection)] == [worker.name]
+    assert worker.connection.hget(worker.key, "birth") is not None and stamp(worker) is not None
+    worker.connection.hdel(worker.key, "birth")  # registered: the next beats leave the hash alone
+    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl)
+    worker.heartbeat()
+    assert worker.connection.hget(worker.key, "birth") is None
