@@ -20,18 +20,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The style image's short side once fitted to ``style_size`` (``stylenet.recipe.MIN_STYLE_SIDE``,
-#: which the worker checks again; this module stays torch-free).
+#: The style image's short side once fitted to ``style_size`` (``UploadInfo.fitted``), at least:
+#: ``stylenet.recipe.MIN_STYLE_SIDE``, which the worker checks again (this module stays torch-free).
 MIN_STYLE_SIDE = 32
-
-
-def fitted_short_side(width: int, height: int, style_size: int) -> int:
-    """The short side of a ``width`` x ``height`` style image downscaled to ``style_size``, rounded
-    as ``stylenet.imageio.fit_size`` rounds it."""
-    long_side = max(width, height)
-    if long_side <= style_size:
-        return min(width, height)
-    return max(1, round(min(width, height) * style_size / long_side))
 
 
 class TrainRequest(BaseModel):

@@ -27,14 +27,19 @@ class UploadInfo:
     height: int
     frames: int
 
-    def output_pixels(self, max_size: int) -> int:
-        """Pixels of the stylized image: the photo downscaled (never upscaled) so that its
-        long side is at most ``max_size``, rounded as ``stylenet.imageio.resize_max`` does."""
+    def fitted(self, max_size: int) -> tuple[int, int]:
+        """(width, height) of the image downscaled (never upscaled) so that its long side is at
+        most ``max_size``, rounded as ``stylenet.imageio.fit_size`` / ``resize_max`` round it."""
         long_side = max(self.width, self.height)
         if long_side <= max_size:
-            return self.width * self.height
+            return self.width, self.height
         scale = max_size / long_side
-        return max(1, round(self.width * scale)) * max(1, round(self.height * scale))
+        return max(1, round(self.width * scale)), max(1, round(self.height * scale))
+
+    def output_pixels(self, max_size: int) -> int:
+        """Pixels of the stylized image: the photo ``fitted`` to ``max_size``."""
+        width, height = self.fitted(max_size)
+        return width * height
 
 
 def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:

@@ -18,7 +18,7 @@ from service.auth import ApiKey
 from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnavailable, StyleUnknown
 from service.problems import documented
-from service.training import MIN_STYLE_SIDE, TrainRequest, fitted_short_side
+from service.training import MIN_STYLE_SIDE, TrainRequest
 from service.uploads import inspect_upload
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ async def train_style(
     data = await style_image.read()
     info = await run_in_threadpool(inspect_upload, data, state.settings.max_pixels)
     generator, recipe = req.resolve()
-    if (short := fitted_short_side(info.width, info.height, recipe["style_size"])) < MIN_STYLE_SIDE:
+    if (short := min(info.fitted(recipe["style_size"]))) < MIN_STYLE_SIDE:
         raise InvalidField(
             (
                 "style_image",

@@ -186,7 +186,7 @@ def test_a_style_image_too_small_to_train_on_is_refused_before_anything_loads(
 ) -> None:
     """A 1x1 painting reached VGG's pooling and failed there ("Output size is too small")."""
     from service.training import MIN_STYLE_SIDE as API_MIN_STYLE_SIDE
-    from service.training import fitted_short_side
+    from service.uploads import UploadInfo
     from stylenet.exceptions import InvalidImage
     from stylenet.imageio import fit_size
     from stylenet.training import MIN_STYLE_SIDE, check_style_image
@@ -200,6 +200,6 @@ def test_a_style_image_too_small_to_train_on_is_refused_before_anything_loads(
     for width in range(1, 300, 7):  # the API's rounding is fit_size's
         for height, style_size in [(13, 64), (250, 100), (299, 299)]:
             fitted = (width, height) if max(width, height) <= style_size else fit_size((width, height), style_size)
-            assert fitted_short_side(width, height, style_size) == min(fitted)
+            assert UploadInfo("PNG", width, height, frames=1).fitted(style_size) == fitted
     with pytest.raises(InvalidImage):
         train(small_photos, Image.new("RGB", (40, 8)), SMALL, _recipe(), extractor=tiny_extractor)
