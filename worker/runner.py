@@ -87,8 +87,8 @@ class InstyleWorker(SimpleWorker):
     batch_size: int = 1
     #: A plain heartbeat within this many seconds of the last one is skipped (``heartbeat``).
     heartbeat_every_s: float = 5.0
-    #: (monotonic time, TTL) of the last heartbeat sent.
-    _last_beat: tuple[float, float] = (-math.inf, 0.0)
+    #: Monotonic time of the last heartbeat sent (each left the key at least a plain beat's TTL).
+    _last_beat: float = -math.inf
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, rate-limited: RQ sends a plain one (three unpipelined commands) before
@@ -106,8 +106,7 @@ class InstyleWorker(SimpleWorker):
         last beat."""
         plain_ttl = self.worker_ttl + 60
         at = time.monotonic()
-        last, ttl = self._last_beat
-        if timeout is None and pipeline is None and at - last < self.heartbeat_every_s and ttl >= plain_ttl:
+        if timeout is None and pipeline is None and at - self._last_beat < self.heartbeat_every_s:
             return
         ttl = max(timeout or plain_ttl, plain_ttl)
         if pipeline is not None or self.birth_date is None:
@@ -119,7 +118,7 @@ class InstyleWorker(SimpleWorker):
                 registered = beat.execute()[0]
             if not registered:
                 self._register_again()
-        self._last_beat = (at, float(ttl))
+        self._last_beat = at
 
     def _register_again(self) -> None:
         """Redis lost the worker's registration (restarted without its data): the beat alone

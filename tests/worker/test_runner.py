@@ -79,8 +79,7 @@ def test_a_plain_heartbeat_right_after_another_is_skipped(worker: InstyleWorker)
     worker.heartbeat()
     assert stamp(worker) is None  # nothing was sent
     # once heartbeat_every_s has passed, the next one goes out
-    at, ttl_s = worker._last_beat
-    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl_s)
+    worker._last_beat -= worker.heartbeat_every_s + 0.1
     worker.heartbeat()
     assert stamp(worker) is not None
 
@@ -452,12 +451,11 @@ def test_a_worker_registers_again_when_redis_lost_its_data(worker: InstyleWorker
 
     assert [w.name for w in Worker.all(connection=worker.connection)] == [worker.name]
     worker.connection.flushall()
-    at, ttl = worker._last_beat
-    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl)
+    worker._last_beat -= worker.heartbeat_every_s + 0.1
     worker.heartbeat()
     assert [w.name for w in Worker.all(connection=worker.connection)] == [worker.name]
     assert worker.connection.hget(worker.key, "birth") is not None and stamp(worker) is not None
     worker.connection.hdel(worker.key, "birth")  # registered: the next beats leave the hash alone
-    worker._last_beat = (at - worker.heartbeat_every_s - 0.1, ttl)
+    worker._last_beat -= worker.heartbeat_every_s + 0.1
     worker.heartbeat()
     assert worker.connection.hget(worker.key, "birth") is None
