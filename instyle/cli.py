@@ -546,7 +546,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from service.app import create_app
 
-        print(f"instyle API on http://{args.host}:{args.port} (jobs on {settings.redis_url})", file=sys.stderr)
+        jobs_on = _redacted(settings.redis_url)
+        print(f"instyle API on http://{args.host}:{args.port} (jobs on {jobs_on})", file=sys.stderr)
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0
     from instyle.embedded_redis import EmbeddedRedisError, open_embedded_redis

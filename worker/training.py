@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import JOB_ID_PATTERN as JOB_ID_RE
-from rq.job import Job
+from rq.job import Job, JobStatus
 from torch import nn
 
 from instyle.assets import sample_photos
@@ -51,7 +51,7 @@ LOSS_HISTORY_POINTS = 240
 
 
 #: RQ statuses of a job that will not run again: its checkpoint folder can go.
-_ENDED_FOR_GOOD = frozenset({b"failed", b"stopped", b"canceled"})
+_ENDED_FOR_GOOD = frozenset(s.value.encode() for s in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED))
 
 
 def sweep_work_dirs(redis: Redis, root: Path) -> list[str]:
