@@ -6,18 +6,22 @@
 
 Starts ``instyle serve`` in embedded mode (as ``benchmarks/service.py`` does) through a launcher
 that, with ``--null`` (the default), replaces the engines' model step (``forward_bytes``) with a
-copy of its input: what is left of the server's CPU is the service's own work (HTTP, the
+copy of its input (in the stylize processes too, through a ``sitecustomize`` on their
+``PYTHONPATH``): what is left of the server's CPU is the service's own work (HTTP, the
 multipart form, the upload check, Redis and RQ, decode, encode). ``--clients`` clients post a
 ``--size``² JPEG back to back for ``--seconds``, ``--rounds`` times; before and after each round the
 launcher reads the CPU time of each of its live threads (``/proc/self/task``), grouped by what
 they are:
 
 * **event loop**: uvicorn's thread (HTTP, FastAPI, the form, enqueueing, ``?wait``);
-* **stylize threads**: the embedded RQ workers (RQ's bookkeeping, decode, the pass, encode);
+* **stylize threads**: the embedded RQ workers when they are threads
+  (``INSTYLE_STYLIZE_PROCESSES=false``; RQ's bookkeeping, decode, the pass, encode);
 * **thread pool**: AnyIO's worker threads (the upload check);
 * **native threads**: threads Python did not start (OpenMP's, redis-py's none);
 * **ended threads**: CPU of threads that ended during the round (the process's total less its
   live threads');
+* **stylize processes**: the embedded mode's stylize workers when they are processes
+  (``worker.processes``, the default on a CPU): RQ's bookkeeping, decode, the pass, encode;
 * **redis-server**: embedded mode's private Redis.
 
 Per image: each group's CPU ms over the images delivered. Prints a table (the median over rounds
@@ -114,6 +118,16 @@ def _copy_the_model_step() -> None:
         engine.forward_bytes = copy  # type: ignore[method-assign]
 
 
+#: Put on the server's ``PYTHONPATH`` by ``--null``: the stylize processes (``worker.processes``),
+#: started afresh by the server, copy the model step as the launcher does.
+SITECUSTOMIZE = f"""import os, sys
+if os.environ.get({NULL_ENV!r}) == "1" and "worker.processes" in sys.orig_argv:
+    sys.path.insert(0, {str(REPO)!r})
+    from benchmarks.service_cost import _copy_the_model_step
+    _copy_the_model_step()
+"""
+
+
 def launch(argv: list[str]) -> int:
     """``instyle`` with ``argv``, the model step copied when asked, snapshots served on the FIFO."""
     from stylenet.config import tune_malloc, use_huge_pages
@@ -145,29 +159,53 @@ def request_snapshot(fifo: str, directory: Path, n: int) -> dict[str, float]:
     return dict(json.loads(path.read_text()))
 
 
-def per_image(before: dict[str, float], after: dict[str, float], images: int, redis_s: float) -> dict[str, float]:
+def per_image(
+    before: dict[str, float], after: dict[str, float], images: int, children: dict[str, float]
+) -> dict[str, float]:
     """Each group's CPU ms per image over a round (``ended threads``: the process's CPU not in
-    a thread alive at its end, less what threads alive at its start but ended had already used)."""
+    a thread alive at its end, less what threads alive at its start but ended had already used);
+    ``children``: CPU seconds of the server's child processes over the round, by group."""
     groups = {k for k in before.keys() | after.keys() if k != "process"}
     live = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in groups}
     total = after["process"] - before["process"]
     rows = {k: v * 1000 / images for k, v in live.items() if abs(v) > 0}
     rows["ended threads"] = (total - sum(live.values())) * 1000 / images
-    rows["redis-server"] = redis_s * 1000 / images
-    rows["total"] = (total + redis_s) * 1000 / images
+    rows.update({k: v * 1000 / images for k, v in children.items()})
+    rows["total"] = (total + sum(children.values())) * 1000 / images
     return rows
 
 
-def redis_cpu(server_pid: int) -> float:
-    """CPU seconds of the server's child processes (the private redis-server)."""
-    own = Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-    mine = (int(own[11]) + int(own[12])) / os.sysconf("SC_CLK_TCK")
-    return (cpu_seconds(server_pid) or 0.0) - mine
+def child_group(cmdline: str) -> str:
+    """The group a child process of the server belongs to, by its command line."""
+    if "redis-server" in cmdline:
+        return "redis-server"
+    if "worker.processes" in cmdline:
+        return "stylize processes"
+    return "other processes"
+
+
+def children_cpu(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's child processes (its private redis-server, its
+    stylize processes), by ``child_group``."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{server_pid}/task").glob("*"):
+        try:
+            pids = [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            key = child_group(cmdline)
+            out[key] = out.get(key, 0.0) + (cpu_seconds(pid) or 0.0)
+    return out
 
 
 def redis_socket(start_line: str) -> str | None:
     """The private redis-server's Unix socket, from the server's start line (None: another backend)."""
-    found = re.search(r"private redis-server \S+ on (/\S+?)\)", start_line)
+    found = re.search(r"private redis-server \S+ on (/\S+?)[,)]", start_line)
     return found.group(1) if found else None
 
 
@@ -192,7 +230,7 @@ def commands_per_image(before: dict[str, int], after: dict[str, int], images: in
 
 ORDER = (
     "event loop", "stylize threads", "thread pool", "native threads", "ended threads", "other worker threads",
-    "other Python threads", "redis-server", "total",
+    "other Python threads", "stylize processes", "other processes", "redis-server", "total",
 )  # fmt: skip
 
 
@@ -220,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as server_log:
         fifo = str(Path(tmp) / "snapshots.fifo")
         os.mkfifo(fifo)
-        env = {FIFO_ENV: fifo, NULL_ENV: "0" if args.generator else "1", **extra}
+        site = Path(tmp) / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        env = {FIFO_ENV: fifo, NULL_ENV: "0" if args.generator else "1", "PYTHONPATH": path, **extra}
         launcher = [sys.executable, str(Path(__file__).resolve()), "--launch"]
         server = start_server(port, args.style, env, server_log, launcher=launcher)
         try:
@@ -230,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             throughput(base, body, args.clients, min(5.0, args.seconds))  # and every thread's too
             for r in range(args.rounds):
                 calls0 = command_counts(socket_path) if socket_path else {}
-                before, redis0 = request_snapshot(fifo, Path(tmp), 2 * r), redis_cpu(server.pid)
+                before, children0 = request_snapshot(fifo, Path(tmp), 2 * r), children_cpu(server.pid)
                 run = throughput(base, body, args.clients, args.seconds)
-                after, redis1 = request_snapshot(fifo, Path(tmp), 2 * r + 1), redis_cpu(server.pid)
+                after, children1 = request_snapshot(fifo, Path(tmp), 2 * r + 1), children_cpu(server.pid)
                 calls1 = command_counts(socket_path) if socket_path else {}
                 images = max(1, run["images"])
-                cost = per_image(before, after, images, redis1 - redis0)
+                spent = {k: v - children0.get(k, 0.0) for k, v in children1.items()}
+                cost = per_image(before, after, images, spent)
                 commands = commands_per_image(calls0, calls1, images) if socket_path else {}
                 rounds.append({
                     "images_per_s": run["images_per_s"], "images": run["images"], "errors": run["errors"],

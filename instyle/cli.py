@@ -25,8 +25,8 @@ from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_p
 if TYPE_CHECKING:
     import torch
     from pydantic import ValidationError
-    from redis import Redis
 
+    from instyle.embedded_redis import EmbeddedRedis
     from service.settings import ServiceSettings
 
 EXIT_USER_ERROR = 2
@@ -560,7 +560,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # ends the process on the spot: turn it into an exit that runs the clean-up below
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return _serve_embedded(args, settings, overrides, embedded.client, embedded.description)
+        return _serve_embedded(args, settings, overrides, embedded)
     finally:
         signal.signal(signal.SIGTERM, previous)
         embedded.close()
@@ -571,18 +571,29 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _serve_embedded(
-    args: argparse.Namespace, settings: ServiceSettings, overrides: dict[str, Any], redis: Redis, redis_description: str
+    args: argparse.Namespace, settings: ServiceSettings, overrides: dict[str, Any], embedded: EmbeddedRedis
 ) -> int:
     import uvicorn
 
-    from instyle.protocol import QUEUE_STYLIZE, QUEUES
+    from instyle.protocol import QUEUE_STYLIZE, QUEUE_TRAIN, QUEUES
     from service.app import create_app
+    from stylenet.training import pick_device
     from worker.context import build_context
+    from worker.processes import StylizeProcesses
     from worker.runner import ThreadShare, start_thread_worker, stop_thread_workers
     from worker.settings import WorkerSettings
 
+    redis = embedded.client
     worker_settings = WorkerSettings(**overrides)
-    ctx = build_context(worker_settings, redis)
+    # stylize workers in processes of their own (worker.processes) where they can reach Redis
+    # and run on the CPU; else threads of this process, as training always is
+    in_processes = (
+        worker_settings.stylize_processes and embedded.url is not None and embedded.folder is not None
+        and pick_device(worker_settings.device).type == "cpu"
+    )  # fmt: skip
+    # the generators are the processes' to load then: this process only trains
+    own_settings = worker_settings.model_copy(update={"warm_styles": []}) if in_processes else worker_settings
+    ctx = build_context(own_settings, redis)
     share = None
     if worker_settings.share_threads and worker_settings.stylize_threads > 1 and ctx.device.type == "cpu":
         import torch
@@ -595,17 +606,35 @@ def _serve_embedded(
     )  # fmt: skip
     workers = [
         start_thread_worker(redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None)
-        for q in QUEUES
+        for q in ([QUEUE_TRAIN] if in_processes else QUEUES)
         for _ in range(worker_settings.stylize_threads if q == QUEUE_STYLIZE else 1)
     ]
-    print(f"instyle (embedded mode, {redis_description}) on http://{args.host}:{args.port}", file=sys.stderr)
+    kind = "processes" if in_processes else "threads"
+    print(
+        f"instyle (embedded mode, {embedded.description}, {worker_settings.stylize_threads} stylize {kind})"
+        f" on http://{args.host}:{args.port}",
+        file=sys.stderr,
+    )
+    processes = None
     try:
+        if in_processes:
+            assert embedded.url is not None and embedded.folder is not None
+            env = {**os.environ, **{f"INSTYLE_{k.upper()}": str(v) for k, v in overrides.items()}}
+            processes = StylizeProcesses(
+                worker_settings.stylize_threads, embedded.url, embedded.folder, args.log_format, env
+            )  # fmt: skip
+            try:
+                processes.wait_ready(redis)  # as with threads: listening means ready to stylize
+            except RuntimeError as exc:
+                raise CLIError(str(exc)) from None
         uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)
     finally:
         busy = stop_thread_workers(workers)
+        if processes is not None:
+            busy += processes.stop()
         if busy:
             logging.getLogger(__name__).warning(
-                "%d worker thread(s) still busy at shutdown: their jobs end with the process", busy
+                "%d worker(s) still busy at shutdown: their jobs end with the server", busy
             )
     return 0
 

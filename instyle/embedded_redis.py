@@ -56,6 +56,8 @@ class EmbeddedRedis:
     description: str
     process: subprocess.Popen[bytes] | None = None
     folder: Path | None = None
+    #: How other processes reach it (``unix://...``); None for the in-process fakeredis.
+    url: str | None = None
     _closed: bool = field(default=False, repr=False)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -139,6 +141,7 @@ def start_server(executable: str, timeout_s: float = 10.0) -> EmbeddedRedis:
     if proc.stderr is not None:  # nothing reads it from here on: a full pipe must never block redis
         proc.stderr.close()
     handle.description = f"private redis-server {version} on {socket_path}"
+    handle.url = f"unix://{socket_path}"
     return handle
 
 

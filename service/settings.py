@@ -13,7 +13,7 @@ from instyle.env import CommaList, EmbeddedRedisMode
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore")
 
-    #: Redis URL; unset = embedded mode (worker threads in the API process).
+    #: Redis URL; unset = embedded mode (workers started by the API process: ``instyle serve``).
     redis_url: str | None = None
     #: Embedded mode's Redis (``instyle.embedded_redis``): ``server``, a private redis-server
     #: child on a Unix socket; ``memory``, the in-process fakeredis; ``auto``, server when

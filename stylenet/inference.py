@@ -48,7 +48,14 @@ def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> 
 #: one large image, and at that size the work around the generator is too small a share of the
 #: time for overlapping it to pay. Smaller images run concurrently.
 EXCLUSIVE_PIXELS = 1024 * 1024
-_exclusive = threading.Lock()
+_exclusive: contextlib.AbstractContextManager[Any] = threading.Lock()
+
+
+def share_exclusive_lock(lock: contextlib.AbstractContextManager[Any]) -> None:
+    """Make large batches wait for ``lock`` instead of this process's own: one shared with other
+    processes (the embedded mode's stylize processes, ``worker.processes``)."""
+    global _exclusive
+    _exclusive = lock
 
 
 def runs_exclusive(pixels: int) -> bool:

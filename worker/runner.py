@@ -346,18 +346,21 @@ class ThreadShare:
         self.running = 0
         self._lock = threading.Lock()
 
+    def _add(self, k: int) -> int:
+        """Count ``k`` more passes as running; the passes running now."""
+        with self._lock:
+            self.running += k
+            return self.running
+
     @contextlib.contextmanager
     def claim(self) -> Iterator[int]:
         """For the duration of one job: set this thread's share, and yield it."""
-        with self._lock:
-            self.running += 1
-            threads = max(1, self.total // self.running)
+        threads = max(1, self.total // self._add(1))
         set_openmp_threads(threads)
         try:
             yield threads
         finally:
-            with self._lock:
-                self.running -= 1
+            self._add(-1)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,8 @@ class WorkerSettings(BaseSettings):
     #: Stylize jobs a worker runs through the generator together when they wait in the queue
     #: (1 = no batching). benchmarks/service.py measures whether it wins on a given machine.
     batch_size: int = Field(default=1, ge=1, le=64)
-    #: Stylize worker threads of the embedded mode (``instyle serve`` without Redis). Two overlap
+    #: Stylize workers of the embedded mode (``instyle serve`` without Redis; processes or
+    #: threads, ``stylize_processes``). Two overlap
     #: one image's decoding, encoding and queue bookkeeping with another's generator pass: +15-25 %
     #: images/s under load on 2 cores, the same latency alone (docs/performance.md). Each uses all
     #: of torch's CPU threads while it runs alone (a fixed split cost a lone request 80 %).
@@ -45,6 +46,11 @@ class WorkerSettings(BaseSettings):
     #: a pass gets them all; two at once get half each: ``worker.runner.ThreadShare``). Under
     #: load this keeps the OpenMP threads within the cores (docs/performance.md).
     share_threads: bool = True
+    #: The embedded mode runs its stylize workers as child processes, each with an interpreter
+    #: of its own (``worker.processes``), when its Redis is a private redis-server and the device
+    #: a CPU; false: threads of the server's process. Under load the processes left the cores
+    #: less idle (docs/performance.md, "Stylize workers as processes").
+    stylize_processes: bool = True
     #: Generators kept in memory (LRU).
     cache_size: int = Field(default=8, ge=1)
     #: Styles loaded before the worker takes its first job (comma-separated ids).

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,9 +18,12 @@ from tests.conftest import free_port
 
 
 @contextmanager
-def serve_embedded(log_path: Path, **env_overrides: str) -> Iterator[str]:
+def serve_embedded(
+    log_path: Path, on_start: Callable[[subprocess.Popen[bytes]], object] | None = None, **env_overrides: str
+) -> Iterator[str]:
     """Start `instyle serve` with ``INSTYLE_*`` taken only from ``env_overrides``; yield its URL
-    once /healthz answers; stop it afterwards. The server's output goes to ``log_path``."""
+    once /healthz answers; stop it afterwards. The server's output goes to ``log_path``;
+    ``on_start`` is given its process."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")} | env_overrides
     with log_path.open("wb") as log:
@@ -31,6 +34,8 @@ def serve_embedded(log_path: Path, **env_overrides: str) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
+        if on_start is not None:
+            on_start(proc)
         try:
             for _ in range(300):
                 if proc.poll() is not None:

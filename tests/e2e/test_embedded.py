@@ -106,7 +106,7 @@ def test_each_redis_backend_serves_and_shuts_down_cleanly(backend: str, tiny_sto
     text = log.read_text()
     banner = text.splitlines()[0]
     if backend == "server":
-        found = re.search(r"private redis-server [\d.]+ on (\S+)\)", banner)
+        found = re.search(r"private redis-server [\d.]+ on (\S+?)[,)]", banner)
         assert found, banner
         assert not Path(found.group(1)).parent.exists()  # the child's socket folder is gone with it
     else:
