@@ -164,6 +164,40 @@ def generator_alone(
     return float(rate), float(cpu_ms)
 
 
+#: The way of running the generator alone that stands for the embedded mode's stylize processes.
+PROCESSES_WAY = "one process each, torch threads split"
+
+
+def generator_alone_processes(
+    size: int, style: str, processes: int, seconds: float, extra: dict[str, str]
+) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of the generator alone in ``processes`` processes at once,
+    one thread each running back to back on its share of the cores (as the embedded mode's
+    stylize processes run when all are busy, ``worker.processes``), measuring over the same
+    seconds."""
+    env = {**os.environ, **extra, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+    env.pop("INSTYLE_REDIS_URL", None)
+    cmd = [sys.executable, __file__, "--generator-alone", "--size", str(size), "--style", style]
+    cmd += ["--threads", "1", "--seconds", str(seconds), "--together"]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    children = [subprocess.Popen(cmd, env=env, **pipes) for _ in range(processes)]  # type: ignore[call-overload]
+    for child in children:  # each says when it is warm, then waits for the word to start
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the generator alone did not start")
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=seconds + 300)
+        if child.returncode:
+            raise RuntimeError(f"the generator alone exited with {child.returncode}")
+        rate, cpu_ms = out.strip().splitlines()[-1].split()
+        results.append((float(rate), float(cpu_ms)))
+    total = sum(rate for rate, _ in results)
+    return total, sum(rate * cpu for rate, cpu in results) / total
+
+
 def shares_threads(extra: dict[str, str]) -> bool:
     """Whether the server's stylize threads split torch's threads when busy together."""
     settings = server_settings(extra)
@@ -194,7 +228,9 @@ def cpu_seconds(pid: int) -> float | None:
     return total + sum(cpu_seconds(child) or 0.0 for child in children)
 
 
-def _generator_alone_child(size: int, style: str, threads: int, seconds: float, split: bool) -> tuple[float, float]:
+def _generator_alone_child(
+    size: int, style: str, threads: int, seconds: float, split: bool, together: bool = False
+) -> tuple[float, float]:
     from stylenet.config import set_openmp_threads, tune_malloc, use_huge_pages
 
     use_huge_pages()
@@ -230,6 +266,9 @@ def _generator_alone_child(size: int, style: str, threads: int, seconds: float, 
 
     in_passing_thread(loop, 0, time.perf_counter() + 1.0)  # warm-up
     counts[0] = 0
+    if together:  # beside other such processes: all measure over the same seconds
+        print("ready", flush=True)
+        sys.stdin.readline()
     stop_at = time.perf_counter() + seconds
     workers = [threading.Thread(target=loop, args=(k, stop_at)) for k in range(threads)]
     cpu0, start = time.process_time(), time.perf_counter()
@@ -329,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generator-alone", action="store_true", help=argparse.SUPPRESS)  # child mode
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--together", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.generator_alone:
-        print(*_generator_alone_child(args.size, args.style, args.threads, args.seconds, args.split))
+        print(*_generator_alone_child(args.size, args.style, args.threads, args.seconds, args.split, args.together))
         return 0
 
     port = free_port()
@@ -345,10 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     ways = {"all torch threads each": False}
     if shares_threads(extra):
         ways["torch threads split"] = True
+    in_processes = server_settings(extra).stylize_processes and threads > 1
+    if in_processes:
+        ways[PROCESSES_WAY] = True
 
     def measure_alone() -> dict[str, tuple[float, float]]:
         return {
-            name: generator_alone(out_size, args.style, threads, args.seconds, extra, split)
+            name: generator_alone_processes(out_size, args.style, threads, args.seconds, extra)
+            if name == PROCESSES_WAY
+            else generator_alone(out_size, args.style, threads, args.seconds, extra, split)
             for name, split in ways.items()
         }
 
@@ -396,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service",
         "command": "python benchmarks/service.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
-        "mode": f"embedded ({threads} stylize worker thread(s))",
+        "mode": f"embedded ({threads} stylize worker {'processes' if in_processes else 'thread(s)'})",
         "server_banner": start_line,
         "stylize_threads": threads,
         "size": args.size,
@@ -423,9 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    found = re.search(r"embedded mode, (.+?)(?: on /\S+)?\) on http", start_line)
+    found = re.search(r"embedded mode, (.+?)(?: on /[^,)\s]+)?[,)]", start_line)
     backend = f", Redis: {found.group(1)}" if found else ""
-    mode = f"embedded mode{backend}, {threads} stylize thread(s), {os.cpu_count()} cores"
+    kind = "processes" if in_processes else "thread(s)"
+    mode = f"embedded mode{backend}, {threads} stylize {kind}, {os.cpu_count()} cores"
     sizes = f"{args.size}² JPEG in/out" if out_size == args.size else f"{args.size}² JPEG in, {out_size}² out"
     print(f"{sizes}, style {args.style}, {mode}\n")
     print("| round trip ms (median) | model ms (median) | overhead ms (median) | overhead ms (p90) |")
@@ -439,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         between = ", ".join(f"{run[name][0]:.2f}" for run in alone_runs[1:-1])
         when = [f"{before[name][0]:.2f} before the server"] + ([f"{between} between rounds"] if between else [])
         print(
-            f"generator alone, {threads} thread(s) back to back, {name}: {rate:.2f} images/s "
+            f"generator alone, {threads} {'processes' if name == PROCESSES_WAY else 'thread(s)'} back to back, "
+            f"{name}: {rate:.2f} images/s "
             f"({', '.join([*when, f'{after[name][0]:.2f} after'])}), {cpu:.0f} ms of CPU per image{mark}"
         )
     print()

@@ -92,6 +92,9 @@ def test_service_benchmark_measures_the_generator_alone() -> None:
     for split in (False, True):  # all of torch's threads each, or split between the two
         rate, cpu_ms = service.generator_alone(64, "starry-night", 2, 0.5, {"INSTYLE_PRECISION": "fp32"}, split)
         assert 1.0 < rate < 10_000.0 and 0.0 < cpu_ms < 10_000.0
+    # as the embedded mode's stylize processes: two processes, one thread each, measured together
+    rate, cpu_ms = service.generator_alone_processes(64, "starry-night", 2, 0.5, {"INSTYLE_PRECISION": "fp32"})
+    assert 1.0 < rate < 10_000.0 and 0.0 < cpu_ms < 10_000.0
     assert service.shares_threads({})
     assert not service.shares_threads({"INSTYLE_SHARE_THREADS": "false"})
     assert not service.shares_threads({"INSTYLE_STYLIZE_THREADS": "1"})

@@ -20,11 +20,20 @@ from tests.e2e.conftest import serve_embedded
 from worker.processes import (
     EXCLUSIVE_FILE,
     PASSES_FILE,
+    SPIN_COUNT,
     FileLock,
     ProcessShare,
+    child_env,
     clear_slot,
     create_share_files,
 )
+
+
+def test_children_spin_briefly_unless_told_otherwise() -> None:
+    env = child_env({"PATH": "/bin"}, "unix:///x/redis.sock")
+    assert env == {"PATH": "/bin", "INSTYLE_REDIS_URL": "unix:///x/redis.sock", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    assert child_env({"GOMP_SPINCOUNT": "5"}, "u")["GOMP_SPINCOUNT"] == "5"
+    assert "GOMP_SPINCOUNT" not in child_env({"OMP_WAIT_POLICY": "passive"}, "u")
 
 
 def test_passes_split_the_threads_across_processes(tmp_path: Path) -> None:
