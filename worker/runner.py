@@ -36,7 +36,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from instyle.protocol import QUEUE_STYLIZE, QUEUE_TRAIN, ErrorCode
 from stylenet import buffers
-from stylenet.config import release_openmp_pool, set_openmp_threads
+from stylenet.config import release_free_heap, release_openmp_pool, set_openmp_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def release_idle_arena(idle_s: float | None = None) -> bool:
     arena = buffers.pool()
     if arena is None or not arena.release(idle_s):
         return False
+    release_free_heap()  # and what malloc keeps for the next pass (tune_malloc): up to 512 MB
     log.info("buffer arena given back after %.0f s without a pass", idle_s)
     return True
 

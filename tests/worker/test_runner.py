@@ -245,13 +245,22 @@ def arena(monkeypatch: pytest.MonkeyPatch) -> buffers.BufferPool:
     return pool
 
 
-def test_an_idle_arena_is_given_back_and_a_busy_one_kept(arena: buffers.BufferPool) -> None:
+def test_an_idle_arena_is_given_back_and_a_busy_one_kept(
+    arena: buffers.BufferPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import runner
+
+    trims: list[bool] = []
+    monkeypatch.setattr(runner, "release_free_heap", lambda: trims.append(True) or True)
     assert not release_idle_arena(60.0)  # a buffer was placed just now
     held = arena.take((1, 1, 16, 16), torch.float32)
     assert not release_idle_arena(0.0)  # in use
     del held
+    assert not trims
     assert release_idle_arena(0.0) and not arena.holds_memory
+    assert trims == [True]  # and malloc's free memory with it
     assert not release_idle_arena(0.0)  # nothing left
+    assert trims == [True]
 
 
 @pytest.mark.parametrize("worker_class", [InstyleWorker, ThreadWorker])
