@@ -142,11 +142,6 @@ class StylizeProcesses:
         self._watcher = threading.Thread(target=self._watch, name="instyle-stylize-processes", daemon=True)
         self._watcher.start()
 
-    @property
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [p.pid for p in self._procs]
-
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         from instyle.embedded_redis import _die_with_parent
 
@@ -194,9 +189,11 @@ class StylizeProcesses:
         deadline = time.monotonic() + timeout_s
         while Worker.count(connection=redis, queue=queue) < self.count:
             with self._lock:
-                ended = [p for p in self._procs if p.poll() is not None]
-            if ended:
-                raise RuntimeError(f"a stylize worker process exited with {ended[0].returncode} as it started")
+                ended = [p.returncode for p in self._procs if p.poll() is not None]
+                restarted = self.restarts
+            if ended or restarted:  # one that failed at once may have been replaced already
+                code = f" with {ended[0]}" if ended else ""
+                raise RuntimeError(f"a stylize worker process exited{code} as it started (see its log above)")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the stylize worker processes did not start within {timeout_s:g} s")
             time.sleep(0.1)
@@ -282,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     from instyle.logs import configure
 
     configure(args.log_level, args.log_format)
-    return _child(args.folder, args.slot, args.parent)
+    from model_store.exceptions import StoreError
+    from stylenet.exceptions import StylenetError
+
+    try:
+        return _child(args.folder, args.slot, args.parent)
+    except (StoreError, StylenetError) as exc:  # e.g. a warm style that is not in the store
+        log.error("stylize worker process %d cannot start: %s", args.slot, exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from instyle.client import submit
 from stylenet import inference
-from tests.conftest import ASSET_PHOTOS
+from tests.conftest import ASSET_PHOTOS, free_port
 from tests.e2e.conftest import serve_embedded
 from worker.processes import (
     EXCLUSIVE_FILE,
@@ -122,6 +123,9 @@ def test_large_passes_take_the_shared_lock(tmp_path: Path) -> None:
         inference.share_exclusive_lock(kept)
 
 
+needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
 def _stylize_pids(server_pid: int) -> list[int]:
     """The server's stylize worker processes."""
     pids = []
@@ -133,6 +137,7 @@ def _stylize_pids(server_pid: int) -> list[int]:
 
 
 @pytest.mark.slow
+@needs_redis_server
 def test_serve_restarts_a_lost_stylize_process(tiny_store: Path, tmp_path: Path) -> None:
     """`instyle serve` runs its stylize workers as processes; one killed is replaced, the
     service keeps stylizing, and stopping the server leaves none behind."""
@@ -159,3 +164,19 @@ def test_serve_restarts_a_lost_stylize_process(tiny_store: Path, tmp_path: Path)
     assert "stylize worker process" in text and "starting another" in text
     assert not any(Path(f"/proc/{pid}").exists() for pid in kept)  # stopped with the server
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+@needs_redis_server
+def test_serve_stops_when_a_stylize_process_cannot_start(tiny_store: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
+    env |= {"INSTYLE_STORE": str(tiny_store), "INSTYLE_EMBEDDED_REDIS": "server", "INSTYLE_WARM_STYLES": "nope"}
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "instyle.cli", "serve", "--port", port], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "nope" in done.stderr and "cannot start" in done.stderr
+    assert "instyle: error: a stylize worker process exited" in done.stderr
+    assert "Traceback" not in done.stderr
