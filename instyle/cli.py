@@ -595,7 +595,10 @@ def _serve_embedded(
     own_settings = worker_settings.model_copy(update={"warm_styles": []}) if in_processes else worker_settings
     ctx = build_context(own_settings, redis)
     share = None
-    if worker_settings.share_threads and worker_settings.stylize_threads > 1 and ctx.device.type == "cpu":
+    if (
+        not in_processes and worker_settings.share_threads and worker_settings.stylize_threads > 1
+        and ctx.device.type == "cpu"
+    ):  # fmt: skip
         import torch
 
         share = ThreadShare(torch.get_num_threads())

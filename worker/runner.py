@@ -8,7 +8,8 @@
   the main thread may install them), a timer-based job timeout instead of SIGALRM, and its
   OpenMP pool released after each job, so that an idle thread does not slow the others.
   Stylize threads share torch's CPU threads out among the passes running at once
-  (``ThreadShare``).
+  (``ThreadShare``). On a CPU the embedded mode runs its stylize workers as processes
+  instead, each a ``ThreadWorker`` in its main thread (``worker.processes``).
 """
 
 from __future__ import annotations
