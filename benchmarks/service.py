@@ -5,7 +5,8 @@
     python benchmarks/service.py --size 4000 --max-size 1024 --clients ""   # a large upload, downscaled
 
 Starts ``instyle serve`` in embedded mode (API + embedded Redis + ``INSTYLE_STYLIZE_THREADS``
-stylize worker threads, from ``--env`` or the worker settings' default) on a free port, then:
+stylize workers, processes on a CPU unless ``--env INSTYLE_STYLIZE_PROCESSES=false``, from
+``--env`` or the worker settings' default) on a free port, then:
 
 1. **latency**: ``--requests`` sequential ``POST /v1/stylize?wait=30`` of a ``--size``² JPEG
    (512) with ``max_size`` ``--max-size`` (the same, unless a large upload is downscaled). Each
@@ -15,12 +16,15 @@ stylize worker threads, from ``--env`` or the worker settings' default) on a fre
 2. **throughput**: for each ``--clients`` count, that many clients post back to back for
    ``--seconds``; images/s is compared with the model-bound limit: the **generator alone**,
    measured first in a separate process on the same cores (the style loaded as the worker
-   loads it, the photo decoded once, as many threads as the server has stylize threads, each
+   loads it, the photo decoded once, as many threads as the server has stylize workers, each
    running the worker's model step back to back for ``--seconds``: the engine's
-   ``forward_bytes``, decoded pixels to pixels, as ``stylize_batch`` runs it). Also reported: the bound implied by
+   ``forward_bytes``, decoded pixels to pixels, as ``stylize_batch`` runs it; with torch's
+   threads split among them, and, when the server runs processes, also as that many processes
+   of one thread each: the limit is the fastest way). Also reported: the bound implied by
    the server's own model times under that load (stylize threads x 1000 / median model ms),
    which is lower, since the service's work slows the generator down too. And the CPU time per
-   image delivered: the server's (from /proc, all its threads and its private redis-server)
+   image delivered: the server's (from /proc, all its threads, its stylize processes and its
+   private redis-server)
    against the generator alone's. The difference is the service's own work per image plus
    what the generator's threads lose (spinning, waiting) to sharing the cores with it; the
    clients' CPU is apart.

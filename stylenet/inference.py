@@ -44,7 +44,8 @@ def tiled_engine(generator: nn.Module, pixels: int, tile_pixels: int | None) -> 
 
 
 #: Batches with more pixels than this (1024², images x height x width) run one at a time per
-#: process, however many threads stylize (``INSTYLE_STYLIZE_THREADS``): peak memory stays that of
+#: process, however many threads stylize (``INSTYLE_STYLIZE_THREADS``), and across the embedded
+#: mode's stylize processes (``share_exclusive_lock``): peak memory stays that of
 #: one large image, and at that size the work around the generator is too small a share of the
 #: time for overlapping it to pay. Smaller images run concurrently.
 EXCLUSIVE_PIXELS = 1024 * 1024
