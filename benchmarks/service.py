@@ -183,12 +183,16 @@ def generator_alone_processes(
     env.pop("INSTYLE_REDIS_URL", None)
     cmd = [sys.executable, __file__, "--generator-alone", "--size", str(size), "--style", style]
     cmd += ["--threads", "1", "--seconds", str(seconds), "--together"]
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
-    children = [subprocess.Popen(cmd, env=env, **pipes) for _ in range(processes)]  # type: ignore[call-overload]
+    children = [
+        subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
     for child in children:  # each says when it is warm, then waits for the word to start
+        assert child.stdout is not None
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError("the generator alone did not start")
     for child in children:
+        assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
     results = []

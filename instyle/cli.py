@@ -588,7 +588,7 @@ def _serve_embedded(
     # stylize workers in processes of their own (worker.processes) where they can reach Redis
     # and run on the CPU; else threads of this process, as training always is
     in_processes = (
-        worker_settings.stylize_processes and embedded.url is not None and embedded.folder is not None
+        worker_settings.stylize_processes and embedded.url is not None  # a private redis-server
         and pick_device(worker_settings.device).type == "cpu"
     )  # fmt: skip
     # the generators are the processes' to load then: this process only trains

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PASSES_FILE = "passes"
+#: The ``flock`` every change to ``PASSES_FILE`` is made under.
+PASSES_LOCK = "passes.lock"
 EXCLUSIVE_FILE = "exclusive.lock"
 #: libgomp's spin count for the children's OpenMP threads (``GOMP_SPINCOUNT``) unless the
 #: environment sets one (or ``OMP_WAIT_POLICY``). Within one process libgomp spins only briefly
@@ -77,19 +79,22 @@ class FileLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
+    def close(self) -> None:
+        os.close(self._fd)
+
 
 class ProcessShare(ThreadShare):
-    """``ThreadShare`` across processes: slot ``slot`` of the byte map at ``path`` is this
-    process's count of running passes; a pass takes ``total`` // (all slots' sum) threads."""
+    """``ThreadShare`` across processes: slot ``slot`` of the byte map ``folder/PASSES_FILE`` is
+    this process's count of running passes; a pass takes ``total`` // (all slots' sum) threads."""
 
-    def __init__(self, total: int, path: Path, slot: int) -> None:
+    def __init__(self, total: int, folder: Path, slot: int) -> None:
         super().__init__(total)
         self.slot = slot
-        self._lock_file = FileLock(path.with_suffix(".lock"))
-        with path.open("r+b") as f:
+        self._lock_file = FileLock(folder / PASSES_LOCK)
+        with (folder / PASSES_FILE).open("r+b") as f:
             self._map = mmap.mmap(f.fileno(), 0)
         if not 0 <= slot < len(self._map):
-            raise ValueError(f"slot {slot} is outside {path} ({len(self._map)} slots)")
+            raise ValueError(f"slot {slot} is outside {folder / PASSES_FILE} ({len(self._map)} slots)")
 
     def _add(self, k: int) -> int:
         with self._lock_file:
@@ -113,9 +118,13 @@ def create_share_files(folder: Path, slots: int) -> None:
 
 def clear_slot(folder: Path, slot: int) -> None:
     """Zero ``slot`` of the pass map: its child died, maybe in the middle of a pass."""
-    with FileLock(folder / f"{PASSES_FILE}.lock"), (folder / PASSES_FILE).open("r+b") as f:
-        f.seek(slot)
-        f.write(b"\0")
+    lock = FileLock(folder / PASSES_LOCK)
+    try:
+        with lock, (folder / PASSES_FILE).open("r+b") as f:
+            f.seek(slot)
+            f.write(b"\0")
+    finally:
+        lock.close()
 
 
 class StylizeProcesses:
@@ -246,7 +255,7 @@ def _child(folder: Path, slot: int, parent: int) -> int:
         maintenance_s=settings.maintenance_s, batch_size=settings.batch_size,
     )  # fmt: skip
     assert isinstance(worker, ThreadWorker)
-    worker.share = ProcessShare(torch.get_num_threads(), folder / PASSES_FILE, slot)
+    worker.share = ProcessShare(torch.get_num_threads(), folder, slot)
 
     def stop(signum: int, frame: object) -> None:
         worker.stop()  # after the current job; an idle worker within a poll

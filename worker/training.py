@@ -65,11 +65,14 @@ def sweep_work_dirs(redis: Redis, root: Path) -> list[str]:
     work = root / ".work"
     if not work.is_dir():
         return []
+    folders = [e for e in sorted(work.iterdir()) if e.is_dir() and JOB_ID_RE.fullmatch(e.name)]
+    with redis.pipeline(transaction=False) as pipe:  # one round trip for all of them
+        for entry in folders:
+            pipe.hget(Job.key_for(entry.name), "status")
+        statuses = pipe.execute() if folders else []
     removed = []
-    for entry in sorted(work.iterdir()):
-        if not entry.is_dir() or not JOB_ID_RE.fullmatch(entry.name):
-            continue
-        if redis.hget(Job.key_for(entry.name), "status") in _ENDED_FOR_GOOD:
+    for entry, status in zip(folders, statuses, strict=True):
+        if status in _ENDED_FOR_GOOD:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
     if removed:

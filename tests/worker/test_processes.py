@@ -39,7 +39,7 @@ def test_children_spin_briefly_unless_told_otherwise() -> None:
 
 def test_passes_split_the_threads_across_processes(tmp_path: Path) -> None:
     create_share_files(tmp_path, 2)
-    first, second = ProcessShare(4, tmp_path / PASSES_FILE, 0), ProcessShare(4, tmp_path / PASSES_FILE, 1)
+    first, second = ProcessShare(4, tmp_path, 0), ProcessShare(4, tmp_path, 1)
     with first.claim() as alone:
         assert alone == 4  # a pass alone takes every thread
         with second.claim() as beside:
@@ -52,7 +52,7 @@ def test_passes_split_the_threads_across_processes(tmp_path: Path) -> None:
 def test_a_dead_process_slot_is_cleared(tmp_path: Path) -> None:
     create_share_files(tmp_path, 2)
     (tmp_path / PASSES_FILE).write_bytes(b"\1\0")  # process 0 died in the middle of a pass
-    share = ProcessShare(2, tmp_path / PASSES_FILE, 1)
+    share = ProcessShare(2, tmp_path, 1)
     with share.claim() as threads:
         assert threads == 1
     clear_slot(tmp_path, 0)
@@ -63,7 +63,7 @@ def test_a_dead_process_slot_is_cleared(tmp_path: Path) -> None:
 def test_a_slot_outside_the_map_is_refused(tmp_path: Path) -> None:
     create_share_files(tmp_path, 2)
     with pytest.raises(ValueError, match="slot 2"):
-        ProcessShare(2, tmp_path / PASSES_FILE, 2)
+        ProcessShare(2, tmp_path, 2)
 
 
 HOLD = """
