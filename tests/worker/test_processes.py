@@ -55,7 +55,9 @@ def test_a_dead_process_slot_is_cleared(tmp_path: Path) -> None:
     share = ProcessShare(2, tmp_path, 1)
     with share.claim() as threads:
         assert threads == 1
+    open_files = len(os.listdir("/proc/self/fd"))
     clear_slot(tmp_path, 0)
+    assert len(os.listdir("/proc/self/fd")) == open_files  # the server calls it on every restart
     with share.claim() as threads:
         assert threads == 2
 
