@@ -9,6 +9,9 @@ For each size it times (CUDA events, median of ``--runs`` replays after warm-up)
 * ``engine-fp16-graph-packed``: the same with the CPU's packed output convolution (the 9x9
   32 -> 3 convolution as a 5x5 128 -> 16 one on the last decoder stage's phases), off on
   CUDA by default until measured;
+* ``engine-fp16-graph-packed-shifted``: the same again with the CPU's upsampling convolutions
+  (one 2x2 convolution of the four phases' taps instead of 3x3 phase kernels, then a copy that
+  lines the phases up), also off on CUDA until measured;
 * ``engine-bf16-graph``: the same in bfloat16;
 * ``engine-fp16-compile``: ``torch.compile`` of the fp16 engine (inductor fuses the
   normalization, ReLU and padding passes), then graphed;
@@ -106,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             assert isinstance(body, JohnsonBody)
             return GraphedEngine(JohnsonEngine(body, cfg.padding, torch.float16, device, packed_output=True))
 
+        def shifted() -> Callable[[torch.Tensor], torch.Tensor]:
+            body = eager_from(model, cfg).to(device).body
+            assert isinstance(body, JohnsonBody)
+            return GraphedEngine(
+                JohnsonEngine(body, cfg.padding, torch.float16, device, packed_output=True, shifted_phases=True)
+            )
+
         def bf16() -> Callable[[torch.Tensor], torch.Tensor]:
             return GraphedEngine(optimize(model, cfg, device, "bf16"))
 
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = {
             "engine-fp16-graph": fp16,
             "engine-fp16-graph-packed": packed,
+            "engine-fp16-graph-packed-shifted": shifted,
             "engine-bf16-graph": bf16,
             "engine-fp16-compile": compiled,
             "eager-fp16-max-autotune": peer,

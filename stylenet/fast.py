@@ -14,7 +14,9 @@ weights are read) into an engine that computes the same function faster:
 * **sub-pixel upsampling** (Johnson decoder): nearest x2 upsampling followed by a padded 3x3
   convolution equals one 3x3 convolution on the *low*-resolution map (replicate-padded by 1)
   with four phase kernels, interleaved. The 4x larger upsampled map and its padded copy are
-  never materialized.
+  never materialized. Each phase kernel is zero outside a 2x2 corner of its window, so on the
+  CPU the four run as one 2x2 convolution whose output holds each phase shifted by one pixel
+  or none, copied into line after (``phase_taps``): 4 multiply-adds where 9 were.
 
 ``JohnsonEngine`` implements all of it and exposes its normalization statistics, so that
 ``stylenet.tiling`` can run it over bands of an image with the exact, whole-image statistics.
@@ -437,6 +439,34 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return phases.reshape(out_ch * 4, in_ch, 3, 3)
 
 
+def phase_taps(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) kernel of "nearest x2 upsample, then 3x3 conv" -> (4 out, in, 2, 2): the
+    four phases' taps alone, for one unpadded 2x2 convolution of the low-res map padded by 1.
+
+    Phase (a, b) of ``phase_kernels`` is zero outside rows a .. a + 1 and columns b .. b + 1 of
+    its 3x3 window: its 2x2 convolution's output at (i + a, j + b) is phase (a, b) at (i, j), so
+    the (h + 1, w + 1) output holds each phase shifted by (a, b) (``aligned_phases`` undoes it).
+    4 multiply-adds per input channel and low-res output where the 3x3 kernels take 9.
+    """
+    out_ch, in_ch = weight.shape[:2]
+    phases = phase_kernels(weight).view(2, 2, out_ch, in_ch, 3, 3)
+    taps = [phases[a, b, :, :, a : a + 2, b : b + 2] for a in range(2) for b in range(2)]
+    return torch.cat(taps).contiguous()
+
+
+def aligned_phases(shifted: torch.Tensor) -> torch.Tensor:
+    """``phase_taps``' convolution output (N, 4 C, h + 1, w + 1) -> the phases (N, 4 C, h, w),
+    channels-last, as the 3x3 phase kernels give them: four copies of runs of C values."""
+    n, c4, h1, w1 = shifted.shape
+    c, h, w = c4 // 4, h1 - 1, w1 - 1
+    out = buffers.empty((n, c4, h, w), shifted.dtype, shifted.device)
+    for a in range(2):
+        for b in range(2):
+            g = slice((2 * a + b) * c, (2 * a + b + 1) * c)
+            out[:, g].copy_(shifted[:, g, a : a + h, b : b + w])
+    return out
+
+
 def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
     """(O, C, k, k) kernel of an unpadded stride-1 convolution, k odd -> (4 O, 4 C, (k+1)/2, (k+1)/2).
 
@@ -517,6 +547,7 @@ class JohnsonEngine(nn.Module):
         device: torch.device,
         rgb_channels: int | None = None,
         packed_output: bool | None = None,
+        shifted_phases: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -540,13 +571,19 @@ class JohnsonEngine(nn.Module):
         if len(res_pads) > 1:
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")
         self.res_pad = res_pads.pop() if res_pads else 0  # the residual stream's padded buffer
+        # The upsampling convolutions as 2x2 convolutions of the four phases' taps (4 of the 3x3
+        # phase kernels' 9 multiply-adds; the output comes shifted by phase, copied into line
+        # after: ``aligned_phases``). CPUs only by default: not yet measured on a GPU
+        # (benchmarks/cuda_variants.py has the variant).
+        self.shifted_phases = device.type == "cpu" if shifted_phases is None else shifted_phases
+        kernels = phase_taps if self.shifted_phases else phase_kernels
         self.dec: list[Conv] = []
         for stage in list(body.decoder)[:2]:
             up = _part(stage, 0)
             if not isinstance(up, Upsample2x):
                 raise TypeError("the fast Johnson engine needs nearest upsampling (upsample='nearest')")
             conv = _conv(up.conv, torch.float32, device, keep_bias=False)
-            weight = phase_kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
+            weight = kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
             self.dec.append(Conv(weight, None, 1, 1))
             self.norms.append(NormParams.of(_part(stage, 1)))
         self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)
@@ -646,6 +683,8 @@ class JohnsonEngine(nn.Module):
             layer = first + i
             phases = conv(y)  # (N, 4 C, h, w), channels-last: phase (a, b) of channel c at (2 a + b) C + c
             del y
+            if self.shifted_phases:
+                phases = aligned_phases(phases)
             n, c4, h, w = phases.shape
             c = c4 // 4
             # The same memory seen as (N, C, h, 4 w) channels-last -- width runs over (w, a, b) --

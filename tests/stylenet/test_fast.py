@@ -19,6 +19,7 @@ from stylenet.fast import (
     Moments,
     NormParams,
     UlyanovEngine,
+    aligned_phases,
     channel_moments,
     depth_to_space,
     fill_border,
@@ -28,6 +29,7 @@ from stylenet.fast import (
     optimize,
     pad_cl,
     phase_kernels,
+    phase_taps,
     probe_image,
     resolve_precision,
     space_to_depth_kernel,
@@ -85,6 +87,40 @@ def test_phase_kernels_equal_upsample_then_conv(padding: str) -> None:
     phases = F.conv2d(low, phase_kernels(w))  # (1, 4 * 4, 7, 6), channel (2 a + b) * 4 + c
     got = phases.unflatten(1, (2, 2, 4)).permute(0, 3, 4, 1, 5, 2).reshape(1, 4, 14, 12)
     assert torch.allclose(got, ref, atol=1e-10)
+
+
+def test_phase_taps_give_the_phase_kernels_output_shifted() -> None:
+    """The 2x2 convolution of the four phases' taps, copied into line, == the 3x3 phase kernels'."""
+    torch.manual_seed(0)
+    low = torch.randn(2, 5, 9, 8, dtype=torch.float64)  # a low-res map padded by 1
+    w = torch.randn(4, 5, 3, 3, dtype=torch.float64)
+    ref = F.conv2d(low, phase_kernels(w))
+    taps = phase_taps(w)
+    assert taps.shape == (16, 5, 2, 2)
+    shifted = F.conv2d(low, taps).contiguous(memory_format=torch.channels_last)
+    assert shifted.shape == (2, 16, 8, 7)
+    got = aligned_phases(shifted)
+    assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(got, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
+def test_shifted_phases_change_nothing(padding: str) -> None:
+    # the CPU default against the 3x3 phase kernels (the GPU one): untiled, tiled and in bytes
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    body, cpu = cast(JohnsonBody, _random(cfg).body), torch.device("cpu")
+    plain = JohnsonEngine(body, padding, torch.float32, cpu, shifted_phases=False)
+    shifted = JohnsonEngine(body, padding, torch.float32, cpu)
+    assert shifted.shifted_phases and not plain.shifted_phases
+    assert shifted.dec[0].weight.shape[2:] == (2, 2) and plain.dec[0].weight.shape[2:] == (3, 3)
+    x = torch.rand(2, 3, 37, 53)
+    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    with torch.inference_mode():
+        ref = plain(x)
+        assert torch.allclose(shifted(x), ref, atol=1e-5)
+        assert torch.allclose(tiled_forward(shifted, x, band=8), ref, atol=1e-4)
+        diff = shifted.forward_bytes(pixels).int() - plain.forward_bytes(pixels).int()
+        assert int(diff.abs().max()) <= 1  # a sum in another order may round the other way
 
 
 def _space_to_depth(x: torch.Tensor) -> torch.Tensor:
