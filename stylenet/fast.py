@@ -255,6 +255,22 @@ class Moments:
         m2 = self.m2 + other.m2 + delta.pow(2) * (self.count * other.count / total)
         return Moments(total, mean, m2)
 
+    def without(self, part: Moments) -> Moments:
+        """The moments of the rest once ``part``, a subset of the pixels measured, is taken out
+        (``merge`` undone, in float64)."""
+        rest = self.count - part.count
+        mean, part_mean = self.mean.double(), part.mean.double()
+        rest_mean = (mean * self.count - part_mean * part.count) / rest
+        m2 = self.m2.double() - part.m2.double() - (part_mean - rest_mean).square() * (part.count * rest / self.count)
+        return Moments(rest, rest_mean.float(), m2.clamp_min(0).float())
+
+    def channels(self, index: slice) -> Moments:
+        return Moments(self.count, self.mean[:, index], self.m2[:, index])
+
+    def repeat(self, times: int) -> Moments:
+        """The moments of ``times`` copies of the channels side by side (channel k C + c is c)."""
+        return Moments(self.count, self.mean.repeat(1, times), self.m2.repeat(1, times))
+
     @property
     def var(self) -> torch.Tensor:
         return self.m2 / self.count
@@ -271,6 +287,49 @@ class NormParams:
         if not isinstance(module, nn.InstanceNorm2d) or module.track_running_stats or not module.affine:
             raise TypeError(f"expected an affine InstanceNorm2d without running stats, got {module}")
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
+
+
+@dataclass
+class ShiftedPhases:
+    """The output of ``phase_taps``' convolution, (N, 4 C, h + 1, w + 1) channels-last: phase
+    (a, b) of upsampled channel c at low-res pixel (i, j) is channel (2 a + b) C + c at
+    (i + a, j + b). The rest (a row and a column per phase) is not part of the layer."""
+
+    data: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        return self.data.shape[1] // 4
+
+    def phase(self, a: int, b: int) -> torch.Tensor:
+        """Phase (a, b), (N, C, h, w): the upsampled layer's pixels (2 i + a, 2 j + b)."""
+        _, _, h1, w1 = self.data.shape
+        c = self.channels
+        return self.data[:, (2 * a + b) * c : (2 * a + b + 1) * c, a : a + h1 - 1, b : b + w1 - 1]
+
+    def moments(self, rows: slice = slice(None)) -> Moments:
+        """(N, C) moments of the upsampled layer's rows 2 ``rows`` (low-res rows ``rows`` of
+        every phase), measured on the map in one pass without copying it: the rows' region of
+        all four phases, less each phase's extra row and column (a few pixels, measured apart)."""
+        _, _, h1, w1 = self.data.shape
+        c, (r0, r1, _) = self.channels, rows.indices(h1 - 1)
+        region = Moments.of(self.data[:, :, r0 : r1 + 1])  # rows r0 .. r1 of every phase's window
+        total: Moments | None = None
+        for a in range(2):
+            for b in range(2):
+                group = slice((2 * a + b) * c, (2 * a + b + 1) * c)
+                extra = r1 if a == 0 else r0  # the region's row that is not this phase's
+                col = w1 - 1 if b == 0 else 0  # nor is this column, in the phase's rows
+                part = region.channels(group).without(Moments.of(self.data[:, group, extra : extra + 1]))
+                part = part.without(Moments.of(self.data[:, group, r0 + a : r1 + a, col : col + 1]))
+                total = part if total is None else total.merge(part)
+        assert total is not None
+        return total
+
+
+def band_moments(y: torch.Tensor | ShiftedPhases, rows: slice) -> Moments:
+    """The moments of rows ``rows`` of a pre-norm activation (what a tiled pass measures)."""
+    return y.moments(rows) if isinstance(y, ShiftedPhases) else Moments.of(y[:, :, rows])
 
 
 #: ``normalize`` measures maps of fewer channels apart (``channel_moments``): float32, 16
@@ -445,26 +504,13 @@ def phase_taps(weight: torch.Tensor) -> torch.Tensor:
 
     Phase (a, b) of ``phase_kernels`` is zero outside rows a .. a + 1 and columns b .. b + 1 of
     its 3x3 window: its 2x2 convolution's output at (i + a, j + b) is phase (a, b) at (i, j), so
-    the (h + 1, w + 1) output holds each phase shifted by (a, b) (``aligned_phases`` undoes it).
+    the (h + 1, w + 1) output holds each phase shifted by (a, b) (``ShiftedPhases``).
     4 multiply-adds per input channel and low-res output where the 3x3 kernels take 9.
     """
     out_ch, in_ch = weight.shape[:2]
     phases = phase_kernels(weight).view(2, 2, out_ch, in_ch, 3, 3)
     taps = [phases[a, b, :, :, a : a + 2, b : b + 2] for a in range(2) for b in range(2)]
     return torch.cat(taps).contiguous()
-
-
-def aligned_phases(shifted: torch.Tensor) -> torch.Tensor:
-    """``phase_taps``' convolution output (N, 4 C, h + 1, w + 1) -> the phases (N, 4 C, h, w),
-    channels-last, as the 3x3 phase kernels give them: four copies of runs of C values."""
-    n, c4, h1, w1 = shifted.shape
-    c, h, w = c4 // 4, h1 - 1, w1 - 1
-    out = buffers.empty((n, c4, h, w), shifted.dtype, shifted.device)
-    for a in range(2):
-        for b in range(2):
-            g = slice((2 * a + b) * c, (2 * a + b + 1) * c)
-            out[:, g].copy_(shifted[:, g, a : a + h, b : b + w])
-    return out
 
 
 def space_to_depth_kernel(weight: torch.Tensor) -> torch.Tensor:
@@ -508,11 +554,11 @@ def depth_to_space(y: torch.Tensor) -> torch.Tensor:
 #: The statistics policy of a forward pass: given a norm layer's index, its pre-norm activation
 #: and the rows of it that belong to the current band, return the Moments to normalize with, or
 #: ``None`` for the activation's own.
-StatsPolicy = Callable[[int, torch.Tensor, slice], "Moments | None"]
+StatsPolicy = Callable[[int, "torch.Tensor | ShiftedPhases", slice], "Moments | None"]
 _ALL = slice(None)
 
 
-def own_stats(_layer: int, _y: torch.Tensor, _rows: slice) -> Moments | None:
+def own_stats(_layer: int, _y: torch.Tensor | ShiftedPhases, _rows: slice) -> Moments | None:
     return None
 
 
@@ -572,8 +618,8 @@ class JohnsonEngine(nn.Module):
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")
         self.res_pad = res_pads.pop() if res_pads else 0  # the residual stream's padded buffer
         # The upsampling convolutions as 2x2 convolutions of the four phases' taps (4 of the 3x3
-        # phase kernels' 9 multiply-adds; the output comes shifted by phase, copied into line
-        # after: ``aligned_phases``). CPUs only by default: not yet measured on a GPU
+        # phase kernels' 9 multiply-adds; each phase comes shifted by a pixel or none, and is
+        # read where it is: ``ShiftedPhases``). CPUs only by default: not yet measured on a GPU
         # (benchmarks/cuda_variants.py has the variant).
         self.shifted_phases = device.type == "cpu" if shifted_phases is None else shifted_phases
         kernels = phase_taps if self.shifted_phases else phase_kernels
@@ -586,6 +632,8 @@ class JohnsonEngine(nn.Module):
             weight = kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
             self.dec.append(Conv(weight, None, 1, 1))
             self.norms.append(NormParams.of(_part(stage, 1)))
+        # the decoder's norms over the four phases' channels side by side (``ShiftedPhases``)
+        self.phase_norms = [NormParams(p.weight.repeat(4), p.bias.repeat(4), p.eps) for p in self.norms[-2:]]
         self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)
         # The output 9x9 convolution (32 -> 3 channels) as a 5x5 convolution on the 2x2
         # space-to-depth map (128 -> 12 channels): the same weights, rearranged, and 3x faster
@@ -607,6 +655,7 @@ class JohnsonEngine(nn.Module):
             if self.out.bias is not None:
                 self.out.bias = _zero_pad_dim(self.out.bias, 0, self.rgb_channels)
         self.norms = [NormParams(p.weight.to(device), p.bias.to(device), p.eps) for p in self.norms]
+        self.phase_norms = [NormParams(p.weight.to(device), p.bias.to(device), p.eps) for p in self.phase_norms]
 
     @property
     def n_norms(self) -> int:
@@ -681,10 +730,15 @@ class JohnsonEngine(nn.Module):
         del x  # each input is let go as soon as it is read: the next buffer may take its place
         for i, conv in enumerate(self.dec):
             layer = first + i
+            if self.shifted_phases:
+                shifted = ShiftedPhases(conv(y))
+                del y
+                y = self._shifted_stage(shifted, i, stats(layer, shifted, _scaled(rows, 2**i)), as_bytes)
+                if i == len(self.dec) - 1 and self.out_packed is not None:
+                    return y
+                continue
             phases = conv(y)  # (N, 4 C, h, w), channels-last: phase (a, b) of channel c at (2 a + b) C + c
             del y
-            if self.shifted_phases:
-                phases = aligned_phases(phases)
             n, c4, h, w = phases.shape
             c = c4 // 4
             # The same memory seen as (N, C, h, 4 w) channels-last -- width runs over (w, a, b) --
@@ -705,15 +759,44 @@ class JohnsonEngine(nn.Module):
         rgb = to_image_range(self.out(y)[:, :3].float())
         return to_bytes(rgb) if as_bytes else rgb
 
-    def _packed_output(self, phases: torch.Tensor, as_bytes: bool = False) -> torch.Tensor:
-        """The normalized phases of the last decoder stage (its 2x2 space-to-depth map) ->
-        float32 RGB: ReLU into a padded packed buffer, border as the full map's, then
-        ``out_packed`` and a pixel shuffle. The full-resolution map is never interleaved.
-        ``as_bytes``: uint8 pixels (N, H, W, 3), made before the shuffle (``rgb_bytes``)."""
+    def _shifted_stage(self, shifted: ShiftedPhases, i: int, stats: Moments | None, as_bytes: bool) -> torch.Tensor:
+        """Decoder stage ``i`` from its convolution's shifted phases: normalized in place (with
+        ``stats``, or their own moments), then each phase's ReLU written where the next
+        convolution reads it: interleaved into the padded upsampled map, or, before a packed
+        output convolution, into its padded space-to-depth map (whose result this returns)."""
+        data = shifted.data
+        moments = shifted.moments() if stats is None else stats
+        normalize(data, self.phase_norms[i], moments.repeat(4), inplace=True)  # the extra pixels too
+        if i == len(self.dec) - 1 and self.out_packed is not None:
+            return self._packed_output(shifted, as_bytes)
+        pad, mode = (self.out.pad, self.padding) if i == len(self.dec) - 1 else (1, self.low_padding)
+        c, h, w = shifted.channels, data.shape[2] - 1, data.shape[3] - 1
+        y = new_padded(data, c, 2 * h, 2 * w, pad)
+        dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
+        for a in range(2):
+            for b in range(2):
+                _relu_into(shifted.phase(a, b), dst[:, :, :, a, :, b])
+        return fill_border(y, pad, mode)
+
+    def _packed_output(self, phases: torch.Tensor | ShiftedPhases, as_bytes: bool = False) -> torch.Tensor:
+        """The normalized phases of the last decoder stage (its 2x2 space-to-depth map, or the
+        shifted phases it is made of) -> float32 RGB: ReLU into a padded packed buffer, border
+        as the full map's, then ``out_packed`` and a pixel shuffle. The full-resolution map is
+        never interleaved. ``as_bytes``: uint8 pixels (N, H, W, 3), made before the shuffle
+        (``rgb_bytes``)."""
         assert self.out_packed is not None
-        _, c4, h, w = phases.shape
-        buf = new_padded(phases, c4, h, w, self.out.pad // 2)
-        _relu_into(phases, interior(buf, self.out.pad // 2))
+        pad = self.out.pad // 2
+        if isinstance(phases, ShiftedPhases):
+            c, h1, w1 = phases.channels, phases.data.shape[2], phases.data.shape[3]
+            buf = new_padded(phases.data, 4 * c, h1 - 1, w1 - 1, pad)
+            for a in range(2):
+                for b in range(2):
+                    _relu_into(phases.phase(a, b), interior(buf, pad)[:, (2 * a + b) * c : (2 * a + b + 1) * c])
+        else:
+            _, c4, h, w = phases.shape
+            buf = new_padded(phases, c4, h, w, pad)
+            _relu_into(phases, interior(buf, pad))
+        del phases
         fill_border_packed(buf, self.out.pad, self.padding)
         y = self.out_packed(buf)
         if as_bytes:

@@ -40,8 +40,10 @@ from stylenet.fast import (
     Conv,
     JohnsonEngine,
     Moments,
+    ShiftedPhases,
     StatsPolicy,
     UlyanovEngine,
+    band_moments,
     constant_source,
     normalize,
     pad_cl,
@@ -129,12 +131,12 @@ class _Passes:
         self.target = target
         self.found: Moments | None = None
 
-    def __call__(self, layer: int, y: torch.Tensor, rows: slice) -> Moments | None:
+    def __call__(self, layer: int, y: torch.Tensor | ShiftedPhases, rows: slice) -> Moments | None:
         if layer in self.known:
             return self.known[layer]
         if layer != self.target:
             raise RuntimeError(f"norm layer {layer} reached before its statistics are known")
-        band = Moments.of(y[:, :, rows])
+        band = band_moments(y, rows)
         self.found = band if self.found is None else self.found.merge(band)
         raise _Collected
 

@@ -18,8 +18,8 @@ from stylenet.fast import (
     JohnsonEngine,
     Moments,
     NormParams,
+    ShiftedPhases,
     UlyanovEngine,
-    aligned_phases,
     channel_moments,
     depth_to_space,
     fill_border,
@@ -90,18 +90,26 @@ def test_phase_kernels_equal_upsample_then_conv(padding: str) -> None:
 
 
 def test_phase_taps_give_the_phase_kernels_output_shifted() -> None:
-    """The 2x2 convolution of the four phases' taps, copied into line, == the 3x3 phase kernels'."""
+    """The 2x2 convolution of the four phases' taps holds the 3x3 phase kernels' output, each
+    phase shifted by its (a, b); its moments over any rows are those of the phases' rows."""
     torch.manual_seed(0)
-    low = torch.randn(2, 5, 9, 8, dtype=torch.float64)  # a low-res map padded by 1
+    low = torch.randn(2, 5, 11, 8, dtype=torch.float64) * 2 + 1  # a low-res map padded by 1
     w = torch.randn(4, 5, 3, 3, dtype=torch.float64)
-    ref = F.conv2d(low, phase_kernels(w))
+    ref = F.conv2d(low, phase_kernels(w))  # (2, 16, 9, 6): phase (a, b) of channel c at (2 a + b) 4 + c
     taps = phase_taps(w)
     assert taps.shape == (16, 5, 2, 2)
-    shifted = F.conv2d(low, taps).contiguous(memory_format=torch.channels_last)
-    assert shifted.shape == (2, 16, 8, 7)
-    got = aligned_phases(shifted)
-    assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(got, ref, atol=1e-10)
+    shifted = ShiftedPhases(F.conv2d(low, taps).float().contiguous(memory_format=torch.channels_last))
+    assert shifted.data.shape == (2, 16, 10, 7) and shifted.channels == 4
+    for a in range(2):
+        for b in range(2):
+            g = slice((2 * a + b) * 4, (2 * a + b + 1) * 4)
+            assert torch.allclose(shifted.phase(a, b).double(), ref[:, g], atol=1e-5)
+    upsampled = ref.unflatten(1, (2, 2, 4)).permute(0, 3, 4, 1, 5, 2).reshape(2, 4, 18, 12)  # interleaved
+    for rows in [slice(None), slice(0, 3), slice(3, 9), slice(8, 9)]:
+        got, want = shifted.moments(rows), Moments.of(upsampled[:, :, fast._scaled(rows, 2)].float())
+        assert got.count == want.count and got.mean.shape == (2, 4)
+        torch.testing.assert_close(got.mean, want.mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.var, want.var, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
@@ -119,6 +127,8 @@ def test_shifted_phases_change_nothing(padding: str) -> None:
         ref = plain(x)
         assert torch.allclose(shifted(x), ref, atol=1e-5)
         assert torch.allclose(tiled_forward(shifted, x, band=8), ref, atol=1e-4)
+        bf16 = JohnsonEngine(body, padding, torch.bfloat16, cpu, shifted_phases=False)
+        assert psnr(JohnsonEngine(body, padding, torch.bfloat16, cpu)(x), bf16(x)) > 45  # the same up to rounding
         diff = shifted.forward_bytes(pixels).int() - plain.forward_bytes(pixels).int()
         assert int(diff.abs().max()) <= 1  # a sum in another order may round the other way
 
