@@ -45,30 +45,31 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor, band_tiles
     h, w, c_out = hp - 2, wp - 2, kernel.shape[2]
     if h % 2 or w % 2 or out.shape != (1, c_out, h, w):
         raise ValueError(f"conv3x3 needs even sides and a ({c_out}, {h}, {w}) output, got {tuple(out.shape)}")
-    src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in), contiguous
+    src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
     dst = out.permute(0, 2, 3, 1)[0]  # (H, W, C_out)
     rows, cols = h // 2, w // 2  # tiles
     band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
-    rt = torch.empty(4, band, wp, c_in)  # row-transformed input rows
+    ct = torch.empty(4, 2 * band + 2, cols, c_in)  # column-transformed input rows
     ut = torch.empty(16, band, cols, c_in)  # transformed tiles, tile position 4 k + l first
     mt = torch.empty(16, band * cols, c_out)  # their products with the kernel
     st = torch.empty(4, 2, band, cols, c_out)  # half the output transform (over l)
     for t0 in range(0, rows, band):
         b = min(band, rows - t0)
-        d = [src[2 * t0 + i : 2 * t0 + i + 2 * b : 2] for i in range(4)]  # input rows 2 t + i
-        r = rt[:, :b]
-        # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
-        torch.sub(d[0], d[2], out=r[0])
-        torch.add(d[1], d[2], out=r[1])
-        torch.sub(d[2], d[1], out=r[2])
-        torch.sub(d[1], d[3], out=r[3])
+        rows_in = src[2 * t0 : 2 * t0 + 2 * b + 2]
+        d = [rows_in[:, j : j + 2 * cols : 2] for j in range(4)]  # input columns 2 t + j
+        c = ct[:, : 2 * b + 2]
+        # d B over the columns first (strided reads once): d0 - d2, d1 + d2, d2 - d1, d1 - d3
+        torch.sub(d[0], d[2], out=c[0])
+        torch.add(d[1], d[2], out=c[1])
+        torch.sub(d[2], d[1], out=c[2])
+        torch.sub(d[1], d[3], out=c[3])
         u = ut[:, :b]
-        for k in range(4):  # (B^T d) B: the same over the columns 2 t + j
-            c = [r[k, :, j : j + 2 * cols : 2] for j in range(4)]
-            torch.sub(c[0], c[2], out=u[4 * k])
-            torch.add(c[1], c[2], out=u[4 * k + 1])
-            torch.sub(c[2], c[1], out=u[4 * k + 2])
-            torch.sub(c[1], c[3], out=u[4 * k + 3])
+        for j in range(4):  # B^T (d B): the same over rows 2 t + i, whole rows of tiles at a time
+            r = [c[j, i : i + 2 * b : 2] for i in range(4)]
+            torch.sub(r[0], r[2], out=u[j])
+            torch.add(r[1], r[2], out=u[4 + j])
+            torch.sub(r[2], r[1], out=u[8 + j])
+            torch.sub(r[1], r[3], out=u[12 + j])
         m = mt[:, : b * cols]
         for p in range(16):
             torch.mm(u[p].reshape(b * cols, c_in), kernel[p], out=m[p])
