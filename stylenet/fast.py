@@ -412,16 +412,20 @@ class Conv:
     bias: torch.Tensor | None
     stride: int
     pad: int
-    #: a 3x3, stride-1 float32 CPU convolution without bias run by Winograd's algorithm: the
-    #: kernel transformed (``stylenet.winograd``)
-    winograd: torch.Tensor | None = None
+    #: run by Winograd's algorithms where they are faster (``stylenet.winograd``; a 3x3,
+    #: stride-1 float32 CPU convolution without bias), with the kernels they transformed so far
+    winograd: dict[int, torch.Tensor] | None = None
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
-        if self.winograd is not None and (h - 2) * (w - 2) >= winograd.MIN_PIXELS:
-            out = buffers.empty((n, self.weight.shape[0], h - 2, w - 2), padded.dtype, padded.device)
-            return winograd.conv2d(padded, self.weight, self.winograd, out)
-        return conv2d(padded, self.weight, self.bias, self.stride)
+        alg = winograd.choose((h - 2) * (w - 2)) if self.winograd is not None else None
+        if alg is None or self.winograd is None:
+            return conv2d(padded, self.weight, self.bias, self.stride)
+        kernel = self.winograd.get(alg.m)
+        if kernel is None:  # (two threads may both make it: the same tensor)
+            kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)
+        out = buffers.empty((n, self.weight.shape[0], h - 2, w - 2), padded.dtype, padded.device)
+        return winograd.conv2d(padded, self.weight, kernel, alg, out)
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
@@ -621,8 +625,8 @@ class JohnsonEngine(nn.Module):
             first, second = _part(block.body, 0), _part(block.body, 1)
             self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
-        # The residual blocks' 3x3 convolutions by Winograd's F(2x2, 3x3) where it was measured
-        # faster: float32 on an AVX2 CPU (``stylenet.winograd``).
+        # The residual blocks' 3x3 convolutions by Winograd's F(4x4, 3x3) or F(2x2, 3x3) where
+        # they were measured faster: float32 on an AVX2 CPU (``stylenet.winograd``).
         self.winograd_residuals = winograd.applies(device, dtype) if winograd_residuals is None else winograd_residuals
         if self.winograd_residuals:
             for conv in (c for block in self.res for c in block):
@@ -630,7 +634,7 @@ class JohnsonEngine(nn.Module):
                     raise TypeError("Winograd residual convolutions need 3x3, stride 1, no bias")
                 if dtype != torch.float32 or device.type != "cpu":
                     raise ValueError("Winograd residual convolutions run in float32 on a CPU")
-                conv.winograd = winograd.transformed_kernel(conv.weight)
+                conv.winograd = {}
         res_pads = {first.pad for first, _ in self.res}
         if len(res_pads) > 1:
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")

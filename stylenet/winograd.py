@@ -1,93 +1,89 @@
-"""Winograd F(2x2, 3x3) convolution for float32 CPUs: 16 multiply-adds per 2x2 outputs where a
-direct 3x3 convolution takes 36 (Lavin & Gray, *Fast Algorithms for Convolutional Neural
-Networks*, 2015).
+"""Winograd convolution, F(2x2, 3x3) and F(4x4, 3x3), for float32 CPUs: 16 products per 2x2
+outputs, or 36 per 4x4, where a direct 3x3 convolution takes 36 or 144 (Lavin & Gray, *Fast
+Algorithms for Convolutional Neural Networks*, 2015).
 
 On a CPU without native bfloat16 the Johnson engine runs in float32, and its residual blocks'
 3x3 128-channel convolutions (60 % of the generator's multiply-adds) already run near the CPU's
-float32 peak. Fewer multiplications is the only way further. Each 4x4 input tile d (stride 2)
-is transformed to B^T d B, multiplied per tile position with the transformed kernel G g G^T
-(16 products of (tiles x C_in) @ (C_in x C_out)), and transformed back, A^T m A, to its 2x2
-outputs. The transforms are additions and subtractions only, but each is a pass over memory:
-run over the whole map they cost more than the products save (a 256² map: 283 ms against 124
-for oneDNN's direct convolution, Zen 3). Run over bands of tile rows whose transformed tiles
-stay in cache, they cost less (the same map: 95-99 ms).
+float32 peak. Fewer multiplications is the only way further. Each (m + 2)² input tile d
+(stride m) is transformed to B^T d B, multiplied per tile position with the transformed kernel
+G g G^T ((m + 2)² products of (tiles x C_in) @ (C_in x C_out)), and transformed back, A^T M A,
+to its m² outputs. The transforms are sums of a few terms, but each is a pass over memory: run
+over the whole map they cost more than the products save (F(2x2) on a 256² map: 283 ms against
+124 for oneDNN's direct convolution, Zen 3). Run over bands of tiles that stay in cache, they
+cost less. On 2 cores of a Zen 3 EPYC, 128 -> 128 channels (best of 11): a 128² map 26 ms
+direct, 20 ms F(2x2), 17 ms F(4x4); 256² 103 / 80 / 65 ms; 64² 6.5 / 5.5 / 7.3 ms (F(4x4)'s
+~250 small torch calls per band cost more than it saves there); 32² 2.0 / 2.2 / 3.3 ms.
 
-The result equals the direct convolution up to float32 rounding (the transforms' coefficients
-are 0, ±1 and ±1/2: exact).
+Float32 error against the direct convolution (values ~5, 128 channels): ~1e-5 for F(2x2) and
+~7e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones down to 1/24.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-#: Kernel transform G (4 x 3) of F(2, 3).
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-#: Transformed tiles per band: the band's working set (~50 bytes per tile and channel: input
-#: rows, transformed tiles, products, half-transformed outputs) stays within a few MB of cache.
+Matrix = tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """F(m x m, 3 x 3): input transform B^T ((m + 2) x (m + 2)), kernel transform G
+    ((m + 2) x 3), output transform A^T (m x (m + 2)), and the smallest output (pixels) it runs
+    on, below which the next smaller algorithm, or the direct convolution, is faster."""
+
+    m: int
+    bt: Matrix
+    g: Matrix
+    at: Matrix
+    min_pixels: int
+
+    @property
+    def n(self) -> int:
+        return self.m + 2
+
+
+F2 = Algorithm(
+    2,
+    bt=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+    g=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+    at=((1, 1, 1, 0), (0, 1, -1, -1)),
+    min_pixels=40 * 40,
+)
+# points 0, 1, -1, 2, -2 and infinity
+F4 = Algorithm(
+    4,
+    bt=(
+        (4, 0, -5, 0, 1, 0),
+        (0, -4, -4, 1, 1, 0),
+        (0, 4, -4, -1, 1, 0),
+        (0, -2, -1, 2, 1, 0),
+        (0, 2, -1, -2, 1, 0),
+        (0, 4, 0, -5, 0, 1),
+    ),
+    g=(
+        (1 / 4, 0, 0),
+        (-1 / 6, -1 / 6, -1 / 6),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6),
+        (0, 0, 1),
+    ),
+    at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+    min_pixels=80 * 80,
+)
+ALGORITHMS = (F4, F2)  # largest first
+#: Tiles per band: a band's working set (its input rows, transformed tiles, products and
+#: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
 
 
-def transformed_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """(C_out, C_in, 3, 3) kernel -> (16, C_in, C_out) float32: G g G^T for each tile position
-    (4 k + l), transposed for the products. Computed in float64."""
-    g = torch.tensor(_G, dtype=torch.float64)
-    u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)
-    return u.reshape(16, weight.shape[1], weight.shape[0]).float().contiguous()
-
-
-def conv3x3(x: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor, band_tiles: int | None = None) -> torch.Tensor:
-    """``out`` (1, C_out, H, W), H and W even := the unpadded 3x3 convolution of ``x`` (1, C_in,
-    H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel``). Both channels-last, or
-    views of channels-last tensors whose pixels are runs of channels (crops of them). The tiles
-    go ``band_tiles`` (``BAND_TILES``) at a time."""
-    _, c_in, hp, wp = x.shape
-    h, w, c_out = hp - 2, wp - 2, kernel.shape[2]
-    if h % 2 or w % 2 or out.shape != (1, c_out, h, w):
-        raise ValueError(f"conv3x3 needs even sides and a ({c_out}, {h}, {w}) output, got {tuple(out.shape)}")
-    src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
-    dst = out.permute(0, 2, 3, 1)[0]  # (H, W, C_out)
-    rows, cols = h // 2, w // 2  # tiles
-    band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
-    ct = torch.empty(4, 2 * band + 2, cols, c_in)  # column-transformed input rows
-    ut = torch.empty(16, band, cols, c_in)  # transformed tiles, tile position 4 k + l first
-    mt = torch.empty(16, band * cols, c_out)  # their products with the kernel
-    st = torch.empty(4, 2, band, cols, c_out)  # half the output transform (over l)
-    for t0 in range(0, rows, band):
-        b = min(band, rows - t0)
-        rows_in = src[2 * t0 : 2 * t0 + 2 * b + 2]
-        d = [rows_in[:, j : j + 2 * cols : 2] for j in range(4)]  # input columns 2 t + j
-        c = ct[:, : 2 * b + 2]
-        # d B over the columns first (strided reads once): d0 - d2, d1 + d2, d2 - d1, d1 - d3
-        torch.sub(d[0], d[2], out=c[0])
-        torch.add(d[1], d[2], out=c[1])
-        torch.sub(d[2], d[1], out=c[2])
-        torch.sub(d[1], d[3], out=c[3])
-        u = ut[:, :b]
-        for j in range(4):  # B^T (d B): the same over rows 2 t + i, whole rows of tiles at a time
-            r = [c[j, i : i + 2 * b : 2] for i in range(4)]
-            torch.sub(r[0], r[2], out=u[j])
-            torch.add(r[1], r[2], out=u[4 + j])
-            torch.sub(r[2], r[1], out=u[8 + j])
-            torch.sub(r[1], r[3], out=u[12 + j])
-        m = mt[:, : b * cols]
-        for p in range(16):
-            torch.mm(u[p].reshape(b * cols, c_in), kernel[p], out=m[p])
-        mk = m.view(4, 4, b, cols, c_out)
-        s = st[:, :, :b]
-        for k in range(4):  # m A: over l, [1, 1, 1, 0] and [0, 1, -1, -1]
-            torch.add(mk[k, 1], mk[k, 2], out=s[k, 0]).add_(mk[k, 0])
-            torch.sub(mk[k, 1], mk[k, 2], out=s[k, 1]).sub_(mk[k, 3])
-        y = dst[2 * t0 : 2 * t0 + 2 * b]
-        for j in range(2):  # A^T (m A): over k, into output pixels (2 t + i, 2 t' + j)
-            torch.add(s[1, j], s[2, j], out=y[0::2, j::2]).add_(s[0, j])
-            torch.sub(s[1, j], s[2, j], out=y[1::2, j::2]).sub_(s[3, j])
-    return out
-
-
-#: Output pixels below which a convolution runs direct: the transforms' ~60 small torch calls
-#: per band cost more than they save on a small map.
-MIN_PIXELS = 32 * 32
+def choose(pixels: int) -> Algorithm | None:
+    """The algorithm for an output of ``pixels`` pixels, or None: the direct convolution."""
+    return next((a for a in ALGORITHMS if pixels >= a.min_pixels), None)
 
 
 def applies(device: torch.device, dtype: torch.dtype) -> bool:
@@ -97,18 +93,86 @@ def applies(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
+    """(C_out, C_in, 3, 3) kernel -> (n², C_in, C_out) float32: G g G^T for each tile position
+    (n k + l), transposed for the products. Computed in float64."""
+    g = torch.tensor(alg.g, dtype=torch.float64)
+    u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)
+    return u.reshape(alg.n**2, weight.shape[1], weight.shape[0]).float().contiguous()
+
+
+def _combine(srcs: Sequence[torch.Tensor], coefs: Sequence[float], out: torch.Tensor) -> None:
+    """``out`` := sum of ``coefs[i] * srcs[i]`` over the nonzero coefficients, a unit one first
+    (every row of these transforms has one): one add, then one in-place add per further term."""
+    terms = sorted(((c, s) for c, s in zip(coefs, srcs, strict=True) if c), key=lambda t: t[0] != 1)
+    (c0, s0), (c1, s1) = terms[0], terms[1]
+    assert c0 == 1, "each transform row has a unit coefficient"
+    torch.add(s0, s1, alpha=c1, out=out)
+    for c, s in terms[2:]:
+        out.add_(s, alpha=c)
+
+
+def conv3x3(
+    x: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor, alg: Algorithm = F4, band_tiles: int | None = None
+) -> torch.Tensor:
+    """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
+    of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``).
+    Both channels-last, or views of channels-last tensors whose pixels are runs of channels
+    (crops of them). The tiles go ``band_tiles`` (``BAND_TILES``) at a time."""
+    _, c_in, hp, wp = x.shape
+    h, w, c_out, m, n = hp - 2, wp - 2, kernel.shape[2], alg.m, alg.n
+    if h % m or w % m or out.shape != (1, c_out, h, w):
+        raise ValueError(f"conv3x3 needs sides in multiples of {m} and a ({c_out}, {h}, {w}) output, got {out.shape}")
+    src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
+    dst = out.permute(0, 2, 3, 1)[0]  # (H, W, C_out)
+    rows, cols = h // m, w // m  # tiles
+    band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
+    ct = torch.empty(n, m * band + 2, cols, c_in)  # column-transformed input rows
+    ut = torch.empty(n * n, band, cols, c_in)  # transformed tiles, tile position n k + l first
+    mt = torch.empty(n * n, band * cols, c_out)  # their products with the kernel
+    st = torch.empty(n, m, band, cols, c_out)  # half the output transform (over l)
+    for t0 in range(0, rows, band):
+        b = min(band, rows - t0)
+        rows_in = src[m * t0 : m * t0 + m * b + 2]
+        d = [rows_in[:, j : j + m * cols : m] for j in range(n)]  # input columns m t + j
+        c = ct[:, : m * b + 2]
+        for j in range(n):  # d B over the columns first: the strided reads once
+            _combine(d, alg.bt[j], c[j])
+        u = ut[:, :b]
+        for j in range(n):  # B^T (d B) over rows m t + i, whole rows of tiles at a time
+            r = [c[j, i : i + m * b : m] for i in range(n)]
+            for k in range(n):
+                _combine(r, alg.bt[k], u[n * k + j])
+        prods = mt[:, : b * cols]
+        for p in range(n * n):
+            torch.mm(u[p].reshape(b * cols, c_in), kernel[p], out=prods[p])
+        mk = prods.view(n, n, b, cols, c_out)
+        s = st[:, :, :b]
+        for k in range(n):  # M A, over l
+            for j in range(m):
+                _combine(mk[k].unbind(), alg.at[j], s[k, j])
+        y = dst[m * t0 : m * t0 + m * b]
+        for j in range(m):  # A^T (M A), over k, into output pixels (m t + i, m t' + j)
+            for i in range(m):
+                _combine(s[:, j].unbind(), alg.at[i], y[i::m, j::m])
+    return out
+
+
+def conv2d(
+    x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor, alg: Algorithm, out: torch.Tensor
+) -> torch.Tensor:
     """``out`` := ``F.conv2d(x, weight)`` for a padded float32 channels-last ``x`` (N, C_in, H + 2,
-    W + 2) and a 3x3 ``weight`` (``kernel``: its ``transformed_kernel``): Winograd over the even
-    part of each image, the direct convolution over a last odd row and column."""
+    W + 2) and a 3x3 ``weight`` (``kernel``: its ``transformed_kernel`` for ``alg``): Winograd
+    over the largest part of each image whose sides are multiples of ``alg.m``, the direct
+    convolution over the last rows and columns beyond it."""
     _, _, h, w = out.shape
-    he, we = h // 2 * 2, w // 2 * 2
+    he, we = h // alg.m * alg.m, w // alg.m * alg.m
     for i in range(x.shape[0]):
         xi, oi = x[i : i + 1], out[i : i + 1]
         if he and we:  # views: conv3x3 reads and writes strided rows
-            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we])
+            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg)
         if he < h:
             oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight))
-        if we < w:
+        if we < w and he:
             oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + 2, we:], weight))
     return out

@@ -1,7 +1,8 @@
-"""Winograd F(2x2, 3x3): the same convolution as oneDNN's direct one, any side, and in the engine."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3): the same convolution as the direct one, any side, in the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import cast
 
 import pytest
@@ -18,65 +19,77 @@ from stylenet.tiling import tiled_forward
 CL = torch.channels_last
 
 
-def test_transformed_kernel_products_are_the_convolution_of_one_tile() -> None:
-    """A single 4x4 tile: A^T [(G g G^T) * (B^T d B)] A == the 2x2 valid convolution of d by g."""
+@pytest.mark.parametrize("alg", winograd.ALGORITHMS, ids=lambda a: f"F{a.m}")
+def test_the_transforms_compute_the_convolution_of_one_tile(alg: winograd.Algorithm) -> None:
+    """One (m + 2)² tile, in float64: A^T [(G g G^T) * (B^T d B)] A == its m x m valid convolution."""
     torch.manual_seed(0)
-    g, d = torch.randn(1, 1, 3, 3, dtype=torch.float64), torch.randn(1, 1, 4, 4, dtype=torch.float64)
-    bt = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
-    at = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
-    u = winograd.transformed_kernel(g).double().reshape(4, 4)  # float32-rounded, exact for these
-    ref = torch.nn.functional.conv2d(d, g)[0, 0]
-    tile = at @ (u * (bt @ d[0, 0] @ bt.T)) @ at.T
-    assert torch.allclose(tile, ref, atol=1e-5)
+    g, d = torch.randn(1, 1, 3, 3, dtype=torch.float64), torch.randn(1, 1, alg.n, alg.n, dtype=torch.float64)
+    bt, gt, at = (torch.tensor(t, dtype=torch.float64) for t in (alg.bt, alg.g, alg.at))
+    tile = at @ ((gt @ g[0, 0] @ gt.T) * (bt @ d[0, 0] @ bt.T)) @ at.T
+    assert torch.allclose(tile, F.conv2d(d, g)[0, 0], atol=1e-12)
+    u = winograd.transformed_kernel(g, alg)  # float32, laid out for the products
+    assert u.shape == (alg.n**2, 1, 1) and torch.allclose(u.double().reshape(alg.n, alg.n), gt @ g[0, 0] @ gt.T)
 
 
-@pytest.mark.parametrize("size", [(8, 8), (10, 14), (9, 12), (12, 7), (11, 9), (1, 6), (6, 1)])
-@pytest.mark.parametrize("band_tiles", [1, 14, 1024])
+def test_choose_by_output_size() -> None:
+    assert winograd.choose(128 * 128) is winograd.F4 and winograd.choose(64 * 64) is winograd.F2
+    assert winograd.choose(16 * 16) is None
+
+
+@pytest.mark.parametrize("alg", winograd.ALGORITHMS, ids=lambda a: f"F{a.m}")
+@pytest.mark.parametrize("size", [(8, 8), (10, 14), (9, 12), (12, 7), (11, 9), (3, 6), (6, 1)])
+@pytest.mark.parametrize("band_tiles", [1, 6, 1024])
 def test_conv2d_equals_the_direct_convolution(
-    size: tuple[int, int], band_tiles: int, monkeypatch: pytest.MonkeyPatch
+    alg: winograd.Algorithm, size: tuple[int, int], band_tiles: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # every band split (one tile row per band, a short last band, one band), odd sides, a batch
+    # every band split (one tile row per band, a short last band, one band), sides that are not
+    # multiples of m (their last rows and columns direct), a batch
     monkeypatch.setattr(winograd, "BAND_TILES", band_tiles)
     torch.manual_seed(0)
     h, w = size
     x = torch.randn(2, 6, h + 2, w + 2).contiguous(memory_format=CL)
     weight = torch.randn(5, 6, 3, 3).contiguous(memory_format=CL)
-    out = torch.empty(2, 5, h, w, memory_format=CL)
+    out = torch.empty(2, 5, h, w).contiguous(memory_format=CL)
     with torch.inference_mode():
-        got = winograd.conv2d(x, weight, winograd.transformed_kernel(weight), out)
+        got = winograd.conv2d(x, weight, winograd.transformed_kernel(weight, alg), alg, out)
         ref = F.conv2d(x, weight)
     assert got is out
-    torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
 
 
 def test_conv3x3_reads_and_writes_crops() -> None:
-    # the even part of a larger map, read and written in place through views
+    # the part of a larger map whose sides are multiples of m, read and written through views
     torch.manual_seed(1)
     x = torch.randn(1, 4, 12, 13).contiguous(memory_format=CL)
     weight = torch.randn(3, 4, 3, 3)
     out = torch.zeros(1, 3, 11, 11).contiguous(memory_format=CL)
+    kernel = winograd.transformed_kernel(weight, winograd.F4)
     with torch.inference_mode():
-        winograd.conv3x3(x[:, :, :10, :8], winograd.transformed_kernel(weight), out[:, :, :8, :6])
-        torch.testing.assert_close(out[:, :, :8, :6], F.conv2d(x[:, :, :10, :8], weight), atol=2e-5, rtol=1e-5)
-    assert float(out[:, :, 8:].abs().max()) == 0 and float(out[:, :, :, 6:].abs().max()) == 0
-    with pytest.raises(ValueError, match="even sides"):
-        winograd.conv3x3(x[:, :, :9, :8], winograd.transformed_kernel(weight), out[:, :, :7, :6])
+        winograd.conv3x3(x[:, :, :10, :10], kernel, out[:, :, :8, :8])
+        torch.testing.assert_close(out[:, :, :8, :8], F.conv2d(x[:, :, :10, :10], weight), atol=1e-4, rtol=1e-5)
+    assert float(out[:, :, 8:].abs().max()) == 0 and float(out[:, :, :, 8:].abs().max()) == 0
+    with pytest.raises(ValueError, match="multiples of 4"):
+        winograd.conv3x3(x[:, :, :8, :10], kernel, out[:, :, :6, :8])
 
 
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 def test_engine_residuals_by_winograd_change_nothing(padding: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(winograd, "MIN_PIXELS", 0)  # the test's small maps too
+    monkeypatch.setattr(winograd, "ALGORITHMS", (winograd.F4, dataclasses.replace(winograd.F2, min_pixels=0)))
     cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
     body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
     direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=False)
     fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=True)
-    assert fast.res[0][0].winograd is not None and direct.res[0][0].winograd is None
+    assert fast.res[0][0].winograd == {} and direct.res[0][0].winograd is None
     x = torch.rand(2, 3, 37, 54)  # 1/4 resolution 10 x 14 and, tiled, bands of odd rows
     with torch.inference_mode():
         ref = direct(x)
         torch.testing.assert_close(fast(x), ref, atol=1e-5, rtol=0)
+        assert set(fast.res[0][0].winograd) == {2}  # made on first use
         torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
+        x = torch.rand(1, 3, 336, 328)  # 1/4 resolution 84 x 82: F(4x4), last rows and columns direct
+        torch.testing.assert_close(fast(x), direct(x), atol=1e-4, rtol=0)
+        assert set(fast.res[0][0].winograd) == {2, 4}
 
 
 def test_winograd_only_in_float32_on_a_cpu() -> None:
