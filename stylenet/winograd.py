@@ -128,8 +128,8 @@ def conv3x3(
     rows, cols = h // m, w // m  # tiles
     band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
     ct = torch.empty(n, m * band + 2, cols, c_in)  # column-transformed input rows
-    ut = torch.empty(n * n, band, cols, c_in)  # transformed tiles, tile position n k + l first
-    mt = torch.empty(n * n, band * cols, c_out)  # their products with the kernel
+    ut = torch.empty(band, cols, c_in)  # the tiles transformed for one tile position
+    mt = torch.empty(n, band * cols, c_out)  # the products of one row of tile positions
     st = torch.empty(n, m, band, cols, c_out)  # half the output transform (over l)
     for t0 in range(0, rows, band):
         b = min(band, rows - t0)
@@ -138,19 +138,13 @@ def conv3x3(
         c = ct[:, : m * b + 2]
         for j in range(n):  # d B over the columns first: the strided reads once
             _combine(d, alg.bt[j], c[j])
-        u = ut[:, :b]
-        for j in range(n):  # B^T (d B) over rows m t + i, whole rows of tiles at a time
-            r = [c[j, i : i + m * b : m] for i in range(n)]
-            for k in range(n):
-                _combine(r, alg.bt[k], u[n * k + j])
-        prods = mt[:, : b * cols]
-        for p in range(n * n):
-            torch.mm(u[p].reshape(b * cols, c_in), kernel[p], out=prods[p])
-        mk = prods.view(n, n, b, cols, c_out)
-        s = st[:, :, :b]
-        for k in range(n):  # M A, over l
-            for j in range(m):
-                _combine(mk[k].unbind(), alg.at[j], s[k, j])
+        u, prods, s = ut[:b], mt[:, : b * cols], st[:, :, :b]
+        for k in range(n):  # a row k of tile positions at a time, its products kept
+            for j in range(n):  # (B^T (d B))_kj over whole rows of tiles, then its product
+                _combine([c[j, i : i + m * b : m] for i in range(n)], alg.bt[k], u)
+                torch.mm(u.view(b * cols, c_in), kernel[n * k + j], out=prods[j])
+            for j in range(m):  # (M A)_kj: over l
+                _combine(prods.view(n, b, cols, c_out).unbind(), alg.at[j], s[k, j])
         y = dst[m * t0 : m * t0 + m * b]
         for j in range(m):  # A^T (M A), over k, into output pixels (m t + i, m t' + j)
             for i in range(m):
