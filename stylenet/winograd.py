@@ -10,12 +10,14 @@ G g G^T ((m + 2)² products of (tiles x C_in) @ (C_in x C_out)), and transformed
 to its m² outputs. The transforms are sums of a few terms, but each is a pass over memory: run
 over the whole map they cost more than the products save (F(2x2) on a 256² map: 283 ms against
 124 for oneDNN's direct convolution, Zen 3). Run over bands of tiles that stay in cache, they
-cost less. On 2 cores of a Zen 3 EPYC, 128 -> 128 channels (best of 11): a 128² map 26 ms
-direct, 20 ms F(2x2), 17 ms F(4x4); 256² 103 / 80 / 65 ms; 64² 6.5 / 5.5 / 7.3 ms (F(4x4)'s
-~250 small torch calls per band cost more than it saves there); 32² 2.0 / 2.2 / 3.3 ms.
+cost less. On 2 cores of a Zen 3 EPYC, 128 -> 128 channels (``benchmarks/winograd.py``, best
+times): a 128² map 26.9 ms direct, 21.0 ms F(2x2), 17.1 ms F(4x4); 256² 142 / 95 / 70 ms; 64²
+7.4 / 6.4 / 10.3 ms (F(4x4)'s ~250 small torch calls per band cost more than it saves there);
+32² 2.6 / 3.7 / 6.5 ms. Hence ``choose``.
 
-Float32 error against the direct convolution (values ~5, 128 channels): ~1e-5 for F(2x2) and
-~7e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones down to 1/24.
+Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
+for F(2x2) and ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
+down to 1/24.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""One residual-block convolution (3x3, 128 -> 128 channels, float32) three ways, by map size:
+oneDNN's direct convolution as the engine runs it (fused into a zeroed output buffer), and
+``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles.
+
+    python benchmarks/winograd.py                          # maps 32² .. 256²
+    python benchmarks/winograd.py --sizes 64,128 --rounds 3 --out benchmarks/results/winograd.json
+
+Prints the best time of ``--runs`` calls after warm-up, the best over ``--rounds`` rounds that
+alternate the three (this is what ``winograd.choose`` was set from), and the largest difference
+from the direct output. Writes JSON with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.inference import machine  # noqa: E402
+from stylenet import winograd  # noqa: E402
+from stylenet.config import tune_malloc  # noqa: E402
+from stylenet.fast import conv2d  # noqa: E402
+
+CL = torch.channels_last
+
+
+def best_ms(fn: Callable[[], object], runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return min(times) * 1000
+
+
+def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
+    """Best times of the three ways on one (channels, side, side) output, alternated by round."""
+    torch.manual_seed(0)
+    x = torch.randn(1, channels, side + 2, side + 2).contiguous(memory_format=CL)
+    weight = (torch.randn(channels, channels, 3, 3) / (3 * channels**0.5)).contiguous(memory_format=CL)
+    out = torch.empty(1, channels, side, side).contiguous(memory_format=CL)
+    algs = {"F2": winograd.F2, "F4": winograd.F4}
+    kernels = {name: winograd.transformed_kernel(weight, alg) for name, alg in algs.items()}
+    ways: dict[str, Callable[[], torch.Tensor]] = {"direct": lambda: conv2d(x, weight, None, 1)}
+    for name, alg in algs.items():
+        ways[name] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg)
+    best: dict[str, float] = {}
+    with torch.inference_mode():
+        ref = conv2d(x, weight, None, 1).clone()
+        diffs = {name: float((ways[name]() - ref).abs().max()) for name in algs}
+        for _ in range(rounds):
+            for name, fn in ways.items():
+                best[name] = min(best.get(name, float("inf")), best_ms(fn, runs))
+    picked = winograd.choose(side * side)
+    chosen = "direct" if picked is None else f"F{picked.m}"
+    return {"side": side, "channels": channels, "best_ms": best, "chosen": chosen, "max_diff": diffs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="32,64,80,96,128,256", help="output map sides")
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--runs", type=int, default=11)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    tune_malloc()  # as the CLI runs the engine
+    rows = []
+    print("| map | direct ms | F(2x2, 3x3) ms | F(4x4, 3x3) ms | chosen | max diff F(2x2) / F(4x4) |")
+    print("|---|---|---|---|---|---|")
+    for side in [int(s) for s in args.sizes.split(",")]:
+        row = measure(side, args.channels, args.runs, args.rounds)
+        best, diffs = row["best_ms"], row["max_diff"]
+        print(
+            f"| {side}² | {best['direct']:.1f} | {best['F2']:.1f} | {best['F4']:.1f} | {row['chosen']} "
+            f"| {diffs['F2']:.1e} / {diffs['F4']:.1e} |"
+        )
+        rows.append(row)
+    if args.out:
+        args.out.write_text(
+            json.dumps({"machine": machine(), "threads": torch.get_num_threads(), "rows": rows}, indent=1)
+        )
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
