@@ -420,8 +420,7 @@ class Conv:
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
-        alg = winograd.choose((h - 2) * (w - 2)) if self.winograd is not None else None
-        if alg is None or self.winograd is None:
+        if self.winograd is None or (alg := winograd.choose((h - 2) * (w - 2))) is None:
             return conv2d(padded, self.weight, self.bias, self.stride)
         kernel = self.winograd.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
@@ -631,11 +630,11 @@ class JohnsonEngine(nn.Module):
         # they were measured faster: float32 on an AVX2 CPU (``stylenet.winograd``).
         self.winograd_residuals = winograd.applies(device, dtype) if winograd_residuals is None else winograd_residuals
         if self.winograd_residuals:
+            if dtype != torch.float32 or device.type != "cpu":
+                raise ValueError("Winograd residual convolutions run in float32 on a CPU")
             for conv in (c for block in self.res for c in block):
                 if conv.weight.shape[2:] != (3, 3) or conv.stride != 1 or conv.bias is not None:
                     raise TypeError("Winograd residual convolutions need 3x3, stride 1, no bias")
-                if dtype != torch.float32 or device.type != "cpu":
-                    raise ValueError("Winograd residual convolutions run in float32 on a CPU")
                 conv.winograd = {}
         res_pads = {first.pad for first, _ in self.res}
         if len(res_pads) > 1:

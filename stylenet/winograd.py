@@ -22,6 +22,7 @@ down to 1/24.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,15 +104,22 @@ def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
     return u.reshape(alg.n**2, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
-def _combine(srcs: Sequence[torch.Tensor], coefs: Sequence[float], out: torch.Tensor) -> None:
-    """``out`` := sum of ``coefs[i] * srcs[i]`` over the nonzero coefficients, a unit one first
-    (every row of these transforms has one): one add, then one in-place add per further term."""
-    terms = sorted(((c, s) for c, s in zip(coefs, srcs, strict=True) if c), key=lambda t: t[0] != 1)
-    (c0, s0), (c1, s1) = terms[0], terms[1]
-    assert c0 == 1, "each transform row has a unit coefficient"
-    torch.add(s0, s1, alpha=c1, out=out)
-    for c, s in terms[2:]:
-        out.add_(s, alpha=c)
+@functools.cache
+def _terms(row: tuple[float, ...]) -> tuple[tuple[int, float], ...]:
+    """A transform row's nonzero (index, coefficient) terms, a unit one first (each row has one)."""
+    terms = sorted(((i, c) for i, c in enumerate(row) if c), key=lambda t: t[1] != 1)
+    if terms[0][1] != 1 or len(terms) < 2:
+        raise ValueError(f"a transform row needs a unit coefficient and another term: {row}")
+    return tuple(terms)
+
+
+def _combine(srcs: Sequence[torch.Tensor], row: tuple[float, ...], out: torch.Tensor) -> None:
+    """``out`` := sum of ``row[i] * srcs[i]``: one add, then one in-place add per further term
+    (the terms' order is worked out once per row: this runs ~250 times per band)."""
+    (i0, _), (i1, c1), *rest = _terms(row)
+    torch.add(srcs[i0], srcs[i1], alpha=c1, out=out)
+    for i, c in rest:
+        out.add_(srcs[i], alpha=c)
 
 
 def conv3x3(
@@ -141,12 +149,14 @@ def conv3x3(
         for j in range(n):  # d B over the columns first: the strided reads once
             _combine(d, alg.bt[j], c[j])
         u, prods, s = ut[:b], mt[:, : b * cols], st[:, :, :b]
+        tile_rows = [[c[j, i : i + m * b : m] for i in range(n)] for j in range(n)]  # rows m t + i
+        by_l = prods.view(n, b, cols, c_out).unbind()
         for k in range(n):  # a row k of tile positions at a time, its products kept
             for j in range(n):  # (B^T (d B))_kj over whole rows of tiles, then its product
-                _combine([c[j, i : i + m * b : m] for i in range(n)], alg.bt[k], u)
+                _combine(tile_rows[j], alg.bt[k], u)
                 torch.mm(u.view(b * cols, c_in), kernel[n * k + j], out=prods[j])
             for j in range(m):  # (M A)_kj: over l
-                _combine(prods.view(n, b, cols, c_out).unbind(), alg.at[j], s[k, j])
+                _combine(by_l, alg.at[j], s[k, j])
         y = dst[m * t0 : m * t0 + m * b]
         for j in range(m):  # A^T (M A), over k, into output pixels (m t + i, m t' + j)
             for i in range(m):
