@@ -104,17 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         def fp16() -> Callable[[torch.Tensor], torch.Tensor]:
             return GraphedEngine(optimize(model, cfg, device, "fp16"))
 
-        def packed() -> Callable[[torch.Tensor], torch.Tensor]:
+        def packed(shifted_phases: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
             body = eager_from(model, cfg).to(device).body
             assert isinstance(body, JohnsonBody)
-            return GraphedEngine(JohnsonEngine(body, cfg.padding, torch.float16, device, packed_output=True))
-
-        def shifted() -> Callable[[torch.Tensor], torch.Tensor]:
-            body = eager_from(model, cfg).to(device).body
-            assert isinstance(body, JohnsonBody)
-            return GraphedEngine(
-                JohnsonEngine(body, cfg.padding, torch.float16, device, packed_output=True, shifted_phases=True)
-            )
+            half = torch.float16
+            engine = JohnsonEngine(body, cfg.padding, half, device, packed_output=True, shifted_phases=shifted_phases)
+            return GraphedEngine(engine)
 
         def bf16() -> Callable[[torch.Tensor], torch.Tensor]:
             return GraphedEngine(optimize(model, cfg, device, "bf16"))
@@ -129,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             runner = torch.compile(half, mode="max-autotune")
             return lambda t: runner(t.half().contiguous(memory_format=torch.channels_last))
 
-        variants = {
+        variants: dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]] = {
             "engine-fp16-graph": fp16,
             "engine-fp16-graph-packed": packed,
-            "engine-fp16-graph-packed-shifted": shifted,
+            "engine-fp16-graph-packed-shifted": functools.partial(packed, shifted_phases=True),
             "engine-bf16-graph": bf16,
             "engine-fp16-compile": compiled,
             "eager-fp16-max-autotune": peer,
