@@ -80,7 +80,7 @@ class EmbeddedRedis:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent dies (else None)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -111,7 +111,7 @@ def start_server(executable: str, timeout_s: float = 10.0) -> EmbeddedRedis:
         # preexec_fn before any thread runs (cmd_serve starts this first): the parent-death signal
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent(), close_fds=True,
+            preexec_fn=die_with_parent(), close_fds=True,
             start_new_session=True,  # a terminal's Ctrl-C reaches the server, which then stops the child last
         )  # fmt: skip
     except OSError as exc:

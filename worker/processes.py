@@ -152,13 +152,13 @@ class StylizeProcesses:
         self._watcher.start()
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        from instyle.embedded_redis import _die_with_parent
+        from instyle.embedded_redis import die_with_parent
 
         cmd = [sys.executable, "-m", "worker.processes", "--folder", str(self.folder), "--slot", str(slot)]
         cmd += ["--parent", str(os.getpid()), "--log-format", self.log_format]
         cmd += ["--log-level", str(logging.getLogger().getEffectiveLevel())]
         return subprocess.Popen(
-            cmd, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent(),
+            cmd, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(),
             start_new_session=True,  # a terminal's Ctrl-C reaches the server, which stops the children
         )  # fmt: skip
 
