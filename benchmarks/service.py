@@ -206,6 +206,14 @@ def generator_alone_processes(
     return total, sum(rate * cpu for rate, cpu in results) / total
 
 
+def served_kind(banner_line: str) -> str:
+    """What the server's banner says its stylize workers are: "processes" or "threads" (a
+    single process runs too, which the settings alone do not tell: it needs a CPU and a
+    private redis-server)."""
+    found = re.search(r"\d+ stylize (processes|threads)", banner_line)
+    return found.group(1) if found else "workers"
+
+
 def shares_threads(extra: dict[str, str]) -> bool:
     """Whether the server's stylize threads split torch's threads when busy together."""
     settings = server_settings(extra)
@@ -449,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service",
         "command": "python benchmarks/service.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
-        "mode": f"embedded ({threads} stylize worker {'processes' if in_processes else 'thread(s)'})",
+        "mode": f"embedded ({threads} stylize worker {served_kind(start_line)})",
         "server_banner": start_line,
         "stylize_threads": threads,
         "size": args.size,
@@ -478,8 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     found = re.search(r"embedded mode, (.+?)(?: on /[^,)\s]+)?[,)]", start_line)
     backend = f", Redis: {found.group(1)}" if found else ""
-    kind = "processes" if in_processes else "thread(s)"
-    mode = f"embedded mode{backend}, {threads} stylize {kind}, {os.cpu_count()} cores"
+    mode = f"embedded mode{backend}, {threads} stylize {served_kind(start_line)}, {os.cpu_count()} cores"
     sizes = f"{args.size}² JPEG in/out" if out_size == args.size else f"{args.size}² JPEG in, {out_size}² out"
     print(f"{sizes}, style {args.style}, {mode}\n")
     print("| round trip ms (median) | model ms (median) | overhead ms (median) | overhead ms (p90) |")

@@ -100,6 +100,17 @@ def test_service_benchmark_measures_the_generator_alone() -> None:
     assert not service.shares_threads({"INSTYLE_STYLIZE_THREADS": "1"})
 
 
+def test_service_benchmark_labels_the_workers_as_the_server_ran_them() -> None:
+    from benchmarks import service
+
+    line = (
+        "instyle (embedded mode, private redis-server 7.0.15 on /tmp/r/redis.sock, 1 stylize processes) on http://h:1"
+    )
+    assert service.served_kind(line) == "processes"
+    assert service.served_kind("instyle (embedded mode, fakeredis, 2 stylize threads) on http://h:1") == "threads"
+    assert service.served_kind("instyle on http://h:1") == "workers"
+
+
 def test_service_benchmark_compares_each_round_with_the_limit_around_it() -> None:
     """Rounds of throughput runs, the generator alone measured before, between and after them:
     each round's limit is the best way's mean of the two measurements on either side of it."""
