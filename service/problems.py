@@ -37,6 +37,9 @@ class Problem(BaseModel):
     detail: str = Field(description="what went wrong with this request, for people")
     code: str = Field(description="stable machine-readable reason, e.g. style_not_found, queue_full")
     errors: list[FieldError] | None = Field(default=None, description="422 only: each refused field")
+    job_id: str | None = Field(default=None, description="a job the request did queue before it failed (poll it)")
+    status_url: str | None = Field(default=None, description="where that job's status is, with job_id")
+    result_url: str | None = Field(default=None, description="where that job's result will be, with job_id")
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -73,6 +76,16 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     body = {"type": TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
+
+def redis_unavailable(detail: str, **extra: Any) -> JSONResponse:
+    """The 503 for a Redis that does not answer, with a ``Retry-After``."""
+    response = problem(503, "redis_unavailable", "Service unavailable", detail, **extra)
+    response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+    return response
+
+
+#: ``Retry-After`` of a 503 while Redis does not answer.
+REDIS_RETRY_AFTER_S = 5
 
 _HTTP_CODES = {
     400: "bad_request",  # e.g. a multipart body that does not parse
@@ -116,9 +129,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("redis unavailable on %s %s: %s", request.method, request.url.path, exc)
-        response = problem(503, "redis_unavailable", "Service unavailable", "the job queue (Redis) cannot be reached")
-        response.headers["Retry-After"] = "5"
-        return response
+        return redis_unavailable("the job queue (Redis) cannot be reached")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.job import Job
 from rq.results import Result
 from starlette.concurrency import run_in_threadpool
 
@@ -16,9 +20,11 @@ from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFoun
 from service.deps import State
 from service.exceptions import InvalidField, StyleUnknown
 from service.jobs import server_timing
-from service.problems import documented
+from service.problems import documented, redis_unavailable
 from service.routes.styles import style_unavailable
 from service.uploads import inspect_upload
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
 
@@ -72,21 +78,40 @@ async def stylize(
     )
     status_url = str(request.url_for("get_job", job_id=job.id))
     result_url = str(request.url_for("get_job_result", job_id=job.id))
-    if wait > 0:
-        deadline = time.monotonic() + wait
-        after = "0-0"
-        while (remaining := deadline - time.monotonic()) > 0:
-            outcome = await run_in_threadpool(state.jobs.next_outcome, job, min(remaining, WAIT_SLICE_S), after)
-            if outcome is None:  # a queued job canceled meanwhile never records an outcome
-                if state.jobs.status(job) in (JobStatus.failed, JobStatus.canceled):
-                    break
-                continue
-            if outcome.type == Result.Type.SUCCESSFUL:
-                body, content_type, model_ms = state.jobs.stored_result(job, outcome.return_value)
-                headers = {"X-Job-Id": job.id, "Location": status_url, **server_timing(model_ms)}
-                return Response(body, media_type=content_type, headers=headers)
-            if outcome.type != Result.Type.RETRIED:  # failed or stopped: the 202 below says which
-                break
-            after = outcome.id or after  # the job runs again: wait for its next outcome
-    body_model = Accepted(job_id=job.id, status=state.jobs.status(job), status_url=status_url, result_url=result_url)
+    try:
+        if wait > 0:
+            response = await _wait_for_image(state, job, wait, status_url)
+            if response is not None:
+                return response
+        status = state.jobs.status(job)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.error("redis unavailable while answering for queued job %s: %s", job.id, exc)
+        # the job is queued (Redis took it): say which, so that the client polls it later
+        # instead of submitting the image again
+        detail = f"job {job.id} is queued, but the job queue (Redis) stopped answering; poll status_url"
+        response = redis_unavailable(detail, job_id=job.id, status_url=status_url, result_url=result_url)
+        response.headers["Location"] = status_url
+        return response
+    body_model = Accepted(job_id=job.id, status=status, status_url=status_url, result_url=result_url)
     return JSONResponse(body_model.model_dump(mode="json"), status_code=202, headers={"Location": status_url})
+
+
+async def _wait_for_image(state: State, job: Job, wait: float, status_url: str) -> Response | None:
+    """The result image if ``job`` succeeds within ``wait`` seconds, else ``None`` (it failed,
+    was stopped or canceled, or is not done yet)."""
+    deadline = time.monotonic() + wait
+    after = "0-0"
+    while (remaining := deadline - time.monotonic()) > 0:
+        outcome = await run_in_threadpool(state.jobs.next_outcome, job, min(remaining, WAIT_SLICE_S), after)
+        if outcome is None:  # a queued job canceled meanwhile never records an outcome
+            if state.jobs.status(job) in (JobStatus.failed, JobStatus.canceled):
+                return None
+            continue
+        if outcome.type == Result.Type.SUCCESSFUL:
+            body, content_type, model_ms = state.jobs.stored_result(job, outcome.return_value)
+            headers = {"X-Job-Id": job.id, "Location": status_url, **server_timing(model_ms)}
+            return Response(body, media_type=content_type, headers=headers)
+        if outcome.type != Result.Type.RETRIED:  # failed or stopped: the 202 says which
+            return None
+        after = outcome.id or after  # the job runs again: wait for its next outcome
+    return None

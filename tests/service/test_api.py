@@ -378,6 +378,29 @@ def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
         assert client.get("/healthz").status_code == 200
 
 
+def test_redis_lost_after_queueing_names_the_job(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis stops answering while ``?wait=`` waits on a job it has queued: the 503 names the job,
+    so that the client polls it instead of sending the image again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    jobs = client.app.state.instyle.jobs  # type: ignore[attr-defined]
+
+    def lost(*_args: object) -> None:
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(jobs, "next_outcome", lost)
+    r = client.post("/v1/stylize?wait=5", files={"image": ("a.png", png(), "image/png")}, data={"style": "tiny"})
+    body = assert_problem(r, 503, "redis_unavailable")
+    assert r.headers["retry-after"] == "5"
+    job_id = body["job_id"]
+    assert isinstance(job_id, str) and job_id in str(body["detail"])
+    assert r.headers["location"] == body["status_url"] == f"http://testserver/v1/jobs/{job_id}"
+    assert body["result_url"] == f"http://testserver/v1/jobs/{job_id}/result"
+    monkeypatch.undo()  # Redis is back: the job is there, queued
+    status = client.get(f"/v1/jobs/{job_id}")
+    assert status.status_code == 200 and status.json()["status"] == "queued"
+
+
 def test_request_metrics_count_errors_and_unmatched_routes(make_client: MakeClient) -> None:
     """The metrics middleware records what the client got, also when a route raises (500) or
     no route matches."""
