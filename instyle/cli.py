@@ -607,8 +607,9 @@ def _serve_embedded(
     lease_s, maintenance_s, batch_size = (
         worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
     )  # fmt: skip
+    ttl = worker_settings.worker_ttl_s
     workers = [
-        start_thread_worker(redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None)
+        start_thread_worker(redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None, ttl)
         for q in ([QUEUE_TRAIN] if in_processes else QUEUES)
         for _ in range(worker_settings.stylize_threads if q == QUEUE_STYLIZE else 1)
     ]
@@ -672,7 +673,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
     worker = make_worker(
         redis, queues, name=args.name, lease_s=settings.train_lease_s, maintenance_s=settings.maintenance_s,
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size, worker_ttl=settings.worker_ttl_s,
     )  # fmt: skip
     worker.work(burst=args.burst, with_scheduler=False)
     return 0

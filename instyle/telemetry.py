@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
 
@@ -48,6 +49,11 @@ METRICS: dict[str, Metric] = {
             "Job run time on a worker, by type and final status (_count: jobs ended per status).",
             DURATION_BUCKETS,
         ),
+        Metric(
+            "instyle_job_attempts_lost_total",
+            "counter",
+            "Job attempts whose worker was lost (died, or its lease ran out), by type; retried or not.",
+        ),
         Metric("instyle_model_cache_total", "counter", "Generator cache lookups by workers, by result (hit/miss)."),
         Metric("instyle_model_load_duration_seconds", "histogram", "Generator load time on workers.", DURATION_BUCKETS),
         Metric(
@@ -80,6 +86,29 @@ def incr(redis: Redis, name: str, labels: Mapping[str, str], amount: int = 1) ->
         redis.hincrby(PREFIX + name, _labels(labels), amount)
     except RedisError:
         log.debug("could not record %s", name, exc_info=True)
+
+
+def count_lost_job(job: Any, exc_type: type[BaseException] | None, *_exc: Any) -> None:
+    """An RQ exception handler: a job whose worker was lost (RQ's registry cleanup, in a worker
+    or in the API, calls the handlers it is given with ``AbandonedJobError``) never reaches the
+    worker's own ``recorded`` block, so count it here: the lost attempt, and, when no retry is
+    left, the job's end in ``instyle_job_duration_seconds`` (status ``failed``; its time runs from
+    the attempt's start until it was found lost). Other exceptions pass through untouched."""
+    from rq.exceptions import AbandonedJobError  # rq is the API's and the workers' dependency
+
+    if exc_type is None or not issubclass(exc_type, AbandonedJobError):
+        return None
+    job_type = str(job.meta.get("type", "stylize"))
+    incr(job.connection, "instyle_job_attempts_lost_total", {"type": job_type})
+    if job.retries_left and job.retries_left > 0:
+        return None  # RQ queues it again: not its end
+    started = job.started_at
+    seconds = 0.0
+    if started is not None:
+        started = started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+        seconds = max(0.0, (datetime.now(UTC) - started).total_seconds())
+    observe(job.connection, "instyle_job_duration_seconds", {"type": job_type, "status": "failed"}, seconds)
+    return None
 
 
 #: Field part of a histogram bucket in Redis: the count of values in (previous bound, bound].

@@ -19,6 +19,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from instyle import telemetry
 from instyle.protocol import (
     CANCEL_PREFIX,
     INPUT_PREFIX,
@@ -186,7 +187,7 @@ class JobService:
     def reap_abandoned(self) -> None:
         """Retry (or fail) started jobs whose lease ran out: their worker died. Cheap when none did."""
         for name in (QUEUE_STYLIZE, QUEUE_TRAIN):
-            StartedJobRegistry(queue=self.queue(name)).cleanup()
+            StartedJobRegistry(queue=self.queue(name)).cleanup(exception_handlers=[telemetry.count_lost_job])
 
     def preview(self, job: Job) -> bytes:
         if job.get_meta(refresh=False).get("type") != "train":

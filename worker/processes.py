@@ -252,7 +252,7 @@ def _child(folder: Path, slot: int, parent: int) -> int:
     inference.share_exclusive_lock(FileLock(folder / EXCLUSIVE_FILE))
     worker = make_worker(
         redis, [QUEUE_STYLIZE], ThreadWorker, lease_s=settings.train_lease_s,
-        maintenance_s=settings.maintenance_s, batch_size=settings.batch_size,
+        maintenance_s=settings.maintenance_s, batch_size=settings.batch_size, worker_ttl=settings.worker_ttl_s,
     )  # fmt: skip
     assert isinstance(worker, ThreadWorker)
     worker.share = ProcessShare(torch.get_num_threads(), folder, slot)

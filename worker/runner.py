@@ -35,9 +35,11 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
+from instyle import telemetry
 from instyle.protocol import QUEUE_STYLIZE, QUEUE_TRAIN, ErrorCode
 from stylenet import buffers
 from stylenet.config import release_free_heap, release_openmp_pool, set_openmp_threads
+from worker.settings import DEFAULT_WORKER_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -491,11 +493,16 @@ def make_worker(
     lease_s: int = 120,
     maintenance_s: int = 60,
     batch_size: int = 1,
+    worker_ttl: int = DEFAULT_WORKER_TTL_S,
 ) -> InstyleWorker:
     qs = [Queue(q, connection=redis, serializer=JSONSerializer) for q in queues]
-    worker = cls(qs, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=maintenance_s)
+    worker = cls(
+        qs, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=maintenance_s,
+        worker_ttl=worker_ttl,
+    )  # fmt: skip
     worker.lease_s = lease_s
     worker.batch_size = batch_size
+    worker.push_exc_handler(telemetry.count_lost_job)  # its registry cleanup finds lost jobs too
     return worker
 
 
@@ -506,11 +513,13 @@ def start_thread_worker(
     maintenance_s: int = 60,
     batch_size: int = 1,
     share: ThreadShare | None = None,
+    worker_ttl: int = DEFAULT_WORKER_TTL_S,
 ) -> tuple[ThreadWorker, threading.Thread]:
     """A worker for ``queues`` working in a new daemon thread (its jobs claim from ``share``)."""
     worker = make_worker(
-        redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size
-    )
+        redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size,
+        worker_ttl=worker_ttl,
+    )  # fmt: skip
     assert isinstance(worker, ThreadWorker)
     worker.share = share
     thread = threading.Thread(

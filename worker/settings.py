@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from instyle.env import CommaList
 from stylenet.config import DEFAULT_BUFFER_POOL_MB, Precision
 
+#: ``WorkerSettings.worker_ttl_s``'s default.
+DEFAULT_WORKER_TTL_S = 60
+
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore", env_ignore_empty=True)
@@ -59,5 +62,10 @@ class WorkerSettings(BaseSettings):
     train_data: Path | None = None
     #: Seconds a training job's lease lasts without a heartbeat before it counts as abandoned.
     train_lease_s: int = Field(default=120, ge=1)
+    #: Seconds an idle worker's registration outlives its last beat, less 60 (RQ's
+    #: ``worker_ttl``): an idle worker beats every ``worker_ttl_s`` - 15 s, and ``/readyz`` stops
+    #: counting a dead one at most ``worker_ttl_s`` + 60 s after its last beat (RQ's default 420
+    #: left a dead worker counted for 8 minutes).
+    worker_ttl_s: int = Field(default=DEFAULT_WORKER_TTL_S, ge=20)
     #: Seconds between the worker's registry maintenance (retries abandoned jobs).
     maintenance_s: int = Field(default=60, ge=1)

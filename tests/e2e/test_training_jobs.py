@@ -219,5 +219,8 @@ def test_retry_budget_exhausted_fails_with_a_reason(
         final = wait_for(api, job_id, lambda j: j["status"] != "started", timeout=60)[-1]
         assert final["status"] == "failed"
         assert final["error"]["code"] == "worker_lost" and "no retries left" in final["error"]["message"]
+        metrics = api.get("/metrics").text  # the API's read found it lost, and counted it
+        assert 'instyle_job_attempts_lost_total{type="train"} 1' in metrics
+        assert 'instyle_job_duration_seconds_count{status="failed",type="train"} 1' in metrics
         assert final["ended_at"] is not None  # RQ's registry cleanup leaves the job's own unset
         assert "fragile" not in {s["id"] for s in api.get("/v1/styles").json()}

@@ -468,3 +468,43 @@ def test_a_worker_registers_again_when_redis_lost_its_data(worker: InstyleWorker
     worker._last_beat -= worker.heartbeat_every_s + 0.1
     worker.heartbeat()
     assert worker.connection.hget(worker.key, "birth") is None
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_lost_job_is_counted_whoever_finds_it(worker: InstyleWorker, retries: int) -> None:
+    """A job whose worker died never reaches the worker's own ``recorded`` block: the registry
+    cleanup (here the worker's maintenance; the API's reads use the same handler) counts the
+    lost attempt and, with no retry left, the job's end as failed."""
+    from rq import Retry
+    from rq.registry import StartedJobRegistry
+
+    from instyle import telemetry
+
+    redis = worker.connection
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(noop, meta={"type": "stylize"}, retry=Retry(max=retries) if retries else None)
+    assert queue.dequeue_any([queue], timeout=None, connection=redis, serializer=JSONSerializer) is not None
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)  # started, then the worker is gone: its lease runs out
+    StartedJobRegistry(queue=queue).cleanup(time.time() + 3600, exception_handlers=worker._exc_handlers)
+    text = "\n".join(telemetry.render(redis))
+    assert 'instyle_job_attempts_lost_total{type="stylize"} 1' in text
+    ended = 'instyle_job_duration_seconds_count{status="failed",type="stylize"} 1'
+    assert (ended in text) == (retries == 0)
+    assert job.get_status(refresh=True) == (JobStatus.FAILED if retries == 0 else JobStatus.QUEUED)
+
+
+def test_a_dead_workers_registration_expires_within_its_ttl_and_a_minute(fresh: InstyleWorker) -> None:
+    """RQ's default (420 s) left a dead worker in ``/readyz`` for 8 minutes; ours beat an idle
+    worker every ``worker_ttl`` - 15 s and let its key expire ``worker_ttl`` + 60 s after."""
+    from worker.settings import DEFAULT_WORKER_TTL_S, WorkerSettings
+
+    assert fresh.worker_ttl == WorkerSettings().worker_ttl_s == DEFAULT_WORKER_TTL_S == 60
+    assert fresh.dequeue_timeout == 45
+    short = make_worker(fresh.connection, ["stylize"], worker_ttl=30)
+    short.register_birth()
+    assert short.dequeue_timeout == 15 and 80 < short.connection.ttl(short.key) <= 90
+    short._last_beat -= short.heartbeat_every_s + 0.1
+    short.connection.expire(short.key, 5)
+    short.heartbeat()  # a plain beat renews the key for the full ttl + 60 s
+    assert 80 < short.connection.ttl(short.key) <= 90
