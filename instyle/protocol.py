@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     train_data_missing = "train_data_missing"
     invalid_recipe = "invalid_recipe"
     worker_lost = "worker_lost"
+    store_unwritable = "store_unwritable"
     internal = "internal"
 
 

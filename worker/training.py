@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +51,32 @@ PREVIEW_TTL_S = 24 * 3600
 REPORT_EVERY_S = 1.0
 #: Points of (iteration, total loss) kept in the job status for the live loss curve.
 LOSS_HISTORY_POINTS = 240
+
+
+#: errno values that say a file system refuses writes (a full disk or quota, read-only, denied).
+_UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def store_write_problem(root: Path, exc: BaseException) -> str | None:
+    """Why the store at ``root`` refuses writes, if ``exc`` came from that, else ``None``.
+
+    An ``OSError`` that names a path in the store with a refusal errno is the store's; anything
+    else (a photo that does not read, a bug) is, unless a file cannot be created in the store's
+    work area right now."""
+    if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
+        name = exc.filename
+        if name is None or Path(os.fsdecode(name)).resolve().is_relative_to(root.resolve()):
+            return str(exc)
+    probe = root / ".work" / f".probe-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+    except OSError as probe_error:
+        return f"{probe_error} (while the job failed with: {exc})"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return None
 
 
 #: RQ statuses of a job that will not run again: its checkpoint folder can go.
@@ -106,9 +135,12 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     if catalog.writable is None:
         raise fail_job(ErrorCode.internal, "no writable style store")
     work = catalog.writable.root / ".work" / job_id
-    work.mkdir(parents=True, exist_ok=True)
     style_path = work / "style.img"
-    style_path.write_bytes(style_bytes if isinstance(style_bytes, bytes) else style_bytes.encode())
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        style_path.write_bytes(style_bytes if isinstance(style_bytes, bytes) else style_bytes.encode())
+    except OSError as exc:
+        raise fail_job(ErrorCode.store_unwritable, f"the style store cannot be written: {exc}") from None
     resume = (work / "checkpoint.pt").is_file()
     if job is not None:
         job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
@@ -191,6 +223,13 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
         raise fail_job(ErrorCode.train_data_missing, str(exc)) from None
     except StoreError as exc:
         raise fail_job(ErrorCode.internal, str(exc)) from None
+    except (OSError, RuntimeError) as exc:
+        # a checkpoint or the published style could not be written (torch.save reports a full
+        # disk as a RuntimeError): say so when the store is the cause, else it is unexpected
+        problem = store_write_problem(catalog.writable.root, exc)
+        if problem is None:
+            raise
+        raise fail_job(ErrorCode.store_unwritable, f"the style store cannot be written: {problem}") from None
     m = published.resolved.manifest
     shutil.rmtree(work, ignore_errors=True)
     if job is not None:
