@@ -76,6 +76,22 @@ def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-unty
     assert "| 32² | aten::mkldnn_convolution |" in capsys.readouterr().out
 
 
+def test_cpu_variants_times_each_engine_option_against_the_default(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from benchmarks import cpu_variants
+
+    out = tmp_path / "variants.json"
+    assert cpu_variants.main(["--sizes", "32", "--rounds", "2", "--precision", "fp32", "--out", str(out)]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 32²")]
+    names = [row[2].strip() for row in rows]
+    assert names[:2] == ["default", "no-shifted-phases"] and names[2] in ("winograd", "no-winograd")
+    assert all(float(row[6]) > 60 for row in rows)  # float32 every way: far beyond the 40 dB bound
+    saved = json.loads(out.read_text())
+    assert saved["dtype"] == "float32" and saved["cpu_capability"]
+    assert len(saved["results"]["32"]["default"]["runs_ms"]) == 2
+
+
 def test_no_benchmark_script_shadows_a_standard_module() -> None:
     # `python benchmarks/x.py` puts benchmarks/ first on sys.path: a benchmarks/profile.py once
     # replaced the standard `profile` and broke torch's imports in every benchmark

@@ -1,0 +1,139 @@
+"""The Johnson engine's CPU options, on and off, side by side in one process.
+
+    python benchmarks/cpu_variants.py                              # 256², 512², 1024²
+    python benchmarks/cpu_variants.py --sizes 512,2048 --rounds 8 --out benchmarks/results/cpu-variants.json
+    python benchmarks/cpu_variants.py --precision fp32             # as on a CPU without bf16
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_variants.py --precision fp32
+                                                                   # ... and without AVX-512
+
+This VM's speed drifts by 10-40 % within minutes, so two benchmark runs minutes apart cannot
+tell a 10 % change. Here every variant of the shipped starry-night generator is built once, and
+each round times one pass of each, in an order that alternates from round to round; the table
+gives the best and the median per variant, and the PSNR of its output against the float32 eager
+model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'s options):
+
+* ``default``: the engine as the worker builds it on this machine;
+* ``no-shifted-phases``: the upsampling convolutions as four 3x3 phase kernels, not one 2x2
+  convolution of the phases' taps (``shifted_phases=False``);
+* ``winograd`` / ``no-winograd``: the residual blocks with or without Winograd's algorithms,
+  whichever the default is not (``winograd_residuals``; they run in float32 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stylenet.config import tune_malloc, use_huge_pages  # noqa: E402
+
+use_huge_pages()  # as the CLI does, before torch's first allocation
+
+import torch  # noqa: E402
+
+from benchmarks.inference import SHIPPED, bench_image, machine  # noqa: E402
+from stylenet.config import GeneratorConfig  # noqa: E402
+from stylenet.export import load_generator_bytes  # noqa: E402
+from stylenet.fast import JohnsonEngine, eager_from, optimize  # noqa: E402
+
+
+def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], torch.nn.Module]:
+    """The engines to compare, by name, and the float32 eager reference."""
+    cfg = GeneratorConfig.from_dict(json.loads((folder / "manifest.json").read_text())["generator"])
+    model = load_generator_bytes((folder / "generator.ts").read_bytes())
+    default = optimize(model, cfg, "cpu", precision)
+    assert isinstance(default, JohnsonEngine), "the shipped starry-night style is a Johnson net"
+    eager = eager_from(model, cfg).eval()
+    cpu = torch.device("cpu")
+
+    def build(**options: bool) -> JohnsonEngine:
+        return JohnsonEngine(eager.body, cfg.padding, default.dtype, cpu, **options)  # type: ignore[arg-type]
+
+    engines = {"default": default, "no-shifted-phases": build(shifted_phases=False)}
+    if default.dtype == torch.float32:
+        flip = not default.winograd_residuals
+        engines["winograd" if flip else "no-winograd"] = build(winograd_residuals=flip)
+    return engines, eager
+
+
+def dispatch() -> dict[str, Any]:
+    """The vector unit torch's kernels run on, and the variables that cap it (torch's and
+    oneDNN's): ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` makes an AVX-512 machine
+    run the AVX2 code paths, as a CPU without AVX-512 does."""
+    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "isa_caps": caps}
+
+
+def psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = (out.float().clamp(0, 1) - ref.clamp(0, 1)).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def measure(
+    engines: dict[str, Callable[[torch.Tensor], torch.Tensor]], ref_model: Any, size: int, rounds: int
+) -> dict[str, Any]:
+    x = bench_image("enlarged", size)
+    with torch.inference_mode():
+        ref = ref_model(x)
+        quality = {name: psnr(engine(x), ref) for name, engine in engines.items()}  # also the warm-up
+        del ref
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        names = list(engines)
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                began = time.perf_counter()
+                engines[name](x)
+                times[name].append((time.perf_counter() - began) * 1000)
+    return {
+        name: {"best_ms": min(t), "median_ms": statistics.median(t), "runs_ms": t, "psnr_db": quality[name]}
+        for name, t in times.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="256,512,1024")
+    p.add_argument("--rounds", type=int, default=6, help="timed passes of each variant, alternated")
+    p.add_argument("--precision", default="auto", help="auto (as the worker), fp32, bf16")
+    p.add_argument("--style", type=Path, default=SHIPPED, help="a published Johnson style's version folder")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    tune_malloc()
+    engines, eager = variants(args.style, args.precision)
+    dtype = str(engines["default"].dtype).removeprefix("torch.")
+    isa = dispatch()
+    caps = " ".join(f"{k}={v}" for k, v in isa["isa_caps"].items()) or "no caps"
+    where = f"{isa['cpu_capability']} ({caps})"
+    print(f"engine in {dtype} (--precision {args.precision}) on {where}; variants: {', '.join(engines)}")
+    print("| size | variant | best ms | median ms | vs default (median) | PSNR vs eager dB |")
+    print("|---|---|---|---|---|---|")
+    results: dict[str, Any] = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        row = measure(dict(engines), eager, size, args.rounds)
+        results[str(size)] = row
+        base = row["default"]["median_ms"]
+        for name, r in row.items():
+            change = "" if name == "default" else f"{r['median_ms'] / base - 1:+.0%}"
+            print(
+                f"| {size}² | {name} | {r['best_ms']:.0f} | {r['median_ms']:.0f} | {change} | {r['psnr_db']:.1f} |",
+                flush=True,
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"machine": machine(), **dispatch(), "dtype": dtype, "rounds": args.rounds, "results": results}
+        args.out.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
