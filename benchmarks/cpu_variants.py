@@ -16,7 +16,9 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
 * ``no-shifted-phases``: the upsampling convolutions as four 3x3 phase kernels, not one 2x2
   convolution of the phases' taps (``shifted_phases=False``);
 * ``winograd`` / ``no-winograd``: the residual blocks with or without Winograd's algorithms,
-  whichever the default is not (``winograd_residuals``; they run in float32 only).
+  whichever the default is not (``winograd_residuals``; they run in float32 only);
+* ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
+  phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
     eager = eager_from(model, cfg).eval()
     cpu = torch.device("cpu")
 
-    def build(**options: bool) -> JohnsonEngine:
+    def build(**options: bool | int) -> JohnsonEngine:
         return JohnsonEngine(eager.body, cfg.padding, default.dtype, cpu, **options)  # type: ignore[arg-type]
 
     engines = {"default": default, "no-shifted-phases": build(shifted_phases=False)}
     if default.dtype == torch.float32:
         flip = not default.winograd_residuals
         engines["winograd" if flip else "no-winograd"] = build(winograd_residuals=flip)
+    other = 7 - default.packed_rgb  # 3 <-> 4
+    engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager
 
 

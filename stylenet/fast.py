@@ -607,6 +607,7 @@ class JohnsonEngine(nn.Module):
         packed_output: bool | None = None,
         shifted_phases: bool | None = None,
         winograd_residuals: bool | None = None,
+        packed_rgb: int | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -666,8 +667,17 @@ class JohnsonEngine(nn.Module):
         self.out_packed: Conv | None = None
         if packed_output and self.out.pad % 2:
             raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
+        # Its outputs per phase: RGB, or RGB and a zero channel (16 in all). On CUDA the layout of
+        # 32-byte fp16 rows; in float32 on an AVX2 CPU oneDNN's kernel for 16 outputs (two
+        # 8-wide vectors) beats the one for 12: 512² 47 -> 31 ms alone (benchmarks/cpu_variants.py).
+        # With AVX-512 both take the same time, and the extra channel costs the output passes.
+        if packed_rgb is None:
+            packed_rgb = 4 if self.rgb_channels > 3 or winograd.applies(device, dtype) else 3
+        if packed_rgb not in (3, 4):
+            raise ValueError(f"packed_rgb is 3 or 4, got {packed_rgb}")
+        self.packed_rgb = packed_rgb
         if packed_output:
-            rgb = 3 if self.rgb_channels == 3 else 4  # the CUDA layout: 16 outputs, 32-byte fp16 rows
+            rgb = packed_rgb
             weight = _zero_pad_dim(self.out.weight, 0, rgb) if rgb > 3 else self.out.weight
             bias = self.out.bias if self.out.bias is None or rgb == 3 else _zero_pad_dim(self.out.bias, 0, rgb)
             packed_bias = None if bias is None else bias.repeat(4)  # phase-major, as the weights

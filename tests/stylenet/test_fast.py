@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylenet import fast
+from stylenet import fast, winograd
 from stylenet.config import GeneratorConfig
 from stylenet.export import load_generator, psnr
 from stylenet.fast import (
@@ -262,21 +262,38 @@ def test_zero_padded_rgb_channels_change_nothing(padding: str) -> None:
 
 @pytest.mark.parametrize("size", [(8, 8), (37, 53)])
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
-@pytest.mark.parametrize("rgb_channels", [3, 8])
-def test_packed_output_convolution_changes_nothing(size: tuple[int, int], padding: str, rgb_channels: int) -> None:
-    # the output 9x9 convolution as a 5x5 one on the decoder's phases (the CPU default), in the
-    # CPU layout (12 outputs) and the CUDA one (8 RGB channels in, 16 outputs)
+@pytest.mark.parametrize(("rgb_channels", "packed_rgb"), [(3, 3), (3, 4), (8, None)])
+def test_packed_output_convolution_changes_nothing(
+    size: tuple[int, int], padding: str, rgb_channels: int, packed_rgb: int | None
+) -> None:
+    # the output 9x9 convolution as a 5x5 one on the decoder's phases (the CPU default), with
+    # 12 outputs (RGB per phase), 16 (a zero channel each: float32 on AVX2), and in the CUDA
+    # layout (8 RGB channels in, 16 outputs)
     cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
     body, cpu = cast(JohnsonBody, _random(cfg).body), torch.device("cpu")
     plain = JohnsonEngine(body, padding, torch.float32, cpu, packed_output=False)
-    packed = JohnsonEngine(body, padding, torch.float32, cpu, rgb_channels=rgb_channels, packed_output=True)
+    packed = JohnsonEngine(
+        body, padding, torch.float32, cpu, rgb_channels=rgb_channels, packed_output=True, packed_rgb=packed_rgb
+    )
     assert packed.out_packed is not None and plain.out_packed is None
-    assert packed.out_packed.weight.shape[:2] == (12 if rgb_channels == 3 else 16, 4 * plain.out.weight.shape[1])
+    outputs = 12 if (packed_rgb or 4) == 3 else 16
+    assert packed.out_packed.weight.shape[:2] == (outputs, 4 * plain.out.weight.shape[1])
     x = torch.rand(2, 3, *size)
     with torch.inference_mode():
         ref = plain(x)
         assert torch.allclose(packed(x), ref, atol=1e-5)
         assert torch.allclose(tiled_forward(packed, x, band=8), ref, atol=1e-4)
+
+
+def test_the_packed_output_has_16_channels_where_they_are_faster() -> None:
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1)
+    body, cpu = cast(JohnsonBody, _random(cfg).body), torch.device("cpu")
+    avx2 = winograd.applies(cpu, torch.float32)  # float32 on an AVX2 CPU: oneDNN's 16-output kernel
+    assert JohnsonEngine(body, "reflect", torch.float32, cpu).packed_rgb == (4 if avx2 else 3)
+    assert JohnsonEngine(body, "reflect", torch.bfloat16, cpu).packed_rgb == 3
+    assert JohnsonEngine(body, "reflect", torch.float32, cpu, rgb_channels=8).packed_rgb == 4  # CUDA's layout
+    with pytest.raises(ValueError, match="packed_rgb"):
+        JohnsonEngine(body, "reflect", torch.float32, cpu, packed_rgb=8)
 
 
 def test_depth_to_space_is_a_pixel_shuffle_of_phase_major_channels() -> None:
@@ -308,13 +325,17 @@ def test_prepare_bytes_is_bit_equal_to_prepare_then_pad(dtype: torch.dtype, padd
 
 @pytest.mark.parametrize("size", [(8, 8), (37, 53)])
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
-@pytest.mark.parametrize(("rgb_channels", "packed"), [(3, True), (3, False), (8, True)])
+@pytest.mark.parametrize(
+    ("rgb_channels", "packed", "packed_rgb"), [(3, True, 3), (3, True, 4), (3, False, None), (8, True, None)]
+)
 def test_johnson_bytes_in_bytes_out_is_bit_equal(
-    size: tuple[int, int], padding: str, rgb_channels: int, packed: bool
+    size: tuple[int, int], padding: str, rgb_channels: int, packed: bool, packed_rgb: int | None
 ) -> None:
     cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
     body = cast(JohnsonBody, _random(cfg).body)
-    engine = JohnsonEngine(body, padding, torch.float32, torch.device("cpu"), rgb_channels, packed)
+    engine = JohnsonEngine(
+        body, padding, torch.float32, torch.device("cpu"), rgb_channels, packed, packed_rgb=packed_rgb
+    )
     pixels = (torch.rand(2, *size, 3) * 256).to(torch.uint8)
     got = engine.forward_bytes(pixels)
     assert got.dtype == torch.uint8 and got.shape == pixels.shape and got.is_contiguous()
