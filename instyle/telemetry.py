@@ -88,6 +88,10 @@ def incr(redis: Redis, name: str, labels: Mapping[str, str], amount: int = 1) ->
         log.debug("could not record %s", name, exc_info=True)
 
 
+#: Seconds a lost attempt's mark lasts (``count_lost_job``): far beyond any cleanup race.
+LOST_MARK_TTL_S = 3600
+
+
 def count_lost_job(job: Any, exc_type: type[BaseException] | None, *_exc: Any) -> None:
     """An RQ exception handler: a job whose worker was lost (RQ's registry cleanup, in a worker
     or in the API, calls the handlers it is given with ``AbandonedJobError``) never reaches the
@@ -98,6 +102,12 @@ def count_lost_job(job: Any, exc_type: type[BaseException] | None, *_exc: Any) -
 
     if exc_type is None or not issubclass(exc_type, AbandonedJobError):
         return None
+    try:  # a worker's maintenance and the API may both find the same lost attempt: count it once
+        attempt = f"{PREFIX}lost:{job.id}:{job.started_at.timestamp() if job.started_at else ''}"
+        if not job.connection.set(attempt, 1, nx=True, ex=LOST_MARK_TTL_S):
+            return None
+    except RedisError:
+        log.debug("could not mark job %s's lost attempt", job.id, exc_info=True)
     job_type = str(job.meta.get("type", "stylize"))
     incr(job.connection, "instyle_job_attempts_lost_total", {"type": job_type})
     if job.retries_left and job.retries_left > 0:

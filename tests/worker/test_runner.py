@@ -476,6 +476,7 @@ def test_a_lost_job_is_counted_whoever_finds_it(worker: InstyleWorker, retries: 
     cleanup (here the worker's maintenance; the API's reads use the same handler) counts the
     lost attempt and, with no retry left, the job's end as failed."""
     from rq import Retry
+    from rq.exceptions import AbandonedJobError
     from rq.registry import StartedJobRegistry
 
     from instyle import telemetry
@@ -487,6 +488,7 @@ def test_a_lost_job_is_counted_whoever_finds_it(worker: InstyleWorker, retries: 
     worker.prepare_execution(job)
     worker.prepare_job_execution(job)  # started, then the worker is gone: its lease runs out
     StartedJobRegistry(queue=queue).cleanup(time.time() + 3600, exception_handlers=worker._exc_handlers)
+    telemetry.count_lost_job(job, AbandonedJobError)  # found again (the API's cleanup racing the worker's)
     text = "\n".join(telemetry.render(redis))
     assert 'instyle_job_attempts_lost_total{type="stylize"} 1' in text
     ended = 'instyle_job_duration_seconds_count{status="failed",type="stylize"} 1'
