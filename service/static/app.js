@@ -4,11 +4,15 @@
 const $ = (sel) => document.querySelector(sel);
 
 class ApiError extends Error {
-  constructor(status, problem) {
+  constructor(status, problem, retryAfterS = null) {
     super(problem.detail || problem.title || `HTTP ${status}`);
     this.status = status;
     this.problem = problem;
+    this.retryAfterS = retryAfterS;  // the answer's Retry-After, in seconds, if it had one
   }
+
+  // the server will likely answer again soon: unreachable, or a 503 (its Redis away)
+  get transient() { return this.status === 0 || this.status === 503; }
 }
 
 // fetch that turns a problem+json answer into an ApiError carrying its `detail`
@@ -22,7 +26,8 @@ async function api(path, options = {}) {
   if (!response.ok) {
     let problem = { detail: response.statusText };
     try { problem = await response.json(); } catch (_) { /* not JSON */ }
-    throw new ApiError(response.status, problem);
+    const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
+    throw new ApiError(response.status, problem, Number.isFinite(retryAfter) ? retryAfter : null);
   }
   return response;
 }
@@ -138,13 +143,46 @@ drop.addEventListener("drop", (e) => {
   setPhoto(e.dataTransfer.files[0]);
 });
 
+// How long polling rides out a server that does not answer, or answers 503, before it gives up.
+const POLL_OUTAGE_MS = 120000;
+
+// Poll a job until it ends. A brief outage (no answer, or a 503 while Redis is away) does not
+// lose the job: the page says it is reconnecting (onUpdate(null, error)) and asks again after
+// the answer's Retry-After, for up to POLL_OUTAGE_MS.
 async function pollJob(statusUrl, onUpdate, intervalMs) {
+  let outageSince = null;
   for (;;) {
-    const job = await (await api(statusUrl)).json();
-    onUpdate(job);
+    let job;
+    try {
+      job = await (await api(statusUrl)).json();
+    } catch (err) {
+      if (!(err instanceof ApiError) || !err.transient) throw err;
+      outageSince ??= Date.now();
+      if (Date.now() - outageSince > POLL_OUTAGE_MS) throw err;
+      onUpdate(null, err);
+      await sleep(Math.max(intervalMs, 1000 * (err.retryAfterS ?? 1)));
+      continue;
+    }
+    outageSince = null;
+    onUpdate(job, null);
     if (["finished", "failed", "canceled"].includes(job.status)) return job;
     await sleep(intervalMs);
   }
+}
+
+// The 202 of a submission; a 503 that names the job it did queue (Redis went away right after)
+// counts as one, so the page follows that job instead of failing.
+async function submitJob(path, body) {
+  try {
+    return await (await api(path, { method: "POST", body })).json();
+  } catch (err) {
+    if (err instanceof ApiError && err.transient && err.problem.status_url) return err.problem;
+    throw err;
+  }
+}
+
+function reconnecting(err) {
+  return `reconnecting (${err.message})…`;
 }
 
 function jobFailure(job) {
@@ -171,8 +209,12 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   $("#stylize-bar").value = 0;
   $("#stylize-status").textContent = "uploading";
   try {
-    const accepted = await (await api("/v1/stylize", { method: "POST", body: form })).json();
-    const job = await pollJob(accepted.status_url, (j) => {
+    const accepted = await submitJob("/v1/stylize", form);
+    const job = await pollJob(accepted.status_url, (j, err) => {
+      if (!j) {
+        $("#stylize-status").textContent = reconnecting(err);
+        return;
+      }
       $("#stylize-bar").value = j.progress;
       $("#stylize-status").textContent = j.status;
     }, 250);
@@ -245,7 +287,11 @@ $("#train-form").addEventListener("submit", async (e) => {
     show($("#train-live"), true);
     drawLossCurve([]);
     let previewIteration = null;
-    const job = await pollJob(accepted.status_url, (j) => {
+    const job = await pollJob(accepted.status_url, (j, err) => {
+      if (!j) {
+        $("#train-status").textContent = reconnecting(err);
+        return;
+      }
       const d = j.detail || {};
       $("#train-bar").value = j.progress;
       $("#train-status").textContent = j.status;

@@ -116,6 +116,60 @@ def test_stylize_a_photo_on_a_phone_sized_screen(server: str, browser: Callable[
     driver.save_screenshot(str(ARTIFACTS / "browser-stylize-phone.png"))
 
 
+#: Injected into the page: the stylize POST is queued but answered with the 503 that names the
+#: job (Redis gone right after), and the first three polls of it get a 503 too.
+FLAKY_API = """
+const realFetch = window.fetch;
+window.outagesLeft = 3;
+window.statusSeen = [];
+new MutationObserver(() => window.statusSeen.push(document.querySelector("#stylize-status").textContent))
+  .observe(document.querySelector("#stylize-status"), { childList: true, characterData: true, subtree: true });
+const unavailable = (extra) => new Response(JSON.stringify({
+  type: "/problems/redis_unavailable", title: "Service unavailable", status: 503, code: "redis_unavailable",
+  detail: "the job queue (Redis) cannot be reached", ...extra,
+}), { status: 503, headers: { "Content-Type": "application/problem+json", "Retry-After": "0" } });
+window.fetch = async (path, options = {}) => {
+  const url = String(path);
+  if (url.endsWith("/v1/stylize") && options.method === "POST") {
+    const accepted = await (await realFetch(path, options)).json();
+    return unavailable({ job_id: accepted.job_id, status_url: accepted.status_url });
+  }
+  if (url.includes("/v1/jobs/") && !url.endsWith("/result") && window.outagesLeft > 0) {
+    window.outagesLeft -= 1;
+    return unavailable({});
+  }
+  return realFetch(path, options);
+};
+"""
+
+
+@pytest.mark.slow
+def test_the_page_rides_out_a_brief_outage(server: str, browser: Callable[[int, int], Any]) -> None:
+    """Redis away right after the photo was queued, and for the first polls: the page follows
+    the job the 503 names, says it is reconnecting, and shows the result once the API is back."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser(1200, 900)
+    driver.get(server)
+    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '.style-card[data-style="starry-night"]'), 15,
+                 "the gallery")  # fmt: skip
+    card[0].click()
+    driver.execute_script(FLAKY_API)
+    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))
+    size = driver.find_element(By.ID, "max-size")
+    size.clear()
+    size.send_keys("64")
+    driver.find_element(By.ID, "stylize-button").click()
+    after = driver.find_element(By.ID, "after")
+    _wait(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after), 60,
+          "the stylized image")  # fmt: skip
+    assert not driver.find_element(By.ID, "stylize-error").is_displayed()
+    assert driver.execute_script("return window.outagesLeft") == 0
+    seen = driver.execute_script("return window.statusSeen")
+    assert any(text.startswith("reconnecting (the job queue (Redis) cannot be reached)") for text in seen), seen
+    assert driver.find_element(By.ID, "stylize-status").text == "done"
+
+
 @pytest.mark.slow
 def test_errors_show_the_problem_detail(server: str, browser: Callable[[int, int], Any], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
