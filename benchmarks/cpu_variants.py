@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -70,14 +69,6 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
     return engines, eager
 
 
-def dispatch() -> dict[str, Any]:
-    """The vector unit torch's kernels run on, and the variables that cap it (torch's and
-    oneDNN's): ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` makes an AVX-512 machine
-    run the AVX2 code paths, as a CPU without AVX-512 does."""
-    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "isa_caps": caps}
-
-
 def psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
     mse = (out.float().clamp(0, 1) - ref.clamp(0, 1)).pow(2).mean().item()
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
@@ -115,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()
     engines, eager = variants(args.style, args.precision)
     dtype = str(engines["default"].dtype).removeprefix("torch.")
-    isa = dispatch()
+    isa = machine()
     caps = " ".join(f"{k}={v}" for k, v in isa["isa_caps"].items()) or "no caps"
     where = f"{isa['cpu_capability']} ({caps})"
     print(f"engine in {dtype} (--precision {args.precision}) on {where}; variants: {', '.join(engines)}")
@@ -134,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"machine": machine(), **dispatch(), "dtype": dtype, "rounds": args.rounds, "results": results}
+        payload = {"machine": machine(), "dtype": dtype, "rounds": args.rounds, "results": results}
         args.out.write_text(json.dumps(payload, indent=2))
     return 0
 

@@ -293,6 +293,10 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         # the worker path's buffer arena (stylenet.buffers; INSTYLE_BUFFER_POOL_MB, 0 = off)
         "buffer_pool_mb": capacity_from() >> 20,
+        # the vector unit torch's kernels run on, and the variables that cap it:
+        # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 make an AVX-512 machine run AVX2 code
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
     }
     try:
         import onnxruntime

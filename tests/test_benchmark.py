@@ -88,7 +88,7 @@ def test_cpu_variants_times_each_engine_option_against_the_default(tmp_path: Pat
     assert names[:2] == ["default", "no-shifted-phases"] and names[2] in ("winograd", "no-winograd")
     assert all(float(row[6]) > 60 for row in rows)  # float32 every way: far beyond the 40 dB bound
     saved = json.loads(out.read_text())
-    assert saved["dtype"] == "float32" and saved["cpu_capability"]
+    assert saved["dtype"] == "float32" and saved["machine"]["cpu_capability"]
     assert len(saved["results"]["32"]["default"]["runs_ms"]) == 2
 
 
