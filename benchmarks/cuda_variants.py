@@ -10,8 +10,8 @@ For each size it times (CUDA events, median of ``--runs`` replays after warm-up)
   32 -> 3 convolution as a 5x5 128 -> 16 one on the last decoder stage's phases), off on
   CUDA by default until measured;
 * ``engine-fp16-graph-packed-shifted``: the same again with the CPU's upsampling convolutions
-  (one 2x2 convolution of the four phases' taps instead of 3x3 phase kernels, then a copy that
-  lines the phases up), also off on CUDA until measured;
+  (one 2x2 convolution of the four phases' taps instead of 3x3 phase kernels, each phase read
+  where it lies in its output), also off on CUDA until measured;
 * ``engine-bf16-graph``: the same in bfloat16;
 * ``engine-fp16-compile``: ``torch.compile`` of the fp16 engine (inductor fuses the
   normalization, ReLU and padding passes), then graphed;

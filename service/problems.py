@@ -77,15 +77,16 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+#: ``Retry-After`` of a 503 while Redis does not answer.
+REDIS_RETRY_AFTER_S = 5
+
+
 def redis_unavailable(detail: str, **extra: Any) -> JSONResponse:
     """The 503 for a Redis that does not answer, with a ``Retry-After``."""
     response = problem(503, "redis_unavailable", "Service unavailable", detail, **extra)
     response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
     return response
 
-
-#: ``Retry-After`` of a 503 while Redis does not answer.
-REDIS_RETRY_AFTER_S = 5
 
 _HTTP_CODES = {
     400: "bad_request",  # e.g. a multipart body that does not parse

@@ -677,9 +677,10 @@ class JohnsonEngine(nn.Module):
             raise ValueError(f"packed_rgb is 3 or 4, got {packed_rgb}")
         self.packed_rgb = packed_rgb
         if packed_output:
-            rgb = packed_rgb
-            weight = _zero_pad_dim(self.out.weight, 0, rgb) if rgb > 3 else self.out.weight
-            bias = self.out.bias if self.out.bias is None or rgb == 3 else _zero_pad_dim(self.out.bias, 0, rgb)
+            weight = _zero_pad_dim(self.out.weight, 0, packed_rgb) if packed_rgb > 3 else self.out.weight
+            bias = self.out.bias
+            if bias is not None and packed_rgb > 3:
+                bias = _zero_pad_dim(bias, 0, packed_rgb)
             packed_bias = None if bias is None else bias.repeat(4)  # phase-major, as the weights
             self.out_packed = Conv(space_to_depth_kernel(weight).contiguous(memory_format=CL), packed_bias, 1, 0)
         if self.rgb_channels > 3:

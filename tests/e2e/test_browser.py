@@ -87,24 +87,40 @@ def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _choose_style(driver: Any, style: str = "starry-night") -> Any:
+    """Click a style's card in the gallery once it has loaded; returns the card."""
+    from selenium.webdriver.common.by import By
+
+    selector = f'.style-card[data-style="{style}"]'
+    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, selector), 15, "the gallery")[0]
+    card.click()
+    return card
+
+
+def _stylize(driver: Any, max_size: int) -> Any:
+    """Stylize the bundled cat photo (451x300) at ``max_size`` from the form; returns the
+    result image once it has loaded."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))
+    size = driver.find_element(By.ID, "max-size")
+    size.clear()
+    size.send_keys(str(max_size))
+    driver.find_element(By.ID, "stylize-button").click()
+    after = driver.find_element(By.ID, "after")
+    _wait(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after), 60,
+          "the stylized image")  # fmt: skip
+    return after
+
+
 @pytest.mark.slow
 def test_stylize_a_photo_on_a_phone_sized_screen(server: str, browser: Callable[[int, int], Any]) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser(390, 844)
     driver.get(server)
-    shipped = '.style-card[data-style="starry-night"]'
-    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, shipped), 15, "the gallery")
-    card[0].click()
-    assert card[0].get_attribute("aria-checked") == "true"
-    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))  # 451x300
-    size = driver.find_element(By.ID, "max-size")
-    size.clear()
-    size.send_keys("96")
-    driver.find_element(By.ID, "stylize-button").click()
-    after = driver.find_element(By.ID, "after")
-    _wait(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after), 60,
-          "the stylized image")  # fmt: skip
+    assert _choose_style(driver).get_attribute("aria-checked") == "true"
+    after = _stylize(driver, 96)
     natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", after)
     assert natural == [96, 64]
     assert driver.find_element(By.ID, "download").get_attribute("download") == "skimage_chelsea-starry-night.jpg"
@@ -151,18 +167,9 @@ def test_the_page_rides_out_a_brief_outage(server: str, browser: Callable[[int, 
 
     driver = browser(1200, 900)
     driver.get(server)
-    card = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '.style-card[data-style="starry-night"]'), 15,
-                 "the gallery")  # fmt: skip
-    card[0].click()
+    _choose_style(driver)
     driver.execute_script(FLAKY_API)
-    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))
-    size = driver.find_element(By.ID, "max-size")
-    size.clear()
-    size.send_keys("64")
-    driver.find_element(By.ID, "stylize-button").click()
-    after = driver.find_element(By.ID, "after")
-    _wait(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", after), 60,
-          "the stylized image")  # fmt: skip
+    _stylize(driver, 64)
     assert not driver.find_element(By.ID, "stylize-error").is_displayed()
     assert driver.execute_script("return window.outagesLeft") == 0
     seen = driver.execute_script("return window.statusSeen")
