@@ -3,7 +3,8 @@
     python benchmarks/cpu_variants.py                              # 256², 512², 1024²
     python benchmarks/cpu_variants.py --sizes 512,2048 --rounds 8 --out benchmarks/results/cpu-variants.json
     python benchmarks/cpu_variants.py --precision fp32             # as on a CPU without bf16
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_variants.py --precision fp32
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+      INSTYLE_NATIVE_CFLAGS="-O3 -march=znver3" python benchmarks/cpu_variants.py --precision fp32
                                                                    # ... and without AVX-512
 
 This VM's speed drifts by 10-40 % within minutes, so two benchmark runs minutes apart cannot
@@ -17,6 +18,8 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   convolution of the phases' taps (``shifted_phases=False``);
 * ``winograd`` / ``no-winograd``: the residual blocks with or without Winograd's algorithms,
   whichever the default is not (``winograd_residuals``; they run in float32 only);
+* ``winograd-sums``: Winograd's transforms as torch's sums instead of in C (when the default
+  runs Winograd with the native kernels, ``stylenet.native``);
 * ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
   phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
 """
@@ -43,6 +46,7 @@ use_huge_pages()  # as the CLI does, before torch's first allocation
 import torch  # noqa: E402
 
 from benchmarks.inference import SHIPPED, bench_image, machine  # noqa: E402
+from stylenet import native  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator_bytes  # noqa: E402
 from stylenet.fast import JohnsonEngine, eager_from, optimize  # noqa: E402
@@ -64,6 +68,8 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
     if default.dtype == torch.float32:
         flip = not default.winograd_residuals
         engines["winograd" if flip else "no-winograd"] = build(winograd_residuals=flip)
+        if default.winograd_residuals and native.library() is not None:
+            engines["winograd-sums"] = build(native_transforms=False)
     other = 7 - default.packed_rgb  # 3 <-> 4
     engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager

@@ -276,6 +276,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- the driver
 
 
+#: The variables that cap the instruction set torch, oneDNN and MKL run (``machine``).
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def native_info() -> dict[str, Any]:
+    """Whether the native kernels run here (``stylenet.native``), from where, built how."""
+    from stylenet import native
+
+    kernels = native.library()
+    return {"library": str(kernels.path) if kernels else None, "cflags": " ".join(native.cflags())}
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -294,9 +306,12 @@ def machine() -> dict[str, Any]:
         # the worker path's buffer arena (stylenet.buffers; INSTYLE_BUFFER_POOL_MB, 0 = off)
         "buffer_pool_mb": capacity_from() >> 20,
         # the vector unit torch's kernels run on, and the variables that cap it:
-        # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 make an AVX-512 machine run AVX2 code
+        # ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 make an
+        # AVX-512 machine run AVX2 code (MKL's matrix products too, on an Intel CPU)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "isa_caps": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+        # the native kernels (stylenet.native): the library, and the flags it was built with
+        "native": native_info(),
     }
     try:
         import onnxruntime

@@ -1,12 +1,13 @@
-"""One residual-block convolution (3x3, 128 -> 128 channels, float32) three ways, by map size:
+"""One residual-block convolution (3x3, 128 -> 128 channels, float32) five ways, by map size:
 oneDNN's direct convolution as the engine runs it (fused into a zeroed output buffer), and
-``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles.
+``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles, their transforms as
+torch's sums and, where the native kernels build (``stylenet.native``), in C.
 
     python benchmarks/winograd.py                          # maps 32² .. 256²
     python benchmarks/winograd.py --sizes 64,128 --rounds 3 --out benchmarks/results/winograd.json
 
 Prints the best time of ``--runs`` calls after warm-up, the best over ``--rounds`` rounds that
-alternate the three (this is what ``winograd.choose`` was set from), and the largest difference
+alternate the ways (this is what ``winograd.choose`` was set from), and the largest difference
 from the direct output. Writes JSON with ``--out``.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.inference import machine  # noqa: E402
-from stylenet import winograd  # noqa: E402
+from stylenet import native, winograd  # noqa: E402
 from stylenet.config import tune_malloc  # noqa: E402
 from stylenet.fast import conv2d  # noqa: E402
 
@@ -53,12 +55,14 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
     algs = {"F2": winograd.F2, "F4": winograd.F4}
     kernels = {name: winograd.transformed_kernel(weight, alg) for name, alg in algs.items()}
     ways: dict[str, Callable[[], torch.Tensor]] = {"direct": lambda: conv2d(x, weight, None, 1)}
-    for name, alg in algs.items():
-        ways[name] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg)
+    for native_too in (False, True) if native.library() is not None else (False,):
+        for name, alg in algs.items():
+            key = f"{name} native" if native_too else name
+            ways[key] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg, use_native=native_too)
     best: dict[str, float] = {}
     with torch.inference_mode():
         ref = conv2d(x, weight, None, 1).clone()
-        diffs = {name: float((ways[name]() - ref).abs().max()) for name in algs}
+        diffs = {name: float((fn() - ref).abs().max()) for name, fn in ways.items() if name != "direct"}
         for _ in range(rounds):
             for name, fn in ways.items():
                 best[name] = min(best.get(name, float("inf")), best_ms(fn, runs))
@@ -69,7 +73,7 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="32,64,80,96,128,256", help="output map sides")
+    p.add_argument("--sizes", default="8,16,32,64,80,96,128,256", help="output map sides")
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--runs", type=int, default=11)
     p.add_argument("--rounds", type=int, default=2)
@@ -77,20 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tune_malloc()  # as the CLI runs the engine
     rows = []
-    print("| map | direct ms | F(2x2, 3x3) ms | F(4x4, 3x3) ms | chosen | max diff F(2x2) / F(4x4) |")
-    print("|---|---|---|---|---|---|")
+    kernels = native.library()
+    print(f"native transforms: {kernels.path if kernels else 'unavailable (INSTYLE_NATIVE, or no C compiler)'}")
+    names = ["F2", "F4"] + (["F2 native", "F4 native"] if kernels else [])
+    print(f"| map | direct ms | {' | '.join(f'{n} ms' for n in names)} | chosen | max diff, {' / '.join(names)} |")
+    print("|---" * (len(names) + 4) + "|")
     for side in [int(s) for s in args.sizes.split(",")]:
         row = measure(side, args.channels, args.runs, args.rounds)
         best, diffs = row["best_ms"], row["max_diff"]
-        print(
-            f"| {side}² | {best['direct']:.1f} | {best['F2']:.1f} | {best['F4']:.1f} | {row['chosen']} "
-            f"| {diffs['F2']:.1e} / {diffs['F4']:.1e} |"
-        )
+        times = " | ".join(f"{best[n]:.2f}" for n in names)
+        worst = " / ".join(f"{diffs[n]:.1e}" for n in names)
+        print(f"| {side}² | {best['direct']:.2f} | {times} | {row['chosen']} | {worst} |")
         rows.append(row)
     if args.out:
-        args.out.write_text(
-            json.dumps({"machine": machine(), "threads": torch.get_num_threads(), "rows": rows}, indent=1)
-        )
+        env = {k: os.environ[k] for k in ("INSTYLE_NATIVE", "INSTYLE_NATIVE_CFLAGS") if k in os.environ}
+        result = {"machine": machine(), "threads": torch.get_num_threads(), "native": env, "rows": rows}
+        args.out.write_text(json.dumps(result, indent=1))
         print(f"\nwrote {args.out}")
     return 0
 

@@ -417,16 +417,18 @@ class Conv:
     #: run by Winograd's algorithms where they are faster (``stylenet.winograd``; a 3x3,
     #: stride-1 float32 CPU convolution without bias), with the kernels they transformed so far
     winograd: dict[int, torch.Tensor] | None = None
+    #: Winograd's transforms in C (``stylenet.native``) or as torch's sums; None: C where it built
+    native: bool | None = None
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
-        if self.winograd is None or (alg := winograd.choose((h - 2) * (w - 2))) is None:
+        if self.winograd is None or (alg := winograd.choose((h - 2) * (w - 2), self.native)) is None:
             return conv2d(padded, self.weight, self.bias, self.stride)
         kernel = self.winograd.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
             kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - 2, w - 2), padded.dtype, padded.device)
-        return winograd.conv2d(padded, self.weight, kernel, alg, out)
+        return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native)
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
@@ -608,6 +610,7 @@ class JohnsonEngine(nn.Module):
         shifted_phases: bool | None = None,
         winograd_residuals: bool | None = None,
         packed_rgb: int | None = None,
+        native_transforms: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -628,7 +631,9 @@ class JohnsonEngine(nn.Module):
             self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
         # The residual blocks' 3x3 convolutions by Winograd's F(4x4, 3x3) or F(2x2, 3x3) where
-        # they were measured faster: float32 on an AVX2 CPU (``stylenet.winograd``).
+        # they were measured faster: float32 on an AVX2 CPU, or on an AVX-512 one with the
+        # transforms in C (``stylenet.winograd``, ``stylenet.native``; ``native_transforms``:
+        # True / False forces C / torch's sums).
         self.winograd_residuals = winograd.applies(device, dtype) if winograd_residuals is None else winograd_residuals
         if self.winograd_residuals:
             if dtype != torch.float32 or device.type != "cpu":
@@ -636,7 +641,7 @@ class JohnsonEngine(nn.Module):
             for conv in (c for block in self.res for c in block):
                 if conv.weight.shape[2:] != (3, 3) or conv.stride != 1 or conv.bias is not None:
                     raise TypeError("Winograd residual convolutions need 3x3, stride 1, no bias")
-                conv.winograd = {}
+                conv.winograd, conv.native = {}, native_transforms
         res_pads = {first.pad for first, _ in self.res}
         if len(res_pads) > 1:
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")

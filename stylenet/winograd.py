@@ -15,6 +15,11 @@ times): a 128² map 26.9 ms direct, 21.0 ms F(2x2), 17.1 ms F(4x4); 256² 142 / 
 7.4 / 6.4 / 10.3 ms (F(4x4)'s ~250 small torch calls per band cost more than it saves there);
 32² 2.6 / 3.7 / 6.5 ms. Hence ``choose``.
 
+Torch's sums are the fallback. Where a C compiler is found, the transforms run natively
+(``stylenet.native``: each tile read once and written once, a band's n² products in one
+``bmm``): 128² 6.9 ms with F(4x4) against 16.5 with the sums and 24.7 direct, and F(4x4) is
+then the fastest from an 8² map up (the AMX Xeon under the AVX2 caps, ``benchmarks/winograd.py``).
+
 Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
 for F(2x2) and ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
 down to 1/24.
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from stylenet import native
 
 Matrix = tuple[tuple[float, ...], ...]
 
@@ -43,6 +50,8 @@ class Algorithm:
     g: Matrix
     at: Matrix
     min_pixels: int
+    #: The same with the native transforms (``stylenet.native``), far cheaper than torch's sums.
+    min_pixels_native: int
 
     @property
     def n(self) -> int:
@@ -55,6 +64,7 @@ F2 = Algorithm(
     g=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
     at=((1, 1, 1, 0), (0, 1, -1, -1)),
     min_pixels=40 * 40,
+    min_pixels_native=8 * 8,
 )
 # points 0, 1, -1, 2, -2 and infinity
 F4 = Algorithm(
@@ -77,23 +87,33 @@ F4 = Algorithm(
     ),
     at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
     min_pixels=80 * 80,
+    min_pixels_native=8 * 8,
 )
 ALGORITHMS = (F4, F2)  # largest first
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
 #: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
+#: The same for the native transforms, whose band holds all n² transformed tiles and products.
+NATIVE_BAND_TILES = 512
 
 
-def choose(pixels: int) -> Algorithm | None:
-    """The algorithm for an output of ``pixels`` pixels, or None: the direct convolution."""
-    return next((a for a in ALGORITHMS if pixels >= a.min_pixels), None)
+def choose(pixels: int, with_native: bool | None = None) -> Algorithm | None:
+    """The algorithm for an output of ``pixels`` pixels, or None: the direct convolution.
+    ``with_native``: whether the native transforms run (default: whether they are available)."""
+    if with_native is None:
+        with_native = native.library() is not None
+    return next((a for a in ALGORITHMS if pixels >= (a.min_pixels_native if with_native else a.min_pixels)), None)
 
 
 def applies(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the Johnson engine runs its residual convolutions this way by default: float32 on
-    a CPU whose widest vector unit torch dispatches to is AVX2 (measured there; AVX-512 CPUs
-    with native bf16 run bf16, and those without are unmeasured)."""
-    return device.type == "cpu" and dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX2"
+    a CPU whose widest vector unit torch dispatches to is AVX2 (faster even with torch's sums),
+    or AVX-512 with the native transforms (the AMX Xeon in float32, 512²: 283 -> 210 ms a pass;
+    CPUs with native bf16 run bf16 by default, faster still, and oneDNN's direct convolutions)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return False
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
 
 
 def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
@@ -123,12 +143,19 @@ def _combine(srcs: Sequence[torch.Tensor], row: tuple[float, ...], out: torch.Te
 
 
 def conv3x3(
-    x: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor, alg: Algorithm = F4, band_tiles: int | None = None
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    out: torch.Tensor,
+    alg: Algorithm = F4,
+    band_tiles: int | None = None,
+    use_native: bool | None = None,
 ) -> torch.Tensor:
     """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
     of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``).
     Both channels-last, or views of channels-last tensors whose pixels are runs of channels
-    (crops of them). The tiles go ``band_tiles`` (``BAND_TILES``) at a time."""
+    (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
+    transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
+    (``stylenet.native``) or torch's sums; by default the native ones where available."""
     _, c_in, hp, wp = x.shape
     h, w, c_out, m, n = hp - 2, wp - 2, kernel.shape[2], alg.m, alg.n
     if h % m or w % m or out.shape != (1, c_out, h, w):
@@ -136,6 +163,12 @@ def conv3x3(
     src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
     dst = out.permute(0, 2, 3, 1)[0]  # (H, W, C_out)
     rows, cols = h // m, w // m  # tiles
+    kernels = native.library() if use_native is not False else None
+    if use_native and kernels is None:
+        raise native.NativeError("the native kernels are unavailable (see the log)")
+    if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
+        _native_bands(kernels, src, dst, kernel, alg, rows, cols, band_tiles or NATIVE_BAND_TILES)
+        return out
     band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
     ct = torch.empty(n, m * band + 2, cols, c_in)  # column-transformed input rows
     ut = torch.empty(band, cols, c_in)  # the tiles transformed for one tile position
@@ -164,19 +197,70 @@ def conv3x3(
     return out
 
 
+def _native_bands(
+    kernels: native.Kernels,
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    kernel: torch.Tensor,
+    alg: Algorithm,
+    rows: int,
+    cols: int,
+    band_tiles: int,
+) -> None:
+    """``conv3x3`` with the native transforms: per band, all its tiles transformed in one call,
+    the n² products in one ``bmm``, and all its outputs in one call."""
+    m, nn, c_in, c_out = alg.m, alg.n**2, src.shape[2], dst.shape[2]
+    band = max(1, min(rows, band_tiles // cols))
+    u_flat = torch.empty(nn * band * cols * c_in)
+    prods_flat = torch.empty(nn * band * cols * c_out)
+    for t0 in range(0, rows, band):
+        b = min(band, rows - t0)
+        u = u_flat[: nn * b * cols * c_in].view(nn, b * cols, c_in)
+        prods = prods_flat[: nn * b * cols * c_out].view(nn, b * cols, c_out)
+        kernels.winograd_input(m, src[m * t0 :], u, b, cols)
+        torch.bmm(u, kernel, out=prods)
+        kernels.winograd_output(m, prods, dst[m * t0 :], b, cols)
+
+
+def self_check(kernels: native.Kernels) -> float:
+    """The largest difference between the native transforms and torch's sums, both algorithms,
+    on a random map with odd channel counts (``python -m stylenet.native`` prints it); raises
+    ``native.NativeError`` if it is not float32 rounding."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 67, 26, 26, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(70, 67, 3, 3, generator=gen) / 25
+    worst = 0.0
+    with torch.inference_mode():
+        for alg in ALGORITHMS:
+            kernel = transformed_kernel(weight, alg)
+            outs = [torch.empty(1, 70, 24, 24).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+            conv3x3(x, kernel, outs[0], alg, use_native=False)
+            src, dst = x.permute(0, 2, 3, 1)[0], outs[1].permute(0, 2, 3, 1)[0]
+            _native_bands(kernels, src, dst, kernel, alg, 24 // alg.m, 24 // alg.m, band_tiles=24)
+            worst = max(worst, (outs[0] - outs[1]).abs().max().item())
+    if not worst < 1e-3:
+        raise native.NativeError(f"the native transforms differ from torch's by {worst}")
+    return worst
+
+
 def conv2d(
-    x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor, alg: Algorithm, out: torch.Tensor
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    kernel: torch.Tensor,
+    alg: Algorithm,
+    out: torch.Tensor,
+    use_native: bool | None = None,
 ) -> torch.Tensor:
     """``out`` := ``F.conv2d(x, weight)`` for a padded float32 channels-last ``x`` (N, C_in, H + 2,
     W + 2) and a 3x3 ``weight`` (``kernel``: its ``transformed_kernel`` for ``alg``): Winograd
     over the largest part of each image whose sides are multiples of ``alg.m``, the direct
-    convolution over the last rows and columns beyond it."""
+    convolution over the last rows and columns beyond it. ``use_native``: as for ``conv3x3``."""
     _, _, h, w = out.shape
     he, we = h // alg.m * alg.m, w // alg.m * alg.m
     for i in range(x.shape[0]):
         xi, oi = x[i : i + 1], out[i : i + 1]
         if he and we:  # views: conv3x3 reads and writes strided rows
-            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg)
+            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg, use_native=use_native)
         if he < h:
             oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight))
         if we < w and he:

@@ -16,6 +16,17 @@ ASSET_PHOTOS = REPO / "instyle" / "assets" / "photos"
 ASSET_STYLE = REPO / "instyle" / "assets" / "styles" / "starry_night.jpg"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The native kernels (``stylenet.native``) are built into the temp folder, not the user's
+    cache, once for every test session and the servers they start (the key names the source)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault(
+        "INSTYLE_NATIVE_DIR", str(Path(tempfile.gettempdir()) / f"instyle-native-tests-{os.getuid()}")
+    )
+
+
 @pytest.fixture(autouse=True)
 def _root_logging_restored() -> Iterator[None]:
     """Each test leaves the root logger as it found it. The CLI's commands install a stderr

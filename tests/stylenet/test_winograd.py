@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylenet import winograd
+from stylenet import native, winograd
 from stylenet.config import GeneratorConfig
 from stylenet.fast import JohnsonEngine
 from stylenet.generator import build_generator
@@ -32,32 +32,44 @@ def test_the_transforms_compute_the_convolution_of_one_tile(alg: winograd.Algori
 
 
 def test_choose_by_output_size() -> None:
-    assert winograd.choose(128 * 128) is winograd.F4 and winograd.choose(64 * 64) is winograd.F2
-    assert winograd.choose(16 * 16) is None
+    # with torch's sums for transforms (measured on the Zen 3) ...
+    assert winograd.choose(128 * 128, False) is winograd.F4 and winograd.choose(64 * 64, False) is winograd.F2
+    assert winograd.choose(16 * 16, False) is None
+    # ... and with the native ones, F(4x4) from 8² (the AMX Xeon, with and without the AVX2 caps)
+    assert winograd.choose(8 * 8, True) is winograd.F4 and winograd.choose(7 * 7, True) is None
+
+
+@pytest.fixture(params=[False, True], ids=["sums", "native"])
+def use_native(request: pytest.FixtureRequest) -> bool:
+    """Winograd's transforms as torch's sums, then native (skipped where no C compiler can build them)."""
+    if request.param and native.compiler() is None:
+        pytest.skip("no C compiler: the native transforms cannot be built here")
+    return bool(request.param)
 
 
 @pytest.mark.parametrize("alg", winograd.ALGORITHMS, ids=lambda a: f"F{a.m}")
 @pytest.mark.parametrize("size", [(8, 8), (10, 14), (9, 12), (12, 7), (11, 9), (3, 6), (6, 1)])
 @pytest.mark.parametrize("band_tiles", [1, 6, 1024])
 def test_conv2d_equals_the_direct_convolution(
-    alg: winograd.Algorithm, size: tuple[int, int], band_tiles: int, monkeypatch: pytest.MonkeyPatch
+    alg: winograd.Algorithm, size: tuple[int, int], band_tiles: int, use_native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # every band split (one tile row per band, a short last band, one band), sides that are not
     # multiples of m (their last rows and columns direct), a batch
     monkeypatch.setattr(winograd, "BAND_TILES", band_tiles)
+    monkeypatch.setattr(winograd, "NATIVE_BAND_TILES", band_tiles)
     torch.manual_seed(0)
     h, w = size
     x = torch.randn(2, 6, h + 2, w + 2).contiguous(memory_format=CL)
     weight = torch.randn(5, 6, 3, 3).contiguous(memory_format=CL)
     out = torch.empty(2, 5, h, w).contiguous(memory_format=CL)
     with torch.inference_mode():
-        got = winograd.conv2d(x, weight, winograd.transformed_kernel(weight, alg), alg, out)
+        got = winograd.conv2d(x, weight, winograd.transformed_kernel(weight, alg), alg, out, use_native)
         ref = F.conv2d(x, weight)
     assert got is out
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
 
 
-def test_conv3x3_reads_and_writes_crops() -> None:
+def test_conv3x3_reads_and_writes_crops(use_native: bool) -> None:
     # the part of a larger map whose sides are multiples of m, read and written through views
     torch.manual_seed(1)
     x = torch.randn(1, 4, 12, 13).contiguous(memory_format=CL)
@@ -65,7 +77,7 @@ def test_conv3x3_reads_and_writes_crops() -> None:
     out = torch.zeros(1, 3, 11, 11).contiguous(memory_format=CL)
     kernel = winograd.transformed_kernel(weight, winograd.F4)
     with torch.inference_mode():
-        winograd.conv3x3(x[:, :, :10, :10], kernel, out[:, :, :8, :8])
+        winograd.conv3x3(x[:, :, :10, :10], kernel, out[:, :, :8, :8], use_native=use_native)
         torch.testing.assert_close(out[:, :, :8, :8], F.conv2d(x[:, :, :10, :10], weight), atol=1e-4, rtol=1e-5)
     assert float(out[:, :, 8:].abs().max()) == 0 and float(out[:, :, :, 8:].abs().max()) == 0
     with pytest.raises(ValueError, match="multiples of 4"):
@@ -73,23 +85,27 @@ def test_conv3x3_reads_and_writes_crops() -> None:
 
 
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
-def test_engine_residuals_by_winograd_change_nothing(padding: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(winograd, "ALGORITHMS", (winograd.F4, dataclasses.replace(winograd.F2, min_pixels=0)))
+def test_engine_residuals_by_winograd_change_nothing(
+    padding: str, use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = dataclasses.replace(winograd.F2, min_pixels=0, min_pixels_native=0)
+    monkeypatch.setattr(winograd, "ALGORITHMS", (winograd.F4, small))
     cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
     body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
     direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=False)
-    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=True)
+    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=True, native_transforms=use_native)
     assert fast.res[0][0].winograd == {} and direct.res[0][0].winograd is None
     x = torch.rand(2, 3, 37, 54)  # 1/4 resolution 10 x 14 and, tiled, bands of odd rows
     with torch.inference_mode():
         ref = direct(x)
         torch.testing.assert_close(fast(x), ref, atol=1e-5, rtol=0)
-        assert set(fast.res[0][0].winograd) == {2}  # made on first use
+        # made on first use: torch's sums take F(2x2) on so small a map, the native ones F(4x4)
+        assert set(fast.res[0][0].winograd) == ({4} if use_native else {2})
         torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
         x = torch.rand(1, 3, 336, 328)  # 1/4 resolution 84 x 82: F(4x4), last rows and columns direct
         torch.testing.assert_close(fast(x), direct(x), atol=1e-4, rtol=0)
-        assert set(fast.res[0][0].winograd) == {2, 4}
+        assert 4 in fast.res[0][0].winograd
 
 
 def test_winograd_only_in_float32_on_a_cpu() -> None:
@@ -97,5 +113,6 @@ def test_winograd_only_in_float32_on_a_cpu() -> None:
     with pytest.raises(ValueError, match="float32"):
         JohnsonEngine(body, "reflect", torch.bfloat16, torch.device("cpu"), winograd_residuals=True)
     assert not JohnsonEngine(body, "reflect", torch.bfloat16, torch.device("cpu")).winograd_residuals
-    expected = torch.backends.cpu.get_cpu_capability() == "AVX2"
+    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, or AVX-512 with the native transforms
+    expected = capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
     assert JohnsonEngine(body, "reflect", torch.float32, torch.device("cpu")).winograd_residuals == expected

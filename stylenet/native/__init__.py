@@ -1,0 +1,222 @@
+"""Native kernels: a little C, compiled on this machine at first use and called through ctypes.
+
+Torch has no CPU op for the few passes where the engine's time goes to many small torch calls:
+Winograd's input and output transforms (``winograd.c``, used by ``stylenet.winograd``) are sums of
+a few terms per tile, which torch runs as a few hundred passes over memory per band of tiles. In
+C each tile is read once and written once, a block of channels at a time (a 128 -> 128 channel
+3x3 convolution on a 128² map, float32 under the AVX2 caps: 16.5 ms with torch's sums, 6.9 ms
+with these; docs/performance.md).
+
+The library is built with the C compiler found (``$CC``, else ``cc``/``gcc``) and
+``-O3 -march=native -fopenmp`` into a cache folder, once per source, flags, compiler and CPU
+(the key names all four, so a cache shared between machines never hands one machine another's
+instructions). It links the same ``libgomp.so.1`` that torch loaded, so its loops run on torch's
+OpenMP threads and honour each thread's share (``stylenet.config.set_openmp_threads``).
+
+Without a compiler, or with ``INSTYLE_NATIVE=0``, ``library()`` is ``None`` and every caller
+keeps its torch path: the same results to float32 rounding, only slower. Settings (environment):
+
+* ``INSTYLE_NATIVE``: ``0`` / ``false`` / ``off`` turns the native kernels off;
+* ``INSTYLE_NATIVE_DIR``: the cache folder (default ``$XDG_CACHE_HOME/instyle/native``, else
+  ``~/.cache/instyle/native``);
+* ``INSTYLE_NATIVE_CFLAGS``: the optimization flags, ``-O3 -march=native`` by default (e.g.
+  ``-O3 -march=haswell`` to build AVX2 code on an AVX-512 machine, as a Zen 3 would run it).
+
+``python -m stylenet.native`` builds the library now (``make setup`` does), checks it against
+the torch path, and says where it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("winograd.c")
+DEFAULT_CFLAGS = "-O3 -march=native"
+#: Flags every build needs: a shared library whose loops run on OpenMP's threads.
+REQUIRED_CFLAGS = ("-fopenmp", "-fPIC", "-shared")
+BUILD_TIMEOUT_S = 120
+_OFF = {"0", "false", "off", "no"}
+
+
+class NativeError(RuntimeError):
+    """The library could not be built or loaded."""
+
+
+def enabled() -> bool:
+    """Whether the native kernels may be used (``INSTYLE_NATIVE`` is not ``0``/``false``/``off``)."""
+    return os.environ.get("INSTYLE_NATIVE", "1").strip().lower() not in _OFF
+
+
+def cache_dir() -> Path:
+    if folder := os.environ.get("INSTYLE_NATIVE_DIR"):
+        return Path(folder)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "instyle" / "native"
+
+
+def cflags() -> list[str]:
+    return shlex.split(os.environ.get("INSTYLE_NATIVE_CFLAGS") or DEFAULT_CFLAGS)
+
+
+def compiler() -> str | None:
+    """The C compiler: ``$CC`` if set, else ``cc`` or ``gcc`` on the PATH; None without one."""
+    if cc := os.environ.get("CC"):
+        return shutil.which(cc) or None
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and instruction-set flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = ("model name", "flags", "Features", "CPU part")  # x86 and ARM
+    lines = [line for line in text.splitlines() if line.split(":")[0].strip() in wanted]
+    return "\n".join(sorted(set(lines)))
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.splitlines()[0] if done.stdout else "unknown"
+
+
+def build_key(cc: str, flags: list[str]) -> str:
+    """A digest of everything the built library depends on: source, flags, compiler, CPU."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    for part in (" ".join(flags), _compiler_version(cc), platform.machine(), _cpu_identity()):
+        digest.update(b"\0" + part.encode())
+    return digest.hexdigest()[:16]
+
+
+def build(folder: Path | None = None) -> Path:
+    """The library for this machine, compiled into ``folder`` (``cache_dir()``) unless it is
+    there already. Raises ``NativeError`` without a compiler or when the compiler fails."""
+    cc = compiler()
+    if cc is None:
+        raise NativeError("no C compiler found ($CC, cc or gcc)")
+    flags = cflags()
+    folder = folder or cache_dir()
+    path = folder / f"libinstyle-{build_key(cc, flags)}.so"
+    if path.exists():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NativeError(f"cannot create {folder}: {exc}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent builders each write their own
+    cmd = [cc, *flags, *REQUIRED_CFLAGS, "-o", str(tmp), str(SOURCE)]
+    start = time.monotonic()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            raise NativeError(f"{shlex.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        os.replace(tmp, path)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeError(f"{shlex.join(cmd)}: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("native kernels built in %.1f s: %s", time.monotonic() - start, path)
+    return path
+
+
+class Kernels:
+    """The loaded library, its entry points typed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        lib = ctypes.CDLL(str(path))
+        i64, ptr = ctypes.c_long, ctypes.c_void_p
+        self._input = lib.instyle_winograd_input
+        self._input.argtypes = [ctypes.c_int, ptr, i64, i64, i64, i64, i64, ptr]
+        self._input.restype = ctypes.c_int
+        self._output = lib.instyle_winograd_output
+        self._output.argtypes = [ctypes.c_int, ptr, i64, i64, i64, ptr, i64, i64]
+        self._output.restype = ctypes.c_int
+
+    def winograd_input(self, m: int, src: torch.Tensor, u: torch.Tensor, rows: int, cols: int) -> None:
+        """``u`` (n², rows x cols, C_in) := B^T d B of each tile of F(m x m, 3 x 3) (n = m + 2),
+        tile (r, q) read from ``src`` (H, W, C_in) at pixels (m r + i, m q + j), i, j < n."""
+        c_in = src.shape[2]
+        n = m + 2
+        _check(src, "src")
+        if not u.is_contiguous() or u.dtype != torch.float32 or u.shape != (n * n, rows * cols, c_in):
+            raise ValueError(f"u must be a contiguous float32 ({n * n}, {rows * cols}, {c_in}) tensor")
+        if src.shape[0] < m * rows + 2 or src.shape[1] < m * cols + 2:
+            raise ValueError(f"src {tuple(src.shape)} is too small for {rows} x {cols} tiles of {n}")
+        sy, sx, _ = src.stride()
+        if self._input(m, src.data_ptr(), sy, sx, c_in, rows, cols, u.data_ptr()) != 0:
+            raise ValueError(f"no Winograd transform for m = {m}")
+
+    def winograd_output(self, m: int, prods: torch.Tensor, dst: torch.Tensor, rows: int, cols: int) -> None:
+        """``dst`` (H, W, C_out) pixels (m r + i, m q + j), i, j < m := A^T M A of each tile's
+        products ``prods`` (n², rows x cols, C_out)."""
+        c_out = dst.shape[2]
+        n = m + 2
+        _check(dst, "dst")
+        if not prods.is_contiguous() or prods.dtype != torch.float32 or prods.shape != (n * n, rows * cols, c_out):
+            raise ValueError(f"prods must be a contiguous float32 ({n * n}, {rows * cols}, {c_out}) tensor")
+        if dst.shape[0] < m * rows or dst.shape[1] < m * cols:
+            raise ValueError(f"dst {tuple(dst.shape)} is too small for {rows} x {cols} tiles of {m}")
+        dy, dx, _ = dst.stride()
+        if self._output(m, prods.data_ptr(), c_out, rows, cols, dst.data_ptr(), dy, dx) != 0:
+            raise ValueError(f"no Winograd transform for m = {m}")
+
+
+def _check(t: torch.Tensor, name: str) -> None:
+    if t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 3 or t.stride(2) != 1:
+        raise ValueError(f"{name} must be a float32 CPU (H, W, C) view with its channels contiguous")
+    if min(t.stride()) < 0:
+        raise ValueError(f"{name} must not have negative strides")
+
+
+@functools.cache
+def library() -> Kernels | None:
+    """The native kernels, built if need be; None when off (``INSTYLE_NATIVE=0``), without a
+    compiler, or when the build fails (logged once: the callers' torch paths run instead)."""
+    if not enabled():
+        log.info("native kernels off (INSTYLE_NATIVE)")
+        return None
+    try:
+        return Kernels(build())
+    except (NativeError, OSError, AttributeError) as exc:
+        log.warning("native kernels unavailable, using torch's ops instead: %s", exc)
+        return None
+
+
+def main() -> int:
+    from stylenet import winograd
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not enabled():
+        print("native kernels are off (INSTYLE_NATIVE); nothing to build")
+        return 0
+    try:
+        kernels = Kernels(build())
+    except (NativeError, OSError) as exc:
+        print(f"native kernels unavailable ({exc}); the engine runs torch's ops instead")
+        return 0  # not an error: everything runs without them
+    worst = winograd.self_check(kernels)
+    print(f"native kernels: {kernels.path} (largest difference from torch's transforms: {worst:.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+/* Winograd's input and output transforms, F(2x2, 3x3) and F(4x4, 3x3), for channels-last float32
+ * maps (stylenet/winograd.py runs the products between them with torch).
+ *
+ * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
+ * passes over memory per band of tiles, and took more time than the products. Here each tile is
+ * read once and its n x n transformed values written once, a block of channels at a time (the
+ * channels are contiguous in a channels-last map, so the inner loops are vector loops).
+ *
+ * Layouts (element strides; the channel stride is 1 everywhere):
+ *   src:  the padded input, pixel (y, x) channel c at src[y * sy + x * sx + c]
+ *   u:    transformed tiles, (n * n, tiles, c_in): u[(n k + l) * tiles * c_in + t * c_in + c]
+ *   m:    the products, (n * n, tiles, c_out), laid out as u
+ *   dst:  the output, pixel (y, x) channel c at dst[y * dy + x * dx + c]
+ * A band holds `rows` x `cols` tiles, tile t = r * cols + q covering output pixels
+ * (mm * r + i, mm * q + j) and input pixels (mm * r + i, mm * q + j) for i, j < n.
+ */
+#include <stddef.h>
+
+#define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
+
+typedef long idx;
+
+/* ---- F(4x4, 3x3): n = 6, points 0, 1, -1, 2, -2 and infinity ---- */
+
+#define BT6(o, d0, d1, d2, d3, d4, d5) \
+    o##0 = 4.0f * (d0) - 5.0f * (d2) + (d4); \
+    o##1 = -4.0f * ((d1) + (d2)) + (d3) + (d4); \
+    o##2 = 4.0f * ((d1) - (d2)) - (d3) + (d4); \
+    o##3 = 2.0f * ((d3) - (d1)) - (d2) + (d4); \
+    o##4 = 2.0f * ((d1) - (d3)) - (d2) + (d4); \
+    o##5 = 4.0f * (d1) - 5.0f * (d3) + (d5);
+
+#define AT6(o, s0, s1, s2, s3, s4, s5) \
+    o##0 = (s0) + (s1) + (s2) + (s3) + (s4); \
+    o##1 = (s1) - (s2) + 2.0f * ((s3) - (s4)); \
+    o##2 = (s1) + (s2) + 4.0f * ((s3) + (s4)); \
+    o##3 = (s1) - (s2) + 8.0f * ((s3) - (s4)) + (s5);
+
+static void f4_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
+{
+    float tmp[6][6][CB];
+    for (idx c0 = 0; c0 < c_in; c0 += CB) {
+        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
+        for (int i = 0; i < 6; i++) { /* d B: each input row of the tile */
+            const float *restrict row = src + i * sy + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3, r4, r5;
+                BT6(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c], row[4 * sx + c], row[5 * sx + c])
+                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2;
+                tmp[i][3][c] = r3; tmp[i][4][c] = r4; tmp[i][5][c] = r5;
+            }
+        }
+        for (int l = 0; l < 6; l++) { /* B^T (d B): each column */
+            float *restrict out = u + l * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3, r4, r5;
+                BT6(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c], tmp[4][l][c], tmp[5][l][c])
+                out[0 * 6 * plane + c] = r0; out[1 * 6 * plane + c] = r1; out[2 * 6 * plane + c] = r2;
+                out[3 * 6 * plane + c] = r3; out[4 * 6 * plane + c] = r4; out[5 * 6 * plane + c] = r5;
+            }
+        }
+    }
+}
+
+static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
+{
+    float tmp[6][4][CB];
+    for (idx c0 = 0; c0 < c_out; c0 += CB) {
+        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
+        for (int k = 0; k < 6; k++) { /* M A: each row of tile positions */
+            const float *restrict row = m + 6 * k * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float s0, s1, s2, s3;
+                AT6(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c], row[4 * plane + c],
+                    row[5 * plane + c])
+                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2; tmp[k][3][c] = s3;
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* A^T (M A): each output column of the tile */
+            float *restrict out = dst + j * dx + c0;
+            for (idx c = 0; c < cb; c++) {
+                float y0, y1, y2, y3;
+                AT6(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c], tmp[5][j][c])
+                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2; out[3 * dy + c] = y3;
+            }
+        }
+    }
+}
+
+/* ---- F(2x2, 3x3): n = 4 ---- */
+
+#define BT4(o, d0, d1, d2, d3) \
+    o##0 = (d0) - (d2); \
+    o##1 = (d1) + (d2); \
+    o##2 = (d2) - (d1); \
+    o##3 = (d1) - (d3);
+
+#define AT4(o, s0, s1, s2, s3) \
+    o##0 = (s0) + (s1) + (s2); \
+    o##1 = (s1) - (s2) - (s3);
+
+static void f2_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
+{
+    float tmp[4][4][CB];
+    for (idx c0 = 0; c0 < c_in; c0 += CB) {
+        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
+        for (int i = 0; i < 4; i++) {
+            const float *restrict row = src + i * sy + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3;
+                BT4(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])
+                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
+            }
+        }
+        for (int l = 0; l < 4; l++) {
+            float *restrict out = u + l * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3;
+                BT4(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])
+                out[0 * 4 * plane + c] = r0; out[1 * 4 * plane + c] = r1;
+                out[2 * 4 * plane + c] = r2; out[3 * 4 * plane + c] = r3;
+            }
+        }
+    }
+}
+
+static void f2_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
+{
+    float tmp[4][2][CB];
+    for (idx c0 = 0; c0 < c_out; c0 += CB) {
+        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
+        for (int k = 0; k < 4; k++) {
+            const float *restrict row = m + 4 * k * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float s0, s1;
+                AT4(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])
+                tmp[k][0][c] = s0; tmp[k][1][c] = s1;
+            }
+        }
+        for (int j = 0; j < 2; j++) {
+            float *restrict out = dst + j * dx + c0;
+            for (idx c = 0; c < cb; c++) {
+                float y0, y1;
+                AT4(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])
+                out[c] = y0; out[dy + c] = y1;
+            }
+        }
+    }
+}
+
+/* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
+
+/* u := B^T d B for every tile of the band whose top-left input pixel is src. */
+int instyle_winograd_input(int mm, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols, float *u)
+{
+    if (mm != 2 && mm != 4)
+        return -1;
+    idx tiles = rows * cols, plane = tiles * c_in;
+#pragma omp parallel for schedule(static)
+    for (idx t = 0; t < tiles; t++) {
+        const float *s = src + (t / cols) * mm * sy + (t % cols) * mm * sx;
+        if (mm == 4)
+            f4_input_tile(s, sy, sx, c_in, u + t * c_in, plane);
+        else
+            f2_input_tile(s, sy, sx, c_in, u + t * c_in, plane);
+    }
+    return 0;
+}
+
+/* dst := A^T M A for every tile of the band whose top-left output pixel is dst. */
+int instyle_winograd_output(int mm, const float *m, idx c_out, idx rows, idx cols, float *dst, idx dy, idx dx)
+{
+    if (mm != 2 && mm != 4)
+        return -1;
+    idx tiles = rows * cols, plane = tiles * c_out;
+#pragma omp parallel for schedule(static)
+    for (idx t = 0; t < tiles; t++) {
+        float *d = dst + (t / cols) * mm * dy + (t % cols) * mm * dx;
+        if (mm == 4)
+            f4_output_tile(m + t * c_out, plane, c_out, d, dy, dx);
+        else
+            f2_output_tile(m + t * c_out, plane, c_out, d, dy, dx);
+    }
+    return 0;
+}

@@ -1,0 +1,143 @@
+"""The native kernels (``stylenet.native``): built once per machine and source, checked against
+torch's path, and never required: without a compiler, or turned off, torch's ops run instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylenet import native, winograd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fresh_library() -> Iterator[None]:
+    """``native.library()`` looked up again under this test's environment, and afterwards."""
+    native.library.cache_clear()
+    yield
+    native.library.cache_clear()
+
+
+def needs_compiler() -> None:
+    if native.compiler() is None:
+        pytest.skip("no C compiler here: the native kernels cannot be built (torch's ops run instead)")
+
+
+def test_built_once_per_key_into_the_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    needs_compiler()
+    first = native.build(tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("libinstyle-") and first.suffix == ".so"
+    built_at = first.stat().st_mtime_ns
+    assert native.build(tmp_path) == first and first.stat().st_mtime_ns == built_at  # found, not rebuilt
+    monkeypatch.setenv("INSTYLE_NATIVE_CFLAGS", "-O2")  # other flags, another library
+    other = native.build(tmp_path)
+    assert other != first and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])  # no temp files
+
+
+def test_the_key_names_source_flags_compiler_and_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cc = "cc"
+    key = native.build_key(cc, ["-O3"])
+    assert native.build_key(cc, ["-O3"]) == key and native.build_key(cc, ["-O2"]) != key
+    monkeypatch.setattr(native, "_cpu_identity", lambda: "flags : sse2")  # another CPU
+    assert native.build_key(cc, ["-O3"]) != key
+
+
+def test_a_failing_compiler_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs_compiler()
+    monkeypatch.setenv("INSTYLE_NATIVE_CFLAGS", "-O3 --no-such-flag")
+    with pytest.raises(native.NativeError, match="no-such-flag"):
+        native.build(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_compiler_torch_runs_instead(
+    fresh_library: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("INSTYLE_NATIVE_DIR", str(tmp_path))  # nothing built there yet
+    assert native.compiler() is None
+    with pytest.raises(native.NativeError, match="no C compiler"):
+        native.build()
+    with caplog.at_level(logging.WARNING, logger="stylenet.native"):
+        assert native.library() is None
+    assert "using torch's ops instead" in caplog.text
+    _the_engine_runs_without_native()
+
+
+def test_turned_off_by_the_environment(fresh_library: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSTYLE_NATIVE", "0")
+    assert not native.enabled() and native.library() is None
+    x = torch.randn(1, 4, 10, 10).contiguous(memory_format=torch.channels_last)
+    kernel = winograd.transformed_kernel(torch.randn(3, 4, 3, 3), winograd.F4)
+    out = torch.empty(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(native.NativeError, match="unavailable"):
+        winograd.conv3x3(x, kernel, out, use_native=True)
+    winograd.conv3x3(x, kernel, out)  # the default: torch's sums
+    _the_engine_runs_without_native()
+
+
+def _the_engine_runs_without_native() -> None:
+    """Without the native kernels the thresholds are torch's sums' and the engine still runs."""
+    assert winograd.choose(64 * 64) is winograd.F2 and winograd.choose(16 * 16) is None
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert winograd.applies(torch.device("cpu"), torch.float32) == (capability == "AVX2")
+
+
+def test_the_native_transforms_match_torchs_sums() -> None:
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None, "a compiler is here, so the library must build (see the log)"
+    assert winograd.self_check(kernels) < 1e-4
+    assert winograd.choose(8 * 8) is winograd.F4  # then the fastest from 8² up (docs/performance.md)
+    capability = torch.backends.cpu.get_cpu_capability()
+    expected = capability == "AVX2" or capability.startswith("AVX512")
+    assert winograd.applies(torch.device("cpu"), torch.float32) == expected
+
+
+def test_the_kernels_check_their_arguments() -> None:
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None
+    src = torch.randn(1, 4, 10, 10).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)[0]
+    u = torch.empty(36, 4, 4)
+    kernels.winograd_input(4, src, u, 2, 2)  # (10 x 10 input: 2 x 2 tiles of 6, stride 4)
+    with pytest.raises(ValueError, match="channels contiguous"):
+        kernels.winograd_input(4, torch.randn(10, 4, 10).transpose(1, 2), u, 2, 2)  # channel stride 10
+    with pytest.raises(ValueError, match="float32"):
+        kernels.winograd_input(4, src.double(), u, 2, 2)
+    with pytest.raises(ValueError, match="too small"):
+        kernels.winograd_input(4, src, torch.empty(36, 9, 4), 3, 3)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernels.winograd_input(4, src, torch.empty(36, 4, 5), 2, 2)
+    with pytest.raises(ValueError, match="no Winograd transform"):
+        kernels.winograd_input(3, src, torch.empty(25, 4, 4), 2, 2)
+    dst = torch.empty(8, 8, 3)
+    kernels.winograd_output(4, torch.randn(36, 4, 3), dst, 2, 2)
+    with pytest.raises(ValueError, match="too small"):
+        kernels.winograd_output(4, torch.randn(36, 9, 3), dst, 3, 3)
+
+
+def test_the_command_builds_and_checks(tmp_path: Path) -> None:
+    needs_compiler()
+    env = {**os.environ, "INSTYLE_NATIVE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "stylenet.native"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"native kernels: {tmp_path}/libinstyle-" in done.stdout and "largest difference" in done.stdout
+    off = subprocess.run(
+        [sys.executable, "-m", "stylenet.native"], cwd=REPO, env={**env, "INSTYLE_NATIVE": "off"},
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert off.returncode == 0 and "off" in off.stdout
