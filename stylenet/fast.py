@@ -677,7 +677,10 @@ class JohnsonEngine(nn.Module):
         # 8-wide vectors) beats the one for 12: 512² 47 -> 31 ms alone (benchmarks/cpu_variants.py).
         # With AVX-512 both take the same time, and the extra channel costs the output passes.
         if packed_rgb is None:
-            packed_rgb = 4 if self.rgb_channels > 3 or winograd.applies(device, dtype) else 3
+            avx2_fp32 = (
+                device.type == "cpu" and dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX2"
+            )
+            packed_rgb = 4 if self.rgb_channels > 3 or avx2_fp32 else 3
         if packed_rgb not in (3, 4):
             raise ValueError(f"packed_rgb is 3 or 4, got {packed_rgb}")
         self.packed_rgb = packed_rgb
