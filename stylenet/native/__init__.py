@@ -195,7 +195,13 @@ def library() -> Kernels | None:
         log.info("native kernels off (INSTYLE_NATIVE)")
         return None
     try:
-        return Kernels(build())
+        path = build()
+        try:
+            return Kernels(path)
+        except (OSError, AttributeError) as exc:  # a damaged or foreign file under our name: once more
+            log.warning("native kernels at %s do not load (%s); building them again", path, exc)
+            path.unlink(missing_ok=True)
+            return Kernels(build())
     except (NativeError, OSError, AttributeError) as exc:
         log.warning("native kernels unavailable, using torch's ops instead: %s", exc)
         return None

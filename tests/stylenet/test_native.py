@@ -75,6 +75,19 @@ def test_without_a_compiler_torch_runs_instead(
     _the_engine_runs_without_native()
 
 
+def test_a_damaged_library_file_is_built_again(
+    fresh_library: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    needs_compiler()
+    monkeypatch.setenv("INSTYLE_NATIVE_DIR", str(tmp_path))
+    path = native.build()
+    path.write_bytes(b"not a shared library")  # e.g. a cache copied from elsewhere, or a full disk
+    with caplog.at_level(logging.WARNING, logger="stylenet.native"):
+        kernels = native.library()
+    assert kernels is not None and kernels.path == path and "building them again" in caplog.text
+    assert winograd.self_check(kernels) < 1e-4
+
+
 def test_turned_off_by_the_environment(fresh_library: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSTYLE_NATIVE", "0")
     assert not native.enabled() and native.library() is None
