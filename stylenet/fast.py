@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylenet import buffers, winograd
+from stylenet import buffers, native, winograd
 from stylenet.config import PRECISIONS, GeneratorConfig
 from stylenet.cudagraph import wrap_for_device
 from stylenet.export import load_generator_bytes, psnr
@@ -370,6 +370,35 @@ def normalize(y: torch.Tensor, params: NormParams, stats: Moments | None = None,
     return out
 
 
+def native_norm(y: torch.Tensor) -> native.Kernels | None:
+    """The native kernels, if they normalize ``y`` (a float32 or bf16 channels-last CPU map)."""
+    return native.library() if _grouped_stats(y) else None
+
+
+def norm_into(
+    kernels: native.Kernels,
+    y: torch.Tensor,
+    params: NormParams,
+    stats: Moments | None,
+    out: torch.Tensor,
+    slope: float = 1.0,
+    accumulate: bool = False,
+) -> None:
+    """``out`` (+)= act(instance norm of ``y``) in one pass per image (``native.Kernels.affine_act``),
+    act a leaky ReLU of ``slope`` (0: ReLU, 1: none), with ``stats`` or ``y``'s own statistics
+    (``channel_moments``: measured without writing). ``out`` may be ``y``.
+
+    Torch takes a pass for the norm and another for the activation or the residual add, each a
+    read and a write of the map: 32 channels at 512², float32, 2 threads, 11.5 -> 7.5 ms with the
+    ReLU into a padded buffer; 128 at 128² 1.37 -> 1.10 ms (bf16: 6.1 -> 4.0, 1.0 -> 0.9 ms).
+    The values are the norm's to float32 rounding (bf16: rounded once, not after each pass)."""
+    for i in range(y.shape[0]):
+        mean, var = channel_moments(y[i : i + 1]) if stats is None else (stats.mean[i], stats.var[i])
+        scale = params.weight * torch.rsqrt(var + params.eps)
+        shift = params.bias - mean * scale
+        kernels.affine_act(y[i].permute(1, 2, 0), out[i].permute(1, 2, 0), scale, shift, slope, accumulate)
+
+
 def norm_act_padded(
     y: torch.Tensor,
     params: NormParams,
@@ -380,7 +409,16 @@ def norm_act_padded(
 ) -> torch.Tensor:
     """norm -> activation of a conv output, written straight into the interior of the next
     convolution's ``pad``-padded buffer (border filled as ``mode``); ``y`` is overwritten.
-    Unpadded (``pad`` 0), the activation is applied in place: ``y`` is the result."""
+    Unpadded (``pad`` 0), the activation is applied in place: ``y`` is the result. With the
+    native kernels, norm and activation are one pass (``norm_into``)."""
+    slope = ACTIVATION_SLOPES.get(act_into)
+    if slope is not None and (kernels := native_norm(y)) is not None:
+        if pad == 0:
+            norm_into(kernels, y, params, stats, y, slope)
+            return y
+        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
+        norm_into(kernels, y, params, stats, interior(buf, pad), slope)
+        return fill_border(buf, pad, mode)
     normed = normalize(y, params, stats, inplace=True)
     if pad == 0:  # no fresh full-size copy (a 1x1 convolution's output, before a join)
         act_into(normed, normed)
@@ -396,6 +434,13 @@ def _relu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def _leaky_relu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.leaky_relu(x, LEAKY_SLOPE, out=out)
+
+
+#: The activations ``norm_into`` applies itself, by the slope of their negative part.
+ACTIVATION_SLOPES: dict[Callable[[torch.Tensor, torch.Tensor], object], float] = {
+    _relu_into: 0.0,
+    _leaky_relu_into: LEAKY_SLOPE,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -858,12 +903,18 @@ class JohnsonEngine(nn.Module):
         for block, (first, second) in enumerate(self.res):
             layer = len(self.enc) + 2 * block
             t = first(stream)
-            normed = normalize(t, self.norms[layer], inplace=True)
             if scratch is None:
                 scratch = new_padded(t, t.shape[1], t.shape[2], t.shape[3], second.pad)
-            _relu_into(normed, interior(scratch, second.pad))
+            kernels = native_norm(t)  # one pass for norm and ReLU, and for norm and add
+            if kernels is not None:
+                norm_into(kernels, t, self.norms[layer], None, interior(scratch, second.pad), slope=0.0)
+            else:
+                _relu_into(normalize(t, self.norms[layer], inplace=True), interior(scratch, second.pad))
             u = second(fill_border(scratch, second.pad, self.padding))
-            interior(stream, pad).add_(normalize(u, self.norms[layer + 1], inplace=True))
+            if kernels is not None:
+                norm_into(kernels, u, self.norms[layer + 1], None, interior(stream, pad), accumulate=True)
+            else:
+                interior(stream, pad).add_(normalize(u, self.norms[layer + 1], inplace=True))
             fill_border(stream, pad, self.padding)
         return interior(stream, pad)
 

@@ -1,11 +1,15 @@
 """Native kernels: a little C, compiled on this machine at first use and called through ctypes.
 
-Torch has no CPU op for the few passes where the engine's time goes to many small torch calls:
-Winograd's input and output transforms (``winograd.c``, used by ``stylenet.winograd``) are sums of
-a few terms per tile, which torch runs as a few hundred passes over memory per band of tiles. In
-C each tile is read once and written once, a block of channels at a time (a 128 -> 128 channel
-3x3 convolution on a 128² map, float32 under the AVX2 caps: 16.5 ms with torch's sums, 6.9 ms
-with these; docs/performance.md).
+Torch has no CPU op for a few passes where the engine's time goes to many small torch calls or
+to extra trips through memory:
+
+* Winograd's input and output transforms (``winograd.c``, used by ``stylenet.winograd``) are
+  sums of a few terms per tile, which torch runs as a few hundred passes over memory per band of
+  tiles. In C each tile is read once and written once, a block of channels at a time (a 128 ->
+  128 channel 3x3 convolution on a 128² map, float32 under the AVX2 caps: 15.8 ms with torch's
+  sums, 9.1 ms with these; docs/performance.md).
+* An instance norm and the activation or residual add after it (``affine.c``, used by
+  ``stylenet.fast.norm_into``): one pass where torch takes two, float32 or bf16.
 
 The library is built with the C compiler found (``$CC``, else ``cc``/``gcc``) and
 ``-O3 -march=native -fopenmp`` into a cache folder, once per source, flags, compiler and CPU
@@ -44,10 +48,13 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("winograd.c")
+#: The C sources, compiled into one library.
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd.c", "affine.c"))
 DEFAULT_CFLAGS = "-O3 -march=native"
-#: Flags every build needs: a shared library whose loops run on OpenMP's threads.
-REQUIRED_CFLAGS = ("-fopenmp", "-fPIC", "-shared")
+#: Flags every build needs: a shared library whose loops run on OpenMP's threads; floating-point
+#: exceptions never trap (so that a compare-and-select vectorizes: without it GCC kept
+#: ``affine.c``'s loops scalar for AVX2, 5x slower).
+REQUIRED_CFLAGS = ("-fopenmp", "-fPIC", "-shared", "-fno-trapping-math")
 BUILD_TIMEOUT_S = 120
 _OFF = {"0", "false", "off", "no"}
 
@@ -100,8 +107,8 @@ def _compiler_version(cc: str) -> str:
 
 def build_key(cc: str, flags: list[str]) -> str:
     """A digest of everything the built library depends on: source, flags, compiler, CPU."""
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    for part in (" ".join(flags), _compiler_version(cc), platform.machine(), _cpu_identity()):
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES))
+    for part in (" ".join([*flags, *REQUIRED_CFLAGS]), _compiler_version(cc), platform.machine(), _cpu_identity()):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:16]
 
@@ -122,7 +129,7 @@ def build(folder: Path | None = None) -> Path:
     except OSError as exc:
         raise NativeError(f"cannot create {folder}: {exc}") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent builders each write their own
-    cmd = [cc, *flags, *REQUIRED_CFLAGS, "-o", str(tmp), str(SOURCE)]
+    cmd = [cc, *flags, *REQUIRED_CFLAGS, "-o", str(tmp), *map(str, SOURCES)]
     start = time.monotonic()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
@@ -150,6 +157,48 @@ class Kernels:
         self._output = lib.instyle_winograd_output
         self._output.argtypes = [ctypes.c_int, ptr, i64, i64, i64, ptr, i64, i64]
         self._output.restype = ctypes.c_int
+        self._affine = {torch.float32: lib.instyle_affine_act_f32, torch.bfloat16: lib.instyle_affine_act_bf16}
+        for fn in self._affine.values():
+            fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, ptr, ctypes.c_float, ctypes.c_int]
+            fn.restype = ctypes.c_int
+
+    def affine_act(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        slope: float,
+        accumulate: bool = False,
+    ) -> None:
+        """``dst`` (+)= act(``src`` * scale + shift) per channel, act(v) = v < 0 ? ``slope`` v : v:
+        (H, W, C) float32 or bf16 views, channels contiguous; ``scale``, ``shift`` (C,) float32.
+        ``dst`` may be ``src`` itself (each element is read before it is written)."""
+        h, w, c = src.shape
+        _check(src, "src", (torch.float32, torch.bfloat16))
+        _check(dst, "dst", (src.dtype,))
+        if dst.shape != src.shape:
+            raise ValueError(f"dst {tuple(dst.shape)} and src {tuple(src.shape)} differ")
+        for t in (scale, shift):
+            if t.dtype != torch.float32 or t.shape != (c,) or not t.is_contiguous():
+                raise ValueError(f"scale and shift must be contiguous float32 ({c},) tensors")
+        (iy, ix, _), (oy, ox, _) = src.stride(), dst.stride()
+        fn = self._affine[src.dtype]
+        fn(
+            src.data_ptr(),
+            iy,
+            ix,
+            dst.data_ptr(),
+            oy,
+            ox,
+            h,
+            w,
+            c,
+            scale.data_ptr(),
+            shift.data_ptr(),
+            slope,
+            accumulate,
+        )
 
     def winograd_input(self, m: int, src: torch.Tensor, u: torch.Tensor, rows: int, cols: int) -> None:
         """``u`` (n², rows x cols, C_in) := B^T d B of each tile of F(m x m, 3 x 3) (n = m + 2),
@@ -180,9 +229,10 @@ class Kernels:
             raise ValueError(f"no Winograd transform for m = {m}")
 
 
-def _check(t: torch.Tensor, name: str) -> None:
-    if t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 3 or t.stride(2) != 1:
-        raise ValueError(f"{name} must be a float32 CPU (H, W, C) view with its channels contiguous")
+def _check(t: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
+    if t.dtype not in dtypes or t.device.type != "cpu" or t.dim() != 3 or t.stride(2) != 1:
+        kinds = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise ValueError(f"{name} must be a {kinds} CPU (H, W, C) view with its channels contiguous")
     if min(t.stride()) < 0:
         raise ValueError(f"{name} must not have negative strides")
 

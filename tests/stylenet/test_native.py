@@ -141,6 +141,49 @@ def test_the_kernels_check_their_arguments() -> None:
         kernels.winograd_output(4, torch.randn(36, 9, 3), dst, 3, 3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slope", [0.0, 0.2, 1.0])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_affine_act_is_the_map_rounded_once(dtype: torch.dtype, slope: float, accumulate: bool) -> None:
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None
+    gen = torch.Generator().manual_seed(0)
+    src = (torch.randn(7, 9, 37, generator=gen) * 4).to(dtype)  # 37 channels: a vector loop's tail too
+    scale, shift = torch.rand(37, generator=gen) + 0.5, torch.randn(37, generator=gen)
+    base = torch.zeros(9, 11, 37, dtype=dtype).normal_(generator=gen)
+    dst = base[1:8, 1:10]  # a padded buffer's interior: strided rows
+    v = src.float() * scale + shift
+    v = torch.where(v < 0, slope * v, v)
+    if accumulate:
+        v = dst.float() + v
+    expected = v.to(dtype)  # float32 math, one rounding to nearest even
+    kernels.affine_act(src, dst, scale, shift, slope, accumulate)
+    # equal but for float32 rounding (the C may fuse a multiply-add), which bf16 rarely shows
+    tolerance = {"rtol": 2**-8, "atol": 1e-6} if dtype == torch.bfloat16 else {"rtol": 1e-6, "atol": 1e-5}
+    torch.testing.assert_close(dst, expected, **tolerance)
+    if dtype == torch.bfloat16:
+        assert (dst == expected).float().mean() > 0.99
+    assert torch.equal(base[0], base[0]) and float(base[0].float().abs().sum()) > 0  # the border untouched
+
+
+def test_affine_act_in_place_keeps_nans_and_checks_its_arguments() -> None:
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None
+    x = torch.tensor([[[1.0, -2.0, float("nan"), 0.5]]], dtype=torch.bfloat16)
+    kernels.affine_act(x, x, torch.full((4,), 2.0), torch.zeros(4), 0.0)  # dst is src
+    assert x[0, 0, :2].tolist() == [2.0, 0.0] and torch.isnan(x[0, 0, 2]) and x[0, 0, 3].item() == 1.0
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        kernels.affine_act(x.half(), x.half(), torch.ones(4), torch.zeros(4), 0.0)
+    with pytest.raises(ValueError, match="bfloat16 CPU"):
+        kernels.affine_act(x, x.float(), torch.ones(4), torch.zeros(4), 0.0)  # dst in another dtype
+    with pytest.raises(ValueError, match="differ"):
+        kernels.affine_act(x, x[:, :, :3].contiguous(), torch.ones(4), torch.zeros(4), 0.0)
+    with pytest.raises(ValueError, match="scale and shift"):
+        kernels.affine_act(x, x, torch.ones(3), torch.zeros(4), 0.0)
+
+
 def test_the_command_builds_and_checks(tmp_path: Path) -> None:
     needs_compiler()
     env = {**os.environ, "INSTYLE_NATIVE_DIR": str(tmp_path)}
