@@ -39,40 +39,42 @@ static inline uint16_t f32_to_bf16(float f)
     return (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded) >> 16);
 }
 
-int instyle_affine_act_f32(const float *in, idx iy, idx ix, float *out, idx oy, idx ox, idx h, idx w, idx c,
-                           const float *scale, const float *shift, float slope, int accumulate)
-{
-#pragma omp parallel for schedule(static)
-    for (idx y = 0; y < h; y++) {
-        for (idx x = 0; x < w; x++) {
-            const float *restrict s = in + y * iy + x * ix;
-            float *restrict d = out + y * oy + x * ox;
-            if (accumulate)
-                for (idx k = 0; k < c; k++)
-                    d[k] += act(s[k] * scale[k] + shift[k], slope);
-            else
-                for (idx k = 0; k < c; k++)
-                    d[k] = act(s[k] * scale[k] + shift[k], slope);
-        }
-    }
-    return 0;
-}
+#define F32_LOAD(v) (v)
+#define F32_STORE(v) (v)
 
-int instyle_affine_act_bf16(const uint16_t *in, idx iy, idx ix, uint16_t *out, idx oy, idx ox, idx h, idx w, idx c,
-                            const float *scale, const float *shift, float slope, int accumulate)
-{
-#pragma omp parallel for schedule(static)
-    for (idx y = 0; y < h; y++) {
-        for (idx x = 0; x < w; x++) {
-            const uint16_t *restrict s = in + y * iy + x * ix;
-            uint16_t *restrict d = out + y * oy + x * ox;
-            if (accumulate)
-                for (idx k = 0; k < c; k++)
-                    d[k] = f32_to_bf16(bf16_to_f32(d[k]) + act(bf16_to_f32(s[k]) * scale[k] + shift[k], slope));
-            else
-                for (idx k = 0; k < c; k++)
-                    d[k] = f32_to_bf16(act(bf16_to_f32(s[k]) * scale[k] + shift[k], slope));
-        }
+/* NAME(in, iy, ix, out, oy, ox, h, w, c, scale, shift, slope, accumulate) for elements of type T,
+ * widened by LOAD and narrowed by STORE. A pixel's channels are one vector loop; in place
+ * (in == out, element for element) it reads and writes through one pointer, so that the loop
+ * still vectorizes (two pointers that may alias would send GCC to its scalar version). */
+#define AFFINE_ACT(NAME, T, LOAD, STORE)                                                                  \
+    int NAME(const T *in, idx iy, idx ix, T *out, idx oy, idx ox, idx h, idx w, idx c, const float *scale, \
+             const float *shift, float slope, int accumulate)                                             \
+    {                                                                                                     \
+        _Pragma("omp parallel for schedule(static)") for (idx y = 0; y < h; y++)                          \
+        {                                                                                                 \
+            for (idx x = 0; x < w; x++) {                                                                 \
+                T *d = out + y * oy + x * ox;                                                             \
+                const T *s = in + y * iy + x * ix;                                                        \
+                if (s == d) {                                                                             \
+                    T *restrict p = d;                                                                    \
+                    for (idx k = 0; k < c; k++) {                                                         \
+                        float v = act(LOAD(p[k]) * scale[k] + shift[k], slope);                           \
+                        p[k] = STORE(accumulate ? LOAD(p[k]) + v : v);                                    \
+                    }                                                                                     \
+                } else {                                                                                  \
+                    const T *restrict a = s;                                                              \
+                    T *restrict b = d;                                                                    \
+                    if (accumulate)                                                                       \
+                        for (idx k = 0; k < c; k++)                                                       \
+                            b[k] = STORE(LOAD(b[k]) + act(LOAD(a[k]) * scale[k] + shift[k], slope));      \
+                    else                                                                                  \
+                        for (idx k = 0; k < c; k++)                                                       \
+                            b[k] = STORE(act(LOAD(a[k]) * scale[k] + shift[k], slope));                   \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        return 0;                                                                                         \
     }
-    return 0;
-}
+
+AFFINE_ACT(instyle_affine_act_f32, float, F32_LOAD, F32_STORE)
+AFFINE_ACT(instyle_affine_act_bf16, uint16_t, bf16_to_f32, f32_to_bf16)
