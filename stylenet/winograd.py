@@ -17,8 +17,9 @@ times): a 128² map 26.9 ms direct, 21.0 ms F(2x2), 17.1 ms F(4x4); 256² 142 / 
 
 Torch's sums are the fallback. Where a C compiler is found, the transforms run natively
 (``stylenet.native``: each tile read once and written once, a band's n² products in one
-``bmm``): 128² 6.9 ms with F(4x4) against 16.5 with the sums and 24.7 direct, and F(4x4) is
-then the fastest from an 8² map up (the AMX Xeon under the AVX2 caps, ``benchmarks/winograd.py``).
+``bmm``): 128² 9.1 ms with F(4x4) against 15.8 with the sums and 23.1 direct, and F(4x4) is
+then the fastest from an 8² map up (the AMX Xeon under the three AVX2 caps,
+``benchmarks/winograd.py``; docs/performance.md). F(2x2) then never runs.
 
 Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
 for F(2x2) and ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
