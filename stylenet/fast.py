@@ -55,11 +55,33 @@ log = logging.getLogger(__name__)
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX) on this CPU."""
+    """True when oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX) on this CPU.
+
+    oneDNN alone is not enough to ask: it reports bf16 support on every AVX-512 CPU, where it
+    emulates bf16 arithmetic (Skylake-X, Cascade Lake, Ice Lake). There a bf16 pass runs slower
+    than float32 (Ice Lake Xeon, 2026-12-07: Johnson's generator at 512² 1304 ms in emulated
+    bf16, about half ONNX Runtime's speed), so the CPU must also have the instructions.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return False
+    return cpu_has_bf16_instructions()
+
+
+def cpu_has_bf16_instructions() -> bool:
+    """AVX512-BF16 or AMX-BF16 on this CPU (torch's cpuinfo; /proc/cpuinfo where torch lacks it)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def prepare_device(device: torch.device | str) -> None:

@@ -424,6 +424,42 @@ def test_resolve_precision() -> None:
         resolve_precision("int8", "cpu")
 
 
+@pytest.mark.parametrize(
+    ("onednn", "avx512_bf16", "amx", "native"),
+    [
+        (True, False, False, False),  # Skylake-X / Cascade Lake / Ice Lake: oneDNN emulates bf16
+        (True, True, False, True),  # Zen 4 / Zen 5 / Cooper Lake
+        (True, True, True, True),  # Sapphire Rapids and later
+        (False, True, True, False),  # oneDNN capped below AVX-512 (ONEDNN_MAX_CPU_ISA)
+    ],
+)
+def test_native_bf16_needs_the_instructions_not_only_onednn(
+    monkeypatch: pytest.MonkeyPatch, onednn: bool, avx512_bf16: bool, amx: bool, native: bool
+) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert fast.cpu_has_native_bf16() is native
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+
+
+def test_bf16_instructions_read_from_proc_cpuinfo_where_torch_cannot_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not fast.cpu_has_bf16_instructions()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert fast.cpu_has_bf16_instructions()
+
+
 def test_load_engine_falls_back_to_the_artifact_when_the_config_does_not_fit() -> None:
     data = (SHIPPED / "generator.ts").read_bytes()
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
