@@ -10,6 +10,8 @@ to extra trips through memory:
   sums, 9.1 ms with these; docs/performance.md).
 * An instance norm and the activation or residual add after it (``affine.c``, used by
   ``stylenet.fast.norm_into``): one pass where torch takes two, float32 or bf16.
+* An instance norm's statistics (``moments.c``, used by ``stylenet.fast.channel_moments``): one
+  read of the map, strided views measured where they lie, float64 sums.
 
 The library is built with the C compiler found (``$CC``, else ``cc``/``gcc``) and
 ``-O3 -march=native -fopenmp`` into a cache folder, once per source, flags, compiler and CPU
@@ -49,7 +51,7 @@ import torch
 log = logging.getLogger(__name__)
 
 #: The C sources, compiled into one library.
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd.c", "affine.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("winograd.c", "affine.c", "moments.c"))
 DEFAULT_CFLAGS = "-O3 -march=native"
 #: Flags every build needs: a shared library whose loops run on OpenMP's threads; floating-point
 #: exceptions never trap (so that a compare-and-select vectorizes: without it GCC kept
@@ -161,6 +163,23 @@ class Kernels:
         for fn in self._affine.values():
             fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, ptr, ctypes.c_float, ctypes.c_int]
             fn.restype = ctypes.c_int
+        self._moments = {torch.float32: lib.instyle_moments_f32, torch.bfloat16: lib.instyle_moments_bf16}
+        for fn in self._moments.values():
+            fn.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr]
+            fn.restype = ctypes.c_int
+
+    def moments(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and biased variance per channel, (C,) float32, of ``src``: an (H, W, C) float32 or
+        bf16 view with its channels contiguous and at least one pixel (one read, float64 sums)."""
+        h, w, c = src.shape
+        _check(src, "src", (torch.float32, torch.bfloat16))
+        if h * w == 0:
+            raise ValueError("moments of an empty map")
+        mean, var = torch.empty(c), torch.empty(c)
+        iy, ix, _ = src.stride()
+        if self._moments[src.dtype](src.data_ptr(), iy, ix, h, w, c, mean.data_ptr(), var.data_ptr()) != 0:
+            raise MemoryError("the native moments kernel could not allocate its accumulators")
+        return mean, var
 
     def affine_act(
         self,
@@ -230,7 +249,7 @@ class Kernels:
 
 
 def _check(t: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
-    if t.dtype not in dtypes or t.device.type != "cpu" or t.dim() != 3 or t.stride(2) != 1:
+    if t.dtype not in dtypes or t.device.type != "cpu" or t.dim() != 3 or (t.stride(2) != 1 and t.shape[2] > 1):
         kinds = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
         raise ValueError(f"{name} must be a {kinds} CPU (H, W, C) view with its channels contiguous")
     if min(t.stride()) < 0:

@@ -183,10 +183,15 @@ def test_moments_of_a_bf16_map_are_float32_exact(channels: int) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels", [1, 3, 8, 16, 32, 48, 128])
 @pytest.mark.parametrize("size", [(24, 40), (7, 9), (1, 2), (5, 2)])
-def test_channel_moments_measure_each_channel(channels: int, size: tuple[int, int], dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("with_native", [True, False])
+def test_channel_moments_measure_each_channel(
+    channels: int, size: tuple[int, int], dtype: torch.dtype, with_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Measured on the map's memory seen as more channels (every k-th pixel of a channel in
     one), merged back: each channel's own mean and biased variance, in float32 for a bf16 map
-    too, and nothing written."""
+    too, and nothing written; by the native kernel or, without it, torch's."""
+    if not with_native:
+        monkeypatch.setattr(fast, "_native_moments", lambda y: None)
     torch.manual_seed(channels)
     y = (torch.randn(1, channels, *size) * 3 + 5).to(dtype).contiguous(memory_format=torch.channels_last)
     before = y.clone()

@@ -187,6 +187,38 @@ def test_affine_act_in_place_keeps_nans_and_checks_its_arguments() -> None:
         kernels.affine_act(x, x, torch.ones(3), torch.zeros(4), 0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels", [1, 8, 37, 128])
+def test_moments_of_views_where_they_lie(dtype: torch.dtype, channels: int) -> None:
+    """Mean and biased variance of a strided view (every other row of a crop, 150 pixels a row:
+    more than one float32 run), equal to float64's, with a mean far from zero (the shift keeps
+    the sum of squares from cancelling) and on 1 and 2 threads alike."""
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None
+    gen = torch.Generator().manual_seed(channels)
+    base = (torch.randn(21, 160, channels, generator=gen) * 0.5 + 300).to(dtype)
+    view = base[1:20:2, 5:155]  # (10, 150, C), rows 2 apart
+    ref = view.double()
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            mean, var = kernels.moments(view)
+            assert mean.dtype == var.dtype == torch.float32 and mean.shape == var.shape == (channels,)
+            torch.testing.assert_close(mean.double(), ref.mean((0, 1)), rtol=1e-7, atol=0)
+            torch.testing.assert_close(var.double(), ref.var((0, 1), correction=0), rtol=1e-5, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="empty"):
+        kernels.moments(base[:0])
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        kernels.moments(base.double())
+    if channels > 1:  # one channel has no stride to check
+        with pytest.raises(ValueError, match="channels contiguous"):
+            kernels.moments(base.transpose(1, 2))
+
+
 def test_the_command_builds_and_checks(tmp_path: Path) -> None:
     needs_compiler()
     env = {**os.environ, "INSTYLE_NATIVE_DIR": str(tmp_path)}
