@@ -20,6 +20,8 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   whichever the default is not (``winograd_residuals``; they run in float32 only);
 * ``winograd-sums``: Winograd's transforms as torch's sums instead of in C (when the default
   runs Winograd with the native kernels, ``stylenet.native``);
+* ``winograd-bands``: the transforms in C but the products by torch's ``bmm`` over bands of
+  tiles, instead of the whole convolution in C (``fused_winograd=False``);
 * ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
   phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
 """
@@ -70,6 +72,7 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
         engines["winograd" if flip else "no-winograd"] = build(winograd_residuals=flip)
         if default.winograd_residuals and native.library() is not None:
             engines["winograd-sums"] = build(native_transforms=False)
+            engines["winograd-bands"] = build(fused_winograd=False)
     other = 7 - default.packed_rgb  # 3 <-> 4
     engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager

@@ -518,6 +518,8 @@ class Conv:
     winograd: dict[int, torch.Tensor] | None = None
     #: Winograd's transforms in C (``stylenet.native``) or as torch's sums; None: C where it built
     native: bool | None = None
+    #: with them, the whole convolution in C or the products by torch's bmm; None: as ``conv3x3``
+    fused: bool | None = None
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
@@ -527,7 +529,7 @@ class Conv:
         if kernel is None:  # (two threads may both make it: the same tensor)
             kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - 2, w - 2), padded.dtype, padded.device)
-        return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native)
+        return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused)
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
@@ -710,6 +712,7 @@ class JohnsonEngine(nn.Module):
         winograd_residuals: bool | None = None,
         packed_rgb: int | None = None,
         native_transforms: bool | None = None,
+        fused_winograd: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -732,7 +735,8 @@ class JohnsonEngine(nn.Module):
         # The residual blocks' 3x3 convolutions by Winograd's F(4x4, 3x3) or F(2x2, 3x3) where
         # they were measured faster: float32 on an AVX2 CPU, or on an AVX-512 one with the
         # transforms in C (``stylenet.winograd``, ``stylenet.native``; ``native_transforms``:
-        # True / False forces C / torch's sums).
+        # True / False forces C / torch's sums; ``fused_winograd``: False keeps torch's bmm for
+        # the products between the C transforms instead of the fused C convolution).
         self.winograd_residuals = winograd.applies(device, dtype) if winograd_residuals is None else winograd_residuals
         if self.winograd_residuals:
             if dtype != torch.float32 or device.type != "cpu":
@@ -740,7 +744,7 @@ class JohnsonEngine(nn.Module):
             for conv in (c for block in self.res for c in block):
                 if conv.weight.shape[2:] != (3, 3) or conv.stride != 1 or conv.bias is not None:
                     raise TypeError("Winograd residual convolutions need 3x3, stride 1, no bias")
-                conv.winograd, conv.native = {}, native_transforms
+                conv.winograd, conv.native, conv.fused = {}, native_transforms, fused_winograd
         res_pads = {first.pad for first, _ in self.res}
         if len(res_pads) > 1:
             raise TypeError("the fast Johnson engine needs residual blocks of one padding")

@@ -96,6 +96,11 @@ ALGORITHMS = (F4, F2)  # largest first
 BAND_TILES = 1024
 #: The same for the native transforms, whose band holds all n² transformed tiles and products.
 NATIVE_BAND_TILES = 512
+#: Tiles per group of the fused native convolution (``native.Kernels.winograd_conv``): each
+#: thread's n² transformed tiles and products, 2 x 36 x 24 x 128 floats (0.9 MB) for F(4x4) at
+#: 128 channels, in its L2 cache. 24 and 36 took the same time, 12 and 96 longer (Ice Lake Xeon,
+#: AVX-512 and AVX2 code alike).
+NATIVE_GROUP_TILES = 24
 
 
 def choose(pixels: int, with_native: bool | None = None) -> Algorithm | None:
@@ -150,13 +155,17 @@ def conv3x3(
     alg: Algorithm = F4,
     band_tiles: int | None = None,
     use_native: bool | None = None,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
     of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``).
     Both channels-last, or views of channels-last tensors whose pixels are runs of channels
     (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
     transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
-    (``stylenet.native``) or torch's sums; by default the native ones where available."""
+    (``stylenet.native``) or torch's sums; by default the native ones where available. With
+    them, ``fused`` (by default wherever C_out is a multiple of the kernel's block of output
+    channels) runs the whole convolution in C, ``NATIVE_GROUP_TILES`` tiles at a time per thread
+    (``native.Kernels.winograd_conv``), else the products go to torch's ``bmm`` band by band."""
     _, c_in, hp, wp = x.shape
     h, w, c_out, m, n = hp - 2, wp - 2, kernel.shape[2], alg.m, alg.n
     if h % m or w % m or out.shape != (1, c_out, h, w):
@@ -168,6 +177,11 @@ def conv3x3(
     if use_native and kernels is None:
         raise native.NativeError("the native kernels are unavailable (see the log)")
     if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
+        if fused is None:
+            fused = c_out % kernels.conv_block_channels == 0
+        if fused:
+            kernels.winograd_conv(m, src, kernel, dst, rows, cols, band_tiles or NATIVE_GROUP_TILES)
+            return out
         _native_bands(kernels, src, dst, kernel, alg, rows, cols, band_tiles or NATIVE_BAND_TILES)
         return out
     band = max(1, min(rows, (band_tiles or BAND_TILES) // cols))
@@ -251,17 +265,19 @@ def conv2d(
     alg: Algorithm,
     out: torch.Tensor,
     use_native: bool | None = None,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """``out`` := ``F.conv2d(x, weight)`` for a padded float32 channels-last ``x`` (N, C_in, H + 2,
     W + 2) and a 3x3 ``weight`` (``kernel``: its ``transformed_kernel`` for ``alg``): Winograd
     over the largest part of each image whose sides are multiples of ``alg.m``, the direct
-    convolution over the last rows and columns beyond it. ``use_native``: as for ``conv3x3``."""
+    convolution over the last rows and columns beyond it. ``use_native``, ``fused``: as for
+    ``conv3x3``."""
     _, _, h, w = out.shape
     he, we = h // alg.m * alg.m, w // alg.m * alg.m
     for i in range(x.shape[0]):
         xi, oi = x[i : i + 1], out[i : i + 1]
         if he and we:  # views: conv3x3 reads and writes strided rows
-            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg, use_native=use_native)
+            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg, use_native=use_native, fused=fused)
         if he < h:
             oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight))
         if we < w and he:

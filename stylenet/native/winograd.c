@@ -1,5 +1,7 @@
 /* Winograd's input and output transforms, F(2x2, 3x3) and F(4x4, 3x3), for channels-last float32
- * maps (stylenet/winograd.py runs the products between them with torch).
+ * maps, and the whole convolution with them (instyle_winograd_conv, at the end: the products by a
+ * register-blocked kernel of our own, a few tiles per thread at a time); stylenet/winograd.py
+ * calls the convolution, or the transforms with torch's bmm between them.
  *
  * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
  * passes over memory per band of tiles, and took more time than the products. Here each tile is
@@ -15,6 +17,7 @@
  * (mm * r + i, mm * q + j) and input pixels (mm * r + i, mm * q + j) for i, j < n.
  */
 #include <stddef.h>
+#include <stdlib.h>
 
 #define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
 
@@ -182,4 +185,115 @@ int instyle_winograd_output(int mm, const float *m, idx c_out, idx rows, idx col
             f2_output_tile(m + t * c_out, plane, c_out, d, dy, dx);
     }
     return 0;
+}
+
+/* ---- the whole convolution, fused: transforms and products per small group of tiles ---- */
+
+/* Above, a band's transformed tiles and their products make a round trip through memory
+ * between the calls (and torch's bmm splits its work among the threads by plane, the transforms
+ * by tile). Here each thread takes a group of `group` tiles at a time: transforms them into its
+ * own buffer, multiplies each of the n² planes by that plane's (C_in, C_out) kernel with the
+ * register-blocked product below, and transforms the products out, all in its own cache. */
+
+#if defined(__AVX512F__)
+#define VL 16
+#define MR 12 /* rows (tiles) of a product block: 2 MR accumulators + 3 operands fit 32 registers */
+#else
+#define VL 8 /* AVX2 (or SSE: GCC splits the vectors) */
+#define MR 6 /* 2 MR accumulators + 3 operands fit 16 registers */
+#endif
+#define NR (2 * VL) /* a product block's columns (output channels) */
+
+typedef float vfloat __attribute__((vector_size(VL * sizeof(float)), aligned(sizeof(float))));
+
+/* c[MR x NR] := a[MR x k] b[k x NR] (row strides lda, ldb, ldc); the accumulators in registers. */
+static inline void product_block(idx k, const float *restrict a, idx lda, const float *restrict b, idx ldb,
+                                 float *restrict c, idx ldc)
+{
+    vfloat acc0[MR], acc1[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++)
+        acc0[r] = acc1[r] = (vfloat){0};
+    for (idx i = 0; i < k; i++) {
+        vfloat b0 = *(const vfloat *)(b + i * ldb), b1 = *(const vfloat *)(b + i * ldb + VL);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            float ar = a[r * lda + i];
+            acc0[r] += ar * b0;
+            acc1[r] += ar * b1;
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        *(vfloat *)(c + r * ldc) = acc0[r];
+        *(vfloat *)(c + r * ldc + VL) = acc1[r];
+    }
+}
+
+/* The output channels a product block covers: the fused convolution needs C_out a multiple. */
+int instyle_winograd_block_channels(void) { return NR; }
+
+/* dst := the unpadded 3x3 convolution of src (rows x cols tiles of F(mm x mm, 3 x 3)) with
+ * kernel (n², C_in, C_out, the transformed kernel), `group` tiles at a time per thread.
+ * Returns 0; -1 for an mm other than 2 or 4, -2 for a C_out not a multiple of NR, -3 when out of
+ * memory. */
+int instyle_winograd_conv(int mm, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
+                          const float *kernel, idx c_out, float *dst, idx dy, idx dx, idx group)
+{
+    if (mm != 2 && mm != 4)
+        return -1;
+    if (c_out % NR || group < 1)
+        return -2;
+    idx nn = (mm + 2) * (mm + 2), tiles = rows * cols;
+    idx padded = (group + MR - 1) / MR * MR; /* a group's rows, in whole product blocks */
+    idx groups = (tiles + group - 1) / group;
+    int failed = 0;
+#pragma omp parallel
+    {
+        /* this thread's transformed tiles and products; rows past a group's last tile are zero */
+        float *u = calloc((size_t)(nn * padded * c_in), sizeof(float));
+        float *m = malloc((size_t)(nn * padded * c_out) * sizeof(float));
+        if (u == NULL || m == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (idx g = 0; g < groups; g++) {
+            if (u == NULL || m == NULL)
+                continue;
+            idx t0 = g * group, count = tiles - t0 < group ? tiles - t0 : group;
+            if (count < group) /* the last group: its unused rows zeroed again */
+                for (idx p = 0; p < nn; p++)
+                    for (idx r = count; r < padded; r++)
+                        for (idx c = 0; c < c_in; c++)
+                            u[(p * padded + r) * c_in + c] = 0.0f;
+            for (idx t = 0; t < count; t++) {
+                idx tile = t0 + t;
+                const float *s = src + (tile / cols) * mm * sy + (tile % cols) * mm * sx;
+                if (mm == 4)
+                    f4_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+                else
+                    f2_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+            }
+            idx used = (count + MR - 1) / MR * MR;
+            for (idx p = 0; p < nn; p++) {
+                const float *up = u + p * padded * c_in, *kp = kernel + p * c_in * c_out;
+                float *mp = m + p * padded * c_out;
+                for (idx j = 0; j < c_out; j += NR) /* a panel of the kernel stays in L1 */
+                    for (idx r = 0; r < used; r += MR)
+                        product_block(c_in, up + r * c_in, c_in, kp + j, c_out, mp + r * c_out + j, c_out);
+            }
+            for (idx t = 0; t < count; t++) {
+                idx tile = t0 + t;
+                float *d = dst + (tile / cols) * mm * dy + (tile % cols) * mm * dx;
+                if (mm == 4)
+                    f4_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+                else
+                    f2_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+            }
+        }
+        free(u);
+        free(m);
+    }
+    return failed ? -3 : 0;
 }

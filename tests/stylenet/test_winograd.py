@@ -69,6 +69,35 @@ def test_conv2d_equals_the_direct_convolution(
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("alg", winograd.ALGORITHMS, ids=lambda a: f"F{a.m}")
+@pytest.mark.parametrize("group", [1, 5, 24, 1000])
+def test_the_fused_native_convolution_equals_the_direct_one(alg: winograd.Algorithm, group: int) -> None:
+    """Transforms and products in C, a group of tiles per thread at a time (a short last group,
+    a group larger than the map), 70 input channels (a block of 64 and a tail), two blocks of
+    output channels, read and written through crops; the same values as the transforms in C
+    with torch's bmm between them."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler: the native kernels cannot be built here")
+    kernels = native.library()
+    assert kernels is not None
+    torch.manual_seed(2)
+    c_out = 2 * kernels.conv_block_channels
+    x = torch.randn(1, 70, 3 * alg.m + 5, 5 * alg.m + 3).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, 70, 3, 3) * 0.1
+    kernel = winograd.transformed_kernel(weight, alg)
+    out = torch.zeros(1, c_out, 3 * alg.m + 1, 5 * alg.m + 2).contiguous(memory_format=CL)
+    crop_in, crop_out = x[:, :, : 3 * alg.m + 2, : 5 * alg.m + 2], out[:, :, : 3 * alg.m, : 5 * alg.m]
+    with torch.inference_mode():
+        winograd.conv3x3(crop_in, kernel, crop_out, alg, band_tiles=group, use_native=True, fused=True)
+        torch.testing.assert_close(crop_out, F.conv2d(crop_in, weight), atol=1e-4, rtol=1e-5)
+        banded = winograd.conv3x3(crop_in, kernel, torch.empty_like(crop_out), alg, use_native=True, fused=False)
+    torch.testing.assert_close(crop_out, banded, atol=1e-4, rtol=1e-5)  # (no FMA in a baseline x86-64 build)
+    assert float(out[:, :, 3 * alg.m :].abs().max()) == 0 and float(out[:, :, :, 5 * alg.m :].abs().max()) == 0
+    with pytest.raises(ValueError, match="multiple of"):  # the fused kernel's block of output channels
+        kernels.winograd_conv(alg.m, crop_in[0].permute(1, 2, 0), kernel[:, :, :5].contiguous(),
+                              crop_out[0, :5].permute(1, 2, 0), 3, 5, group)  # fmt: skip
+
+
 def test_conv3x3_reads_and_writes_crops(use_native: bool) -> None:
     # the part of a larger map whose sides are multiples of m, read and written through views
     torch.manual_seed(1)
