@@ -905,42 +905,67 @@ class JohnsonEngine(nn.Module):
         return to_bytes(rgb) if as_bytes else rgb
 
     def _shifted_stage(self, shifted: ShiftedPhases, i: int, stats: Moments | None, as_bytes: bool) -> torch.Tensor:
-        """Decoder stage ``i`` from its convolution's shifted phases: normalized in place (with
-        ``stats``, or their own moments), then each phase's ReLU written where the next
-        convolution reads it: interleaved into the padded upsampled map, or, before a packed
-        output convolution, into its padded space-to-depth map (whose result this returns)."""
+        """Decoder stage ``i`` from its convolution's shifted phases: each phase's norm and ReLU
+        (with ``stats``, or their own moments) written where the next convolution reads it:
+        interleaved into the padded upsampled map, or, before a packed output convolution, into
+        its padded space-to-depth map (whose result this returns)."""
         data = shifted.data
         moments = shifted.moments() if stats is None else stats
-        normalize(data, self.phase_norms[i], moments.repeat(4), inplace=True)  # the extra pixels too
-        if i == len(self.dec) - 1 and self.out_packed is not None:
-            return self._packed_output(shifted, as_bytes)
-        pad, mode = (self.out.pad, self.padding) if i == len(self.dec) - 1 else (1, self.low_padding)
         c, h, w = shifted.channels, data.shape[2] - 1, data.shape[3] - 1
+        if i == len(self.dec) - 1 and self.out_packed is not None:
+            buf = new_padded(data, 4 * c, h, w, self.out.pad // 2)
+            packed = interior(buf, self.out.pad // 2)
+            self._phases_norm_relu(shifted, i, moments, lambda a, b: packed[:, (2 * a + b) * c : (2 * a + b + 1) * c])
+            return self._packed_output_of(buf, as_bytes)
+        pad, mode = (self.out.pad, self.padding) if i == len(self.dec) - 1 else (1, self.low_padding)
         y = new_padded(data, c, 2 * h, 2 * w, pad)
         dst = interior(y, pad).unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (N, C, h, a, w, b)
-        for a in range(2):
-            for b in range(2):
-                _relu_into(shifted.phase(a, b), dst[:, :, :, a, :, b])
+        self._phases_norm_relu(shifted, i, moments, lambda a, b: dst[:, :, :, a, :, b])
         return fill_border(y, pad, mode)
 
-    def _packed_output(self, phases: torch.Tensor | ShiftedPhases, as_bytes: bool = False) -> torch.Tensor:
-        """The normalized phases of the last decoder stage (its 2x2 space-to-depth map, or the
-        shifted phases it is made of) -> float32 RGB: ReLU into a padded packed buffer, border
-        as the full map's, then ``out_packed`` and a pixel shuffle. The full-resolution map is
-        never interleaved. ``as_bytes``: uint8 pixels (N, H, W, 3), made before the shuffle
-        (``rgb_bytes``)."""
-        assert self.out_packed is not None
-        pad = self.out.pad // 2
-        if isinstance(phases, ShiftedPhases):
-            c, h1, w1 = phases.channels, phases.data.shape[2], phases.data.shape[3]
-            buf = new_padded(phases.data, 4 * c, h1 - 1, w1 - 1, pad)
+    def _phases_norm_relu(
+        self,
+        shifted: ShiftedPhases,
+        i: int,
+        moments: Moments,
+        into: Callable[[int, int], torch.Tensor],
+    ) -> None:
+        """ReLU(norm(phase (a, b))) into ``into(a, b)`` (an (N, C, h, w) view) for the four phases
+        of decoder stage ``i``. With the native kernels, one pass per phase from the convolution's
+        output (``native.Kernels.affine_act``); else the whole map normalized in place (its extra
+        pixels too), then a ReLU per phase."""
+        data, c = shifted.data, shifted.channels
+        params = self.phase_norms[i]
+        kernels = native_norm(data)
+        if kernels is None:
+            normalize(data, params, moments.repeat(4), inplace=True)
             for a in range(2):
                 for b in range(2):
-                    _relu_into(phases.phase(a, b), interior(buf, pad)[:, (2 * a + b) * c : (2 * a + b + 1) * c])
-        else:
-            _, c4, h, w = phases.shape
-            buf = new_padded(phases, c4, h, w, pad)
-            _relu_into(phases, interior(buf, pad))
+                    _relu_into(shifted.phase(a, b), into(a, b))
+            return
+        for n in range(data.shape[0]):
+            scale = params.weight[:c] * torch.rsqrt(moments.var[n] + params.eps)
+            shift = params.bias[:c] - moments.mean[n] * scale
+            for a in range(2):
+                for b in range(2):
+                    src, dst = shifted.phase(a, b)[n].permute(1, 2, 0), into(a, b)[n].permute(1, 2, 0)
+                    kernels.affine_act(src, dst, scale, shift, 0.0)
+
+    def _packed_output(self, phases: torch.Tensor, as_bytes: bool = False) -> torch.Tensor:
+        """The normalized last decoder stage as its 2x2 space-to-depth map -> float32 RGB: ReLU
+        into a padded packed buffer, then ``_packed_output_of``."""
+        _, c4, h, w = phases.shape
+        buf = new_padded(phases, c4, h, w, self.out.pad // 2)
+        _relu_into(phases, interior(buf, self.out.pad // 2))
+        return self._packed_output_of(buf, as_bytes)
+
+    def _packed_output_of(self, buf: torch.Tensor, as_bytes: bool = False) -> torch.Tensor:
+        """The last decoder stage's activations in the interior of ``buf``, a padded 2x2
+        space-to-depth map (phase-major channels) -> its border as the full map's, then
+        ``out_packed`` and a pixel shuffle to float32 RGB. The full-resolution map is never
+        interleaved. ``as_bytes``: uint8 pixels (N, H, W, 3), made before the shuffle
+        (``rgb_bytes``)."""
+        assert self.out_packed is not None
         fill_border_packed(buf, self.out.pad, self.padding)
         y = self.out_packed(buf)
         if as_bytes:
