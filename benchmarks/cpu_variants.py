@@ -22,6 +22,8 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   runs Winograd with the native kernels, ``stylenet.native``);
 * ``winograd-bands``: the transforms in C but the products by torch's ``bmm`` over bands of
   tiles, instead of the whole convolution in C (``fused_winograd=False``);
+* ``direct-upsampling``: the upsampling's 2x2 convolutions by oneDNN instead of Winograd's
+  F(3x3, 2x2) in C (``winograd_upsampling=False``);
 * ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
   phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
 """
@@ -73,6 +75,8 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
         if default.winograd_residuals and native.library() is not None:
             engines["winograd-sums"] = build(native_transforms=False)
             engines["winograd-bands"] = build(fused_winograd=False)
+        if default.winograd_upsampling:
+            engines["direct-upsampling"] = build(winograd_upsampling=False)
     other = 7 - default.packed_rgb  # 3 <-> 4
     engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager

@@ -523,12 +523,20 @@ class Conv:
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
-        if self.winograd is None or (alg := winograd.choose((h - 2) * (w - 2), self.native)) is None:
+        k = self.weight.shape[2]
+        pixels = (h - k + 1) * (w - k + 1)
+        alg: winograd.Algorithm | None = None
+        if self.winograd is not None:
+            if k == 3:
+                alg = winograd.choose(pixels, self.native)
+            elif k == 2:
+                alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
+        if alg is None:
             return conv2d(padded, self.weight, self.bias, self.stride)
-        kernel = self.winograd.get(alg.m)
+        kernel = self.winograd.get(alg.m)  # type: ignore[union-attr]
         if kernel is None:  # (two threads may both make it: the same tensor)
-            kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)
-        out = buffers.empty((n, self.weight.shape[0], h - 2, w - 2), padded.dtype, padded.device)
+            kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)  # type: ignore[index]
+        out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
         return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused)
 
 
@@ -713,6 +721,7 @@ class JohnsonEngine(nn.Module):
         packed_rgb: int | None = None,
         native_transforms: bool | None = None,
         fused_winograd: bool | None = None,
+        winograd_upsampling: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -764,6 +773,16 @@ class JohnsonEngine(nn.Module):
             weight = kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
             self.dec.append(Conv(weight, None, 1, 1))
             self.norms.append(NormParams.of(_part(stage, 1)))
+        # ... and those 2x2 convolutions by Winograd's F(3x3, 2x2), fused in C, where the residual
+        # blocks run Winograd's algorithms with the native kernels (``winograd.choose_2x2``).
+        if winograd_upsampling is None:
+            winograd_upsampling = self.winograd_residuals and native_transforms is not False
+        self.winograd_upsampling = bool(winograd_upsampling and self.shifted_phases and native.library() is not None)
+        if self.winograd_upsampling:
+            if dtype != torch.float32 or device.type != "cpu":
+                raise ValueError("Winograd upsampling convolutions run in float32 on a CPU")
+            for conv in self.dec:
+                conv.winograd, conv.native = {}, True
         # the decoder's norms over the four phases' channels side by side (``ShiftedPhases``)
         self.phase_norms = [NormParams(p.weight.repeat(4), p.bias.repeat(4), p.eps) for p in self.norms[-2:]]
         self.out = _conv(_part(body.decoder, 2), dtype, device, keep_bias=True)

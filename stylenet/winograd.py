@@ -42,9 +42,9 @@ Matrix = tuple[tuple[float, ...], ...]
 
 @dataclass(frozen=True)
 class Algorithm:
-    """F(m x m, 3 x 3): input transform B^T ((m + 2) x (m + 2)), kernel transform G
-    ((m + 2) x 3), output transform A^T (m x (m + 2)), and the smallest output (pixels) it runs
-    on, below which the next smaller algorithm, or the direct convolution, is faster."""
+    """F(m x m, r x r), r = 3 but for ``F3R2``: input transform B^T (n x n, n = m + r - 1),
+    kernel transform G (n x r), output transform A^T (m x n), and the smallest output (pixels)
+    it runs on, below which the next smaller algorithm, or the direct convolution, is faster."""
 
     m: int
     bt: Matrix
@@ -53,10 +53,11 @@ class Algorithm:
     min_pixels: int
     #: The same with the native transforms (``stylenet.native``), far cheaper than torch's sums.
     min_pixels_native: int
+    r: int = 3
 
     @property
     def n(self) -> int:
-        return self.m + 2
+        return self.m + self.r - 1
 
 
 F2 = Algorithm(
@@ -91,6 +92,18 @@ F4 = Algorithm(
     min_pixels_native=8 * 8,
 )
 ALGORITHMS = (F4, F2)  # largest first
+# F(3x3, 2x2), points 0, 1, -1 and infinity: the Johnson decoder's upsampling convolutions, 2x2
+# since their phases' taps were gathered (``stylenet.fast.phase_taps``); 16 products per 9
+# outputs where the direct convolution takes 36. Native and fused only (no torch sums).
+F3R2 = Algorithm(
+    3,
+    bt=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, -1, 0, 1)),
+    g=((1, 0), (0.5, 0.5), (0.5, -0.5), (0, 1)),
+    at=((1, 1, 1, 0), (0, 1, -1, 0), (0, 1, 1, 1)),
+    min_pixels=0,  # (no torch path)
+    min_pixels_native=6 * 6,
+    r=2,
+)
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
 #: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
@@ -111,6 +124,15 @@ def choose(pixels: int, with_native: bool | None = None) -> Algorithm | None:
     return next((a for a in ALGORITHMS if pixels >= (a.min_pixels_native if with_native else a.min_pixels)), None)
 
 
+def choose_2x2(pixels: int, c_out: int, with_native: bool | None = None) -> Algorithm | None:
+    """``F3R2`` for a 2x2 convolution of ``c_out`` outputs onto ``pixels`` pixels where the fused
+    native kernels run it (C_out a multiple of their block of output channels), else None."""
+    kernels = native.library() if with_native is not False else None
+    if kernels is None or c_out % kernels.conv_block_channels or pixels < F3R2.min_pixels_native:
+        return None
+    return F3R2
+
+
 def applies(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the Johnson engine runs its residual convolutions this way by default: float32 on
     a CPU whose widest vector unit torch dispatches to is AVX2 (faster even with torch's sums),
@@ -123,7 +145,7 @@ def applies(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
-    """(C_out, C_in, 3, 3) kernel -> (n², C_in, C_out) float32: G g G^T for each tile position
+    """(C_out, C_in, r, r) kernel -> (n², C_in, C_out) float32: G g G^T for each tile position
     (n k + l), transposed for the products. Computed in float64."""
     g = torch.tensor(alg.g, dtype=torch.float64)
     u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)
@@ -158,7 +180,8 @@ def conv3x3(
     fused: bool | None = None,
 ) -> torch.Tensor:
     """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
-    of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``).
+    of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``);
+    for ``F3R2`` the 2x2 convolution of ``x`` (1, C_in, H + 1, W + 1), fused native only.
     Both channels-last, or views of channels-last tensors whose pixels are runs of channels
     (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
     transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
@@ -167,7 +190,7 @@ def conv3x3(
     channels) runs the whole convolution in C, ``NATIVE_GROUP_TILES`` tiles at a time per thread
     (``native.Kernels.winograd_conv``), else the products go to torch's ``bmm`` band by band."""
     _, c_in, hp, wp = x.shape
-    h, w, c_out, m, n = hp - 2, wp - 2, kernel.shape[2], alg.m, alg.n
+    h, w, c_out, m, n = hp - alg.r + 1, wp - alg.r + 1, kernel.shape[2], alg.m, alg.n
     if h % m or w % m or out.shape != (1, c_out, h, w):
         raise ValueError(f"conv3x3 needs sides in multiples of {m} and a ({c_out}, {h}, {w}) output, got {out.shape}")
     src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
@@ -176,6 +199,11 @@ def conv3x3(
     kernels = native.library() if use_native is not False else None
     if use_native and kernels is None:
         raise native.NativeError("the native kernels are unavailable (see the log)")
+    if alg.r != 3:
+        if kernels is None or fused is False:
+            raise ValueError(f"F({m}x{m}, {alg.r}x{alg.r}) runs fused in the native kernels only")
+        kernels.winograd_conv(m, src, kernel, dst, rows, cols, band_tiles or NATIVE_GROUP_TILES, r=alg.r)
+        return out
     if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
         if fused is None:
             fused = c_out % kernels.conv_block_channels == 0
@@ -273,13 +301,13 @@ def conv2d(
     convolution over the last rows and columns beyond it. ``use_native``, ``fused``: as for
     ``conv3x3``."""
     _, _, h, w = out.shape
-    he, we = h // alg.m * alg.m, w // alg.m * alg.m
+    he, we, k = h // alg.m * alg.m, w // alg.m * alg.m, alg.r - 1
     for i in range(x.shape[0]):
         xi, oi = x[i : i + 1], out[i : i + 1]
         if he and we:  # views: conv3x3 reads and writes strided rows
-            conv3x3(xi[:, :, : he + 2, : we + 2], kernel, oi[:, :, :he, :we], alg, use_native=use_native, fused=fused)
+            conv3x3(xi[:, :, : he + k, : we + k], kernel, oi[:, :, :he, :we], alg, use_native=use_native, fused=fused)
         if he < h:
             oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight))
         if we < w and he:
-            oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + 2, we:], weight))
+            oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + k, we:], weight))
     return out

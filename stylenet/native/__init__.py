@@ -165,7 +165,7 @@ class Kernels:
         self._output.argtypes = [ctypes.c_int, ptr, i64, i64, i64, ptr, i64, i64]
         self._output.restype = ctypes.c_int
         self._conv = lib.instyle_winograd_conv
-        self._conv.argtypes = [ctypes.c_int, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, i64, i64]
+        self._conv.argtypes = [ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, i64, i64]
         self._conv.restype = ctypes.c_int
         self.conv_block_channels = int(lib.instyle_winograd_block_channels())
         self._affine = {torch.float32: lib.instyle_affine_act_f32, torch.bfloat16: lib.instyle_affine_act_bf16}
@@ -257,28 +257,37 @@ class Kernels:
             raise ValueError(f"no Winograd transform for m = {m}")
 
     def winograd_conv(
-        self, m: int, src: torch.Tensor, kernel: torch.Tensor, dst: torch.Tensor, rows: int, cols: int, group: int
+        self,
+        m: int,
+        src: torch.Tensor,
+        kernel: torch.Tensor,
+        dst: torch.Tensor,
+        rows: int,
+        cols: int,
+        group: int,
+        r: int = 3,
     ) -> None:
-        """``dst`` (H, W, C_out) := the unpadded 3x3 convolution of ``src`` (H + 2, W + 2, C_in) by
-        Winograd's F(m x m, 3 x 3) over rows x cols tiles, ``kernel`` (n², C_in, C_out) the
-        transformed kernel: each thread transforms, multiplies and transforms back ``group``
-        tiles at a time in its own buffers. C_out a multiple of ``conv_block_channels``."""
-        c_in, c_out, n = src.shape[2], dst.shape[2], m + 2
+        """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (H + r - 1, W + r - 1,
+        C_in) by Winograd's F(m x m, r x r) over rows x cols tiles (F(2x2, 3x3), F(4x4, 3x3),
+        F(3x3, 2x2)), ``kernel`` (n², C_in, C_out) the transformed kernel, n = m + r - 1: each
+        thread transforms, multiplies and transforms back ``group`` tiles at a time in its own
+        buffers. C_out a multiple of ``conv_block_channels``."""
+        c_in, c_out, n = src.shape[2], dst.shape[2], m + r - 1
         _check(src, "src")
         _check(dst, "dst")
         if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != (n * n, c_in, c_out):
             raise ValueError(f"kernel must be a contiguous float32 ({n * n}, {c_in}, {c_out}) tensor")
         if c_out % self.conv_block_channels:
             raise ValueError(f"C_out must be a multiple of {self.conv_block_channels}, got {c_out}")
-        small = src.shape[0] < m * rows + 2 or src.shape[1] < m * cols + 2
+        small = src.shape[0] < m * rows + r - 1 or src.shape[1] < m * cols + r - 1
         if small or dst.shape[0] < m * rows or dst.shape[1] < m * cols:
             raise ValueError(f"src {tuple(src.shape)} or dst {tuple(dst.shape)} is too small for {rows} x {cols} tiles")
         (sy, sx, _), (dy, dx, _) = src.stride(), dst.stride()
         done = self._conv(
-            m, src.data_ptr(), sy, sx, c_in, rows, cols, kernel.data_ptr(), c_out, dst.data_ptr(), dy, dx, group
+            m, r, src.data_ptr(), sy, sx, c_in, rows, cols, kernel.data_ptr(), c_out, dst.data_ptr(), dy, dx, group
         )
         if done == -1:
-            raise ValueError(f"no Winograd transform for m = {m}")
+            raise ValueError(f"no Winograd transform for m = {m}, r = {r}")
         if done == -3:
             raise MemoryError("the native Winograd convolution could not allocate its buffers")
         if done != 0:

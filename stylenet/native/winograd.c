@@ -151,6 +151,68 @@ static void f2_output_tile(const float *restrict m, idx plane, idx c_out, float 
     }
 }
 
+/* ---- F(3x3, 2x2): n = 4, points 0, 1, -1 and infinity (the upsampling's 2x2 convolutions) ---- */
+
+#define BT32(o, d0, d1, d2, d3) \
+    o##0 = (d0) - (d2); \
+    o##1 = (d1) + (d2); \
+    o##2 = (d2) - (d1); \
+    o##3 = (d3) - (d1);
+
+#define AT32(o, s0, s1, s2, s3) \
+    o##0 = (s0) + (s1) + (s2); \
+    o##1 = (s1) - (s2); \
+    o##2 = (s1) + (s2) + (s3);
+
+static void f3r2_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
+{
+    float tmp[4][4][CB];
+    for (idx c0 = 0; c0 < c_in; c0 += CB) {
+        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
+        for (int i = 0; i < 4; i++) {
+            const float *restrict row = src + i * sy + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3;
+                BT32(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])
+                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
+            }
+        }
+        for (int l = 0; l < 4; l++) {
+            float *restrict out = u + l * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3;
+                BT32(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])
+                out[0 * 4 * plane + c] = r0; out[1 * 4 * plane + c] = r1;
+                out[2 * 4 * plane + c] = r2; out[3 * 4 * plane + c] = r3;
+            }
+        }
+    }
+}
+
+static void f3r2_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
+{
+    float tmp[4][3][CB];
+    for (idx c0 = 0; c0 < c_out; c0 += CB) {
+        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
+        for (int k = 0; k < 4; k++) {
+            const float *restrict row = m + 4 * k * plane + c0;
+            for (idx c = 0; c < cb; c++) {
+                float s0, s1, s2;
+                AT32(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])
+                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2;
+            }
+        }
+        for (int j = 0; j < 3; j++) {
+            float *restrict out = dst + j * dx + c0;
+            for (idx c = 0; c < cb; c++) {
+                float y0, y1, y2;
+                AT32(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])
+                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2;
+            }
+        }
+    }
+}
+
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
 /* u := B^T d B for every tile of the band whose top-left input pixel is src. */
@@ -233,18 +295,19 @@ static inline void product_block(idx k, const float *restrict a, idx lda, const 
 /* The output channels a product block covers: the fused convolution needs C_out a multiple. */
 int instyle_winograd_block_channels(void) { return NR; }
 
-/* dst := the unpadded 3x3 convolution of src (rows x cols tiles of F(mm x mm, 3 x 3)) with
- * kernel (n², C_in, C_out, the transformed kernel), `group` tiles at a time per thread.
- * Returns 0; -1 for an mm other than 2 or 4, -2 for a C_out not a multiple of NR, -3 when out of
- * memory. */
-int instyle_winograd_conv(int mm, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
+/* dst := the unpadded r x r convolution of src (rows x cols tiles of F(mm x mm, r x r): F(2x2, 3x3),
+ * F(4x4, 3x3) or F(3x3, 2x2)) with kernel (n², C_in, C_out, the transformed kernel, n = mm + r -
+ * 1), `group` tiles at a time per thread. Returns 0; -1 for another (mm, r), -2 for a C_out not a
+ * multiple of NR, -3 when out of memory. */
+int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
                           const float *kernel, idx c_out, float *dst, idx dy, idx dx, idx group)
 {
-    if (mm != 2 && mm != 4)
+    int f4 = mm == 4 && r == 3, f2 = mm == 2 && r == 3, f3r2 = mm == 3 && r == 2;
+    if (!f4 && !f2 && !f3r2)
         return -1;
     if (c_out % NR || group < 1)
         return -2;
-    idx nn = (mm + 2) * (mm + 2), tiles = rows * cols;
+    idx nn = (mm + r - 1) * (mm + r - 1), tiles = rows * cols;
     idx padded = (group + MR - 1) / MR * MR; /* a group's rows, in whole product blocks */
     idx groups = (tiles + group - 1) / group;
     int failed = 0;
@@ -270,10 +333,12 @@ int instyle_winograd_conv(int mm, const float *src, idx sy, idx sx, idx c_in, id
             for (idx t = 0; t < count; t++) {
                 idx tile = t0 + t;
                 const float *s = src + (tile / cols) * mm * sy + (tile % cols) * mm * sx;
-                if (mm == 4)
+                if (f4)
                     f4_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
-                else
+                else if (f2)
                     f2_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+                else
+                    f3r2_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
             }
             idx used = (count + MR - 1) / MR * MR;
             for (idx p = 0; p < nn; p++) {
@@ -286,10 +351,12 @@ int instyle_winograd_conv(int mm, const float *src, idx sy, idx sx, idx c_in, id
             for (idx t = 0; t < count; t++) {
                 idx tile = t0 + t;
                 float *d = dst + (tile / cols) * mm * dy + (tile % cols) * mm * dx;
-                if (mm == 4)
+                if (f4)
                     f4_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
-                else
+                else if (f2)
                     f2_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+                else
+                    f3r2_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
             }
         }
         free(u);

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from stylenet import native, winograd
 from stylenet.config import GeneratorConfig
-from stylenet.fast import JohnsonEngine
+from stylenet.fast import Conv, JohnsonEngine
 from stylenet.generator import build_generator
 from stylenet.johnson import JohnsonBody
 from stylenet.tiling import tiled_forward
@@ -96,6 +96,35 @@ def test_the_fused_native_convolution_equals_the_direct_one(alg: winograd.Algori
     with pytest.raises(ValueError, match="multiple of"):  # the fused kernel's block of output channels
         kernels.winograd_conv(alg.m, crop_in[0].permute(1, 2, 0), kernel[:, :, :5].contiguous(),
                               crop_out[0, :5].permute(1, 2, 0), 3, 5, group)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [(9, 12), (10, 7), (4, 5), (2, 2)])
+def test_f3r2_computes_the_2x2_convolution(size: tuple[int, int]) -> None:
+    """F(3x3, 2x2), the upsampling's 2x2 convolutions: the whole tiles in C, sides that are not
+    multiples of 3 with their last rows and columns direct (a map smaller than one tile all
+    direct), a batch of two; the Johnson engine's Conv dispatches a 2x2 kernel to it."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler: the native kernels cannot be built here")
+    kernels = native.library()
+    assert kernels is not None
+    torch.manual_seed(3)
+    c_out = kernels.conv_block_channels
+    h, w = size
+    x = torch.randn(2, 40, h + 1, w + 1).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, 40, 2, 2).contiguous(memory_format=CL)
+    out = torch.empty(2, c_out, h, w).contiguous(memory_format=CL)
+    alg = winograd.F3R2
+    with torch.inference_mode():
+        winograd.conv2d(x, weight, winograd.transformed_kernel(weight, alg), alg, out)
+        torch.testing.assert_close(out, F.conv2d(x, weight), atol=1e-4, rtol=1e-5)
+        conv = Conv(weight, None, 1, 1, winograd={}, native=True)
+        torch.testing.assert_close(conv(x), F.conv2d(x, weight), atol=1e-4, rtol=1e-5)
+    assert set(conv.winograd or {}) == ({3} if h * w >= alg.min_pixels_native else set())
+    assert winograd.choose_2x2(64, c_out + 1) is None  # outputs not in whole blocks: direct
+    with pytest.raises(ValueError, match="fused in the native kernels only"):
+        one_tile = torch.randn(1, 40, 4, 4).contiguous(memory_format=CL)
+        kernel = winograd.transformed_kernel(weight, alg)
+        winograd.conv3x3(one_tile, kernel, torch.empty(1, c_out, 3, 3).contiguous(memory_format=CL), alg, fused=False)
 
 
 def test_conv3x3_reads_and_writes_crops(use_native: bool) -> None:
