@@ -112,7 +112,7 @@ NATIVE_BAND_TILES = 512
 #: Tiles per group of the fused native convolution (``native.Kernels.winograd_conv``): each
 #: thread's n² transformed tiles and products, 2 x 36 x 24 x 128 floats (0.9 MB) for F(4x4) at
 #: 128 channels, in its L2 cache. 24 and 36 took the same time, 12 and 96 longer (Ice Lake Xeon,
-#: AVX-512 and AVX2 code alike).
+#: AVX-512 and AVX2 code alike). At most: the C evens the groups out among the threads.
 NATIVE_GROUP_TILES = 24
 
 

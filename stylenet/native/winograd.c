@@ -16,6 +16,7 @@
  * A band holds `rows` x `cols` tiles, tile t = r * cols + q covering output pixels
  * (mm * r + i, mm * q + j) and input pixels (mm * r + i, mm * q + j) for i, j < n.
  */
+#include <omp.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -308,8 +309,13 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
     if (c_out % NR || group < 1)
         return -2;
     idx nn = (mm + r - 1) * (mm + r - 1), tiles = rows * cols;
+    /* as many groups for every thread, of at most `group` tiles (256 tiles on 2 threads: 12 x 22,
+     * not 6 and 5 groups of 24) */
+    idx threads = omp_get_max_threads(), groups = (tiles + group - 1) / group;
+    groups = (groups + threads - 1) / threads * threads;
+    group = (tiles + groups - 1) / groups;
+    groups = (tiles + group - 1) / group;
     idx padded = (group + MR - 1) / MR * MR; /* a group's rows, in whole product blocks */
-    idx groups = (tiles + group - 1) / group;
     int failed = 0;
 #pragma omp parallel
     {
