@@ -48,7 +48,7 @@ from benchmarks.memory import peak_rss_mb  # noqa: E402
 from stylenet.buffers import capacity_from  # noqa: E402
 from stylenet.config import GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
-from stylenet.fast import eager_from, load_engine, prepare_device  # noqa: E402
+from stylenet.fast import cpu_has_native_bf16, eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
 from stylenet.imageio import image_to_tensor, load_image  # noqa: E402
 from stylenet.inference import run_generator, tiled_engine  # noqa: E402
@@ -310,6 +310,9 @@ def machine() -> dict[str, Any]:
         # AVX-512 machine run AVX2 code (MKL's matrix products too, on an Intel CPU)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+        # what auto precision asks: oneDNN's bf16 support and the CPU's bf16 instructions
+        # (oneDNN alone says yes on any AVX-512 CPU, and emulates bf16 there)
+        "native_bf16": cpu_has_native_bf16(),
         # the native kernels (stylenet.native): the library, and the flags it was built with
         "native": native_info(),
     }
