@@ -91,128 +91,92 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
     }
 }
 
-/* ---- F(2x2, 3x3): n = 4 ---- */
+/* ---- the 4-point transforms: F(2x2, 3x3) and F(3x3, 2x2), n = 4 ---- */
 
+/* An n = 4 tile's input transform B^T d B and output transform A^T M A (M outputs a side), each
+ * a 1D transform BT / AT (into the array o) applied to the rows, then to the columns. */
+#define INPUT_TILE4(NAME, BT)                                                                         \
+    static void NAME(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane) \
+    {                                                                                                 \
+        float tmp[4][4][CB];                                                                          \
+        for (idx c0 = 0; c0 < c_in; c0 += CB) {                                                       \
+            idx cb = c_in - c0 < CB ? c_in - c0 : CB;                                                 \
+            for (int i = 0; i < 4; i++) {                                                             \
+                const float *restrict row = src + i * sy + c0;                                        \
+                for (idx c = 0; c < cb; c++) {                                                        \
+                    float r[4];                                                                       \
+                    BT(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])                      \
+                    for (int q = 0; q < 4; q++)                                                       \
+                        tmp[i][q][c] = r[q];                                                          \
+                }                                                                                     \
+            }                                                                                         \
+            for (int l = 0; l < 4; l++) {                                                             \
+                float *restrict out = u + l * plane + c0;                                             \
+                for (idx c = 0; c < cb; c++) {                                                        \
+                    float r[4];                                                                       \
+                    BT(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])                     \
+                    for (int q = 0; q < 4; q++)                                                       \
+                        out[q * 4 * plane + c] = r[q];                                                \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+#define OUTPUT_TILE4(NAME, M, AT)                                                                      \
+    static void NAME(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx) \
+    {                                                                                                  \
+        float tmp[4][M][CB];                                                                           \
+        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                       \
+            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                \
+            for (int k = 0; k < 4; k++) {                                                              \
+                const float *restrict row = m + 4 * k * plane + c0;                                    \
+                for (idx c = 0; c < cb; c++) {                                                         \
+                    float s[M];                                                                        \
+                    AT(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])              \
+                    for (int q = 0; q < M; q++)                                                        \
+                        tmp[k][q][c] = s[q];                                                           \
+                }                                                                                      \
+            }                                                                                          \
+            for (int j = 0; j < M; j++) {                                                              \
+                float *restrict out = dst + j * dx + c0;                                               \
+                for (idx c = 0; c < cb; c++) {                                                         \
+                    float y[M];                                                                        \
+                    AT(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])                      \
+                    for (int q = 0; q < M; q++)                                                        \
+                        out[q * dy + c] = y[q];                                                        \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+    }
+
+/* F(2x2, 3x3): points 0, 1, -1 and infinity */
 #define BT4(o, d0, d1, d2, d3) \
-    o##0 = (d0) - (d2); \
-    o##1 = (d1) + (d2); \
-    o##2 = (d2) - (d1); \
-    o##3 = (d1) - (d3);
+    o[0] = (d0) - (d2); \
+    o[1] = (d1) + (d2); \
+    o[2] = (d2) - (d1); \
+    o[3] = (d1) - (d3);
 
 #define AT4(o, s0, s1, s2, s3) \
-    o##0 = (s0) + (s1) + (s2); \
-    o##1 = (s1) - (s2) - (s3);
+    o[0] = (s0) + (s1) + (s2); \
+    o[1] = (s1) - (s2) - (s3);
 
-static void f2_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
-{
-    float tmp[4][4][CB];
-    for (idx c0 = 0; c0 < c_in; c0 += CB) {
-        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
-        for (int i = 0; i < 4; i++) {
-            const float *restrict row = src + i * sy + c0;
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3;
-                BT4(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])
-                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
-            }
-        }
-        for (int l = 0; l < 4; l++) {
-            float *restrict out = u + l * plane + c0;
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3;
-                BT4(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])
-                out[0 * 4 * plane + c] = r0; out[1 * 4 * plane + c] = r1;
-                out[2 * 4 * plane + c] = r2; out[3 * 4 * plane + c] = r3;
-            }
-        }
-    }
-}
+INPUT_TILE4(f2_input_tile, BT4)
+OUTPUT_TILE4(f2_output_tile, 2, AT4)
 
-static void f2_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
-{
-    float tmp[4][2][CB];
-    for (idx c0 = 0; c0 < c_out; c0 += CB) {
-        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
-        for (int k = 0; k < 4; k++) {
-            const float *restrict row = m + 4 * k * plane + c0;
-            for (idx c = 0; c < cb; c++) {
-                float s0, s1;
-                AT4(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])
-                tmp[k][0][c] = s0; tmp[k][1][c] = s1;
-            }
-        }
-        for (int j = 0; j < 2; j++) {
-            float *restrict out = dst + j * dx + c0;
-            for (idx c = 0; c < cb; c++) {
-                float y0, y1;
-                AT4(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])
-                out[c] = y0; out[dy + c] = y1;
-            }
-        }
-    }
-}
-
-/* ---- F(3x3, 2x2): n = 4, points 0, 1, -1 and infinity (the upsampling's 2x2 convolutions) ---- */
-
+/* F(3x3, 2x2), points 0, 1, -1 and infinity: the upsampling's 2x2 convolutions */
 #define BT32(o, d0, d1, d2, d3) \
-    o##0 = (d0) - (d2); \
-    o##1 = (d1) + (d2); \
-    o##2 = (d2) - (d1); \
-    o##3 = (d3) - (d1);
+    o[0] = (d0) - (d2); \
+    o[1] = (d1) + (d2); \
+    o[2] = (d2) - (d1); \
+    o[3] = (d3) - (d1);
 
 #define AT32(o, s0, s1, s2, s3) \
-    o##0 = (s0) + (s1) + (s2); \
-    o##1 = (s1) - (s2); \
-    o##2 = (s1) + (s2) + (s3);
+    o[0] = (s0) + (s1) + (s2); \
+    o[1] = (s1) - (s2); \
+    o[2] = (s1) + (s2) + (s3);
 
-static void f3r2_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
-{
-    float tmp[4][4][CB];
-    for (idx c0 = 0; c0 < c_in; c0 += CB) {
-        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
-        for (int i = 0; i < 4; i++) {
-            const float *restrict row = src + i * sy + c0;
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3;
-                BT32(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])
-                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
-            }
-        }
-        for (int l = 0; l < 4; l++) {
-            float *restrict out = u + l * plane + c0;
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3;
-                BT32(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])
-                out[0 * 4 * plane + c] = r0; out[1 * 4 * plane + c] = r1;
-                out[2 * 4 * plane + c] = r2; out[3 * 4 * plane + c] = r3;
-            }
-        }
-    }
-}
-
-static void f3r2_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
-{
-    float tmp[4][3][CB];
-    for (idx c0 = 0; c0 < c_out; c0 += CB) {
-        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
-        for (int k = 0; k < 4; k++) {
-            const float *restrict row = m + 4 * k * plane + c0;
-            for (idx c = 0; c < cb; c++) {
-                float s0, s1, s2;
-                AT32(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])
-                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2;
-            }
-        }
-        for (int j = 0; j < 3; j++) {
-            float *restrict out = dst + j * dx + c0;
-            for (idx c = 0; c < cb; c++) {
-                float y0, y1, y2;
-                AT32(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])
-                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2;
-            }
-        }
-    }
-}
+INPUT_TILE4(f3r2_input_tile, BT32)
+OUTPUT_TILE4(f3r2_output_tile, 3, AT32)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
