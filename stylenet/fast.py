@@ -286,9 +286,10 @@ class Moments:
         means, m2s = [], []
         for i in range(n):
             yi = y[i : i + 1]
-            if _native_moments(yi) is None:  # else measured where it lies
+            in_place = _native_moments(yi) is not None  # measured where it lies
+            if not in_place:
                 yi = yi.contiguous(memory_format=CL)
-            if _native_moments(yi) is not None or _grouped_stats(yi):
+            if in_place or _grouped_stats(yi):
                 # measures only (no normalized copy is written), in float32 for a bf16 map too:
                 # statistics rounded to bf16 left tiled bf16 passes at 50 dB from the untiled
                 # one instead of 56 (a random Johnson net, 96²)
@@ -523,19 +524,18 @@ class Conv:
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
         n, _, h, w = padded.shape
-        k = self.weight.shape[2]
+        k, kernels = self.weight.shape[2], self.winograd
         pixels = (h - k + 1) * (w - k + 1)
         alg: winograd.Algorithm | None = None
-        if self.winograd is not None:
-            if k == 3:
-                alg = winograd.choose(pixels, self.native)
-            elif k == 2:
-                alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
-        if alg is None:
+        if kernels is not None and k == 3:
+            alg = winograd.choose(pixels, self.native)
+        elif kernels is not None and k == 2:
+            alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
+        if kernels is None or alg is None:
             return conv2d(padded, self.weight, self.bias, self.stride)
-        kernel = self.winograd.get(alg.m)  # type: ignore[union-attr]
+        kernel = kernels.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
-            kernel = self.winograd[alg.m] = winograd.transformed_kernel(self.weight, alg)  # type: ignore[index]
+            kernel = kernels[alg.m] = winograd.transformed_kernel(self.weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
         return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused)
 
@@ -953,22 +953,16 @@ class JohnsonEngine(nn.Module):
         of decoder stage ``i``. With the native kernels, one pass per phase from the convolution's
         output (``native.Kernels.affine_act``); else the whole map normalized in place (its extra
         pixels too), then a ReLU per phase."""
-        data, c = shifted.data, shifted.channels
-        params = self.phase_norms[i]
-        kernels = native_norm(data)
+        kernels = native_norm(shifted.data)
         if kernels is None:
-            normalize(data, params, moments.repeat(4), inplace=True)
-            for a in range(2):
-                for b in range(2):
+            normalize(shifted.data, self.phase_norms[i], moments.repeat(4), inplace=True)
+        for a in range(2):
+            for b in range(2):
+                if kernels is None:
                     _relu_into(shifted.phase(a, b), into(a, b))
-            return
-        for n in range(data.shape[0]):
-            scale = params.weight[:c] * torch.rsqrt(moments.var[n] + params.eps)
-            shift = params.bias[:c] - moments.mean[n] * scale
-            for a in range(2):
-                for b in range(2):
-                    src, dst = shifted.phase(a, b)[n].permute(1, 2, 0), into(a, b)[n].permute(1, 2, 0)
-                    kernels.affine_act(src, dst, scale, shift, 0.0)
+                else:  # the stage's own norm (C channels) on each phase's (strided) view
+                    params = self.norms[len(self.norms) - len(self.dec) + i]
+                    norm_into(kernels, shifted.phase(a, b), params, moments, into(a, b), slope=0.0)
 
     def _packed_output(self, phases: torch.Tensor, as_bytes: bool = False) -> torch.Tensor:
         """The normalized last decoder stage as its 2x2 space-to-depth map -> float32 RGB: ReLU
