@@ -19,6 +19,10 @@ is back to one is referenced by no tensor or view any more, so its bytes are fre
 to be given back explicitly, and a buffer that escapes the pass (an output the caller keeps)
 stays in use until the caller drops it. A buffer that finds no gap is allocated as usual.
 
+``trim()`` gives back the pages behind the free gaps and keeps the reservation: a tiled pass
+(``stylenet.tiling``) places its whole-image buffers here too and trims once it has let them
+go, so what it allocates next does not sit on top of pages it no longer needs.
+
 ``release()`` lets go of the whole reservation once nothing in it is in use: a worker calls it
 when it has had no pass for a while (``worker.runner.release_idle_arena``), so a busy worker's
 passes reuse the pages and an idle one gives the memory back. CPU only: CUDA's caching
@@ -27,13 +31,18 @@ allocator already reuses device memory.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
+import mmap
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,8 +63,27 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)
 class PoolStats:
     placed: int = 0  # buffers placed in the arena
     bypassed: int = 0  # buffers that found no gap, allocated as usual
-    high_water: int = 0  # bytes of the arena ever used at once: what it has faulted in
+    high_water: int = 0  # extent of the arena used at once since the last trim: what it has faulted in
     released: int = 0  # reservations let go
+    trimmed: int = 0  # bytes of free gaps given back (``trim``)
+
+
+#: ``madvise``'s advice to drop a private anonymous range's pages (Linux); they read as zeros after.
+MADV_DONTNEED = 4
+PAGE = mmap.PAGESIZE
+
+
+@functools.cache
+def _madvise() -> Any:
+    """libc's ``madvise``, looked up once, or None where there is none (off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
 
 
 def _aligned(nbytes: int) -> int:
@@ -111,6 +139,32 @@ class BufferPool:
             self.stats.released += 1
             return True
 
+    def trim(self) -> int:
+        """Give back the memory behind the arena's free gaps (``madvise(MADV_DONTNEED)``), keeping
+        the reservation and the buffers in use; returns the bytes of address range given back.
+
+        A pass whose buffers shrink for a while calls this so the pages its freed buffers
+        faulted in do not sit beside what it allocates outside the arena next: a tiled pass's
+        second 1/4-resolution buffer is 512 MB at 4096² in float32, and the output picture the
+        decoder then writes (201 MB in float32) would otherwise be on top of it. The next
+        buffer placed there faults its pages in again (zeroed; a buffer's bytes are undefined
+        anyway). 0 off Linux or when nothing is free."""
+        madvise = _madvise()
+        with self._lock:
+            self._drop_free()
+            if self._arena is None or madvise is None:
+                return 0
+            base, given = self._arena.data_ptr(), 0
+            start = 0
+            for offset, size, _ in [*self._blocks, (self.stats.high_water, 0, None)]:
+                lo, hi = -(-(base + start) // PAGE) * PAGE, (base + offset) // PAGE * PAGE
+                if hi > lo and madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                    given += hi - lo
+                start = max(start, offset + size)
+            self.stats.high_water = self._blocks[-1][0] + self._blocks[-1][1] if self._blocks else 0
+            self.stats.trimmed += given
+            return given
+
     def _place(self, nbytes: int) -> int | None:
         """The lowest offset where ``nbytes`` fit between the buffers in use, or None."""
         self._drop_free()
@@ -138,7 +192,9 @@ class BufferPool:
                 return None
             if self._arena is None:
                 try:
-                    self._arena = torch.UntypedStorage(self.capacity)  # address space; backed when written
+                    raw = torch.UntypedStorage(self.capacity + ALIGN)  # address space; backed when written
+                    skip = -raw.data_ptr() % ALIGN  # offsets from a huge-page boundary, whatever the allocator gave
+                    self._arena = raw[skip : skip + self.capacity]
                 except RuntimeError as exc:  # no address space for it (strict overcommit, a ulimit)
                     log.warning("no %d MiB buffer arena (%s); buffers are allocated as usual", self.capacity >> 20, exc)
                     self.capacity = 0
@@ -201,6 +257,12 @@ def pool() -> BufferPool | None:
     if not _configured:
         configure()
     return _pool
+
+
+def trim() -> int:
+    """``BufferPool.trim`` of the process's arena; 0 when it is off."""
+    p = pool()
+    return p.trim() if p is not None else 0
 
 
 def empty(

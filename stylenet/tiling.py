@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stylenet import buffers
 from stylenet.config import TILE_MEGAPIXELS, release_free_heap
 from stylenet.fast import (
     CL,
@@ -205,9 +206,14 @@ def tiled_forward(
     told the share of the pass's work done after each band (a tiled pass of a large photo takes
     a minute on a CPU), and may raise to abandon the pass."""
     release_free_heap()  # what decoding the photo freed would sit beside the pass's buffers
-    if isinstance(engine, UlyanovEngine):
-        return tiled_pyramid(engine, x, band=2 * band, progress=progress)
-    return _tiled_johnson(engine, x, band, progress)
+    try:
+        if isinstance(engine, UlyanovEngine):
+            return tiled_pyramid(engine, x, band=2 * band, progress=progress)
+        return _tiled_johnson(engine, x, band, progress)
+    finally:
+        # the arena's pages the pass let go (a whole-image buffer is 512 MB at 4096² in float32)
+        # back to the system: a tiled pass is rare and long, faulting them in again ~0.5 % of it
+        buffers.trim()
 
 
 class _Photo:
@@ -276,7 +282,9 @@ def _tiled_johnson(
     per_band = sum(enc_passes) + sum(res_cost) + sum(dec_passes)
     steps = _Steps(per_band * len(_bands(h4, band)), progress)
     feats_shape = (n, engine.enc[-1].weight.shape[0], h4, w4)
-    feats = torch.empty(feats_shape, dtype=engine.dtype, device=engine.device, memory_format=CL)
+    # the two 1/4-resolution buffers in the buffer arena (when it has room): placed below the
+    # bands' buffers, then over them, so a pass faults in little more than it holds at once
+    feats = buffers.empty(feats_shape, engine.dtype, engine.device)
 
     # 1. encoder: statistics passes for each norm, then the output pass into `feats`; each band
     #    of the photo is converted (and padded as `engine.prepare` pads the whole) as it is read
@@ -302,7 +310,7 @@ def _tiled_johnson(
     #    then normalized and added to the features: only two buffers ever exist. (It used to be
     #    computed twice, once for its moments and once to add it: 4096² on the AMX Xeon, bf16,
     #    10.9-11.1 -> 10.1-10.7 s and 1339-1398 -> 1244-1270 MB peak RSS.)
-    t = torch.empty_like(feats, memory_format=CL)
+    t = buffers.empty(feats_shape, engine.dtype, engine.device)
     for block, (first, second) in enumerate(engine.res):
         layer = n_enc + 2 * block
         for r0, r1, rows in _tiled_conv(feats, first, engine.padding, band):
@@ -316,6 +324,7 @@ def _tiled_johnson(
         for r0, r1 in _bands(h4, band):
             feats[:, :, r0:r1] += normalize(t[:, :, r0:r1], engine.norms[layer + 1], moments)
     del t
+    buffers.trim()  # t's pages: the decoder's bands need a fraction of them, its output picture none
 
     # 3. decoder: statistics passes for its two norms, then the output pass
     write = photo.output(hp, wp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -174,3 +175,15 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         manifest, {ARTIFACT_FILE: work / ARTIFACT_FILE, "preview.jpg": buf.getvalue(), "style.jpg": buf.getvalue()}
     )
     return root
+
+
+@pytest.fixture
+def small_arena(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The process's buffer arena (``stylenet.buffers``), 64 MiB for buffers of 4 KB and more:
+    the engines' test sizes use it."""
+    from stylenet import buffers
+
+    pool = buffers.BufferPool(64 << 20, min_bytes=4096)
+    monkeypatch.setattr(buffers, "_pool", pool)
+    monkeypatch.setattr(buffers, "_configured", True)
+    yield pool

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,15 +25,6 @@ def _flat(pool: BufferPool, n: int) -> torch.Tensor | None:
 def _offset(pool: BufferPool, t: torch.Tensor) -> int:
     assert pool._arena is not None
     return t.untyped_storage().data_ptr() - pool._arena.data_ptr()
-
-
-@pytest.fixture
-def small_arena(monkeypatch: pytest.MonkeyPatch) -> Iterator[BufferPool]:
-    """The process's arena, for buffers of 4 KB and more: the engines' test sizes use it."""
-    pool = BufferPool(64 * MB, min_bytes=4096)
-    monkeypatch.setattr(buffers, "_pool", pool)
-    monkeypatch.setattr(buffers, "_configured", True)
-    yield pool
 
 
 def test_a_dropped_buffer_is_reused_in_place() -> None:
@@ -100,6 +90,29 @@ def test_release_lets_the_reservation_go_only_when_idle() -> None:
     assert not pool.release()  # nothing left to let go
     again = _flat(pool, 8)
     assert again is not None and pool._arena is not None
+
+
+def test_trim_drops_the_pages_of_free_gaps_only() -> None:
+    pool = BufferPool(32 * ALIGN, min_bytes=1)
+    a, b, c, d = (_flat(pool, ALIGN // 4) for _ in range(4))  # one ALIGN each, at 0 .. 3 ALIGN
+    assert a is not None and b is not None and c is not None and d is not None
+    for value, t in enumerate((a, b, c, d), start=1):
+        t.fill_(float(value))
+    del b, d, t  # a gap between a and c, and the end above c
+    assert pool.stats.high_water == 4 * ALIGN
+    assert pool._arena is not None and pool._arena.data_ptr() % ALIGN == 0  # whole pages, huge ones too
+    assert pool.trim() == 2 * ALIGN
+    assert pool.stats.high_water == 3 * ALIGN and pool.stats.trimmed > 0
+    assert torch.all(a == 1.0) and torch.all(c == 3.0)  # buffers in use keep their bytes
+    again, above = _flat(pool, ALIGN // 4), _flat(pool, ALIGN // 4)
+    assert again is not None and _offset(pool, again) == ALIGN
+    assert above is not None and _offset(pool, above) == 3 * ALIGN
+    # the kernel gave those pages back: they fault in afresh, as zeros, not as the 2.0 and 4.0
+    assert torch.all(again == 0.0) and torch.all(above == 0.0)
+    del a, c, again, above
+    assert pool.trim() == 4 * ALIGN and pool.stats.high_water == 0
+    assert pool.holds_memory  # the reservation stays: trimming is not releasing
+    assert BufferPool(4 * ALIGN, min_bytes=1).trim() == 0  # nothing reserved yet
 
 
 def test_threads_never_share_a_buffer() -> None:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from stylenet import inference, tiling
+from stylenet.buffers import BufferPool
 from stylenet.config import GeneratorConfig
 from stylenet.export import psnr
 from stylenet.fast import CL, Conv, UlyanovEngine, cpu_has_native_bf16, optimize
@@ -30,6 +31,20 @@ def test_tiled_equals_untiled_in_fp32(size: tuple[int, int], band: int, padding:
     tiled = tiled_forward(engine, x, band=band)
     assert tiled.shape == untiled.shape
     assert float((tiled - untiled).abs().max()) < 1e-4
+
+
+def test_tiled_johnson_keeps_its_whole_image_buffers_in_the_arena(small_arena: BufferPool) -> None:
+    """The features and the residual blocks' second buffer are placed in the arena (then the
+    bands over the second's pages), and the pass gives the arena's pages back once done."""
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2)
+    engine = optimize(_random(cfg), cfg, precision="fp32")
+    x = torch.rand(1, 3, 64, 96)
+    untiled = engine(x)
+    small_arena.min_bytes = 32 * 16 * 24 * 4  # the 1/4-resolution buffers, and larger
+    tiled = tiled_forward(engine, x, band=4)
+    assert float((tiled - untiled).abs().max()) < 1e-4
+    assert small_arena.stats.placed >= 2 and small_arena.stats.trimmed > 0
+    assert small_arena.in_use_bytes == 0 and small_arena.stats.high_water == 0
 
 
 def test_naive_tiling_would_not_match() -> None:
