@@ -24,6 +24,9 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   tiles, instead of the whole convolution in C (``fused_winograd=False``);
 * ``direct-upsampling``: the upsampling's 2x2 convolutions by oneDNN instead of Winograd's
   F(3x3, 2x2) in C (``winograd_upsampling=False``);
+* ``bf16-residuals`` / ``float32-residuals``: a bf16 engine's residual blocks in bf16 (oneDNN's
+  direct convolutions) or in float32 (Winograd's, in C), whichever the default is not
+  (``residual_dtype``; ``stylenet.fast.float32_residuals`` picks);
 * ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
   phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
 """
@@ -65,7 +68,7 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
     eager = eager_from(model, cfg).eval()
     cpu = torch.device("cpu")
 
-    def build(**options: bool | int) -> JohnsonEngine:
+    def build(**options: bool | int | torch.dtype) -> JohnsonEngine:
         return JohnsonEngine(eager.body, cfg.padding, default.dtype, cpu, **options)  # type: ignore[arg-type]
 
     engines = {"default": default, "no-shifted-phases": build(shifted_phases=False)}
@@ -77,6 +80,10 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
             engines["winograd-bands"] = build(fused_winograd=False)
         if default.winograd_upsampling:
             engines["direct-upsampling"] = build(winograd_upsampling=False)
+    elif default.dtype == torch.bfloat16:  # residual blocks in float32 or in bf16, whichever is not the default
+        other_dtype = torch.bfloat16 if default.res_dtype == torch.float32 else torch.float32
+        name = "bf16-residuals" if other_dtype == torch.bfloat16 else "float32-residuals"
+        engines[name] = build(residual_dtype=other_dtype)
     other = 7 - default.packed_rgb  # 3 <-> 4
     engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager

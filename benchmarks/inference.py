@@ -266,6 +266,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.path.startswith("worker"):
         info["precision"] = getattr(engine, "precision", "fp32")
+        res_dtype = getattr(engine, "res_dtype", None)  # a Johnson engine's residual blocks
+        if res_dtype is not None and res_dtype != getattr(engine, "dtype", res_dtype):
+            info["residual_precision"] = str(res_dtype).removeprefix("torch.").replace("float32", "fp32")
         info["engine"] = type(engine).__name__
         info["tiled"] = tiled_engine(engine, args.size**2, tile_pixels) is not None
     if device.type == "cuda":
@@ -357,9 +360,12 @@ def table(rows: list[dict[str, Any]], baseline: str = "onnxruntime") -> str:
             lines.append(f"| {r['arch']} | {r['size']}² | {r['path']} | {r['error']} | | | | | |")
             continue
         speedup = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
-        path = r["path"] + (
-            f" ({r['precision']}{', tiled' if r.get('tiled') else ''})" if r["path"].startswith("worker") else ""
-        )
+        path = r["path"]
+        if path.startswith("worker"):
+            notes = [r["precision"]]
+            notes += [f"{r['residual_precision']} residuals"] if r.get("residual_precision") else []
+            notes += ["tiled"] if r.get("tiled") else []
+            path += f" ({', '.join(notes)})"
         ms = r["median_ms"]
         lines.append(
             f"| {r['arch']} | {r['size']}² | {path} | {ms:.0f} | {1000 / ms:.2f} "

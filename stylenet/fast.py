@@ -71,18 +71,46 @@ def cpu_has_native_bf16() -> bool:
     return cpu_has_bf16_instructions()
 
 
+def _cpu_flags() -> list[str]:
+    """This CPU's flags as /proc/cpuinfo lists them ([] where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
 def cpu_has_bf16_instructions() -> bool:
     """AVX512-BF16 or AMX-BF16 on this CPU (torch's cpuinfo; /proc/cpuinfo where torch lacks it)."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
-        pass
+        flags = _cpu_flags()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """AMX tiles on this CPU: bf16 matrix products many times its vector units' (the AMX Xeon)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return "amx_tile" in _cpu_flags()
+
+
+def float32_residuals(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a bf16 Johnson engine runs its residual blocks in float32, by Winograd's F(4x4, 3x3)
+    in C, rather than by oneDNN's direct bf16 convolutions: on a CPU with AVX512-BF16 but no AMX,
+    where bf16 products are only twice as fast as float32 ones and Winograd's need 2.25 times
+    fewer. Zen 4 EPYC, 2026-12-07, the ten residual convolutions of a 512² pass: 113 ms in bf16,
+    84 ms in float32; the whole pass 194 -> 167 ms (docs/performance.md). With AMX, bf16 direct
+    is far faster (the AMX Xeon's whole 512² pass takes ~65 ms)."""
+    return (
+        device.type == "cpu"
+        and dtype == torch.bfloat16
+        and winograd.applies(device, torch.float32)
+        and native.library() is not None
+        and not cpu_has_amx()
+    )
 
 
 def prepare_device(device: torch.device | str) -> None:
@@ -113,11 +141,13 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
 # Padding into preallocated buffers
 
 
-def new_padded(like: torch.Tensor, channels: int, h: int, w: int, pad: int) -> torch.Tensor:
-    """An uninitialized channels-last (N, channels, h + 2 pad, w + 2 pad) buffer (pooled when
-    large: ``stylenet.buffers``)."""
+def new_padded(
+    like: torch.Tensor, channels: int, h: int, w: int, pad: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """An uninitialized channels-last (N, channels, h + 2 pad, w + 2 pad) buffer of ``like``'s
+    dtype or ``dtype`` (pooled when large: ``stylenet.buffers``)."""
     shape = (like.shape[0], channels, h + 2 * pad, w + 2 * pad)
-    return buffers.empty(shape, like.dtype, like.device)
+    return buffers.empty(shape, dtype or like.dtype, like.device)
 
 
 def interior(buf: torch.Tensor, pad: int) -> torch.Tensor:
@@ -153,9 +183,10 @@ def fill_border(buf: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
     return buf
 
 
-def pad_cl(x: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
-    """``F.pad(x, [pad] * 4, mode)`` into a channels-last buffer (a copy even when ``pad`` is 0)."""
-    buf = new_padded(x, x.shape[1], x.shape[2], x.shape[3], pad)
+def pad_cl(x: torch.Tensor, pad: int, mode: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``F.pad(x, [pad] * 4, mode)`` into a channels-last buffer (a copy even when ``pad`` is 0),
+    converted to ``dtype`` on the way when given."""
+    buf = new_padded(x, x.shape[1], x.shape[2], x.shape[3], pad, dtype)
     interior(buf, pad).copy_(x)
     return fill_border(buf, pad, mode)
 
@@ -461,24 +492,27 @@ def norm_act_padded(
     act_into: Callable[[torch.Tensor, torch.Tensor], object],
     pad: int,
     mode: str,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """norm -> activation of a conv output, written straight into the interior of the next
-    convolution's ``pad``-padded buffer (border filled as ``mode``); ``y`` is overwritten.
-    Unpadded (``pad`` 0), the activation is applied in place: ``y`` is the result. With the
-    native kernels, norm and activation are one pass (``norm_into``)."""
+    convolution's ``pad``-padded buffer (border filled as ``mode``) of ``y``'s dtype or ``dtype``;
+    ``y`` is overwritten. Unpadded (``pad`` 0) and in ``y``'s dtype, the activation is applied in
+    place: ``y`` is the result. With the native kernels, norm and activation are one pass
+    (``norm_into``; bf16 in, float32 out too)."""
     slope = ACTIVATION_SLOPES.get(act_into)
+    in_place = pad == 0 and dtype in (None, y.dtype)
     if slope is not None and (kernels := native_norm(y)) is not None:
-        if pad == 0:
+        if in_place:
             norm_into(kernels, y, params, stats, y, slope)
             return y
-        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
+        buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad, dtype)
         norm_into(kernels, y, params, stats, interior(buf, pad), slope)
         return fill_border(buf, pad, mode)
     normed = normalize(y, params, stats, inplace=True)
-    if pad == 0:  # no fresh full-size copy (a 1x1 convolution's output, before a join)
+    if in_place:  # no fresh full-size copy (a 1x1 convolution's output, before a join)
         act_into(normed, normed)
         return normed
-    buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad)
+    buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad, dtype)
     act_into(normed, interior(buf, pad))
     return fill_border(buf, pad, mode)
 
@@ -722,10 +756,18 @@ class JohnsonEngine(nn.Module):
         native_transforms: bool | None = None,
         fused_winograd: bool | None = None,
         winograd_upsampling: bool | None = None,
+        residual_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
         self.device = device
+        # The residual blocks' dtype: the engine's, or float32 for a bf16 engine on a CPU whose
+        # float32 Winograd convolutions beat its bf16 direct ones (``float32_residuals``:
+        # AVX512-BF16 without AMX). The encoder's last norm writes the stream in this dtype, the
+        # decoder's padded input converts it back.
+        if residual_dtype is None:
+            residual_dtype = torch.float32 if float32_residuals(device, dtype) else dtype
+        self.res_dtype = residual_dtype
         # The RGB ends (3 input channels of the first convolution, 3 outputs of the last) are
         # zero-padded to `rgb_channels`: on CUDA, 8 fp16 channels (16 bytes) let cuDNN use its
         # tensor-core kernels for these two 9x9 convolutions, which took a third of the GPU time.
@@ -739,16 +781,19 @@ class JohnsonEngine(nn.Module):
         for block in body.residuals:
             block = cast(ResidualBlock, block)
             first, second = _part(block.body, 0), _part(block.body, 1)
-            self.res.append((_conv(_part(first, 0), dtype, device, False), _conv(second, dtype, device, False)))
+            conv_a, conv_b = (_conv(c, residual_dtype, device, False) for c in (_part(first, 0), second))
+            self.res.append((conv_a, conv_b))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
         # The residual blocks' 3x3 convolutions by Winograd's F(4x4, 3x3) or F(2x2, 3x3) where
         # they were measured faster: float32 on an AVX2 CPU, or on an AVX-512 one with the
         # transforms in C (``stylenet.winograd``, ``stylenet.native``; ``native_transforms``:
         # True / False forces C / torch's sums; ``fused_winograd``: False keeps torch's bmm for
         # the products between the C transforms instead of the fused C convolution).
-        self.winograd_residuals = winograd.applies(device, dtype) if winograd_residuals is None else winograd_residuals
+        if winograd_residuals is None:
+            winograd_residuals = winograd.applies(device, residual_dtype)
+        self.winograd_residuals = winograd_residuals
         if self.winograd_residuals:
-            if dtype != torch.float32 or device.type != "cpu":
+            if residual_dtype != torch.float32 or device.type != "cpu":
                 raise ValueError("Winograd residual convolutions run in float32 on a CPU")
             for conv in (c for block in self.res for c in block):
                 if conv.weight.shape[2:] != (3, 3) or conv.stride != 1 or conv.bias is not None:
@@ -776,7 +821,7 @@ class JohnsonEngine(nn.Module):
         # ... and those 2x2 convolutions by Winograd's F(3x3, 2x2), fused in C, where the residual
         # blocks run Winograd's algorithms with the native kernels (``winograd.choose_2x2``).
         if winograd_upsampling is None:
-            winograd_upsampling = self.winograd_residuals and native_transforms is not False
+            winograd_upsampling = self.winograd_residuals and native_transforms is not False and dtype == torch.float32
         self.winograd_upsampling = bool(winograd_upsampling and self.shifted_phases and native.library() is not None)
         if self.winograd_upsampling:
             if dtype != torch.float32 or device.type != "cpu":
@@ -864,9 +909,16 @@ class JohnsonEngine(nn.Module):
         return fill_border(buf, pad, self.padding)
 
     def _norm_relu_into(
-        self, y: torch.Tensor, layer: int, stats: StatsPolicy, rows: slice, pad: int, mode: str
+        self,
+        y: torch.Tensor,
+        layer: int,
+        stats: StatsPolicy,
+        rows: slice,
+        pad: int,
+        mode: str,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _relu_into, pad, mode)
+        return norm_act_padded(y, self.norms[layer], stats(layer, y, rows), _relu_into, pad, mode, dtype)
 
     def encode(
         self, x: torch.Tensor, stats: StatsPolicy = own_stats, rows: slice = slice(None), out_pad: int = 0
@@ -880,8 +932,12 @@ class JohnsonEngine(nn.Module):
     ) -> torch.Tensor:
         """``encode`` of an input already padded for the first convolution (``prepare_bytes``)."""
         for i, conv in enumerate(self.enc):
-            nxt = self.enc[i + 1].pad if i + 1 < len(self.enc) else out_pad
-            y = self._norm_relu_into(conv(y), i, stats, _scaled(rows, 2 ** (len(self.enc) - 1 - i)), nxt, self.padding)
+            last = i + 1 == len(self.enc)
+            nxt = out_pad if last else self.enc[i + 1].pad
+            dtype = self.res_dtype if last else None  # the residual stream's
+            y = self._norm_relu_into(
+                conv(y), i, stats, _scaled(rows, 2 ** (len(self.enc) - 1 - i)), nxt, self.padding, dtype
+            )
         return y
 
     def decode(
@@ -890,7 +946,7 @@ class JohnsonEngine(nn.Module):
         """(N, 128, h, w) -> float32 RGB (N, 3, 4h, 4w) in [0, 1]. ``rows``: band rows at h.
         ``as_bytes``: uint8 pixels (N, 4h, 4w, 3) instead, the bytes ``to_bytes`` makes of it."""
         first = len(self.enc) + 2 * len(self.res)
-        y = pad_cl(x, 1, self.low_padding)
+        y = pad_cl(x, 1, self.low_padding, self.dtype)  # (from the residual stream's dtype)
         del x  # each input is let go as soon as it is read: the next buffer may take its place
         for i, conv in enumerate(self.dec):
             layer = first + i

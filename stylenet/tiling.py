@@ -147,12 +147,14 @@ def _bands(rows: int, band: int) -> list[tuple[int, int]]:
 
 
 def _tiled_conv(src: torch.Tensor, conv: Conv, mode: str, band: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``conv(pad(src))`` (stride 1) band by band: yields (r0, r1, output rows r0..r1)."""
+    """``conv(pad(src))`` (stride 1) band by band: yields (r0, r1, output rows r0..r1), in the
+    convolution's dtype (each band converted to it as it is padded: a bf16 engine's float32
+    residual blocks, ``stylenet.fast.float32_residuals``, over its bf16 whole-image buffers)."""
     h = src.shape[2]
     p = conv.pad
     for r0, r1 in _bands(h, band):
         c0, c1 = max(0, r0 - p), min(h, r1 + p)
-        out = conv(pad_cl(src[:, :, c0:c1], p, mode))
+        out = conv(pad_cl(src[:, :, c0:c1], p, mode, conv.weight.dtype))
         yield r0, r1, out[:, :, r0 - c0 : r1 - c0]
 
 
@@ -309,7 +311,9 @@ def _tiled_johnson(
     #    the second's is written over its own input as it goes (``_tiled_conv_over``), measured,
     #    then normalized and added to the features: only two buffers ever exist. (It used to be
     #    computed twice, once for its moments and once to add it: 4096² on the AMX Xeon, bf16,
-    #    10.9-11.1 -> 10.1-10.7 s and 1339-1398 -> 1244-1270 MB peak RSS.)
+    #    10.9-11.1 -> 10.1-10.7 s and 1339-1398 -> 1244-1270 MB peak RSS.) Both buffers are in the
+    #    engine's dtype even where its residual convolutions run in float32: each band converted
+    #    to float32 on its way in, each output band rounded back (half the memory in bf16).
     t = buffers.empty(feats_shape, engine.dtype, engine.device)
     for block, (first, second) in enumerate(engine.res):
         layer = n_enc + 2 * block

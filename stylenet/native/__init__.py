@@ -168,7 +168,11 @@ class Kernels:
         self._conv.argtypes = [ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, i64, i64]
         self._conv.restype = ctypes.c_int
         self.conv_block_channels = int(lib.instyle_winograd_block_channels())
-        self._affine = {torch.float32: lib.instyle_affine_act_f32, torch.bfloat16: lib.instyle_affine_act_bf16}
+        self._affine = {  # (src, dst) dtypes
+            (torch.float32, torch.float32): lib.instyle_affine_act_f32,
+            (torch.bfloat16, torch.bfloat16): lib.instyle_affine_act_bf16,
+            (torch.bfloat16, torch.float32): lib.instyle_affine_act_bf16_f32,
+        }
         for fn in self._affine.values():
             fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, ptr, ctypes.c_float, ctypes.c_int]
             fn.restype = ctypes.c_int
@@ -200,18 +204,19 @@ class Kernels:
         accumulate: bool = False,
     ) -> None:
         """``dst`` (+)= act(``src`` * scale + shift) per channel, act(v) = v < 0 ? ``slope`` v : v:
-        (H, W, C) float32 or bf16 views, channels contiguous; ``scale``, ``shift`` (C,) float32.
-        ``dst`` may be ``src`` itself (each element is read before it is written)."""
+        (H, W, C) float32 or bf16 views, channels contiguous, ``dst`` of ``src``'s dtype or, from
+        bf16, float32; ``scale``, ``shift`` (C,) float32. ``dst`` may be ``src`` itself (each
+        element is read before it is written)."""
         h, w, c = src.shape
         _check(src, "src", (torch.float32, torch.bfloat16))
-        _check(dst, "dst", (src.dtype,))
+        _check(dst, "dst", tuple(dict.fromkeys((src.dtype, torch.float32))))
         if dst.shape != src.shape:
             raise ValueError(f"dst {tuple(dst.shape)} and src {tuple(src.shape)} differ")
         for t in (scale, shift):
             if t.dtype != torch.float32 or t.shape != (c,) or not t.is_contiguous():
                 raise ValueError(f"scale and shift must be contiguous float32 ({c},) tensors")
         (iy, ix, _), (oy, ox, _) = src.stride(), dst.stride()
-        fn = self._affine[src.dtype]
+        fn = self._affine[src.dtype, dst.dtype]
         fn(
             src.data_ptr(),
             iy,

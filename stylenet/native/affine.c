@@ -7,7 +7,7 @@
  * torch runs it, the activation and a residual add as separate passes, each a read and a write of
  * the whole map. Pixel (y, x) channel c is at in[y * iy + x * ix + c] (out likewise): views such
  * as the interior of a padded buffer are written in place. bf16 values are widened to float32 and
- * the result rounded to nearest even once.
+ * the result rounded to nearest even once (or kept in float32).
  */
 #include <stdint.h>
 #include <string.h>
@@ -42,39 +42,41 @@ static inline uint16_t f32_to_bf16(float f)
 #define F32_LOAD(v) (v)
 #define F32_STORE(v) (v)
 
-/* NAME(in, iy, ix, out, oy, ox, h, w, c, scale, shift, slope, accumulate) for elements of type T,
- * widened by LOAD and narrowed by STORE. A pixel's channels are one vector loop; in place
- * (in == out, element for element) it reads and writes through one pointer, so that the loop
- * still vectorizes (two pointers that may alias would send GCC to its scalar version). */
-#define AFFINE_ACT(NAME, T, LOAD, STORE)                                                                  \
-    int NAME(const T *in, idx iy, idx ix, T *out, idx oy, idx ox, idx h, idx w, idx c, const float *scale, \
-             const float *shift, float slope, int accumulate)                                             \
-    {                                                                                                     \
-        _Pragma("omp parallel for schedule(static)") for (idx y = 0; y < h; y++)                          \
-        {                                                                                                 \
-            for (idx x = 0; x < w; x++) {                                                                 \
-                T *d = out + y * oy + x * ox;                                                             \
-                const T *s = in + y * iy + x * ix;                                                        \
-                if (s == d) {                                                                             \
-                    T *restrict p = d;                                                                    \
-                    for (idx k = 0; k < c; k++) {                                                         \
-                        float v = act(LOAD(p[k]) * scale[k] + shift[k], slope);                           \
-                        p[k] = STORE(accumulate ? LOAD(p[k]) + v : v);                                    \
-                    }                                                                                     \
-                } else {                                                                                  \
-                    const T *restrict a = s;                                                              \
-                    T *restrict b = d;                                                                    \
-                    if (accumulate)                                                                       \
-                        for (idx k = 0; k < c; k++)                                                       \
-                            b[k] = STORE(LOAD(b[k]) + act(LOAD(a[k]) * scale[k] + shift[k], slope));      \
-                    else                                                                                  \
-                        for (idx k = 0; k < c; k++)                                                       \
-                            b[k] = STORE(act(LOAD(a[k]) * scale[k] + shift[k], slope));                   \
-                }                                                                                         \
-            }                                                                                             \
-        }                                                                                                 \
-        return 0;                                                                                         \
+/* NAME(in, iy, ix, out, oy, ox, h, w, c, scale, shift, slope, accumulate) from elements of type TI
+ * to elements of type TO, widened by LOADI / LOADO and narrowed by STORE. A pixel's channels are
+ * one vector loop; in place (in == out, element for element: one type) it reads and writes through
+ * one pointer, so that the loop still vectorizes (two pointers that may alias would send GCC to its
+ * scalar version). bf16 in, float32 out: a bf16 encoder feeding float32 residual blocks. */
+#define AFFINE_ACT(NAME, TI, TO, LOADI, LOADO, STORE)                                                      \
+    int NAME(const TI *in, idx iy, idx ix, TO *out, idx oy, idx ox, idx h, idx w, idx c, const float *scale, \
+             const float *shift, float slope, int accumulate)                                               \
+    {                                                                                                       \
+        _Pragma("omp parallel for schedule(static)") for (idx y = 0; y < h; y++)                            \
+        {                                                                                                   \
+            for (idx x = 0; x < w; x++) {                                                                   \
+                TO *d = out + y * oy + x * ox;                                                              \
+                const TI *s = in + y * iy + x * ix;                                                         \
+                if ((const void *)s == (const void *)d) {                                                   \
+                    TO *restrict p = d;                                                                     \
+                    for (idx k = 0; k < c; k++) {                                                           \
+                        float v = act(LOADO(p[k]) * scale[k] + shift[k], slope);                            \
+                        p[k] = STORE(accumulate ? LOADO(p[k]) + v : v);                                     \
+                    }                                                                                       \
+                } else {                                                                                    \
+                    const TI *restrict a = s;                                                               \
+                    TO *restrict b = d;                                                                     \
+                    if (accumulate)                                                                         \
+                        for (idx k = 0; k < c; k++)                                                         \
+                            b[k] = STORE(LOADO(b[k]) + act(LOADI(a[k]) * scale[k] + shift[k], slope));      \
+                    else                                                                                    \
+                        for (idx k = 0; k < c; k++)                                                         \
+                            b[k] = STORE(act(LOADI(a[k]) * scale[k] + shift[k], slope));                    \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+        return 0;                                                                                           \
     }
 
-AFFINE_ACT(instyle_affine_act_f32, float, F32_LOAD, F32_STORE)
-AFFINE_ACT(instyle_affine_act_bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+AFFINE_ACT(instyle_affine_act_f32, float, float, F32_LOAD, F32_LOAD, F32_STORE)
+AFFINE_ACT(instyle_affine_act_bf16, uint16_t, uint16_t, bf16_to_f32, bf16_to_f32, f32_to_bf16)
+AFFINE_ACT(instyle_affine_act_bf16_f32, uint16_t, float, bf16_to_f32, F32_LOAD, F32_STORE)

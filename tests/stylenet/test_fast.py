@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylenet import fast
+from stylenet import fast, winograd
 from stylenet.config import GeneratorConfig
 from stylenet.export import load_generator, psnr
 from stylenet.fast import (
@@ -446,6 +446,37 @@ def test_native_bf16_needs_the_instructions_not_only_onednn(
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert fast.cpu_has_native_bf16() is native
     assert resolve_precision("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    # a bf16 engine's residual blocks in float32 Winograd where there is no AMX (and Winograd runs)
+    cpu = torch.device("cpu")
+    winograd_here = winograd.applies(cpu, torch.float32) and fast.native.library() is not None
+    assert fast.float32_residuals(cpu, torch.bfloat16) is (winograd_here and not amx)
+    assert not fast.float32_residuals(cpu, torch.float32)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_a_bf16_engine_with_float32_residual_blocks(padding: str) -> None:
+    """bf16 encoder and decoder around float32 residual blocks (``residual_dtype``): the
+    encoder's last norm writes the float32 stream, the decoder's padded input converts it
+    back; as close to float32 as all-bf16 is or closer, bytes in and out and tiled alike."""
+    cfg = GeneratorConfig(width=0.25, residual_blocks=2, padding=padding)  # type: ignore[arg-type]
+    body = cast(JohnsonBody, _random(cfg).body)
+    cpu = torch.device("cpu")
+    mixed = JohnsonEngine(body, padding, torch.bfloat16, cpu, residual_dtype=torch.float32)
+    plain = JohnsonEngine(body, padding, torch.bfloat16, cpu, residual_dtype=torch.bfloat16)
+    assert mixed.res_dtype == mixed.res[0][0].weight.dtype == torch.float32
+    assert plain.res_dtype == plain.res[0][0].weight.dtype == torch.bfloat16
+    assert mixed.enc[0].weight.dtype == mixed.dec[0].weight.dtype == torch.bfloat16
+    x = torch.rand(2, 3, 37, 53)
+    with torch.inference_mode():
+        ref = JohnsonEngine(body, padding, torch.float32, cpu)(x)
+        stream = mixed.encode(mixed.prepare(x), out_pad=mixed.res_pad)
+        assert stream.dtype == torch.float32
+        got = mixed(x)
+        assert got.dtype == torch.float32 and got.shape == x.shape
+        assert psnr(got, ref) >= 40.0 and psnr(got, ref) >= psnr(plain(x), ref) - 1.0
+        pixels = to_bytes(x)
+        assert torch.equal(mixed.forward_bytes(pixels), to_bytes(mixed(_as_float(pixels))))
+        assert psnr(tiled_forward(mixed, x, band=3), got) >= 50.0
 
 
 def test_bf16_instructions_read_from_proc_cpuinfo_where_torch_cannot_say(

@@ -141,15 +141,23 @@ def test_the_kernels_check_their_arguments() -> None:
         kernels.winograd_output(4, torch.randn(36, 9, 3), dst, 3, 3)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("dtype", "src_dtype"),
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)],
+    ids=["f32", "bf16", "bf16-to-f32"],
+)
 @pytest.mark.parametrize("slope", [0.0, 0.2, 1.0])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_affine_act_is_the_map_rounded_once(dtype: torch.dtype, slope: float, accumulate: bool) -> None:
+def test_affine_act_is_the_map_rounded_once(
+    dtype: torch.dtype, src_dtype: torch.dtype, slope: float, accumulate: bool
+) -> None:
+    """``dtype``: the destination's (bf16 in, float32 out: a bf16 encoder feeding float32
+    residual blocks, ``stylenet.fast.float32_residuals``)."""
     needs_compiler()
     kernels = native.library()
     assert kernels is not None
     gen = torch.Generator().manual_seed(0)
-    src = (torch.randn(7, 9, 37, generator=gen) * 4).to(dtype)  # 37 channels: a vector loop's tail too
+    src = (torch.randn(7, 9, 37, generator=gen) * 4).to(src_dtype)  # 37 channels: a vector loop's tail too
     scale, shift = torch.rand(37, generator=gen) + 0.5, torch.randn(37, generator=gen)
     base = torch.zeros(9, 11, 37, dtype=dtype).normal_(generator=gen)
     border = torch.ones(9, 11, dtype=torch.bool)
@@ -179,8 +187,8 @@ def test_affine_act_in_place_keeps_nans_and_checks_its_arguments() -> None:
     assert x[0, 0, :2].tolist() == [2.0, 0.0] and torch.isnan(x[0, 0, 2]) and x[0, 0, 3].item() == 1.0
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         kernels.affine_act(x.half(), x.half(), torch.ones(4), torch.zeros(4), 0.0)
-    with pytest.raises(ValueError, match="bfloat16 CPU"):
-        kernels.affine_act(x, x.float(), torch.ones(4), torch.zeros(4), 0.0)  # dst in another dtype
+    with pytest.raises(ValueError, match="dst must be a float32 CPU"):
+        kernels.affine_act(x.float(), x, torch.ones(4), torch.zeros(4), 0.0)  # float32 to bf16: no
     with pytest.raises(ValueError, match="differ"):
         kernels.affine_act(x, x[:, :, :3].contiguous(), torch.ones(4), torch.zeros(4), 0.0)
     with pytest.raises(ValueError, match="scale and shift"):

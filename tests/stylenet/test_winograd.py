@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylenet import native, winograd
+from stylenet import fast, native, winograd
 from stylenet.config import GeneratorConfig
 from stylenet.fast import Conv, JohnsonEngine
 from stylenet.generator import build_generator
@@ -168,9 +168,14 @@ def test_engine_residuals_by_winograd_change_nothing(
 
 def test_winograd_only_in_float32_on_a_cpu() -> None:
     body = cast(JohnsonBody, build_generator(GeneratorConfig(width=0.25, residual_blocks=1)).eval().body)
+    bf16 = torch.bfloat16
     with pytest.raises(ValueError, match="float32"):
-        JohnsonEngine(body, "reflect", torch.bfloat16, torch.device("cpu"), winograd_residuals=True)
-    assert not JohnsonEngine(body, "reflect", torch.bfloat16, torch.device("cpu")).winograd_residuals
+        JohnsonEngine(body, "reflect", bf16, torch.device("cpu"), winograd_residuals=True, residual_dtype=bf16)
+    assert not JohnsonEngine(body, "reflect", bf16, torch.device("cpu"), residual_dtype=bf16).winograd_residuals
+    # a bf16 engine whose residual blocks run in float32 (no AMX here) runs them by Winograd
+    mixed = JohnsonEngine(body, "reflect", bf16, torch.device("cpu"))
+    assert mixed.winograd_residuals == fast.float32_residuals(torch.device("cpu"), bf16)
+    assert not mixed.winograd_upsampling  # the decoder stays in bf16, direct
     capability = torch.backends.cpu.get_cpu_capability()  # AVX2, or AVX-512 with the native transforms
     expected = capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
     assert JohnsonEngine(body, "reflect", torch.float32, torch.device("cpu")).winograd_residuals == expected
