@@ -17,8 +17,10 @@ weights are read) into an engine that computes the same function faster:
   never materialized. Each phase kernel is zero outside a 2x2 corner of its window, so on the
   CPU the four run as one 2x2 convolution whose output holds each phase shifted by one pixel
   or none, read where it lies (``phase_taps``, ``ShiftedPhases``): 4 multiply-adds where 9 were.
-* **Winograd's algorithms** for the residual blocks' 3x3 convolutions in float32 on AVX2 CPUs
-  (``stylenet.winograd``): up to 4x fewer multiplications where bf16 is not native.
+* **Winograd's algorithms** for the residual blocks' 3x3 convolutions in float32 on AVX2 and
+  AVX-512 CPUs (``stylenet.winograd``): up to 4x fewer multiplications where bf16 is not native;
+  and in a bf16 engine on a CPU without AMX, whose bf16 products are only ~2x its float32 ones,
+  the residual blocks run in float32 that way (``float32_residuals``).
 
 ``JohnsonEngine`` implements all of it and exposes its normalization statistics, so that
 ``stylenet.tiling`` can run it over bands of an image with the exact, whole-image statistics.
