@@ -1418,8 +1418,14 @@ def load_engine(
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         log.warning("%s: no fast engine (%s); running the artifact as is", name, exc)
         return module
+    mixed = getattr(engine, "res_dtype", engine.dtype) != engine.dtype  # (``float32_residuals``)
     log.info(
-        "%s: %s engine in %s (%.1f dB vs float32 on the probe)", name, cfg.arch, engine.precision, engine.probe_psnr_db
+        "%s: %s engine in %s%s (%.1f dB vs float32 on the probe)",
+        name,
+        cfg.arch,
+        engine.precision,
+        ", residual blocks in float32" if mixed else "",
+        engine.probe_psnr_db,
     )
     if not cuda_graphs:
         return engine
