@@ -515,7 +515,11 @@ def norm_act_padded(
         act_into(normed, normed)
         return normed
     buf = new_padded(y, y.shape[1], y.shape[2], y.shape[3], pad, dtype)
-    act_into(normed, interior(buf, pad))
+    if buf.dtype == normed.dtype:
+        act_into(normed, interior(buf, pad))
+    else:  # (torch's activations write their input's dtype: in place, then converted as copied)
+        act_into(normed, normed)
+        interior(buf, pad).copy_(normed)
     return fill_border(buf, pad, mode)
 
 

@@ -29,6 +29,8 @@ def fresh_library() -> Iterator[None]:
 def needs_compiler() -> None:
     if native.compiler() is None:
         pytest.skip("no C compiler here: the native kernels cannot be built (torch's ops run instead)")
+    if not native.enabled():
+        pytest.skip("native kernels off (INSTYLE_NATIVE): torch's ops run instead")
 
 
 def test_built_once_per_key_into_the_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,6 +68,7 @@ def test_without_a_compiler_torch_runs_instead(
 ) -> None:
     monkeypatch.setenv("CC", "no-such-compiler-here")
     monkeypatch.setenv("INSTYLE_NATIVE_DIR", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("INSTYLE_NATIVE", "1")  # (on, even in a run with them off: it is the fallback that is tested)
     assert native.compiler() is None
     with pytest.raises(native.NativeError, match="no C compiler"):
         native.build()
