@@ -266,9 +266,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.path.startswith("worker"):
         info["precision"] = getattr(engine, "precision", "fp32")
-        res_dtype = getattr(engine, "res_dtype", None)  # a Johnson engine's residual blocks
-        if res_dtype is not None and res_dtype != getattr(engine, "dtype", res_dtype):
-            info["residual_precision"] = str(res_dtype).removeprefix("torch.").replace("float32", "fp32")
+        residuals = getattr(engine, "residual_precision", info["precision"])  # a Johnson engine's blocks
+        if residuals != info["precision"]:
+            info["residual_precision"] = residuals
         info["engine"] = type(engine).__name__
         info["tiled"] = tiled_engine(engine, args.size**2, tile_pixels) is not None
     if device.type == "cuda":

@@ -876,6 +876,11 @@ class JohnsonEngine(nn.Module):
     def n_norms(self) -> int:
         return len(self.norms)
 
+    @property
+    def residual_precision(self) -> str:
+        """The residual blocks' precision name ("fp32" where a bf16 engine runs them in float32)."""
+        return _NAMES[self.res_dtype]
+
     @staticmethod
     def padded_size(h: int, w: int) -> tuple[int, int]:
         """The sides ``prepare`` pads an (h, w) image to: multiples of 4, at least 8."""
@@ -1422,13 +1427,13 @@ def load_engine(
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         log.warning("%s: no fast engine (%s); running the artifact as is", name, exc)
         return module
-    mixed = getattr(engine, "res_dtype", engine.dtype) != engine.dtype  # (``float32_residuals``)
+    residuals = getattr(engine, "residual_precision", engine.precision)  # (``float32_residuals``)
     log.info(
         "%s: %s engine in %s%s (%.1f dB vs float32 on the probe)",
         name,
         cfg.arch,
         engine.precision,
-        ", residual blocks in float32" if mixed else "",
+        f", residual blocks in {residuals}" if residuals != engine.precision else "",
         engine.probe_psnr_db,
     )
     if not cuda_graphs:

@@ -209,7 +209,7 @@ class Kernels:
         element is read before it is written)."""
         h, w, c = src.shape
         _check(src, "src", (torch.float32, torch.bfloat16))
-        _check(dst, "dst", tuple(dict.fromkeys((src.dtype, torch.float32))))
+        _check(dst, "dst", tuple(d for s, d in self._affine if s == src.dtype))
         if dst.shape != src.shape:
             raise ValueError(f"dst {tuple(dst.shape)} and src {tuple(src.shape)} differ")
         for t in (scale, shift):

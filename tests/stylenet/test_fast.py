@@ -465,6 +465,7 @@ def test_a_bf16_engine_with_float32_residual_blocks(padding: str) -> None:
     plain = JohnsonEngine(body, padding, torch.bfloat16, cpu, residual_dtype=torch.bfloat16)
     assert mixed.res_dtype == mixed.res[0][0].weight.dtype == torch.float32
     assert plain.res_dtype == plain.res[0][0].weight.dtype == torch.bfloat16
+    assert (mixed.residual_precision, plain.residual_precision) == ("fp32", "bf16")
     assert mixed.enc[0].weight.dtype == mixed.dec[0].weight.dtype == torch.bfloat16
     x = torch.rand(2, 3, 37, 53)
     with torch.inference_mode():
