@@ -554,8 +554,8 @@ class Conv:
     bias: torch.Tensor | None
     stride: int
     pad: int
-    #: run by Winograd's algorithms where they are faster (``stylenet.winograd``; a 3x3,
-    #: stride-1 float32 CPU convolution without bias), with the kernels they transformed so far
+    #: run by Winograd's algorithms where they are faster (``stylenet.winograd``; a 3x3 (no bias),
+    #: 2x2 or 5x5 stride-1 float32 CPU convolution), with the kernels they transformed so far
     winograd: dict[int, torch.Tensor] | None = None
     #: Winograd's transforms in C (``stylenet.native``) or as torch's sums; None: C where it built
     native: bool | None = None
@@ -571,13 +571,17 @@ class Conv:
             alg = winograd.choose(pixels, self.native)
         elif kernels is not None and k == 2:
             alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
+        elif kernels is not None and k == 5:
+            alg = winograd.choose_5x5(pixels, self.native)
         if kernels is None or alg is None:
             return conv2d(padded, self.weight, self.bias, self.stride)
         kernel = kernels.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
-            kernel = kernels[alg.m] = winograd.transformed_kernel(self.weight, alg)
+            kernel = kernels[alg.m] = winograd.fused_kernel(self.weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
-        return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused)
+        return winograd.conv2d(
+            padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused, bias=self.bias
+        )
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
@@ -763,6 +767,7 @@ class JohnsonEngine(nn.Module):
         fused_winograd: bool | None = None,
         winograd_upsampling: bool | None = None,
         residual_dtype: torch.dtype | None = None,
+        winograd_output: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -845,15 +850,24 @@ class JohnsonEngine(nn.Module):
         self.out_packed: Conv | None = None
         if packed_output and self.out.pad % 2:
             raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
+        # ... and that 5x5 convolution by Winograd's F(4x4, 5x5), fused in C, where the upsampling
+        # runs Winograd's F(3x3, 2x2): 64 products per 16 outputs where it takes 400 (the 512²
+        # output convolution 32 -> 11 ms on the Zen 4 EPYC in float32, ``winograd.F4R5``).
+        if winograd_output is None:
+            winograd_output = self.winograd_upsampling
+        self.winograd_output = bool(winograd_output and packed_output and native.library() is not None)
+        if self.winograd_output and (dtype != torch.float32 or device.type != "cpu"):
+            raise ValueError("a Winograd output convolution runs in float32 on a CPU")
         # Its outputs per phase: RGB, or RGB and a zero channel (16 in all). On CUDA the layout of
         # 32-byte fp16 rows; in float32 on an AVX2 CPU oneDNN's kernel for 16 outputs (two
         # 8-wide vectors) beats the one for 12: 512² 47 -> 31 ms alone (benchmarks/cpu_variants.py).
-        # With AVX-512 both take the same time, and the extra channel costs the output passes.
+        # With AVX-512 both take the same time, and the extra channel costs the output passes;
+        # Winograd's products take 12 outputs in 16 columns anyway.
         if packed_rgb is None:
             avx2_fp32 = (
                 device.type == "cpu" and dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX2"
             )
-            packed_rgb = 4 if self.rgb_channels > 3 or avx2_fp32 else 3
+            packed_rgb = 4 if self.rgb_channels > 3 or (avx2_fp32 and not self.winograd_output) else 3
         if packed_rgb not in (3, 4):
             raise ValueError(f"packed_rgb is 3 or 4, got {packed_rgb}")
         self.packed_rgb = packed_rgb
@@ -864,6 +878,8 @@ class JohnsonEngine(nn.Module):
                 bias = _zero_pad_dim(bias, 0, packed_rgb)
             packed_bias = None if bias is None else bias.repeat(4)  # phase-major, as the weights
             self.out_packed = Conv(space_to_depth_kernel(weight).contiguous(memory_format=CL), packed_bias, 1, 0)
+            if self.winograd_output:
+                self.out_packed.winograd, self.out_packed.native = {}, True
         if self.rgb_channels > 3:
             self.enc[0].weight = _zero_pad_dim(self.enc[0].weight, 1, self.rgb_channels)
             self.out.weight = _zero_pad_dim(self.out.weight, 0, self.rgb_channels)

@@ -104,6 +104,42 @@ F3R2 = Algorithm(
     min_pixels_native=6 * 6,
     r=2,
 )
+# F(4x4, 5x5), points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (B^T is F(6x6, 3x3)'s): the Johnson
+# engine's packed output convolution (its 9x9 one as a 5x5 on the 2x2 space-to-depth map,
+# ``stylenet.fast.space_to_depth_kernel``, 128 -> 12 channels); 64 products per 16 outputs where
+# the direct convolution takes 400. Native and fused only.
+F4R5 = Algorithm(
+    4,
+    bt=(
+        (1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0),
+        (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
+        (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0),
+        (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
+        (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0),
+        (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
+        (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0),
+        (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1),
+    ),
+    g=(
+        (1, 0, 0, 0, 0),
+        (-2 / 9, -2 / 9, -2 / 9, -2 / 9, -2 / 9),
+        (-2 / 9, 2 / 9, -2 / 9, 2 / 9, -2 / 9),
+        (32 / 45, 16 / 45, 8 / 45, 4 / 45, 2 / 45),
+        (32 / 45, -16 / 45, 8 / 45, -4 / 45, 2 / 45),
+        (1 / 90, 1 / 45, 2 / 45, 4 / 45, 8 / 45),
+        (1 / 90, -1 / 45, 2 / 45, -4 / 45, 8 / 45),
+        (0, 0, 0, 0, 1),
+    ),
+    at=(
+        (1, 1, 1, 1, 1, 1, 1, 0),
+        (0, 1, -1, 1 / 2, -1 / 2, 2, -2, 0),
+        (0, 1, 1, 1 / 4, 1 / 4, 4, 4, 0),
+        (0, 1, -1, 1 / 8, -1 / 8, 8, -8, 1),
+    ),
+    min_pixels=0,  # (no torch path)
+    min_pixels_native=8 * 8,
+    r=5,
+)
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
 #: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
@@ -133,6 +169,13 @@ def choose_2x2(pixels: int, c_out: int, with_native: bool | None = None) -> Algo
     return F3R2
 
 
+def choose_5x5(pixels: int, with_native: bool | None = None) -> Algorithm | None:
+    """``F4R5`` for a 5x5 convolution onto ``pixels`` pixels where the fused native kernels run,
+    else None."""
+    kernels = native.library() if with_native is not False else None
+    return F4R5 if kernels is not None and pixels >= F4R5.min_pixels_native else None
+
+
 def applies(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the Johnson engine runs its residual convolutions this way by default: float32 on
     a CPU whose widest vector unit torch dispatches to is AVX2 (faster even with torch's sums),
@@ -144,12 +187,26 @@ def applies(device: torch.device, dtype: torch.dtype) -> bool:
     return capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
 
 
-def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
+def transformed_kernel(weight: torch.Tensor, alg: Algorithm, columns: int | None = None) -> torch.Tensor:
     """(C_out, C_in, r, r) kernel -> (n², C_in, C_out) float32: G g G^T for each tile position
-    (n k + l), transposed for the products. Computed in float64."""
+    (n k + l), transposed for the products. Computed in float64. ``columns``: C_out zero-padded to
+    that many (the fused native kernels' multiple, ``native.Kernels.kernel_columns``)."""
     g = torch.tensor(alg.g, dtype=torch.float64)
     u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)
-    return u.reshape(alg.n**2, weight.shape[1], weight.shape[0]).float().contiguous()
+    u = u.reshape(alg.n**2, weight.shape[1], weight.shape[0])
+    if columns is not None and columns > u.shape[2]:
+        u = F.pad(u, (0, columns - u.shape[2]))
+    return u.float().contiguous()
+
+
+def fused_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
+    """``transformed_kernel`` as ``conv2d`` takes it for ``alg``: for the algorithms only the fused
+    native kernels run (r != 3), C_out zero-padded to their multiple of columns."""
+    kernels = native.library() if alg.r != 3 else None
+    if kernels is None:
+        return transformed_kernel(weight, alg)
+    step = kernels.kernel_columns
+    return transformed_kernel(weight, alg, -(-weight.shape[0] // step) * step)
 
 
 @functools.cache
@@ -178,10 +235,13 @@ def conv3x3(
     band_tiles: int | None = None,
     use_native: bool | None = None,
     fused: bool | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
     of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``);
-    for ``F3R2`` the 2x2 convolution of ``x`` (1, C_in, H + 1, W + 1), fused native only.
+    for ``F3R2`` / ``F4R5`` the 2x2 / 5x5 convolution of ``x`` (1, C_in, H + r - 1, W + r - 1),
+    fused native only, plus ``bias`` if given (``kernel``'s columns padded as the native kernels
+    need, ``transformed_kernel(w, alg, columns)``).
     Both channels-last, or views of channels-last tensors whose pixels are runs of channels
     (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
     transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
@@ -190,9 +250,11 @@ def conv3x3(
     channels) runs the whole convolution in C, ``NATIVE_GROUP_TILES`` tiles at a time per thread
     (``native.Kernels.winograd_conv``), else the products go to torch's ``bmm`` band by band."""
     _, c_in, hp, wp = x.shape
-    h, w, c_out, m, n = hp - alg.r + 1, wp - alg.r + 1, kernel.shape[2], alg.m, alg.n
-    if h % m or w % m or out.shape != (1, c_out, h, w):
+    h, w, c_out, m, n = hp - alg.r + 1, wp - alg.r + 1, out.shape[1], alg.m, alg.n
+    if h % m or w % m or out.shape[2:] != (h, w) or kernel.shape[2] < c_out:
         raise ValueError(f"conv3x3 needs sides in multiples of {m} and a ({c_out}, {h}, {w}) output, got {out.shape}")
+    if bias is not None and alg.r == 3:
+        raise ValueError("conv3x3 adds no bias")
     src = x.permute(0, 2, 3, 1)[0]  # (H + 2, W + 2, C_in)
     dst = out.permute(0, 2, 3, 1)[0]  # (H, W, C_out)
     rows, cols = h // m, w // m  # tiles
@@ -202,7 +264,7 @@ def conv3x3(
     if alg.r != 3:
         if kernels is None or fused is False:
             raise ValueError(f"F({m}x{m}, {alg.r}x{alg.r}) runs fused in the native kernels only")
-        kernels.winograd_conv(m, src, kernel, dst, rows, cols, band_tiles or NATIVE_GROUP_TILES, r=alg.r)
+        kernels.winograd_conv(m, src, kernel, dst, rows, cols, band_tiles or NATIVE_GROUP_TILES, r=alg.r, bias=bias)
         return out
     if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
         if fused is None:
@@ -294,20 +356,22 @@ def conv2d(
     out: torch.Tensor,
     use_native: bool | None = None,
     fused: bool | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``out`` := ``F.conv2d(x, weight)`` for a padded float32 channels-last ``x`` (N, C_in, H + 2,
-    W + 2) and a 3x3 ``weight`` (``kernel``: its ``transformed_kernel`` for ``alg``): Winograd
-    over the largest part of each image whose sides are multiples of ``alg.m``, the direct
-    convolution over the last rows and columns beyond it. ``use_native``, ``fused``: as for
-    ``conv3x3``."""
+    """``out`` := ``F.conv2d(x, weight, bias)`` for a padded float32 channels-last ``x`` (N, C_in,
+    H + r - 1, W + r - 1) and an r x r ``weight`` (``kernel``: its ``transformed_kernel`` for
+    ``alg``): Winograd over the largest part of each image whose sides are multiples of
+    ``alg.m``, the direct convolution over the last rows and columns beyond it. ``use_native``,
+    ``fused``, ``bias``: as for ``conv3x3``."""
     _, _, h, w = out.shape
     he, we, k = h // alg.m * alg.m, w // alg.m * alg.m, alg.r - 1
     for i in range(x.shape[0]):
         xi, oi = x[i : i + 1], out[i : i + 1]
         if he and we:  # views: conv3x3 reads and writes strided rows
-            conv3x3(xi[:, :, : he + k, : we + k], kernel, oi[:, :, :he, :we], alg, use_native=use_native, fused=fused)
+            crop_in, crop_out = xi[:, :, : he + k, : we + k], oi[:, :, :he, :we]
+            conv3x3(crop_in, kernel, crop_out, alg, use_native=use_native, fused=fused, bias=bias)
         if he < h:
-            oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight))
+            oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight, bias))
         if we < w and he:
-            oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + k, we:], weight))
+            oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + k, we:], weight, bias))
     return out

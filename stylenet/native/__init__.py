@@ -165,9 +165,15 @@ class Kernels:
         self._output.argtypes = [ctypes.c_int, ptr, i64, i64, i64, ptr, i64, i64]
         self._output.restype = ctypes.c_int
         self._conv = lib.instyle_winograd_conv
-        self._conv.argtypes = [ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, i64, i64]
+        self._conv.argtypes = [
+            *(ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64),  # (m, r, src, sy, sx, c_in, rows, cols)
+            *(ptr, i64, i64, ptr, ptr, i64, i64, i64),  # (kernel, its columns, c_out, bias, dst, dy, dx, group)
+        ]
         self._conv.restype = ctypes.c_int
+        #: output channels per product block: a C_out of this multiple runs fastest
         self.conv_block_channels = int(lib.instyle_winograd_block_channels())
+        #: the transformed kernel's columns come in multiples of this (zero past C_out)
+        self.kernel_columns = int(lib.instyle_winograd_kernel_columns())
         self._affine = {  # (src, dst) dtypes
             (torch.float32, torch.float32): lib.instyle_affine_act_f32,
             (torch.bfloat16, torch.bfloat16): lib.instyle_affine_act_bf16,
@@ -271,25 +277,33 @@ class Kernels:
         cols: int,
         group: int,
         r: int = 3,
+        bias: torch.Tensor | None = None,
     ) -> None:
         """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (H + r - 1, W + r - 1,
         C_in) by Winograd's F(m x m, r x r) over rows x cols tiles (F(2x2, 3x3), F(4x4, 3x3),
-        F(3x3, 2x2)), ``kernel`` (n², C_in, C_out) the transformed kernel, n = m + r - 1: each
-        thread transforms, multiplies and transforms back ``group`` tiles at a time in its own
-        buffers. C_out a multiple of ``conv_block_channels``."""
+        F(3x3, 2x2), F(4x4, 5x5)), plus ``bias`` ((C_out,) float32, or none): ``kernel`` (n², C_in,
+        K) is the transformed kernel, n = m + r - 1, its K columns C_out rounded up to a multiple
+        of ``kernel_columns`` (zeros past C_out). Each thread transforms, multiplies and transforms
+        back ``group`` tiles at a time in its own buffers."""
         c_in, c_out, n = src.shape[2], dst.shape[2], m + r - 1
         _check(src, "src")
         _check(dst, "dst")
-        if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != (n * n, c_in, c_out):
-            raise ValueError(f"kernel must be a contiguous float32 ({n * n}, {c_in}, {c_out}) tensor")
-        if c_out % self.conv_block_channels:
-            raise ValueError(f"C_out must be a multiple of {self.conv_block_channels}, got {c_out}")
+        columns = -(-c_out // self.kernel_columns) * self.kernel_columns
+        if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != (n * n, c_in, columns):
+            raise ValueError(
+                f"kernel must be a contiguous float32 ({n * n}, {c_in}, {columns}) tensor: {c_out} output"
+                f" channels in a multiple of {self.kernel_columns} columns"
+            )
+        if bias is not None and (bias.dtype != torch.float32 or bias.shape != (c_out,) or not bias.is_contiguous()):
+            raise ValueError(f"bias must be a contiguous float32 ({c_out},) tensor")
         small = src.shape[0] < m * rows + r - 1 or src.shape[1] < m * cols + r - 1
         if small or dst.shape[0] < m * rows or dst.shape[1] < m * cols:
             raise ValueError(f"src {tuple(src.shape)} or dst {tuple(dst.shape)} is too small for {rows} x {cols} tiles")
         (sy, sx, _), (dy, dx, _) = src.stride(), dst.stride()
+        bias_ptr = None if bias is None else bias.data_ptr()
         done = self._conv(
-            m, r, src.data_ptr(), sy, sx, c_in, rows, cols, kernel.data_ptr(), c_out, dst.data_ptr(), dy, dx, group
+            *(m, r, src.data_ptr(), sy, sx, c_in, rows, cols),
+            *(kernel.data_ptr(), columns, c_out, bias_ptr, dst.data_ptr(), dy, dx, group),
         )
         if done == -1:
             raise ValueError(f"no Winograd transform for m = {m}, r = {r}")

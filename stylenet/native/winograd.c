@@ -1,7 +1,8 @@
 /* Winograd's input and output transforms, F(2x2, 3x3) and F(4x4, 3x3), for channels-last float32
  * maps, and the whole convolution with them (instyle_winograd_conv, at the end: the products by a
- * register-blocked kernel of our own, a few tiles per thread at a time); stylenet/winograd.py
- * calls the convolution, or the transforms with torch's bmm between them.
+ * register-blocked kernel of our own, a few tiles per thread at a time; it also runs F(3x3, 2x2)
+ * and F(4x4, 5x5)); stylenet/winograd.py calls the convolution, or the transforms with torch's
+ * bmm between them.
  *
  * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
  * passes over memory per band of tiles, and took more time than the products. Here each tile is
@@ -21,6 +22,8 @@
 #include <stdlib.h>
 
 #define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
+/* Every loop over a block's channels is marked `omp simd`: GCC left the second pass of each input
+ * transform (n strided output streams) scalar without it. */
 
 typedef long idx;
 
@@ -47,6 +50,7 @@ static void f4_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, f
         idx cb = c_in - c0 < CB ? c_in - c0 : CB;
         for (int i = 0; i < 6; i++) { /* d B: each input row of the tile */
             const float *restrict row = src + i * sy + c0;
+#pragma omp simd
             for (idx c = 0; c < cb; c++) {
                 float r0, r1, r2, r3, r4, r5;
                 BT6(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c], row[4 * sx + c], row[5 * sx + c])
@@ -56,6 +60,7 @@ static void f4_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, f
         }
         for (int l = 0; l < 6; l++) { /* B^T (d B): each column */
             float *restrict out = u + l * plane + c0;
+#pragma omp simd
             for (idx c = 0; c < cb; c++) {
                 float r0, r1, r2, r3, r4, r5;
                 BT6(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c], tmp[4][l][c], tmp[5][l][c])
@@ -73,6 +78,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
         idx cb = c_out - c0 < CB ? c_out - c0 : CB;
         for (int k = 0; k < 6; k++) { /* M A: each row of tile positions */
             const float *restrict row = m + 6 * k * plane + c0;
+#pragma omp simd
             for (idx c = 0; c < cb; c++) {
                 float s0, s1, s2, s3;
                 AT6(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c], row[4 * plane + c],
@@ -82,9 +88,99 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
         }
         for (int j = 0; j < 4; j++) { /* A^T (M A): each output column of the tile */
             float *restrict out = dst + j * dx + c0;
+#pragma omp simd
             for (idx c = 0; c < cb; c++) {
                 float y0, y1, y2, y3;
                 AT6(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c], tmp[5][j][c])
+                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2; out[3 * dy + c] = y3;
+            }
+        }
+    }
+}
+
+/* ---- F(4x4, 5x5): n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity ---- */
+
+/* B^T, rows: (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4,
+ * -17/4, -1, 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4,
+ * -5/2, -5/4, 2, 1, 0), (0, -1/2, 1/4, 5/2, -5/4, -2, 1, 0), (0, -1, 0, 21/4, 0, -21/4, 0, 1)
+ * (stylenet/winograd.py F4R5.bt), each pair of rows from a shared even and odd part. */
+#define BT8(o, d0, d1, d2, d3, d4, d5, d6, d7)                                   \
+    {                                                                            \
+        float e1 = (d2) + (d6) - 4.25f * (d4), q1 = (d1) + (d5) - 4.25f * (d3);   \
+        float e2 = 4.0f * (d2) + (d6) - 5.0f * (d4), q2 = 2.0f * (d1) + 0.5f * (d5) - 2.5f * (d3); \
+        float e3 = 0.25f * (d2) + (d6) - 1.25f * (d4), q3 = 0.5f * (d1) + 2.0f * (d5) - 2.5f * (d3); \
+        o##0 = (d0) - (d6) + 5.25f * ((d4) - (d2));                              \
+        o##1 = e1 + q1; o##2 = e1 - q1;                                          \
+        o##3 = e2 + q2; o##4 = e2 - q2;                                          \
+        o##5 = e3 + q3; o##6 = e3 - q3;                                          \
+        o##7 = (d7) - (d1) + 5.25f * ((d3) - (d5));                              \
+    }
+
+/* A^T, rows: (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0),
+ * (0, 1, -1, 1/8, -1/8, 8, -8, 1) */
+#define AT8(o, s0, s1, s2, s3, s4, s5, s6, s7)                                   \
+    {                                                                            \
+        float a1 = (s1) + (s2), b1 = (s1) - (s2), a2 = (s3) + (s4), b2 = (s3) - (s4); \
+        float a3 = (s5) + (s6), b3 = (s5) - (s6);                                \
+        o##0 = (s0) + a1 + a2 + a3;                                              \
+        o##1 = b1 + 0.5f * b2 + 2.0f * b3;                                       \
+        o##2 = a1 + 0.25f * a2 + 4.0f * a3;                                      \
+        o##3 = b1 + 0.125f * b2 + 8.0f * b3 + (s7);                              \
+    }
+
+static void f8_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
+{
+    float tmp[8][8][CB];
+    for (idx c0 = 0; c0 < c_in; c0 += CB) {
+        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
+        for (int i = 0; i < 8; i++) { /* d B: each input row of the tile */
+            const float *restrict row = src + i * sy + c0;
+#pragma omp simd
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3, r4, r5, r6, r7;
+                BT8(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c], row[4 * sx + c], row[5 * sx + c],
+                    row[6 * sx + c], row[7 * sx + c])
+                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
+                tmp[i][4][c] = r4; tmp[i][5][c] = r5; tmp[i][6][c] = r6; tmp[i][7][c] = r7;
+            }
+        }
+        for (int l = 0; l < 8; l++) { /* B^T (d B): each column */
+            float *restrict out = u + l * plane + c0;
+#pragma omp simd
+            for (idx c = 0; c < cb; c++) {
+                float r0, r1, r2, r3, r4, r5, r6, r7;
+                BT8(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c], tmp[4][l][c], tmp[5][l][c],
+                    tmp[6][l][c], tmp[7][l][c])
+                out[0 * 8 * plane + c] = r0; out[1 * 8 * plane + c] = r1; out[2 * 8 * plane + c] = r2;
+                out[3 * 8 * plane + c] = r3; out[4 * 8 * plane + c] = r4; out[5 * 8 * plane + c] = r5;
+                out[6 * 8 * plane + c] = r6; out[7 * 8 * plane + c] = r7;
+            }
+        }
+    }
+}
+
+static void f8_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
+{
+    float tmp[8][4][CB];
+    for (idx c0 = 0; c0 < c_out; c0 += CB) {
+        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
+        for (int k = 0; k < 8; k++) { /* M A: each row of tile positions */
+            const float *restrict row = m + 8 * k * plane + c0;
+#pragma omp simd
+            for (idx c = 0; c < cb; c++) {
+                float s0, s1, s2, s3;
+                AT8(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c], row[4 * plane + c],
+                    row[5 * plane + c], row[6 * plane + c], row[7 * plane + c])
+                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2; tmp[k][3][c] = s3;
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* A^T (M A): each output column of the tile */
+            float *restrict out = dst + j * dx + c0;
+#pragma omp simd
+            for (idx c = 0; c < cb; c++) {
+                float y0, y1, y2, y3;
+                AT8(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c], tmp[5][j][c],
+                    tmp[6][j][c], tmp[7][j][c])
                 out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2; out[3 * dy + c] = y3;
             }
         }
@@ -103,7 +199,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
             idx cb = c_in - c0 < CB ? c_in - c0 : CB;                                                 \
             for (int i = 0; i < 4; i++) {                                                             \
                 const float *restrict row = src + i * sy + c0;                                        \
-                for (idx c = 0; c < cb; c++) {                                                        \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                    \
                     float r[4];                                                                       \
                     BT(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])                      \
                     for (int q = 0; q < 4; q++)                                                       \
@@ -112,7 +208,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
             }                                                                                         \
             for (int l = 0; l < 4; l++) {                                                             \
                 float *restrict out = u + l * plane + c0;                                             \
-                for (idx c = 0; c < cb; c++) {                                                        \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                    \
                     float r[4];                                                                       \
                     BT(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])                     \
                     for (int q = 0; q < 4; q++)                                                       \
@@ -130,7 +226,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
             idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                \
             for (int k = 0; k < 4; k++) {                                                              \
                 const float *restrict row = m + 4 * k * plane + c0;                                    \
-                for (idx c = 0; c < cb; c++) {                                                         \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
                     float s[M];                                                                        \
                     AT(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])              \
                     for (int q = 0; q < M; q++)                                                        \
@@ -139,7 +235,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
             }                                                                                          \
             for (int j = 0; j < M; j++) {                                                              \
                 float *restrict out = dst + j * dx + c0;                                               \
-                for (idx c = 0; c < cb; c++) {                                                         \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
                     float y[M];                                                                        \
                     AT(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])                      \
                     for (int q = 0; q < M; q++)                                                        \
@@ -230,6 +326,7 @@ int instyle_winograd_output(int mm, const float *m, idx c_out, idx rows, idx col
 #define MR 6 /* 2 MR accumulators + 3 operands fit 16 registers */
 #endif
 #define NR (2 * VL) /* a product block's columns (output channels) */
+#define PLANE_SKEW 16
 
 typedef float vfloat __attribute__((vector_size(VL * sizeof(float)), aligned(sizeof(float))));
 
@@ -257,20 +354,44 @@ static inline void product_block(idx k, const float *restrict a, idx lda, const 
     }
 }
 
-/* The output channels a product block covers: the fused convolution needs C_out a multiple. */
+/* The same for a last column block of one vector (VL columns): 2 MR rows of it at a time, as many
+ * accumulators as above. */
+static inline void product_block_narrow(idx k, const float *restrict a, idx lda, const float *restrict b, idx ldb,
+                                        float *restrict c, idx ldc)
+{
+    vfloat acc[2 * MR];
+#pragma GCC unroll 32
+    for (int r = 0; r < 2 * MR; r++)
+        acc[r] = (vfloat){0};
+    for (idx i = 0; i < k; i++) {
+        vfloat b0 = *(const vfloat *)(b + i * ldb);
+#pragma GCC unroll 32
+        for (int r = 0; r < 2 * MR; r++)
+            acc[r] += a[r * lda + i] * b0;
+    }
+#pragma GCC unroll 32
+    for (int r = 0; r < 2 * MR; r++)
+        *(vfloat *)(c + r * ldc) = acc[r];
+}
+
+/* The output channels a product block covers: the fused convolution's transformed kernel has
+ * a multiple of VL columns (instyle_winograd_kernel_columns), and runs fastest with a multiple of NR. */
 int instyle_winograd_block_channels(void) { return NR; }
+int instyle_winograd_kernel_columns(void) { return VL; }
 
 /* dst := the unpadded r x r convolution of src (rows x cols tiles of F(mm x mm, r x r): F(2x2, 3x3),
- * F(4x4, 3x3) or F(3x3, 2x2)) with kernel (n², C_in, C_out, the transformed kernel, n = mm + r -
- * 1), `group` tiles at a time per thread. Returns 0; -1 for another (mm, r), -2 for a C_out not a
- * multiple of NR, -3 when out of memory. */
+ * F(4x4, 3x3), F(3x3, 2x2) or F(4x4, 5x5)) with kernel (n², C_in, kc: the transformed kernel, n =
+ * mm + r - 1, its first c_out columns the output channels, the rest zero), plus bias (c_out; NULL:
+ * none), `group` tiles at a time per thread. Returns 0; -1 for another (mm, r), -2 for kc not a
+ * multiple of VL or smaller than c_out, -3 when out of memory. */
 int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
-                          const float *kernel, idx c_out, float *dst, idx dy, idx dx, idx group)
+                          const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
+                          idx group)
 {
-    int f4 = mm == 4 && r == 3, f2 = mm == 2 && r == 3, f3r2 = mm == 3 && r == 2;
-    if (!f4 && !f2 && !f3r2)
+    int f4 = mm == 4 && r == 3, f2 = mm == 2 && r == 3, f3r2 = mm == 3 && r == 2, f4r5 = mm == 4 && r == 5;
+    if (!f4 && !f2 && !f3r2 && !f4r5)
         return -1;
-    if (c_out % NR || group < 1)
+    if (kc % VL || kc < c_out || group < 1)
         return -2;
     idx nn = (mm + r - 1) * (mm + r - 1), tiles = rows * cols;
     /* as many groups for every thread, of at most `group` tiles (256 tiles on 2 threads: 12 x 22,
@@ -279,13 +400,16 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
     groups = (groups + threads - 1) / threads * threads;
     group = (tiles + groups - 1) / groups;
     groups = (tiles + group - 1) / group;
-    idx padded = (group + MR - 1) / MR * MR; /* a group's rows, in whole product blocks */
+    idx padded = (group + 2 * MR - 1) / (2 * MR) * (2 * MR); /* a group's rows, in whole product blocks */
+    /* the planes' strides, a cache line more than they hold: at a multiple of 4 KB all the
+     * transforms' n² streams fell into one set of the L1 cache */
+    idx us = padded * c_in + PLANE_SKEW, ms = padded * kc + PLANE_SKEW;
     int failed = 0;
 #pragma omp parallel
     {
         /* this thread's transformed tiles and products; rows past a group's last tile are zero */
-        float *u = calloc((size_t)(nn * padded * c_in), sizeof(float));
-        float *m = malloc((size_t)(nn * padded * c_out) * sizeof(float));
+        float *u = calloc((size_t)(nn * us), sizeof(float));
+        float *m = malloc((size_t)(nn * ms) * sizeof(float));
         if (u == NULL || m == NULL) {
 #pragma omp atomic write
             failed = 1;
@@ -299,34 +423,46 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
                 for (idx p = 0; p < nn; p++)
                     for (idx r = count; r < padded; r++)
                         for (idx c = 0; c < c_in; c++)
-                            u[(p * padded + r) * c_in + c] = 0.0f;
+                            u[p * us + r * c_in + c] = 0.0f;
             for (idx t = 0; t < count; t++) {
                 idx tile = t0 + t;
                 const float *s = src + (tile / cols) * mm * sy + (tile % cols) * mm * sx;
                 if (f4)
-                    f4_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+                    f4_input_tile(s, sy, sx, c_in, u + t * c_in, us);
                 else if (f2)
-                    f2_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+                    f2_input_tile(s, sy, sx, c_in, u + t * c_in, us);
+                else if (f3r2)
+                    f3r2_input_tile(s, sy, sx, c_in, u + t * c_in, us);
                 else
-                    f3r2_input_tile(s, sy, sx, c_in, u + t * c_in, padded * c_in);
+                    f8_input_tile(s, sy, sx, c_in, u + t * c_in, us);
             }
-            idx used = (count + MR - 1) / MR * MR;
+            idx wide = kc / NR * NR;
             for (idx p = 0; p < nn; p++) {
-                const float *up = u + p * padded * c_in, *kp = kernel + p * c_in * c_out;
-                float *mp = m + p * padded * c_out;
-                for (idx j = 0; j < c_out; j += NR) /* a panel of the kernel stays in L1 */
-                    for (idx r = 0; r < used; r += MR)
-                        product_block(c_in, up + r * c_in, c_in, kp + j, c_out, mp + r * c_out + j, c_out);
+                const float *up = u + p * us, *kp = kernel + p * c_in * kc;
+                float *mp = m + p * ms;
+                for (idx j = 0; j < wide; j += NR) /* a panel of the kernel stays in L1 */
+                    for (idx r = 0; r < count; r += MR)
+                        product_block(c_in, up + r * c_in, c_in, kp + j, kc, mp + r * kc + j, kc);
+                if (wide < kc) /* one vector of columns left */
+                    for (idx r = 0; r < count; r += 2 * MR)
+                        product_block_narrow(c_in, up + r * c_in, c_in, kp + wide, kc, mp + r * kc + wide, kc);
             }
             for (idx t = 0; t < count; t++) {
                 idx tile = t0 + t;
                 float *d = dst + (tile / cols) * mm * dy + (tile % cols) * mm * dx;
                 if (f4)
-                    f4_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+                    f4_output_tile(m + t * kc, ms, c_out, d, dy, dx);
                 else if (f2)
-                    f2_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+                    f2_output_tile(m + t * kc, ms, c_out, d, dy, dx);
+                else if (f3r2)
+                    f3r2_output_tile(m + t * kc, ms, c_out, d, dy, dx);
                 else
-                    f3r2_output_tile(m + t * c_out, padded * c_out, c_out, d, dy, dx);
+                    f8_output_tile(m + t * kc, ms, c_out, d, dy, dx);
+                if (bias != NULL)
+                    for (idx i = 0; i < mm; i++)
+                        for (idx j = 0; j < mm; j++)
+                            for (idx c = 0; c < c_out; c++)
+                                d[i * dy + j * dx + c] += bias[c];
             }
         }
         free(u);

@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3) and F(4x4, 3x3): the same convolution as the direct one, any side, in the engine."""
+"""Winograd F(2x2, 3x3), F(4x4, 3x3), F(3x3, 2x2) and F(4x4, 5x5): the same convolution as the direct
+one, any side, in the engine."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def test_the_transforms_compute_the_convolution_of_one_tile(alg: winograd.Algori
     assert torch.allclose(tile, F.conv2d(d, g)[0, 0], atol=1e-12)
     u = winograd.transformed_kernel(g, alg)  # float32, laid out for the products
     assert u.shape == (alg.n**2, 1, 1) and torch.allclose(u.double().reshape(alg.n, alg.n), gt @ g[0, 0] @ gt.T)
+
+
+@pytest.mark.parametrize("alg", [winograd.F3R2, winograd.F4R5], ids=["F3R2", "F4R5"])
+def test_the_fused_only_algorithms_compute_one_tile(alg: winograd.Algorithm) -> None:
+    """The same identity for F(3x3, 2x2) and F(4x4, 5x5) (float64): their matrices are right."""
+    torch.manual_seed(1)
+    g, d = torch.randn(1, 1, alg.r, alg.r, dtype=torch.float64), torch.randn(1, 1, alg.n, alg.n, dtype=torch.float64)
+    bt, gt, at = (torch.tensor(t, dtype=torch.float64) for t in (alg.bt, alg.g, alg.at))
+    tile = at @ ((gt @ g[0, 0] @ gt.T) * (bt @ d[0, 0] @ bt.T)) @ at.T
+    assert torch.allclose(tile, F.conv2d(d, g)[0, 0], atol=1e-10)
 
 
 def test_choose_by_output_size() -> None:
@@ -127,6 +138,41 @@ def test_f3r2_computes_the_2x2_convolution(size: tuple[int, int]) -> None:
         winograd.conv3x3(one_tile, kernel, torch.empty(1, c_out, 3, 3).contiguous(memory_format=CL), alg, fused=False)
 
 
+@pytest.mark.parametrize("size", [(9, 13), (16, 8), (4, 7), (3, 3)])
+def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) -> None:
+    """F(4x4, 5x5), the packed output convolution's: 12 output channels (not a multiple of the
+    native kernels' columns: the transformed kernel is zero-padded), a bias, 70 input channels,
+    sides that are not multiples of 4 (their last rows and columns direct, with the bias too; a
+    map smaller than one tile all direct), a batch of two; the engine's Conv dispatches to it."""
+    if native.compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    kernels = native.library()
+    assert kernels is not None
+    torch.manual_seed(4)
+    h, w = size
+    x = torch.randn(2, 70, h + 4, w + 4).contiguous(memory_format=CL)
+    weight = (torch.randn(12, 70, 5, 5) * 0.05).contiguous(memory_format=CL)
+    bias = torch.randn(12)
+    alg = winograd.F4R5
+    kernel = winograd.fused_kernel(weight, alg)
+    assert kernel.shape == (64, 70, -(-12 // kernels.kernel_columns) * kernels.kernel_columns)
+    assert not kernel[:, :, 12:].any()
+    out = torch.empty(2, 12, h, w).contiguous(memory_format=CL)
+    ref = F.conv2d(x, weight, bias)
+    with torch.inference_mode():
+        winograd.conv2d(x, weight, kernel, alg, out, bias=bias)
+        torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-5)
+        conv = Conv(weight, bias, 1, 0, winograd={}, native=True)
+        torch.testing.assert_close(conv(x), ref, atol=2e-4, rtol=1e-5)
+    assert set(conv.winograd or {}) == ({4} if h * w >= alg.min_pixels_native else set())
+    with pytest.raises(ValueError, match="multiple of"):  # a kernel without its zero columns
+        kernels.winograd_conv(4, x[0].permute(1, 2, 0), winograd.transformed_kernel(weight, alg),
+                              out[0].permute(1, 2, 0), 1, 1, 24, r=5)  # fmt: skip
+    with pytest.raises(ValueError, match="bias"):
+        kernels.winograd_conv(4, x[0].permute(1, 2, 0), kernel, out[0].permute(1, 2, 0), 1, 1, 24, r=5,
+                              bias=torch.randn(11))  # fmt: skip
+
+
 def test_conv3x3_reads_and_writes_crops(use_native: bool) -> None:
     # the part of a larger map whose sides are multiples of m, read and written through views
     torch.manual_seed(1)
@@ -164,6 +210,34 @@ def test_engine_residuals_by_winograd_change_nothing(
         x = torch.rand(1, 3, 336, 328)  # 1/4 resolution 84 x 82: F(4x4), last rows and columns direct
         torch.testing.assert_close(fast(x), direct(x), atol=1e-4, rtol=0)
         assert 4 in fast.res[0][0].winograd
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
+    """The packed output convolution by F(4x4, 5x5): the engine's output as with oneDNN's direct
+    one (a side that is not a multiple of 8: its last packed rows direct), the bytes path and a
+    tiled pass too; it follows the upsampling's Winograd by default."""
+    if native.compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
+    direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_output=False)
+    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_upsampling=True, winograd_output=True)
+    assert fast.out_packed is not None and fast.out_packed.winograd == {} and direct.out_packed is not None
+    assert direct.out_packed.winograd is None
+    default = JohnsonEngine(body, padding, torch.float32, cpu)
+    assert default.winograd_output == default.winograd_upsampling
+    x = torch.rand(1, 3, 44, 68)  # packed output 22 x 34: 20 x 32 by Winograd, the rest direct
+    pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    with torch.inference_mode():
+        ref = direct(x)
+        torch.testing.assert_close(fast(x), ref, atol=1e-5, rtol=0)
+        assert set(fast.out_packed.winograd) == {4}
+        assert (fast.forward_bytes(pixels).int() - direct.forward_bytes(pixels).int()).abs().max() <= 1
+        torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="float32"):
+        JohnsonEngine(body, padding, torch.bfloat16, cpu, winograd_output=True)
 
 
 def test_winograd_only_in_float32_on_a_cpu() -> None:
