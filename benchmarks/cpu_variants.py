@@ -24,8 +24,9 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   tiles, instead of the whole convolution in C (``fused_winograd=False``);
 * ``direct-upsampling``: the upsampling's 2x2 convolutions by oneDNN instead of Winograd's
   F(3x3, 2x2) in C (``winograd_upsampling=False``);
-* ``direct-output``: the packed output convolution (5x5 on the space-to-depth map) by oneDNN
-  instead of Winograd's F(4x4, 5x5) in C (``winograd_output=False``);
+* ``direct-ends``: the two 9x9 convolutions at the RGB ends (the output one packed as a 5x5 on
+  the space-to-depth map) by oneDNN instead of Winograd's F(4x4, 5x5) in C on space-to-depth
+  maps (``winograd_ends=False``);
 * ``bf16-residuals`` / ``float32-residuals``: a bf16 engine's residual blocks in bf16 (oneDNN's
   direct convolutions) or in float32 (Winograd's, in C), whichever the default is not
   (``residual_dtype``; ``stylenet.fast.float32_residuals`` picks);
@@ -82,8 +83,8 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
             engines["winograd-bands"] = build(fused_winograd=False)
         if default.winograd_upsampling:
             engines["direct-upsampling"] = build(winograd_upsampling=False)
-        if default.winograd_output:
-            engines["direct-output"] = build(winograd_output=False)
+        if default.winograd_ends:
+            engines["direct-ends"] = build(winograd_ends=False)
     elif default.dtype == torch.bfloat16:  # residual blocks in float32 or in bf16, whichever is not the default
         other_dtype = torch.bfloat16 if default.res_dtype == torch.float32 else torch.float32
         name = "bf16-residuals" if other_dtype == torch.bfloat16 else "float32-residuals"

@@ -555,7 +555,7 @@ class Conv:
     stride: int
     pad: int
     #: run by Winograd's algorithms where they are faster (``stylenet.winograd``; a 3x3 (no bias),
-    #: 2x2 or 5x5 stride-1 float32 CPU convolution), with the kernels they transformed so far
+    #: 2x2, 5x5 or 9x9 stride-1 float32 CPU convolution), with the kernels they transformed so far
     winograd: dict[int, torch.Tensor] | None = None
     #: Winograd's transforms in C (``stylenet.native``) or as torch's sums; None: C where it built
     native: bool | None = None
@@ -573,12 +573,17 @@ class Conv:
             alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
         elif kernels is not None and k == 5:
             alg = winograd.choose_5x5(pixels, self.native)
-        if kernels is None or alg is None:
+        elif kernels is not None and k == 9 and self.native is not False:
+            alg = winograd.choose_9x9(pixels)
+        if kernels is None or alg is None or self.stride != 1:
             return conv2d(padded, self.weight, self.bias, self.stride)
         kernel = kernels.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
-            kernel = kernels[alg.m] = winograd.fused_kernel(self.weight, alg)
+            weight = space_to_depth_kernel(self.weight.float()) if k == 9 else self.weight
+            kernel = kernels[alg.m] = winograd.fused_kernel(weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
+        if k == 9:  # as a 5x5 convolution on the space-to-depth map
+            return winograd.packed_conv2d(padded, self.weight, kernel, alg, out, bias=self.bias)
         return winograd.conv2d(
             padded, self.weight, kernel, alg, out, use_native=self.native, fused=self.fused, bias=self.bias
         )
@@ -767,7 +772,7 @@ class JohnsonEngine(nn.Module):
         fused_winograd: bool | None = None,
         winograd_upsampling: bool | None = None,
         residual_dtype: torch.dtype | None = None,
-        winograd_output: bool | None = None,
+        winograd_ends: bool | None = None,
     ) -> None:
         super().__init__()
         self.dtype = dtype
@@ -850,14 +855,16 @@ class JohnsonEngine(nn.Module):
         self.out_packed: Conv | None = None
         if packed_output and self.out.pad % 2:
             raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
-        # ... and that 5x5 convolution by Winograd's F(4x4, 5x5), fused in C, where the upsampling
-        # runs Winograd's F(3x3, 2x2): 64 products per 16 outputs where it takes 400 (the 512²
-        # output convolution 32 -> 11 ms on the Zen 4 EPYC in float32, ``winograd.F4R5``).
-        if winograd_output is None:
-            winograd_output = self.winograd_upsampling
-        self.winograd_output = bool(winograd_output and packed_output and native.library() is not None)
-        if self.winograd_output and (dtype != torch.float32 or device.type != "cpu"):
-            raise ValueError("a Winograd output convolution runs in float32 on a CPU")
+        # ... and that 5x5 convolution, and the first 9x9 one as a 5x5 convolution on its input's
+        # space-to-depth map (``winograd.packed_conv2d``), by Winograd's F(4x4, 5x5), fused in C,
+        # where the upsampling runs Winograd's F(3x3, 2x2): 64 products per 16 outputs where
+        # the 5x5 takes 400 (``winograd.F4R5``; in float32 on the Zen 4 EPYC at 512², the output
+        # convolution 32 -> 11 ms, the first one 21 -> 10 ms).
+        if winograd_ends is None:
+            winograd_ends = self.winograd_upsampling
+        self.winograd_ends = bool(winograd_ends and packed_output and native.library() is not None)
+        if self.winograd_ends and (dtype != torch.float32 or device.type != "cpu"):
+            raise ValueError("Winograd's 9x9 convolutions run in float32 on a CPU")
         # Its outputs per phase: RGB, or RGB and a zero channel (16 in all). On CUDA the layout of
         # 32-byte fp16 rows; in float32 on an AVX2 CPU oneDNN's kernel for 16 outputs (two
         # 8-wide vectors) beats the one for 12: 512² 47 -> 31 ms alone (benchmarks/cpu_variants.py).
@@ -867,7 +874,7 @@ class JohnsonEngine(nn.Module):
             avx2_fp32 = (
                 device.type == "cpu" and dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX2"
             )
-            packed_rgb = 4 if self.rgb_channels > 3 or (avx2_fp32 and not self.winograd_output) else 3
+            packed_rgb = 4 if self.rgb_channels > 3 or (avx2_fp32 and not self.winograd_ends) else 3
         if packed_rgb not in (3, 4):
             raise ValueError(f"packed_rgb is 3 or 4, got {packed_rgb}")
         self.packed_rgb = packed_rgb
@@ -878,8 +885,10 @@ class JohnsonEngine(nn.Module):
                 bias = _zero_pad_dim(bias, 0, packed_rgb)
             packed_bias = None if bias is None else bias.repeat(4)  # phase-major, as the weights
             self.out_packed = Conv(space_to_depth_kernel(weight).contiguous(memory_format=CL), packed_bias, 1, 0)
-            if self.winograd_output:
+            if self.winograd_ends:
                 self.out_packed.winograd, self.out_packed.native = {}, True
+        if self.winograd_ends and self.enc[0].stride == 1 and self.enc[0].weight.shape[2] == 9:
+            self.enc[0].winograd, self.enc[0].native = {}, True
         if self.rgb_channels > 3:
             self.enc[0].weight = _zero_pad_dim(self.enc[0].weight, 1, self.rgb_channels)
             self.out.weight = _zero_pad_dim(self.out.weight, 0, self.rgb_channels)

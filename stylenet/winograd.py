@@ -176,6 +176,12 @@ def choose_5x5(pixels: int, with_native: bool | None = None) -> Algorithm | None
     return F4R5 if kernels is not None and pixels >= F4R5.min_pixels_native else None
 
 
+def choose_9x9(pixels: int, with_native: bool | None = None) -> Algorithm | None:
+    """``F4R5`` for a 9x9 convolution onto ``pixels`` pixels, run as a 5x5 one on the 2x2
+    space-to-depth map (``packed_conv2d``), where the fused native kernels run, else None."""
+    return choose_5x5(pixels // 4, with_native)
+
+
 def applies(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the Johnson engine runs its residual convolutions this way by default: float32 on
     a CPU whose widest vector unit torch dispatches to is AVX2 (faster even with torch's sums),
@@ -325,6 +331,53 @@ def _native_bands(
         kernels.winograd_input(m, src[m * t0 :], u, b, cols)
         torch.bmm(u, kernel, out=prods)
         kernels.winograd_output(m, prods, dst[m * t0 :], b, cols)
+
+
+def space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, 2 h, 2 w) -> (N, 4 C, h, w) channels-last, a copy: channel (2 a + b) C + c at (i, j)
+    holds channel c at (2 i + a, 2 j + b) (the layout of ``stylenet.fast.space_to_depth_kernel``)."""
+    n, c, h2, w2 = x.shape
+    phases = x.permute(0, 2, 3, 1).reshape(n, h2 // 2, 2, w2 // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+    return phases.reshape(n, h2 // 2, w2 // 2, 4 * c).permute(0, 3, 1, 2)
+
+
+def packed_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    kernel: torch.Tensor,
+    alg: Algorithm,
+    out: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``out`` := ``F.conv2d(x, weight, bias)`` for a padded float32 channels-last ``x`` (N, C_in,
+    H + k - 1, W + k - 1) and a k x k ``weight``, k = 2 r - 1 (9x9 by ``F4R5``): over the largest
+    part of each image whose sides are multiples of 2 m, as the r x r convolution of that part's
+    2x2 space-to-depth map (``space_to_depth``; 4 C_in channels) by Winograd's F(m x m, r x r)
+    in C, ``kernel`` the ``fused_kernel`` of ``stylenet.fast.space_to_depth_kernel(weight)``, its
+    output (4 C_out phase-major channels) written out to full resolution as it is made; the last
+    rows and columns beyond that part by the direct convolution. The 9x9 first convolution of the
+    Johnson net on RGB: 64 products per 64 outputs and input channel where it takes 81 x 64."""
+    kernels = native.library()
+    if kernels is None:
+        raise native.NativeError("the native kernels are unavailable (see the log)")
+    _, _, h, w = out.shape
+    k, m = weight.shape[2], alg.m
+    if k != 2 * alg.r - 1:
+        raise ValueError(f"packed_conv2d runs a {2 * alg.r - 1}x{2 * alg.r - 1} convolution by {alg}, got {k}x{k}")
+    he, we = h // (2 * m) * 2 * m, w // (2 * m) * 2 * m  # full-resolution rows and columns by Winograd
+    phase_bias = None if bias is None else bias.float().repeat(4)  # (phase-major, as the outputs)
+    for i in range(x.shape[0]):
+        xi, oi = x[i : i + 1], out[i : i + 1]
+        if he and we:
+            src = space_to_depth(xi[:, :, : he + k - 1, : we + k - 1]).permute(0, 2, 3, 1)[0]
+            dst = oi[:, :, :he, :we].permute(0, 2, 3, 1)[0]
+            rows, cols, group = he // (2 * m), we // (2 * m), NATIVE_GROUP_TILES
+            kernels.winograd_conv(m, src, kernel, dst, rows, cols, group, r=alg.r, bias=phase_bias, phases=True)
+        if he < h:
+            oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight, bias))
+        if we < w and he:
+            oi[:, :, :he, we:].copy_(F.conv2d(xi[:, :, : he + k - 1, we:], weight, bias))
+    return out
 
 
 def self_check(kernels: native.Kernels) -> float:

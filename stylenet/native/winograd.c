@@ -382,17 +382,22 @@ int instyle_winograd_kernel_columns(void) { return VL; }
 /* dst := the unpadded r x r convolution of src (rows x cols tiles of F(mm x mm, r x r): F(2x2, 3x3),
  * F(4x4, 3x3), F(3x3, 2x2) or F(4x4, 5x5)) with kernel (n², C_in, kc: the transformed kernel, n =
  * mm + r - 1, its first c_out columns the output channels, the rest zero), plus bias (c_out; NULL:
- * none), `group` tiles at a time per thread. Returns 0; -1 for another (mm, r), -2 for kc not a
- * multiple of VL or smaller than c_out, -3 when out of memory. */
+ * none), `group` tiles at a time per thread. With `phases`, the output is a 2x2 space-to-depth map
+ * written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's channel c at
+ * pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). Returns 0; -1 for another (mm, r), -2
+ * for kc not a multiple of VL or smaller than c_out (or c_out not a multiple of 4 with phases), -3
+ * when out of memory. */
 int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
                           const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
-                          idx group)
+                          idx group, int phases)
 {
     int f4 = mm == 4 && r == 3, f2 = mm == 2 && r == 3, f3r2 = mm == 3 && r == 2, f4r5 = mm == 4 && r == 5;
     if (!f4 && !f2 && !f3r2 && !f4r5)
         return -1;
-    if (kc % VL || kc < c_out || group < 1)
+    if (kc % VL || kc < c_out || group < 1 || (phases && c_out % 4))
         return -2;
+    /* the output's parts (one, or the four phases) and their channels; a tile's pixel strides */
+    idx parts = phases ? 4 : 1, cp = c_out / parts, ty = phases ? 2 * dy : dy, tx = phases ? 2 * dx : dx;
     idx nn = (mm + r - 1) * (mm + r - 1), tiles = rows * cols;
     /* as many groups for every thread, of at most `group` tiles (256 tiles on 2 threads: 12 x 22,
      * not 6 and 5 groups of 24) */
@@ -447,23 +452,25 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
                     for (idx r = 0; r < count; r += 2 * MR)
                         product_block_narrow(c_in, up + r * c_in, c_in, kp + wide, kc, mp + r * kc + wide, kc);
             }
-            for (idx t = 0; t < count; t++) {
-                idx tile = t0 + t;
-                float *d = dst + (tile / cols) * mm * dy + (tile % cols) * mm * dx;
-                if (f4)
-                    f4_output_tile(m + t * kc, ms, c_out, d, dy, dx);
-                else if (f2)
-                    f2_output_tile(m + t * kc, ms, c_out, d, dy, dx);
-                else if (f3r2)
-                    f3r2_output_tile(m + t * kc, ms, c_out, d, dy, dx);
-                else
-                    f8_output_tile(m + t * kc, ms, c_out, d, dy, dx);
-                if (bias != NULL)
-                    for (idx i = 0; i < mm; i++)
-                        for (idx j = 0; j < mm; j++)
-                            for (idx c = 0; c < c_out; c++)
-                                d[i * dy + j * dx + c] += bias[c];
-            }
+            for (idx t = 0; t < count; t++)
+                for (idx q = 0; q < parts; q++) {
+                    idx tile = t0 + t;
+                    float *d = dst + (tile / cols) * mm * ty + (tile % cols) * mm * tx + (q / 2) * dy + (q % 2) * dx;
+                    const float *mt = m + t * kc + q * cp;
+                    if (f4)
+                        f4_output_tile(mt, ms, cp, d, ty, tx);
+                    else if (f2)
+                        f2_output_tile(mt, ms, cp, d, ty, tx);
+                    else if (f3r2)
+                        f3r2_output_tile(mt, ms, cp, d, ty, tx);
+                    else
+                        f8_output_tile(mt, ms, cp, d, ty, tx);
+                    if (bias != NULL)
+                        for (idx i = 0; i < mm; i++)
+                            for (idx j = 0; j < mm; j++)
+                                for (idx c = 0; c < cp; c++)
+                                    d[i * ty + j * tx + c] += bias[q * cp + c];
+                }
         }
         free(u);
         free(m);

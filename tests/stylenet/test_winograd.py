@@ -173,6 +173,29 @@ def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) 
                               bias=torch.randn(11))  # fmt: skip
 
 
+@pytest.mark.parametrize("size", [(16, 16), (20, 28), (34, 9), (10, 10)])
+def test_a_9x9_convolution_by_f4r5_on_the_space_to_depth_map(size: tuple[int, int]) -> None:
+    """The Johnson net's first convolution (3 -> 32 channels, 9x9, a bias here) as a 5x5 one on its
+    input's 2x2 space-to-depth map by F(4x4, 5x5), written out to full resolution by the C kernel
+    (``phases``): over the part whose sides are multiples of 8, the rest direct (a map too small
+    for a tile all direct); a batch of two, through the engine's Conv."""
+    if native.compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    torch.manual_seed(5)
+    h, w = size
+    x = torch.rand(2, 3, h + 8, w + 8).contiguous(memory_format=CL)
+    weight = (torch.randn(32, 3, 9, 9) * 0.05).contiguous(memory_format=CL)
+    bias = torch.randn(32)
+    conv = Conv(weight, bias, 1, 4, winograd={}, native=True)
+    with torch.inference_mode():
+        got = conv(x)
+    torch.testing.assert_close(got, F.conv2d(x, weight, bias), atol=2e-5, rtol=1e-5)
+    assert set(conv.winograd or {}) == ({4} if h * w >= 4 * winograd.F4R5.min_pixels_native else set())
+    assert winograd.space_to_depth(x[:, :, :16, :16])[0, 3 * 3 + 1, 2, 5] == x[0, 1, 5, 11]  # phase (1, 1)
+    with pytest.raises(ValueError, match="9x9"):
+        winograd.packed_conv2d(x, weight[:, :, :7, :7], torch.empty(0), winograd.F4R5, torch.empty(2, 32, 2, 2))
+
+
 def test_conv3x3_reads_and_writes_crops(use_native: bool) -> None:
     # the part of a larger map whose sides are multiples of m, read and written through views
     torch.manual_seed(1)
@@ -214,30 +237,30 @@ def test_engine_residuals_by_winograd_change_nothing(
 
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
-    """The packed output convolution by F(4x4, 5x5): the engine's output as with oneDNN's direct
-    one (a side that is not a multiple of 8: its last packed rows direct), the bytes path and a
-    tiled pass too; it follows the upsampling's Winograd by default."""
+    """The two 9x9 convolutions (the first, and the output one packed) by F(4x4, 5x5): the engine's
+    output as with oneDNN's direct ones (a side that is not a multiple of 16: their last rows
+    direct), the bytes path and a tiled pass too; they follow the upsampling's Winograd by default."""
     if native.compiler() is None or not native.enabled():
         pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
     cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
     body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
-    direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_output=False)
-    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_upsampling=True, winograd_output=True)
+    direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_ends=False)
+    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_upsampling=True, winograd_ends=True)
     assert fast.out_packed is not None and fast.out_packed.winograd == {} and direct.out_packed is not None
-    assert direct.out_packed.winograd is None
+    assert direct.out_packed.winograd is None and direct.enc[0].winograd is None and fast.enc[0].winograd == {}
     default = JohnsonEngine(body, padding, torch.float32, cpu)
-    assert default.winograd_output == default.winograd_upsampling
+    assert default.winograd_ends == default.winograd_upsampling
     x = torch.rand(1, 3, 44, 68)  # packed output 22 x 34: 20 x 32 by Winograd, the rest direct
     pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     with torch.inference_mode():
         ref = direct(x)
         torch.testing.assert_close(fast(x), ref, atol=1e-5, rtol=0)
-        assert set(fast.out_packed.winograd) == {4}
+        assert set(fast.out_packed.winograd) == {4} and set(fast.enc[0].winograd) == {4}
         assert (fast.forward_bytes(pixels).int() - direct.forward_bytes(pixels).int()).abs().max() <= 1
         torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="float32"):
-        JohnsonEngine(body, padding, torch.bfloat16, cpu, winograd_output=True)
+        JohnsonEngine(body, padding, torch.bfloat16, cpu, winograd_ends=True)
 
 
 def test_winograd_only_in_float32_on_a_cpu() -> None:
