@@ -568,7 +568,8 @@ class Conv:
         pixels = (h - k + 1) * (w - k + 1)
         alg: winograd.Algorithm | None = None
         if kernels is not None and k == 3:
-            alg = winograd.choose(pixels, self.native)
+            fused_channels = None if self.fused is False else self.weight.shape[0]
+            alg = winograd.choose(pixels, self.native, fused_channels)
         elif kernels is not None and k == 2:
             alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
         elif kernels is not None and k == 5:

@@ -166,7 +166,7 @@ class Kernels:
         self._output.restype = ctypes.c_int
         self._conv = lib.instyle_winograd_conv
         self._conv.argtypes = [
-            *(ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64),  # (m, r, src, sy, sx, c_in, rows, cols)
+            *(ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64),  # (m, r, src, sy, sx, c_in, h, w)
             *(ptr, i64, i64, ptr, ptr, i64, i64, i64),  # (kernel, its columns, c_out, bias, dst, dy, dx, group)
             ctypes.c_int,  # phases
         ]
@@ -274,26 +274,28 @@ class Kernels:
         src: torch.Tensor,
         kernel: torch.Tensor,
         dst: torch.Tensor,
-        rows: int,
-        cols: int,
         group: int,
         r: int = 3,
         bias: torch.Tensor | None = None,
         phases: bool = False,
     ) -> None:
-        """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (H + r - 1, W + r - 1,
-        C_in) by Winograd's F(m x m, r x r) over rows x cols tiles (F(2x2, 3x3), F(4x4, 3x3),
-        F(3x3, 2x2), F(4x4, 5x5)), plus ``bias`` ((C_out,) float32, or none): ``kernel`` (n², C_in,
-        K) is the transformed kernel, n = m + r - 1, its K columns C_out rounded up to a multiple
-        of ``kernel_columns`` (zeros past C_out). Each thread transforms, multiplies and transforms
-        back ``group`` tiles at a time in its own buffers. ``phases``: the convolution's output is
-        a 2x2 space-to-depth map (C_out = 4 C, phase-major) and ``dst`` (2 H, 2 W, C) receives it
-        at full resolution: channel q C + c at (y, x) is ``dst``'s channel c at (2 y + q // 2,
-        2 x + q % 2)."""
+        """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (at least H + r - 1 by
+        W + r - 1 pixels, C_in) by Winograd's F(m x m, r x r) (F(2x2, 3x3), F(4x4, 3x3), F(6x6,
+        3x3), F(3x3, 2x2), F(4x4, 5x5); sides that are not multiples of m end in partial tiles),
+        plus ``bias`` ((C_out,) float32, or none): ``kernel`` (n², C_in, K) is the transformed
+        kernel, n = m + r - 1, its K columns C_out rounded up to a multiple of ``kernel_columns``
+        (zeros past C_out). Each thread transforms, multiplies and transforms back ``group`` tiles
+        at a time in its own buffers. ``phases``: the convolution's output is a 2x2 space-to-depth
+        map (H / 2 x W / 2 pixels of C_out = 4 C channels, phase-major) and ``dst`` (H, W, C, sides
+        even) receives it at full resolution: channel q C + c at (y, x) is ``dst``'s channel c at
+        (2 y + q // 2, 2 x + q % 2)."""
         _check(src, "src")
         _check(dst, "dst")
         scale = 2 if phases else 1
+        h, w = dst.shape[0] // scale, dst.shape[1] // scale
         c_in, c_out, n = src.shape[2], dst.shape[2] * scale**2, m + r - 1
+        if phases and (dst.shape[0] % 2 or dst.shape[1] % 2):
+            raise ValueError(f"dst {tuple(dst.shape)}: a map written from 2x2 phases needs even sides")
         columns = -(-c_out // self.kernel_columns) * self.kernel_columns
         if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != (n * n, c_in, columns):
             raise ValueError(
@@ -302,13 +304,12 @@ class Kernels:
             )
         if bias is not None and (bias.dtype != torch.float32 or bias.shape != (c_out,) or not bias.is_contiguous()):
             raise ValueError(f"bias must be a contiguous float32 ({c_out},) tensor")
-        small = src.shape[0] < m * rows + r - 1 or src.shape[1] < m * cols + r - 1
-        if small or dst.shape[0] < scale * m * rows or dst.shape[1] < scale * m * cols:
-            raise ValueError(f"src {tuple(src.shape)} or dst {tuple(dst.shape)} is too small for {rows} x {cols} tiles")
+        if src.shape[0] < h + r - 1 or src.shape[1] < w + r - 1:
+            raise ValueError(f"src {tuple(src.shape)} is too small for {h} x {w} outputs of a {r}x{r} convolution")
         (sy, sx, _), (dy, dx, _) = src.stride(), dst.stride()
         bias_ptr = None if bias is None else bias.data_ptr()
         done = self._conv(
-            *(m, r, src.data_ptr(), sy, sx, c_in, rows, cols),
+            *(m, r, src.data_ptr(), sy, sx, c_in, h, w),
             *(kernel.data_ptr(), columns, c_out, bias_ptr, dst.data_ptr(), dy, dx, group),
             phases,
         )

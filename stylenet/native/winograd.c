@@ -98,7 +98,7 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
     }
 }
 
-/* ---- F(4x4, 5x5): n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity ---- */
+/* ---- F(4x4, 5x5) and F(6x6, 3x3): n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity ---- */
 
 /* B^T, rows: (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4,
  * -17/4, -1, 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4,
@@ -116,16 +116,23 @@ static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float 
         o##7 = (d7) - (d1) + 5.25f * ((d3) - (d5));                              \
     }
 
-/* A^T, rows: (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0),
- * (0, 1, -1, 1/8, -1/8, 8, -8, 1) */
-#define AT8(o, s0, s1, s2, s3, s4, s5, s6, s7)                                   \
+/* A^T of F(4x4, 5x5) (M = 4) and of F(6x6, 3x3) (M = 6), its first M of the rows
+ * (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0), (0, 1, -1, 1/8,
+ * -1/8, 8, -8, 0), (0, 1, 1, 1/16, 1/16, 16, 16, 0), (0, 1, -1, 1/32, -1/32, 32, -32, 0), the last row's
+ * last entry 1 (stylenet/winograd.py F4R5.at, F6.at). */
+#define AT8(M, o, s0, s1, s2, s3, s4, s5, s6, s7)                                \
     {                                                                            \
         float a1 = (s1) + (s2), b1 = (s1) - (s2), a2 = (s3) + (s4), b2 = (s3) - (s4); \
         float a3 = (s5) + (s6), b3 = (s5) - (s6);                                \
-        o##0 = (s0) + a1 + a2 + a3;                                              \
-        o##1 = b1 + 0.5f * b2 + 2.0f * b3;                                       \
-        o##2 = a1 + 0.25f * a2 + 4.0f * a3;                                      \
-        o##3 = b1 + 0.125f * b2 + 8.0f * b3 + (s7);                              \
+        o[0] = (s0) + a1 + a2 + a3;                                              \
+        o[1] = b1 + 0.5f * b2 + 2.0f * b3;                                       \
+        o[2] = a1 + 0.25f * a2 + 4.0f * a3;                                      \
+        o[3] = b1 + 0.125f * b2 + 8.0f * b3;                                     \
+        if (M == 6) {                                                            \
+            o[4] = a1 + 0.0625f * a2 + 16.0f * a3;                               \
+            o[5] = b1 + 0.03125f * b2 + 32.0f * b3;                              \
+        }                                                                        \
+        o[M - 1] += (s7);                                                        \
     }
 
 static void f8_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
@@ -159,33 +166,37 @@ static void f8_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, f
     }
 }
 
-static void f8_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
-{
-    float tmp[8][4][CB];
-    for (idx c0 = 0; c0 < c_out; c0 += CB) {
-        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
-        for (int k = 0; k < 8; k++) { /* M A: each row of tile positions */
-            const float *restrict row = m + 8 * k * plane + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float s0, s1, s2, s3;
-                AT8(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c], row[4 * plane + c],
-                    row[5 * plane + c], row[6 * plane + c], row[7 * plane + c])
-                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2; tmp[k][3][c] = s3;
-            }
-        }
-        for (int j = 0; j < 4; j++) { /* A^T (M A): each output column of the tile */
-            float *restrict out = dst + j * dx + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float y0, y1, y2, y3;
-                AT8(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c], tmp[5][j][c],
-                    tmp[6][j][c], tmp[7][j][c])
-                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2; out[3 * dy + c] = y3;
-            }
-        }
+#define OUTPUT_TILE8(NAME, M)                                                                          \
+    static void NAME(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx) \
+    {                                                                                                  \
+        float tmp[8][M][CB];                                                                           \
+        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                       \
+            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                \
+            for (int k = 0; k < 8; k++) { /* M A: each row of tile positions */                        \
+                const float *restrict row = m + 8 * k * plane + c0;                                    \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
+                    float s[M];                                                                        \
+                    AT8(M, s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c],          \
+                        row[4 * plane + c], row[5 * plane + c], row[6 * plane + c], row[7 * plane + c]) \
+                    for (int q = 0; q < M; q++)                                                        \
+                        tmp[k][q][c] = s[q];                                                           \
+                }                                                                                      \
+            }                                                                                          \
+            for (int j = 0; j < M; j++) { /* A^T (M A): each output column of the tile */              \
+                float *restrict out = dst + j * dx + c0;                                               \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
+                    float y[M];                                                                        \
+                    AT8(M, y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c],    \
+                        tmp[5][j][c], tmp[6][j][c], tmp[7][j][c])                                      \
+                    for (int q = 0; q < M; q++)                                                        \
+                        out[q * dy + c] = y[q];                                                        \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
     }
-}
+
+OUTPUT_TILE8(f8_output_tile4, 4)
+OUTPUT_TILE8(f8_output_tile6, 6)
 
 /* ---- the 4-point transforms: F(2x2, 3x3) and F(3x3, 2x2), n = 4 ---- */
 
@@ -379,26 +390,52 @@ static inline void product_block_narrow(idx k, const float *restrict a, idx lda,
 int instyle_winograd_block_channels(void) { return NR; }
 int instyle_winograd_kernel_columns(void) { return VL; }
 
-/* dst := the unpadded r x r convolution of src (rows x cols tiles of F(mm x mm, r x r): F(2x2, 3x3),
- * F(4x4, 3x3), F(3x3, 2x2) or F(4x4, 5x5)) with kernel (n², C_in, kc: the transformed kernel, n =
- * mm + r - 1, its first c_out columns the output channels, the rest zero), plus bias (c_out; NULL:
- * none), `group` tiles at a time per thread. With `phases`, the output is a 2x2 space-to-depth map
- * written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's channel c at
- * pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). Returns 0; -1 for another (mm, r), -2
- * for kc not a multiple of VL or smaller than c_out (or c_out not a multiple of 4 with phases), -3
- * when out of memory. */
-int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx rows, idx cols,
+/* The tile's transforms for F(mm x mm, r x r). */
+typedef void (*input_tile_fn)(const float *restrict, idx, idx, idx, float *restrict, idx);
+typedef void (*output_tile_fn)(const float *restrict, idx, idx, float *restrict, idx, idx);
+
+static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out)
+{
+    if (mm == 2 && r == 3)
+        *in = f2_input_tile, *out = f2_output_tile;
+    else if (mm == 4 && r == 3)
+        *in = f4_input_tile, *out = f4_output_tile;
+    else if (mm == 6 && r == 3)
+        *in = f8_input_tile, *out = f8_output_tile6;
+    else if (mm == 3 && r == 2)
+        *in = f3r2_input_tile, *out = f3r2_output_tile;
+    else if (mm == 4 && r == 5)
+        *in = f8_input_tile, *out = f8_output_tile4;
+    else
+        return -1;
+    return 0;
+}
+
+/* dst := the unpadded r x r convolution of src, h x w outputs (src: h + r - 1 rows of w + r - 1
+ * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(3x3, 2x2) or F(4x4, 5x5),
+ * with kernel (n², C_in, kc: the transformed kernel, n = mm + r - 1, its first c_out columns the
+ * output channels, the rest zero), plus bias (c_out; NULL: none), `group` tiles at a time per
+ * thread. Sides that are not multiples of mm end in partial tiles: their inputs gathered into a
+ * zero-padded tile, their outputs made in a scratch tile and the valid ones copied out. With
+ * `phases`, the output is a 2x2 space-to-depth map written out to full resolution: its channel
+ * q C + c at (y, x), C = c_out / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx:
+ * dst's strides). Returns 0; -1 for another (mm, r), -2 for kc not a multiple of VL or smaller than
+ * c_out (or c_out not a multiple of 4 with phases), -3 when out of memory. */
+int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx h, idx w,
                           const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
                           idx group, int phases)
 {
-    int f4 = mm == 4 && r == 3, f2 = mm == 2 && r == 3, f3r2 = mm == 3 && r == 2, f4r5 = mm == 4 && r == 5;
-    if (!f4 && !f2 && !f3r2 && !f4r5)
+    input_tile_fn input_tile;
+    output_tile_fn output_tile;
+    if (tile_transforms(mm, r, &input_tile, &output_tile))
         return -1;
     if (kc % VL || kc < c_out || group < 1 || (phases && c_out % 4))
         return -2;
     /* the output's parts (one, or the four phases) and their channels; a tile's pixel strides */
     idx parts = phases ? 4 : 1, cp = c_out / parts, ty = phases ? 2 * dy : dy, tx = phases ? 2 * dx : dx;
-    idx nn = (mm + r - 1) * (mm + r - 1), tiles = rows * cols;
+    idx n = mm + r - 1, nn = n * n, rows = (h + mm - 1) / mm, cols = (w + mm - 1) / mm, tiles = rows * cols;
+    if (tiles == 0)
+        return 0;
     /* as many groups for every thread, of at most `group` tiles (256 tiles on 2 threads: 12 x 22,
      * not 6 and 5 groups of 24) */
     idx threads = omp_get_max_threads(), groups = (tiles + group - 1) / group;
@@ -412,68 +449,79 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
     int failed = 0;
 #pragma omp parallel
     {
-        /* this thread's transformed tiles and products; rows past a group's last tile are zero */
+        /* this thread's transformed tiles and products (rows past a group's last tile are zero),
+         * and a partial tile's inputs and outputs */
         float *u = calloc((size_t)(nn * us), sizeof(float));
         float *m = malloc((size_t)(nn * ms) * sizeof(float));
-        if (u == NULL || m == NULL) {
+        float *edge_in = malloc((size_t)(nn * c_in) * sizeof(float));
+        float *edge_out = malloc((size_t)(mm * mm * cp) * sizeof(float));
+        int ok = u != NULL && m != NULL && edge_in != NULL && edge_out != NULL;
+        if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (idx g = 0; g < groups; g++) {
-            if (u == NULL || m == NULL)
+            if (!ok)
                 continue;
             idx t0 = g * group, count = tiles - t0 < group ? tiles - t0 : group;
             if (count < group) /* the last group: its unused rows zeroed again */
                 for (idx p = 0; p < nn; p++)
-                    for (idx r = count; r < padded; r++)
+                    for (idx row = count; row < padded; row++)
                         for (idx c = 0; c < c_in; c++)
-                            u[p * us + r * c_in + c] = 0.0f;
+                            u[p * us + row * c_in + c] = 0.0f;
             for (idx t = 0; t < count; t++) {
-                idx tile = t0 + t;
-                const float *s = src + (tile / cols) * mm * sy + (tile % cols) * mm * sx;
-                if (f4)
-                    f4_input_tile(s, sy, sx, c_in, u + t * c_in, us);
-                else if (f2)
-                    f2_input_tile(s, sy, sx, c_in, u + t * c_in, us);
-                else if (f3r2)
-                    f3r2_input_tile(s, sy, sx, c_in, u + t * c_in, us);
-                else
-                    f8_input_tile(s, sy, sx, c_in, u + t * c_in, us);
+                idx y0 = (t0 + t) / cols * mm, x0 = (t0 + t) % cols * mm;
+                const float *s = src + y0 * sy + x0 * sx;
+                if (y0 + mm > h || x0 + mm > w) { /* a partial tile: its inputs, zero past the map */
+                    idx vy = h + r - 1 - y0, vx = w + r - 1 - x0;
+                    for (idx i = 0; i < n; i++)
+                        for (idx j = 0; j < n; j++)
+                            for (idx c = 0; c < c_in; c++)
+                                edge_in[(i * n + j) * c_in + c] = i < vy && j < vx ? s[i * sy + j * sx + c] : 0.0f;
+                    input_tile(edge_in, n * c_in, c_in, c_in, u + t * c_in, us);
+                } else {
+                    input_tile(s, sy, sx, c_in, u + t * c_in, us);
+                }
             }
             idx wide = kc / NR * NR;
             for (idx p = 0; p < nn; p++) {
                 const float *up = u + p * us, *kp = kernel + p * c_in * kc;
                 float *mp = m + p * ms;
                 for (idx j = 0; j < wide; j += NR) /* a panel of the kernel stays in L1 */
-                    for (idx r = 0; r < count; r += MR)
-                        product_block(c_in, up + r * c_in, c_in, kp + j, kc, mp + r * kc + j, kc);
+                    for (idx row = 0; row < count; row += MR)
+                        product_block(c_in, up + row * c_in, c_in, kp + j, kc, mp + row * kc + j, kc);
                 if (wide < kc) /* one vector of columns left */
-                    for (idx r = 0; r < count; r += 2 * MR)
-                        product_block_narrow(c_in, up + r * c_in, c_in, kp + wide, kc, mp + r * kc + wide, kc);
+                    for (idx row = 0; row < count; row += 2 * MR)
+                        product_block_narrow(c_in, up + row * c_in, c_in, kp + wide, kc, mp + row * kc + wide, kc);
             }
-            for (idx t = 0; t < count; t++)
+            for (idx t = 0; t < count; t++) {
+                idx y0 = (t0 + t) / cols * mm, x0 = (t0 + t) % cols * mm;
+                idx vy = h - y0 < mm ? h - y0 : mm, vx = w - x0 < mm ? w - x0 : mm; /* valid outputs */
                 for (idx q = 0; q < parts; q++) {
-                    idx tile = t0 + t;
-                    float *d = dst + (tile / cols) * mm * ty + (tile % cols) * mm * tx + (q / 2) * dy + (q % 2) * dx;
-                    const float *mt = m + t * kc + q * cp;
-                    if (f4)
-                        f4_output_tile(mt, ms, cp, d, ty, tx);
-                    else if (f2)
-                        f2_output_tile(mt, ms, cp, d, ty, tx);
-                    else if (f3r2)
-                        f3r2_output_tile(mt, ms, cp, d, ty, tx);
-                    else
-                        f8_output_tile(mt, ms, cp, d, ty, tx);
-                    if (bias != NULL)
-                        for (idx i = 0; i < mm; i++)
-                            for (idx j = 0; j < mm; j++)
-                                for (idx c = 0; c < cp; c++)
-                                    d[i * ty + j * tx + c] += bias[q * cp + c];
+                    float *d = dst + y0 * ty + x0 * tx + (q / 2) * dy + (q % 2) * dx;
+                    const float *mt = m + t * kc + q * cp, *b = bias == NULL ? NULL : bias + q * cp;
+                    if (vy == mm && vx == mm) {
+                        output_tile(mt, ms, cp, d, ty, tx);
+                        if (b != NULL)
+                            for (idx i = 0; i < mm; i++)
+                                for (idx j = 0; j < mm; j++)
+                                    for (idx c = 0; c < cp; c++)
+                                        d[i * ty + j * tx + c] += b[c];
+                        continue;
+                    }
+                    output_tile(mt, ms, cp, edge_out, mm * cp, cp);
+                    for (idx i = 0; i < vy; i++)
+                        for (idx j = 0; j < vx; j++)
+                            for (idx c = 0; c < cp; c++)
+                                d[i * ty + j * tx + c] = edge_out[(i * mm + j) * cp + c] + (b == NULL ? 0.0f : b[c]);
                 }
+            }
         }
         free(u);
         free(m);
+        free(edge_in);
+        free(edge_out);
     }
     return failed ? -3 : 0;
 }

@@ -32,7 +32,7 @@ def test_the_transforms_compute_the_convolution_of_one_tile(alg: winograd.Algori
     assert u.shape == (alg.n**2, 1, 1) and torch.allclose(u.double().reshape(alg.n, alg.n), gt @ g[0, 0] @ gt.T)
 
 
-@pytest.mark.parametrize("alg", [winograd.F3R2, winograd.F4R5], ids=["F3R2", "F4R5"])
+@pytest.mark.parametrize("alg", [winograd.F3R2, winograd.F4R5, winograd.F6], ids=["F3R2", "F4R5", "F6"])
 def test_the_fused_only_algorithms_compute_one_tile(alg: winograd.Algorithm) -> None:
     """The same identity for F(3x3, 2x2) and F(4x4, 5x5) (float64): their matrices are right."""
     torch.manual_seed(1)
@@ -48,6 +48,14 @@ def test_choose_by_output_size() -> None:
     assert winograd.choose(16 * 16, False) is None
     # ... and with the native ones, F(4x4) from 8² (the AMX Xeon, with and without the AVX2 caps)
     assert winograd.choose(8 * 8, True) is winograd.F4 and winograd.choose(7 * 7, True) is None
+    # ... and where the fused native convolution runs (whole blocks of outputs), F(6x6) from 40²
+    kernels = native.library()
+    if kernels is not None:
+        block = kernels.conv_block_channels
+        assert winograd.choose(40 * 40, None, block) is winograd.F6
+        assert winograd.choose(32 * 32, None, block) is winograd.F4
+        assert winograd.choose(128 * 128, None, block + 1) is winograd.F4  # (the bands then)
+        assert winograd.choose(128 * 128, False, block) is winograd.F4  # torch's sums
 
 
 @pytest.fixture(params=[False, True], ids=["sums", "native"])
@@ -106,7 +114,31 @@ def test_the_fused_native_convolution_equals_the_direct_one(alg: winograd.Algori
     assert float(out[:, :, 3 * alg.m :].abs().max()) == 0 and float(out[:, :, :, 5 * alg.m :].abs().max()) == 0
     with pytest.raises(ValueError, match="multiple of"):  # the fused kernel's block of output channels
         kernels.winograd_conv(alg.m, crop_in[0].permute(1, 2, 0), kernel[:, :, :5].contiguous(),
-                              crop_out[0, :5].permute(1, 2, 0), 3, 5, group)  # fmt: skip
+                              crop_out[0, :5].permute(1, 2, 0), group)  # fmt: skip
+
+
+@pytest.mark.parametrize("alg", [*winograd.ALGORITHMS, winograd.F6], ids=lambda a: f"F{a.m}")
+@pytest.mark.parametrize("size", [(13, 17), (6, 6), (1, 9), (25, 3)])
+def test_the_fused_convolution_ends_in_partial_tiles(alg: winograd.Algorithm, size: tuple[int, int]) -> None:
+    """Sides that are not multiples of m: the fused C kernel's last tiles read a zero-padded copy of
+    their inputs and write their valid outputs only (nothing past the map: a zeroed border around
+    the output stays zero); a batch of two, 40 input channels, crops in and out."""
+    if native.compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    kernels = native.library()
+    assert kernels is not None
+    torch.manual_seed(6)
+    h, w = size
+    c_out = kernels.conv_block_channels
+    x = torch.randn(2, 40, h + 5, w + 4).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, 40, 3, 3) * 0.1
+    out = torch.zeros(2, c_out, h + 2, w + 3).contiguous(memory_format=CL)
+    crop_in, crop_out = x[:, :, : h + 2, : w + 2], out[:, :, 1 : h + 1, 2 : w + 2]
+    with torch.inference_mode():
+        winograd.conv2d(crop_in, weight, winograd.transformed_kernel(weight, alg), alg, crop_out, use_native=True)
+    torch.testing.assert_close(crop_out, F.conv2d(crop_in, weight), atol=2e-4, rtol=1e-5)
+    crop_out.zero_()
+    assert not out.any()  # nothing was written outside the crop
 
 
 @pytest.mark.parametrize("size", [(9, 12), (10, 7), (4, 5), (2, 2)])
@@ -167,9 +199,9 @@ def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) 
     assert set(conv.winograd or {}) == ({4} if h * w >= alg.min_pixels_native else set())
     with pytest.raises(ValueError, match="multiple of"):  # a kernel without its zero columns
         kernels.winograd_conv(4, x[0].permute(1, 2, 0), winograd.transformed_kernel(weight, alg),
-                              out[0].permute(1, 2, 0), 1, 1, 24, r=5)  # fmt: skip
+                              out[0].permute(1, 2, 0), 24, r=5)  # fmt: skip
     with pytest.raises(ValueError, match="bias"):
-        kernels.winograd_conv(4, x[0].permute(1, 2, 0), kernel, out[0].permute(1, 2, 0), 1, 1, 24, r=5,
+        kernels.winograd_conv(4, x[0].permute(1, 2, 0), kernel, out[0].permute(1, 2, 0), 24, r=5,
                               bias=torch.randn(11))  # fmt: skip
 
 
