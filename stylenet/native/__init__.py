@@ -12,7 +12,9 @@ to extra trips through memory:
   transformed kernel with a register-blocked product of its own and transforms them back, all
   within its cache, where torch's ``bmm`` between two transform calls sent every band's
   transformed tiles and products through memory (the Johnson residual blocks' convolutions in a
-  512² pass: 186 -> 157 ms, Ice Lake Xeon).
+  512² pass: 186 -> 157 ms, Ice Lake Xeon). It runs F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3),
+  F(3x3, 2x2) and F(4x4, 5x5), ends maps in partial tiles, adds a bias, and can write a 2x2
+  space-to-depth output out to full resolution as it makes it (``phases``).
 * An instance norm and the activation or residual add after it (``affine.c``, used by
   ``stylenet.fast.norm_into``): one pass where torch takes two, float32 or bf16.
 * An instance norm's statistics (``moments.c``, used by ``stylenet.fast.channel_moments``): one
