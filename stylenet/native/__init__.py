@@ -185,6 +185,13 @@ class Kernels:
         for fn in self._affine.values():
             fn.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, ptr, ctypes.c_float, ctypes.c_int]
             fn.restype = ctypes.c_int
+        self._phases = {
+            torch.float32: lib.instyle_phases_affine_act_f32,
+            torch.bfloat16: lib.instyle_phases_affine_act_bf16,
+        }
+        for fn in self._phases.values():
+            fn.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, ptr, ptr, ctypes.c_float]
+            fn.restype = ctypes.c_int
         self._moments = {torch.float32: lib.instyle_moments_f32, torch.bfloat16: lib.instyle_moments_bf16}
         for fn in self._moments.values():
             fn.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr]
@@ -240,6 +247,38 @@ class Kernels:
             shift.data_ptr(),
             slope,
             accumulate,
+        )
+
+    def phases_affine_act(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        phase_offsets: tuple[int, int],
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        slope: float,
+    ) -> None:
+        """The four phases of an upsampling's 2x2 convolution, normalized and activated in one pass:
+        ``src`` (h + 1, w + 1, 4 C), phase (a, b) of channel k at (i + a, j + b) in channel (2 a + b)
+        C + k (``stylenet.fast.ShiftedPhases``); ``dst`` (h, w, C) the view phase (0, 0) is written
+        to, phase (a, b) at ``dst``'s element offset a ``phase_offsets[0]`` + b ``phase_offsets[1]``
+        (the interleaved map's row and pixel strides, or 2 C and C in a space-to-depth map), of
+        ``src``'s dtype; ``scale``, ``shift`` (C,) float32; act as for ``affine_act``."""
+        h, w, c = dst.shape
+        _check(src, "src", tuple(self._phases))
+        _check(dst, "dst", (src.dtype,))
+        if src.shape != (h + 1, w + 1, 4 * c):
+            raise ValueError(f"src {tuple(src.shape)} does not hold the four phases of dst {tuple(dst.shape)}")
+        for t in (scale, shift):
+            if t.dtype != torch.float32 or t.shape != (c,) or not t.is_contiguous():
+                raise ValueError(f"scale and shift must be contiguous float32 ({c},) tensors")
+        if min(phase_offsets) < 0:
+            raise ValueError("the phases' offsets must not be negative")
+        (iy, ix, _), (oy, ox, _) = src.stride(), dst.stride()
+        pa, pb = phase_offsets
+        self._phases[src.dtype](
+            *(src.data_ptr(), iy, ix, h, w, c, dst.data_ptr(), oy, ox, pa, pb),
+            *(scale.data_ptr(), shift.data_ptr(), slope),
         )
 
     def winograd_input(self, m: int, src: torch.Tensor, u: torch.Tensor, rows: int, cols: int) -> None:

@@ -80,3 +80,35 @@ static inline uint16_t f32_to_bf16(float f)
 AFFINE_ACT(instyle_affine_act_f32, float, float, F32_LOAD, F32_LOAD, F32_STORE)
 AFFINE_ACT(instyle_affine_act_bf16, uint16_t, uint16_t, bf16_to_f32, bf16_to_f32, f32_to_bf16)
 AFFINE_ACT(instyle_affine_act_bf16_f32, uint16_t, float, bf16_to_f32, F32_LOAD, F32_STORE)
+
+/* The four phases of a decoder stage in one pass: NAME(in, iy, ix, h, w, c, out, oy, ox, pa, pb,
+ * scale, shift, slope) writes, for every low-resolution pixel (i, j) and phase (a, b),
+ *
+ *     out[i * oy + j * ox + a * pa + b * pb + k] = act(in[(i + a) * iy + (j + b) * ix + (2 a + b) c + k] * scale[k] + shift[k])
+ *
+ * for k < c: the phases of the upsampling's 2x2 convolution (``ShiftedPhases``: phase (a, b)
+ * shifted by (a, b), phase-major channels) normalized and activated, written interleaved (pa, pb:
+ * the full-resolution map's row and pixel strides) or side by side in a space-to-depth map (pa =
+ * 2 c, pb = c), pixel by pixel. Four calls, one per phase, each reading a quarter of every source
+ * pixel and writing a quarter of every destination pixel, took 2.4x the time of one contiguous pass
+ * over as many bytes (Zen 4, float32, 1024²: the last stage 20.8 ms against 8.8; this 14.0). */
+#define PHASES_AFFINE_ACT(NAME, TI, TO, LOADI, STORE)                                                     \
+    int NAME(const TI *in, idx iy, idx ix, idx h, idx w, idx c, TO *out, idx oy, idx ox, idx pa, idx pb,  \
+             const float *scale, const float *shift, float slope)                                          \
+    {                                                                                                      \
+        _Pragma("omp parallel for schedule(static)") for (idx i = 0; i < h; i++)                           \
+        {                                                                                                  \
+            for (idx j = 0; j < w; j++)                                                                    \
+                for (idx a = 0; a < 2; a++)                                                                \
+                    for (idx b = 0; b < 2; b++) {                                                          \
+                        const TI *restrict s = in + (i + a) * iy + (j + b) * ix + (2 * a + b) * c;         \
+                        TO *restrict d = out + i * oy + j * ox + a * pa + b * pb;                          \
+                        for (idx k = 0; k < c; k++)                                                        \
+                            d[k] = STORE(act(LOADI(s[k]) * scale[k] + shift[k], slope));                   \
+                    }                                                                                      \
+        }                                                                                                  \
+        return 0;                                                                                          \
+    }
+
+PHASES_AFFINE_ACT(instyle_phases_affine_act_f32, float, float, F32_LOAD, F32_STORE)
+PHASES_AFFINE_ACT(instyle_phases_affine_act_bf16, uint16_t, uint16_t, bf16_to_f32, f32_to_bf16)

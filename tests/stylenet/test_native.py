@@ -181,6 +181,47 @@ def test_affine_act_is_the_map_rounded_once(
     assert torch.equal(base[border], before)  # the border untouched
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("layout", ["interleaved", "space-to-depth"])
+def test_phases_affine_act_writes_the_four_phases_in_one_pass(dtype: torch.dtype, layout: str) -> None:
+    """An upsampling's shifted phases (phase (a, b) at (i + a, j + b), phase-major channels) each
+    normalized, activated and written where the next convolution reads it: interleaved into the
+    upsampled map's padded buffer, or side by side into a space-to-depth map; as four
+    ``affine_act`` calls, one per phase, would write them; nothing outside the destinations."""
+    needs_compiler()
+    kernels = native.library()
+    assert kernels is not None
+    gen = torch.Generator().manual_seed(1)
+    h, w, c = 5, 7, 19  # 19 channels: a vector loop's tail
+    src = (torch.randn(h + 1, w + 1, 4 * c, generator=gen) * 3).to(dtype)
+    scale, shift = torch.rand(c, generator=gen) + 0.5, torch.randn(c, generator=gen)
+
+    def phase_views(buf: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
+        if layout == "interleaved":  # the upsampled map (2h, 2w) in a buffer padded by 1
+            return {(a, b): buf[1:-1, 1:-1][a::2, b::2] for a in range(2) for b in range(2)}
+        # a space-to-depth map (h, w, 4 C) in a buffer padded by 2
+        return {(a, b): buf[2:-2, 2:-2, (2 * a + b) * c : (2 * a + b + 1) * c] for a in range(2) for b in range(2)}
+
+    shape = (2 * h + 2, 2 * w + 2, c) if layout == "interleaved" else (h + 4, w + 4, 4 * c)
+    buf = torch.full(shape, 7.0, dtype=dtype)
+    expected = buf.clone()
+    for (a, b), target in phase_views(expected).items():
+        phase = src[a : a + h, b : b + w, (2 * a + b) * c : (2 * a + b + 1) * c]
+        kernels.affine_act(phase, target, scale, shift, 0.0)
+    views = phase_views(buf)
+    base = views[0, 0]
+    offsets = (
+        (views[1, 0].data_ptr() - base.data_ptr()) // buf.element_size(),
+        (views[0, 1].data_ptr() - base.data_ptr()) // buf.element_size(),
+    )
+    kernels.phases_affine_act(src, views[0, 0], offsets, scale, shift, 0.0)
+    assert torch.equal(buf, expected)
+    with pytest.raises(ValueError, match="four phases"):
+        kernels.phases_affine_act(src[:-1], views[0, 0], offsets, scale, shift, 0.0)
+    with pytest.raises(ValueError, match="dst must be"):
+        kernels.phases_affine_act(src, views[0, 0].half(), offsets, scale, shift, 0.0)
+
+
 def test_affine_act_in_place_keeps_nans_and_checks_its_arguments() -> None:
     needs_compiler()
     kernels = native.library()
