@@ -262,9 +262,34 @@ def test_engine_residuals_by_winograd_change_nothing(
         # made on first use: torch's sums take F(2x2) on so small a map, the native ones F(4x4)
         assert set(fast.res[0][0].winograd) == ({4} if use_native else {2})
         torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
-        x = torch.rand(1, 3, 336, 328)  # 1/4 resolution 84 x 82: F(4x4), last rows and columns direct
-        torch.testing.assert_close(fast(x), direct(x), atol=1e-4, rtol=0)
-        assert 4 in fast.res[0][0].winograd
+        # 1/4 resolution 84 x 82: with the native kernels F(6x6), fused, partial tiles at the edges;
+        # with torch's sums F(4x4), its last rows and columns direct; tiled, bands of 24 rows
+        x = torch.rand(1, 3, 336, 328)
+        ref = direct(x)
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=0)
+        assert (6 if use_native else 4) in fast.res[0][0].winograd
+        torch.testing.assert_close(tiled_forward(fast, x, band=24), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_engine_residuals_by_f6_change_nothing(padding: str) -> None:
+    """Residual blocks of 32 channels (a whole block of the fused kernel's outputs): F(6x6, 3x3)
+    from 40² maps, partial tiles at the edges, untiled and in tiled bands, and the engine's 9x9
+    convolutions by F(4x4, 5x5); the output as with oneDNN's direct convolutions."""
+    if native.compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    block = native.library().conv_block_channels  # type: ignore[union-attr]
+    cfg = GeneratorConfig(width=block / 128, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
+    direct = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=False, winograd_ends=False)
+    fast = JohnsonEngine(body, padding, torch.float32, cpu, winograd_residuals=True, winograd_upsampling=True)
+    x = torch.rand(1, 3, 204, 332)  # 1/4 resolution 51 x 83
+    with torch.inference_mode():
+        ref = direct(x)
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=0)
+        assert set(fast.res[0][0].winograd or {}) == {6}
+        torch.testing.assert_close(tiled_forward(fast, x, band=40), ref, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
