@@ -176,14 +176,13 @@ NATIVE_BAND_TILES = 512
 NATIVE_GROUP_TILES = 24
 
 
-def choose(pixels: int, with_native: bool | None = None, fused_channels: int | None = None) -> Algorithm | None:
+def choose(pixels: int, with_native: bool | None = None, fused: bool = False) -> Algorithm | None:
     """The algorithm for an output of ``pixels`` pixels, or None: the direct convolution.
     ``with_native``: whether the native transforms run (default: whether they are available).
-    ``fused_channels``: the output channels where the fused native convolution may run (``conv2d``
-    runs it for whole blocks of them): then ``F6`` from its size up."""
+    ``fused``: whether the fused native convolution runs it (``conv2d(fused=True)``): then
+    ``F6`` from its size up."""
     kernels = native.library() if with_native is not False else None
-    fused = kernels is not None and fused_channels is not None and fused_channels % kernels.conv_block_channels == 0
-    if fused and pixels >= F6.min_pixels_native:
+    if fused and kernels is not None and pixels >= F6.min_pixels_native:
         return F6
     if with_native is None:
         with_native = kernels is not None
@@ -236,9 +235,9 @@ def transformed_kernel(weight: torch.Tensor, alg: Algorithm, columns: int | None
 
 
 def fused_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
-    """``transformed_kernel`` as ``conv2d`` takes it for ``alg``: for the algorithms only the fused
-    native kernels run (r != 3), C_out zero-padded to their multiple of columns."""
-    kernels = native.library() if alg.r != 3 else None
+    """``transformed_kernel`` as the fused native kernels take it: C_out zero-padded to their
+    multiple of columns (``native.Kernels.kernel_columns``; as it is without them)."""
+    kernels = native.library()
     if kernels is None:
         return transformed_kernel(weight, alg)
     step = kernels.kernel_columns
@@ -445,10 +444,12 @@ def conv2d(
     ``alg``, ``fused_kernel`` for the fused native kernels). Those run the whole image, their last
     tiles partial where a side is not a multiple of ``alg.m``; otherwise Winograd runs over the
     largest part of each image whose sides are multiples of ``alg.m``, the direct convolution
-    over the last rows and columns beyond it. ``use_native``, ``fused``, ``bias``: as for
-    ``conv3x3``."""
+    over the last rows and columns beyond it. ``use_native``, ``bias``: as for ``conv3x3``;
+    ``fused``: True runs the fused native convolution for any C_out (``kernel`` from
+    ``fused_kernel``), None where C_out is a multiple of its block of outputs, False never."""
     kernels = native.library() if use_native is not False else None
-    if kernels is not None and (alg.r != 3 or (fused is not False and out.shape[1] % kernels.conv_block_channels == 0)):
+    whole_blocks = out.shape[1] % kernels.conv_block_channels == 0 if kernels is not None else False
+    if kernels is not None and (alg.r != 3 or fused or (fused is None and whole_blocks)):
         for i in range(x.shape[0]):
             src, dst = x[i].permute(1, 2, 0), out[i].permute(1, 2, 0)
             kernels.winograd_conv(alg.m, src, kernel, dst, NATIVE_GROUP_TILES, r=alg.r, bias=bias)

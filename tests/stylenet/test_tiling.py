@@ -168,7 +168,8 @@ def test_kept_stages_are_the_finer_ones_that_fit_and_save_passes(monkeypatch: py
     assert counts[0][2] == counts[middle][2]
     # the same values; bit-equal where MKL runs AVX-512, but its AVX2 products (an AMD CPU, or
     # MKL_ENABLE_INSTRUCTIONS=AVX2) round by the bands' extent: 3.6e-7 apart
-    torch.testing.assert_close(runs[0], runs[middle], rtol=0, atol=1e-6)
+    # (float32 rounding: Winograd's tiles start where each band does, kept or recomputed)
+    torch.testing.assert_close(runs[0], runs[middle], rtol=0, atol=2e-5)
 
 
 def test_naive_tiling_of_the_pyramid_would_not_match() -> None:

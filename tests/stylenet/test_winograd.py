@@ -48,14 +48,12 @@ def test_choose_by_output_size() -> None:
     assert winograd.choose(16 * 16, False) is None
     # ... and with the native ones, F(4x4) from 8² (the AMX Xeon, with and without the AVX2 caps)
     assert winograd.choose(8 * 8, True) is winograd.F4 and winograd.choose(7 * 7, True) is None
-    # ... and where the fused native convolution runs (whole blocks of outputs), F(6x6) from 40²
-    kernels = native.library()
-    if kernels is not None:
-        block = kernels.conv_block_channels
-        assert winograd.choose(40 * 40, None, block) is winograd.F6
-        assert winograd.choose(32 * 32, None, block) is winograd.F4
-        assert winograd.choose(128 * 128, None, block + 1) is winograd.F4  # (the bands then)
-        assert winograd.choose(128 * 128, False, block) is winograd.F4  # torch's sums
+    # ... and where the fused native convolution runs, F(6x6) from 40²
+    if native.library() is not None:
+        assert winograd.choose(40 * 40, None, True) is winograd.F6
+        assert winograd.choose(32 * 32, None, True) is winograd.F4
+        assert winograd.choose(128 * 128, None, False) is winograd.F4  # (torch's bmm between C transforms)
+        assert winograd.choose(128 * 128, False, True) is winograd.F4  # torch's sums
 
 
 @pytest.fixture(params=[False, True], ids=["sums", "native"])
@@ -333,3 +331,28 @@ def test_winograd_only_in_float32_on_a_cpu() -> None:
     capability = torch.backends.cpu.get_cpu_capability()  # AVX2, or AVX-512 with the native transforms
     expected = capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
     assert JohnsonEngine(body, "reflect", torch.float32, torch.device("cpu")).winograd_residuals == expected
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+def test_the_ulyanov_engine_runs_its_3x3_convolutions_by_winograd_in_float32(padding: str) -> None:
+    """Ulyanov's pyramid in float32 on a CPU: its 3x3 convolutions of 8 input channels and more by
+    Winograd (F(6x6) where the fused native kernels run and the map is large enough, any number
+    of outputs), not the RGB ones; the output as eager's, untiled and tiled."""
+    cfg = GeneratorConfig(arch="ulyanov", scales=3, channels_per_scale=8, padding=padding)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model = build_generator(cfg).eval()
+    engine = fast.optimize(model, cfg, precision="fp32")
+    assert isinstance(engine, fast.UlyanovEngine)
+    convs = [c for block in engine.scale_blocks + engine.merges for c in block]
+    expected = winograd.applies(torch.device("cpu"), torch.float32)
+    for conv in convs:
+        k, c_in = conv.weight.shape[2], conv.weight.shape[1]
+        assert (conv.winograd is not None) == (expected and k == 3 and c_in >= 8)
+    x = torch.rand(1, 3, 172, 196)
+    with torch.inference_mode():
+        ref = fast.eager_from(model, cfg)(x)
+        torch.testing.assert_close(engine(x), ref, atol=1e-4, rtol=0)
+        torch.testing.assert_close(tiled_forward(engine, x, band=24), ref, atol=1e-4, rtol=0)
+    used = {m for conv in convs for m in (conv.winograd or {})}
+    if expected and native.library() is not None:
+        assert 6 in used  # the finest scale's 172 x 196 maps
