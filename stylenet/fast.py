@@ -588,8 +588,9 @@ class Conv:
         out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
         if k == 9:  # as a 5x5 convolution on the space-to-depth map
             return winograd.packed_conv2d(padded, self.weight, kernel, alg, out, bias=self.bias)
-        native_ok = self.native
-        return winograd.conv2d(padded, self.weight, kernel, alg, out, use_native=native_ok, fused=fused, bias=self.bias)
+        return winograd.conv2d(
+            padded, self.weight, kernel, alg, out, use_native=self.native, fused=fused, bias=self.bias
+        )
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
