@@ -1,8 +1,8 @@
-/* Winograd's input and output transforms, F(2x2, 3x3) and F(4x4, 3x3), for channels-last float32
- * maps, and the whole convolution with them (instyle_winograd_conv, at the end: the products by a
- * register-blocked kernel of our own, a few tiles per thread at a time; it also runs F(3x3, 2x2)
- * and F(4x4, 5x5)); stylenet/winograd.py calls the convolution, or the transforms with torch's
- * bmm between them.
+/* Winograd's input and output transforms for channels-last float32 maps, F(2x2, 3x3), F(4x4, 3x3),
+ * F(6x6, 3x3), F(3x3, 2x2) and F(4x4, 5x5), and the whole convolution with them
+ * (instyle_winograd_conv, at the end: the products by a register-blocked kernel of our own, a few
+ * tiles per thread at a time); stylenet/winograd.py calls the convolution, or (F(2x2) and F(4x4)
+ * only) the transforms with torch's bmm between them.
  *
  * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
  * passes over memory per band of tiles, and took more time than the products. Here each tile is
@@ -22,268 +22,167 @@
 #include <stdlib.h>
 
 #define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
-/* Every loop over a block's channels is marked `omp simd`: GCC left the second pass of each input
- * transform (n strided output streams) scalar without it. */
 
 typedef long idx;
 
-/* ---- F(4x4, 3x3): n = 6, points 0, 1, -1, 2, -2 and infinity ---- */
+/* ---- the 1D transforms: o[0 .. n) (B^T) or o[0 .. m) (A^T) of the n values p[0], p[s], .. p[(n - 1) s] */
 
-#define BT6(o, d0, d1, d2, d3, d4, d5) \
-    o##0 = 4.0f * (d0) - 5.0f * (d2) + (d4); \
-    o##1 = -4.0f * ((d1) + (d2)) + (d3) + (d4); \
-    o##2 = 4.0f * ((d1) - (d2)) - (d3) + (d4); \
-    o##3 = 2.0f * ((d3) - (d1)) - (d2) + (d4); \
-    o##4 = 2.0f * ((d1) - (d3)) - (d2) + (d4); \
-    o##5 = 4.0f * (d1) - 5.0f * (d3) + (d5);
+/* F(2x2, 3x3), points 0, 1, -1 and infinity */
+#define BT_F2(o, p, s)              \
+    o[0] = (p)[0] - (p)[2 * (s)];   \
+    o[1] = (p)[s] + (p)[2 * (s)];   \
+    o[2] = (p)[2 * (s)] - (p)[s];   \
+    o[3] = (p)[s] - (p)[3 * (s)];
+#define AT_F2(o, p, s)                         \
+    o[0] = (p)[0] + (p)[s] + (p)[2 * (s)];     \
+    o[1] = (p)[s] - (p)[2 * (s)] - (p)[3 * (s)];
 
-#define AT6(o, s0, s1, s2, s3, s4, s5) \
-    o##0 = (s0) + (s1) + (s2) + (s3) + (s4); \
-    o##1 = (s1) - (s2) + 2.0f * ((s3) - (s4)); \
-    o##2 = (s1) + (s2) + 4.0f * ((s3) + (s4)); \
-    o##3 = (s1) - (s2) + 8.0f * ((s3) - (s4)) + (s5);
+/* F(3x3, 2x2), the same points: the upsampling's 2x2 convolutions */
+#define BT_F3R2(o, p, s)            \
+    o[0] = (p)[0] - (p)[2 * (s)];   \
+    o[1] = (p)[s] + (p)[2 * (s)];   \
+    o[2] = (p)[2 * (s)] - (p)[s];   \
+    o[3] = (p)[3 * (s)] - (p)[s];
+#define AT_F3R2(o, p, s)                       \
+    o[0] = (p)[0] + (p)[s] + (p)[2 * (s)];     \
+    o[1] = (p)[s] - (p)[2 * (s)];              \
+    o[2] = (p)[s] + (p)[2 * (s)] + (p)[3 * (s)];
 
-static void f4_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
-{
-    float tmp[6][6][CB];
-    for (idx c0 = 0; c0 < c_in; c0 += CB) {
-        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
-        for (int i = 0; i < 6; i++) { /* d B: each input row of the tile */
-            const float *restrict row = src + i * sy + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3, r4, r5;
-                BT6(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c], row[4 * sx + c], row[5 * sx + c])
-                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2;
-                tmp[i][3][c] = r3; tmp[i][4][c] = r4; tmp[i][5][c] = r5;
-            }
-        }
-        for (int l = 0; l < 6; l++) { /* B^T (d B): each column */
-            float *restrict out = u + l * plane + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3, r4, r5;
-                BT6(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c], tmp[4][l][c], tmp[5][l][c])
-                out[0 * 6 * plane + c] = r0; out[1 * 6 * plane + c] = r1; out[2 * 6 * plane + c] = r2;
-                out[3 * 6 * plane + c] = r3; out[4 * 6 * plane + c] = r4; out[5 * 6 * plane + c] = r5;
-            }
-        }
+/* F(4x4, 3x3), points 0, 1, -1, 2, -2 and infinity */
+#define BT_F4(o, p, s)                                                                                  \
+    {                                                                                                   \
+        float d0 = (p)[0], d1 = (p)[s], d2 = (p)[2 * (s)], d3 = (p)[3 * (s)], d4 = (p)[4 * (s)];        \
+        float d5 = (p)[5 * (s)];                                                                        \
+        o[0] = 4.0f * d0 - 5.0f * d2 + d4;                                                              \
+        o[1] = -4.0f * (d1 + d2) + d3 + d4;                                                             \
+        o[2] = 4.0f * (d1 - d2) - d3 + d4;                                                              \
+        o[3] = 2.0f * (d3 - d1) - d2 + d4;                                                              \
+        o[4] = 2.0f * (d1 - d3) - d2 + d4;                                                              \
+        o[5] = 4.0f * d1 - 5.0f * d3 + d5;                                                              \
     }
-}
-
-static void f4_output_tile(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx)
-{
-    float tmp[6][4][CB];
-    for (idx c0 = 0; c0 < c_out; c0 += CB) {
-        idx cb = c_out - c0 < CB ? c_out - c0 : CB;
-        for (int k = 0; k < 6; k++) { /* M A: each row of tile positions */
-            const float *restrict row = m + 6 * k * plane + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float s0, s1, s2, s3;
-                AT6(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c], row[4 * plane + c],
-                    row[5 * plane + c])
-                tmp[k][0][c] = s0; tmp[k][1][c] = s1; tmp[k][2][c] = s2; tmp[k][3][c] = s3;
-            }
-        }
-        for (int j = 0; j < 4; j++) { /* A^T (M A): each output column of the tile */
-            float *restrict out = dst + j * dx + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float y0, y1, y2, y3;
-                AT6(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c], tmp[5][j][c])
-                out[c] = y0; out[dy + c] = y1; out[2 * dy + c] = y2; out[3 * dy + c] = y3;
-            }
-        }
-    }
-}
-
-/* ---- F(4x4, 5x5) and F(6x6, 3x3): n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity ---- */
-
-/* B^T, rows: (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4,
- * -17/4, -1, 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4,
- * -5/2, -5/4, 2, 1, 0), (0, -1/2, 1/4, 5/2, -5/4, -2, 1, 0), (0, -1, 0, 21/4, 0, -21/4, 0, 1)
- * (stylenet/winograd.py F4R5.bt), each pair of rows from a shared even and odd part. */
-#define BT8(o, d0, d1, d2, d3, d4, d5, d6, d7)                                   \
-    {                                                                            \
-        float e1 = (d2) + (d6) - 4.25f * (d4), q1 = (d1) + (d5) - 4.25f * (d3);   \
-        float e2 = 4.0f * (d2) + (d6) - 5.0f * (d4), q2 = 2.0f * (d1) + 0.5f * (d5) - 2.5f * (d3); \
-        float e3 = 0.25f * (d2) + (d6) - 1.25f * (d4), q3 = 0.5f * (d1) + 2.0f * (d5) - 2.5f * (d3); \
-        o##0 = (d0) - (d6) + 5.25f * ((d4) - (d2));                              \
-        o##1 = e1 + q1; o##2 = e1 - q1;                                          \
-        o##3 = e2 + q2; o##4 = e2 - q2;                                          \
-        o##5 = e3 + q3; o##6 = e3 - q3;                                          \
-        o##7 = (d7) - (d1) + 5.25f * ((d3) - (d5));                              \
+#define AT_F4(o, p, s)                                                                                  \
+    {                                                                                                   \
+        float s0 = (p)[0], s1 = (p)[s], s2 = (p)[2 * (s)], s3 = (p)[3 * (s)], s4 = (p)[4 * (s)];        \
+        float s5 = (p)[5 * (s)];                                                                        \
+        o[0] = s0 + s1 + s2 + s3 + s4;                                                                  \
+        o[1] = s1 - s2 + 2.0f * (s3 - s4);                                                              \
+        o[2] = s1 + s2 + 4.0f * (s3 + s4);                                                              \
+        o[3] = s1 - s2 + 8.0f * (s3 - s4) + s5;                                                         \
     }
 
-/* A^T of F(4x4, 5x5) (M = 4) and of F(6x6, 3x3) (M = 6), its first M of the rows
- * (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0), (0, 1, -1, 1/8,
- * -1/8, 8, -8, 0), (0, 1, 1, 1/16, 1/16, 16, 16, 0), (0, 1, -1, 1/32, -1/32, 32, -32, 0), the last row's
- * last entry 1 (stylenet/winograd.py F4R5.at, F6.at). */
-#define AT8(M, o, s0, s1, s2, s3, s4, s5, s6, s7)                                \
-    {                                                                            \
-        float a1 = (s1) + (s2), b1 = (s1) - (s2), a2 = (s3) + (s4), b2 = (s3) - (s4); \
-        float a3 = (s5) + (s6), b3 = (s5) - (s6);                                \
-        o[0] = (s0) + a1 + a2 + a3;                                              \
-        o[1] = b1 + 0.5f * b2 + 2.0f * b3;                                       \
-        o[2] = a1 + 0.25f * a2 + 4.0f * a3;                                      \
-        o[3] = b1 + 0.125f * b2 + 8.0f * b3;                                     \
-        if (M == 6) {                                                            \
-            o[4] = a1 + 0.0625f * a2 + 16.0f * a3;                               \
-            o[5] = b1 + 0.03125f * b2 + 32.0f * b3;                              \
-        }                                                                        \
-        o[M - 1] += (s7);                                                        \
+/* n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity: F(4x4, 5x5) and F(6x6, 3x3). B^T, rows:
+ * (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4, -17/4, -1,
+ * 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4, -5/2, -5/4,
+ * 2, 1, 0), (0, -1/2, 1/4, 5/2, -5/4, -2, 1, 0), (0, -1, 0, 21/4, 0, -21/4, 0, 1) (stylenet/winograd.py
+ * F4R5.bt), each pair of rows from a shared even and odd part. A^T, its first M = 4 or 6 rows:
+ * (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0), (0, 1,
+ * -1, 1/8, -1/8, 8, -8, 0), (0, 1, 1, 1/16, 1/16, 16, 16, 0), (0, 1, -1, 1/32, -1/32, 32, -32, 0),
+ * the last row's last entry 1 (F4R5.at, F6.at). */
+#define BT_N8(o, p, s)                                                                                  \
+    {                                                                                                   \
+        float d0 = (p)[0], d1 = (p)[s], d2 = (p)[2 * (s)], d3 = (p)[3 * (s)], d4 = (p)[4 * (s)];        \
+        float d5 = (p)[5 * (s)], d6 = (p)[6 * (s)], d7 = (p)[7 * (s)];                                  \
+        float e1 = d2 + d6 - 4.25f * d4, q1 = d1 + d5 - 4.25f * d3;                                     \
+        float e2 = 4.0f * d2 + d6 - 5.0f * d4, q2 = 2.0f * d1 + 0.5f * d5 - 2.5f * d3;                  \
+        float e3 = 0.25f * d2 + d6 - 1.25f * d4, q3 = 0.5f * d1 + 2.0f * d5 - 2.5f * d3;                \
+        o[0] = d0 - d6 + 5.25f * (d4 - d2);                                                             \
+        o[1] = e1 + q1;                                                                                 \
+        o[2] = e1 - q1;                                                                                 \
+        o[3] = e2 + q2;                                                                                 \
+        o[4] = e2 - q2;                                                                                 \
+        o[5] = e3 + q3;                                                                                 \
+        o[6] = e3 - q3;                                                                                 \
+        o[7] = d7 - d1 + 5.25f * (d3 - d5);                                                             \
+    }
+#define AT_N8(M, o, p, s)                                                                               \
+    {                                                                                                   \
+        float a1 = (p)[s] + (p)[2 * (s)], b1 = (p)[s] - (p)[2 * (s)];                                   \
+        float a2 = (p)[3 * (s)] + (p)[4 * (s)], b2 = (p)[3 * (s)] - (p)[4 * (s)];                       \
+        float a3 = (p)[5 * (s)] + (p)[6 * (s)], b3 = (p)[5 * (s)] - (p)[6 * (s)];                       \
+        o[0] = (p)[0] + a1 + a2 + a3;                                                                   \
+        o[1] = b1 + 0.5f * b2 + 2.0f * b3;                                                              \
+        o[2] = a1 + 0.25f * a2 + 4.0f * a3;                                                             \
+        o[3] = b1 + 0.125f * b2 + 8.0f * b3;                                                            \
+        if (M == 6) {                                                                                   \
+            o[4] = a1 + 0.0625f * a2 + 16.0f * a3;                                                      \
+            o[5] = b1 + 0.03125f * b2 + 32.0f * b3;                                                     \
+        }                                                                                               \
+        o[M - 1] += (p)[7 * (s)];                                                                       \
+    }
+#define AT_F4R5(o, p, s) AT_N8(4, o, p, s)
+#define AT_F6(o, p, s) AT_N8(6, o, p, s)
+
+/* ---- a tile's transforms: n x n inputs -> B^T d B, m x m outputs <- A^T M A ---- */
+
+/* NAME(src, sy, sx, c_in, u, plane): u[(N k + l) plane + c] := (B^T d B)[k][l] for channel c of the
+ * N x N tile whose top-left pixel is src (strides sy, sx), the 1D transform BT applied to the
+ * rows, then to the columns, a block of CB channels at a time. Every loop over a block's channels
+ * is marked `omp simd`: GCC left the second pass (N strided output streams) scalar without it. */
+#define INPUT_TILE(NAME, N, BT)                                                                           \
+    static void NAME(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)   \
+    {                                                                                                     \
+        float tmp[N][N][CB];                                                                              \
+        for (idx c0 = 0; c0 < c_in; c0 += CB) {                                                           \
+            idx cb = c_in - c0 < CB ? c_in - c0 : CB;                                                     \
+            for (int i = 0; i < N; i++) { /* d B: each input row of the tile */                           \
+                const float *restrict row = src + i * sy + c0;                                            \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                        \
+                    float r[N];                                                                           \
+                    BT(r, row + c, sx)                                                                    \
+                    for (int q = 0; q < N; q++)                                                           \
+                        tmp[i][q][c] = r[q];                                                              \
+                }                                                                                         \
+            }                                                                                             \
+            for (int l = 0; l < N; l++) { /* B^T (d B): each column */                                    \
+                float *restrict out = u + l * plane + c0;                                                 \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                        \
+                    float r[N];                                                                           \
+                    BT(r, &tmp[0][l][c], N * CB)                                                          \
+                    for (int q = 0; q < N; q++)                                                           \
+                        out[q * N * plane + c] = r[q];                                                    \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
     }
 
-static void f8_input_tile(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)
-{
-    float tmp[8][8][CB];
-    for (idx c0 = 0; c0 < c_in; c0 += CB) {
-        idx cb = c_in - c0 < CB ? c_in - c0 : CB;
-        for (int i = 0; i < 8; i++) { /* d B: each input row of the tile */
-            const float *restrict row = src + i * sy + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3, r4, r5, r6, r7;
-                BT8(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c], row[4 * sx + c], row[5 * sx + c],
-                    row[6 * sx + c], row[7 * sx + c])
-                tmp[i][0][c] = r0; tmp[i][1][c] = r1; tmp[i][2][c] = r2; tmp[i][3][c] = r3;
-                tmp[i][4][c] = r4; tmp[i][5][c] = r5; tmp[i][6][c] = r6; tmp[i][7][c] = r7;
-            }
-        }
-        for (int l = 0; l < 8; l++) { /* B^T (d B): each column */
-            float *restrict out = u + l * plane + c0;
-#pragma omp simd
-            for (idx c = 0; c < cb; c++) {
-                float r0, r1, r2, r3, r4, r5, r6, r7;
-                BT8(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c], tmp[4][l][c], tmp[5][l][c],
-                    tmp[6][l][c], tmp[7][l][c])
-                out[0 * 8 * plane + c] = r0; out[1 * 8 * plane + c] = r1; out[2 * 8 * plane + c] = r2;
-                out[3 * 8 * plane + c] = r3; out[4 * 8 * plane + c] = r4; out[5 * 8 * plane + c] = r5;
-                out[6 * 8 * plane + c] = r6; out[7 * 8 * plane + c] = r7;
-            }
-        }
-    }
-}
-
-#define OUTPUT_TILE8(NAME, M)                                                                          \
+/* NAME(m, plane, c_out, dst, dy, dx): dst's M x M pixels from (dst, strides dy, dx) := A^T M A for
+ * channel c of the tile's products m[(N k + l) plane + c]. */
+#define OUTPUT_TILE(NAME, N, M, AT)                                                                      \
     static void NAME(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx) \
-    {                                                                                                  \
-        float tmp[8][M][CB];                                                                           \
-        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                       \
-            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                \
-            for (int k = 0; k < 8; k++) { /* M A: each row of tile positions */                        \
-                const float *restrict row = m + 8 * k * plane + c0;                                    \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
-                    float s[M];                                                                        \
-                    AT8(M, s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c],          \
-                        row[4 * plane + c], row[5 * plane + c], row[6 * plane + c], row[7 * plane + c]) \
-                    for (int q = 0; q < M; q++)                                                        \
-                        tmp[k][q][c] = s[q];                                                           \
-                }                                                                                      \
-            }                                                                                          \
-            for (int j = 0; j < M; j++) { /* A^T (M A): each output column of the tile */              \
-                float *restrict out = dst + j * dx + c0;                                               \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
-                    float y[M];                                                                        \
-                    AT8(M, y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c], tmp[4][j][c],    \
-                        tmp[5][j][c], tmp[6][j][c], tmp[7][j][c])                                      \
-                    for (int q = 0; q < M; q++)                                                        \
-                        out[q * dy + c] = y[q];                                                        \
-                }                                                                                      \
-            }                                                                                          \
-        }                                                                                              \
+    {                                                                                                    \
+        float tmp[N][M][CB];                                                                             \
+        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                         \
+            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                  \
+            for (int k = 0; k < N; k++) { /* M A: each row of tile positions */                          \
+                const float *restrict row = m + N * k * plane + c0;                                      \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                       \
+                    float s[M];                                                                          \
+                    AT(s, row + c, plane)                                                                \
+                    for (int q = 0; q < M; q++)                                                          \
+                        tmp[k][q][c] = s[q];                                                             \
+                }                                                                                        \
+            }                                                                                            \
+            for (int j = 0; j < M; j++) { /* A^T (M A): each output column of the tile */                \
+                float *restrict out = dst + j * dx + c0;                                                 \
+                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                       \
+                    float y[M];                                                                          \
+                    AT(y, &tmp[0][j][c], M * CB)                                                         \
+                    for (int q = 0; q < M; q++)                                                          \
+                        out[q * dy + c] = y[q];                                                          \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
     }
 
-OUTPUT_TILE8(f8_output_tile4, 4)
-OUTPUT_TILE8(f8_output_tile6, 6)
-
-/* ---- the 4-point transforms: F(2x2, 3x3) and F(3x3, 2x2), n = 4 ---- */
-
-/* An n = 4 tile's input transform B^T d B and output transform A^T M A (M outputs a side), each
- * a 1D transform BT / AT (into the array o) applied to the rows, then to the columns. */
-#define INPUT_TILE4(NAME, BT)                                                                         \
-    static void NAME(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane) \
-    {                                                                                                 \
-        float tmp[4][4][CB];                                                                          \
-        for (idx c0 = 0; c0 < c_in; c0 += CB) {                                                       \
-            idx cb = c_in - c0 < CB ? c_in - c0 : CB;                                                 \
-            for (int i = 0; i < 4; i++) {                                                             \
-                const float *restrict row = src + i * sy + c0;                                        \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                    \
-                    float r[4];                                                                       \
-                    BT(r, row[c], row[sx + c], row[2 * sx + c], row[3 * sx + c])                      \
-                    for (int q = 0; q < 4; q++)                                                       \
-                        tmp[i][q][c] = r[q];                                                          \
-                }                                                                                     \
-            }                                                                                         \
-            for (int l = 0; l < 4; l++) {                                                             \
-                float *restrict out = u + l * plane + c0;                                             \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                    \
-                    float r[4];                                                                       \
-                    BT(r, tmp[0][l][c], tmp[1][l][c], tmp[2][l][c], tmp[3][l][c])                     \
-                    for (int q = 0; q < 4; q++)                                                       \
-                        out[q * 4 * plane + c] = r[q];                                                \
-                }                                                                                     \
-            }                                                                                         \
-        }                                                                                             \
-    }
-
-#define OUTPUT_TILE4(NAME, M, AT)                                                                      \
-    static void NAME(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx) \
-    {                                                                                                  \
-        float tmp[4][M][CB];                                                                           \
-        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                       \
-            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                \
-            for (int k = 0; k < 4; k++) {                                                              \
-                const float *restrict row = m + 4 * k * plane + c0;                                    \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
-                    float s[M];                                                                        \
-                    AT(s, row[c], row[plane + c], row[2 * plane + c], row[3 * plane + c])              \
-                    for (int q = 0; q < M; q++)                                                        \
-                        tmp[k][q][c] = s[q];                                                           \
-                }                                                                                      \
-            }                                                                                          \
-            for (int j = 0; j < M; j++) {                                                              \
-                float *restrict out = dst + j * dx + c0;                                               \
-                _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                     \
-                    float y[M];                                                                        \
-                    AT(y, tmp[0][j][c], tmp[1][j][c], tmp[2][j][c], tmp[3][j][c])                      \
-                    for (int q = 0; q < M; q++)                                                        \
-                        out[q * dy + c] = y[q];                                                        \
-                }                                                                                      \
-            }                                                                                          \
-        }                                                                                              \
-    }
-
-/* F(2x2, 3x3): points 0, 1, -1 and infinity */
-#define BT4(o, d0, d1, d2, d3) \
-    o[0] = (d0) - (d2); \
-    o[1] = (d1) + (d2); \
-    o[2] = (d2) - (d1); \
-    o[3] = (d1) - (d3);
-
-#define AT4(o, s0, s1, s2, s3) \
-    o[0] = (s0) + (s1) + (s2); \
-    o[1] = (s1) - (s2) - (s3);
-
-INPUT_TILE4(f2_input_tile, BT4)
-OUTPUT_TILE4(f2_output_tile, 2, AT4)
-
-/* F(3x3, 2x2), points 0, 1, -1 and infinity: the upsampling's 2x2 convolutions */
-#define BT32(o, d0, d1, d2, d3) \
-    o[0] = (d0) - (d2); \
-    o[1] = (d1) + (d2); \
-    o[2] = (d2) - (d1); \
-    o[3] = (d3) - (d1);
-
-#define AT32(o, s0, s1, s2, s3) \
-    o[0] = (s0) + (s1) + (s2); \
-    o[1] = (s1) - (s2); \
-    o[2] = (s1) + (s2) + (s3);
-
-INPUT_TILE4(f3r2_input_tile, BT32)
-OUTPUT_TILE4(f3r2_output_tile, 3, AT32)
+INPUT_TILE(f2_input_tile, 4, BT_F2)
+OUTPUT_TILE(f2_output_tile, 4, 2, AT_F2)
+INPUT_TILE(f3r2_input_tile, 4, BT_F3R2)
+OUTPUT_TILE(f3r2_output_tile, 4, 3, AT_F3R2)
+INPUT_TILE(f4_input_tile, 6, BT_F4)
+OUTPUT_TILE(f4_output_tile, 6, 4, AT_F4)
+INPUT_TILE(f8_input_tile, 8, BT_N8)
+OUTPUT_TILE(f8_output_tile4, 8, 4, AT_F4R5)
+OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 

@@ -56,6 +56,14 @@ def test_choose_by_output_size() -> None:
         assert winograd.choose(128 * 128, False, True) is winograd.F4  # torch's sums
 
 
+def native_kernels() -> native.Kernels:
+    """The native kernels, or the test skipped where none can be built or they are off."""
+    kernels = native.library() if native.compiler() is not None and native.enabled() else None
+    if kernels is None:
+        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    return kernels
+
+
 @pytest.fixture(params=[False, True], ids=["sums", "native"])
 def use_native(request: pytest.FixtureRequest) -> bool:
     """Winograd's transforms as torch's sums, then native (skipped where no C compiler can build them)."""
@@ -93,10 +101,7 @@ def test_the_fused_native_convolution_equals_the_direct_one(alg: winograd.Algori
     a group larger than the map), 70 input channels (a block of 64 and a tail), two blocks of
     output channels, read and written through crops; the same values as the transforms in C
     with torch's bmm between them."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
-    kernels = native.library()
-    assert kernels is not None
+    kernels = native_kernels()
     torch.manual_seed(2)
     c_out = 2 * kernels.conv_block_channels
     x = torch.randn(1, 70, 3 * alg.m + 5, 5 * alg.m + 3).contiguous(memory_format=CL)
@@ -121,10 +126,7 @@ def test_the_fused_convolution_ends_in_partial_tiles(alg: winograd.Algorithm, si
     """Sides that are not multiples of m: the fused C kernel's last tiles read a zero-padded copy of
     their inputs and write their valid outputs only (nothing past the map: a zeroed border around
     the output stays zero); a batch of two, 40 input channels, crops in and out."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
-    kernels = native.library()
-    assert kernels is not None
+    kernels = native_kernels()
     torch.manual_seed(6)
     h, w = size
     c_out = kernels.conv_block_channels
@@ -141,13 +143,10 @@ def test_the_fused_convolution_ends_in_partial_tiles(alg: winograd.Algorithm, si
 
 @pytest.mark.parametrize("size", [(9, 12), (10, 7), (4, 5), (2, 2)])
 def test_f3r2_computes_the_2x2_convolution(size: tuple[int, int]) -> None:
-    """F(3x3, 2x2), the upsampling's 2x2 convolutions: the whole tiles in C, sides that are not
-    multiples of 3 with their last rows and columns direct (a map smaller than one tile all
-    direct), a batch of two; the Johnson engine's Conv dispatches a 2x2 kernel to it."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
-    kernels = native.library()
-    assert kernels is not None
+    """F(3x3, 2x2), the upsampling's 2x2 convolutions, in C: sides that are not multiples of 3 end
+    in partial tiles (a map smaller than one tile is one; the engine's Conv runs it direct), a
+    batch of two; the Johnson engine's Conv dispatches a 2x2 kernel to it."""
+    kernels = native_kernels()
     torch.manual_seed(3)
     c_out = kernels.conv_block_channels
     h, w = size
@@ -172,12 +171,9 @@ def test_f3r2_computes_the_2x2_convolution(size: tuple[int, int]) -> None:
 def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) -> None:
     """F(4x4, 5x5), the packed output convolution's: 12 output channels (not a multiple of the
     native kernels' columns: the transformed kernel is zero-padded), a bias, 70 input channels,
-    sides that are not multiples of 4 (their last rows and columns direct, with the bias too; a
-    map smaller than one tile all direct), a batch of two; the engine's Conv dispatches to it."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
-    kernels = native.library()
-    assert kernels is not None
+    sides that are not multiples of 4 (partial tiles, with the bias too; the engine's Conv runs a
+    map smaller than 8² direct), a batch of two; the engine's Conv dispatches to it."""
+    kernels = native_kernels()
     torch.manual_seed(4)
     h, w = size
     x = torch.randn(2, 70, h + 4, w + 4).contiguous(memory_format=CL)
@@ -207,10 +203,9 @@ def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) 
 def test_a_9x9_convolution_by_f4r5_on_the_space_to_depth_map(size: tuple[int, int]) -> None:
     """The Johnson net's first convolution (3 -> 32 channels, 9x9, a bias here) as a 5x5 one on its
     input's 2x2 space-to-depth map by F(4x4, 5x5), written out to full resolution by the C kernel
-    (``phases``): over the part whose sides are multiples of 8, the rest direct (a map too small
-    for a tile all direct); a batch of two, through the engine's Conv."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    (``phases``): over the part whose sides are even, its last tiles partial, an odd last row or
+    column direct (a map too small for the engine's Conv all direct); a batch of two."""
+    native_kernels()
     torch.manual_seed(5)
     h, w = size
     x = torch.rand(2, 3, h + 8, w + 8).contiguous(memory_format=CL)
@@ -274,9 +269,7 @@ def test_engine_residuals_by_f6_change_nothing(padding: str) -> None:
     """Residual blocks of 32 channels (a whole block of the fused kernel's outputs): F(6x6, 3x3)
     from 40² maps, partial tiles at the edges, untiled and in tiled bands, and the engine's 9x9
     convolutions by F(4x4, 5x5); the output as with oneDNN's direct convolutions."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
-    block = native.library().conv_block_channels  # type: ignore[union-attr]
+    block = native_kernels().conv_block_channels
     cfg = GeneratorConfig(width=block / 128, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
     body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
@@ -293,10 +286,9 @@ def test_engine_residuals_by_f6_change_nothing(padding: str) -> None:
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
     """The two 9x9 convolutions (the first, and the output one packed) by F(4x4, 5x5): the engine's
-    output as with oneDNN's direct ones (a side that is not a multiple of 16: their last rows
-    direct), the bytes path and a tiled pass too; they follow the upsampling's Winograd by default."""
-    if native.compiler() is None or not native.enabled():
-        pytest.skip("no C compiler, or the native kernels are off (INSTYLE_NATIVE)")
+    output as with oneDNN's direct ones (a side that is not a multiple of 16: partial tiles), the
+    bytes path and a tiled pass too; they follow the upsampling's Winograd by default."""
+    native_kernels()
     cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
     body, cpu = cast(JohnsonBody, build_generator(cfg).eval().body), torch.device("cpu")
@@ -306,7 +298,7 @@ def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
     assert direct.out_packed.winograd is None and direct.enc[0].winograd is None and fast.enc[0].winograd == {}
     default = JohnsonEngine(body, padding, torch.float32, cpu)
     assert default.winograd_ends == default.winograd_upsampling
-    x = torch.rand(1, 3, 44, 68)  # packed output 22 x 34: 20 x 32 by Winograd, the rest direct
+    x = torch.rand(1, 3, 44, 68)  # packed output 22 x 34: its last tiles partial
     pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     with torch.inference_mode():
         ref = direct(x)
