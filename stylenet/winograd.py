@@ -164,6 +164,21 @@ F6 = Algorithm(
     min_pixels=0,  # (no torch path)
     min_pixels_native=40 * 40,  # (32²: 0.52 ms against F(4x4)'s 0.44; 48²: 0.79 against 0.86)
 )
+# F(7x7, 2x2), the same points and B^T again: 64 products per 49 outputs where F(3x3, 2x2) takes
+# 16 per 9. Native and fused only.
+F7R2 = Algorithm(
+    7,
+    bt=F4R5.bt,
+    g=(*(row[:2] for row in F4R5.g[:-1]), (0, 1)),
+    at=(
+        *F6.at[:-1],
+        (0, 1, -1, 1 / 32, -1 / 32, 32, -32, 0),
+        (0, 1, 1, 1 / 64, 1 / 64, 64, 64, 1),
+    ),
+    min_pixels=0,  # (no torch path)
+    min_pixels_native=100 * 100,  # (65²: 3.1 against F(3x3, 2x2)'s 2.8 ms; 129²: 9.8 against 10.6)
+    r=2,
+)
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
 #: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
@@ -190,12 +205,13 @@ def choose(pixels: int, with_native: bool | None = None, fused: bool = False) ->
 
 
 def choose_2x2(pixels: int, c_out: int, with_native: bool | None = None) -> Algorithm | None:
-    """``F3R2`` for a 2x2 convolution of ``c_out`` outputs onto ``pixels`` pixels where the fused
-    native kernels run it (C_out a multiple of their block of output channels), else None."""
+    """``F7R2``, or below its size ``F3R2``, for a 2x2 convolution of ``c_out`` outputs onto
+    ``pixels`` pixels where the fused native kernels run it (C_out a multiple of their block of
+    output channels), else None."""
     kernels = native.library() if with_native is not False else None
     if kernels is None or c_out % kernels.conv_block_channels or pixels < F3R2.min_pixels_native:
         return None
-    return F3R2
+    return F7R2 if pixels >= F7R2.min_pixels_native else F3R2
 
 
 def choose_5x5(pixels: int, with_native: bool | None = None) -> Algorithm | None:

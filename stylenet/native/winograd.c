@@ -70,14 +70,14 @@ typedef long idx;
         o[3] = s1 - s2 + 8.0f * (s3 - s4) + s5;                                                         \
     }
 
-/* n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity: F(4x4, 5x5) and F(6x6, 3x3). B^T, rows:
+/* n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity: F(4x4, 5x5), F(6x6, 3x3), F(7x7, 2x2). B^T:
  * (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4, -17/4, -1,
  * 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4, -5/2, -5/4,
  * 2, 1, 0), (0, -1/2, 1/4, 5/2, -5/4, -2, 1, 0), (0, -1, 0, 21/4, 0, -21/4, 0, 1) (stylenet/winograd.py
- * F4R5.bt), each pair of rows from a shared even and odd part. A^T, its first M = 4 or 6 rows:
+ * F4R5.bt), each pair of rows from a shared even and odd part. A^T, its first M = 4, 6 or 7 rows:
  * (1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 1/2, -1/2, 2, -2, 0), (0, 1, 1, 1/4, 1/4, 4, 4, 0), (0, 1,
  * -1, 1/8, -1/8, 8, -8, 0), (0, 1, 1, 1/16, 1/16, 16, 16, 0), (0, 1, -1, 1/32, -1/32, 32, -32, 0),
- * the last row's last entry 1 (F4R5.at, F6.at). */
+ * (0, 1, 1, 1/64, 1/64, 64, 64, 0), the last row's last entry 1 (F4R5.at, F6.at, F7R2.at). */
 #define BT_N8(o, p, s)                                                                                  \
     {                                                                                                   \
         float d0 = (p)[0], d1 = (p)[s], d2 = (p)[2 * (s)], d3 = (p)[3 * (s)], d4 = (p)[4 * (s)];        \
@@ -103,14 +103,17 @@ typedef long idx;
         o[1] = b1 + 0.5f * b2 + 2.0f * b3;                                                              \
         o[2] = a1 + 0.25f * a2 + 4.0f * a3;                                                             \
         o[3] = b1 + 0.125f * b2 + 8.0f * b3;                                                            \
-        if (M == 6) {                                                                                   \
+        if (M >= 6) {                                                                                   \
             o[4] = a1 + 0.0625f * a2 + 16.0f * a3;                                                      \
             o[5] = b1 + 0.03125f * b2 + 32.0f * b3;                                                     \
         }                                                                                               \
+        if (M == 7)                                                                                     \
+            o[6] = a1 + 0.015625f * a2 + 64.0f * a3;                                                    \
         o[M - 1] += (p)[7 * (s)];                                                                       \
     }
 #define AT_F4R5(o, p, s) AT_N8(4, o, p, s)
 #define AT_F6(o, p, s) AT_N8(6, o, p, s)
+#define AT_F7R2(o, p, s) AT_N8(7, o, p, s)
 
 /* ---- a tile's transforms: n x n inputs -> B^T d B, m x m outputs <- A^T M A ---- */
 
@@ -183,6 +186,7 @@ OUTPUT_TILE(f4_output_tile, 6, 4, AT_F4)
 INPUT_TILE(f8_input_tile, 8, BT_N8)
 OUTPUT_TILE(f8_output_tile4, 8, 4, AT_F4R5)
 OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6)
+OUTPUT_TILE(f8_output_tile7, 8, 7, AT_F7R2)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
@@ -305,6 +309,8 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
         *in = f3r2_input_tile, *out = f3r2_output_tile;
     else if (mm == 4 && r == 5)
         *in = f8_input_tile, *out = f8_output_tile4;
+    else if (mm == 7 && r == 2)
+        *in = f8_input_tile, *out = f8_output_tile7;
     else
         return -1;
     return 0;
