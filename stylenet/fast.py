@@ -1198,17 +1198,18 @@ class UlyanovEngine(nn.Module):
 
     def _block(self, block: nn.Module) -> list[Conv]:
         """conv3x3-norm-act, conv3x3-norm-act, conv1x1-norm-act: its convolutions; norms appended.
-        The 3x3 ones by Winograd's algorithms where the Johnson engine's residual blocks take them
-        (``winograd.applies``: float32 on a CPU): with the fused native kernels F(6x6, 3x3), 3.6x
-        faster than oneDNN's direct convolution for the finest scale's 48 -> 48 channels at 512²
-        (17.8 against 63.5 ms, Zen 4). Not the first convolution of a scale's RGB (3 input
-        channels: 2.1 against 1.3 ms at 512²)."""
+        The 3x3 ones by Winograd's algorithms in the fused native kernels (F(6x6, 3x3) from 40²)
+        where the Johnson engine's residual blocks take Winograd's (``winograd.applies``: float32
+        on a CPU): 3.6x faster than oneDNN's direct convolution for the finest scale's 48 -> 48
+        channels at 512² (17.8 against 63.5 ms, Zen 4). Not the first convolution of a scale's RGB
+        (3 input channels: 2.1 against 1.3 ms at 512²), nor with torch's sums for transforms (not
+        measured on such narrow maps)."""
         convs = [_conv(_part(block, i), self.dtype, self.device, keep_bias=False) for i in (0, 3, 6)]
         self.norms += [NormParams.of(_part(block, i)) for i in (1, 4, 7)]
-        if winograd.applies(self.device, self.dtype):
+        if winograd.applies(self.device, self.dtype) and native.library() is not None:
             for conv in convs:
                 if conv.weight.shape[2:] == (3, 3) and conv.stride == 1 and conv.weight.shape[1] >= 8:
-                    conv.winograd = {}
+                    conv.winograd, conv.native = {}, True
         return convs
 
     @property
