@@ -839,8 +839,9 @@ class JohnsonEngine(nn.Module):
             weight = kernels(conv.weight.float()).to(dtype).contiguous(memory_format=CL)
             self.dec.append(Conv(weight, None, 1, 1))
             self.norms.append(NormParams.of(_part(stage, 1)))
-        # ... and those 2x2 convolutions by Winograd's F(3x3, 2x2), fused in C, where the residual
-        # blocks run Winograd's algorithms with the native kernels (``winograd.choose_2x2``).
+        # ... and those 2x2 convolutions by Winograd's F(3x3, 2x2) or, from 100² maps, F(7x7, 2x2),
+        # fused in C, where the residual blocks run Winograd's algorithms with the native kernels
+        # (``winograd.choose_2x2``).
         if winograd_upsampling is None:
             winograd_upsampling = self.winograd_residuals and native_transforms is not False and dtype == torch.float32
         self.winograd_upsampling = bool(winograd_upsampling and self.shifted_phases and native.library() is not None)

@@ -24,9 +24,10 @@ then the fastest from an 8² map up (the AMX Xeon under the three AVX2 caps,
 The fused native convolution (the whole convolution in C, a few tiles per thread at a time)
 ends maps whose sides are not multiples of m in partial tiles, so it runs every map whole; with
 it the residual blocks take F(6x6, 3x3) from 40² maps (64 products per 36 outputs; 22.6 against
-27.6 ms for F(4x4) on a 256² map, Zen 4, float32). It also runs F(3x3, 2x2) for the upsampling's
-2x2 convolutions and F(4x4, 5x5) for the Johnson net's two 9x9 convolutions, each as a 5x5
-convolution on a 2x2 space-to-depth map (``packed_conv2d`` for the first; docs/performance.md).
+27.6 ms for F(4x4) on a 256² map, Zen 4, float32). It also runs F(3x3, 2x2), and from 100²
+maps F(7x7, 2x2), for the upsampling's 2x2 convolutions, and F(4x4, 5x5) for the Johnson net's
+two 9x9 convolutions, each as a 5x5 convolution on a 2x2 space-to-depth map (``packed_conv2d``
+for the first; docs/performance.md).
 
 Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
 for F(2x2), ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
