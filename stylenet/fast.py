@@ -337,6 +337,14 @@ class Moments:
             m2s.append(var * (y.shape[2] * y.shape[3]))
         return Moments(y.shape[2] * y.shape[3], torch.stack(means), torch.stack(m2s))
 
+    @staticmethod
+    def from_sums(sums: torch.Tensor, count: int) -> Moments:
+        """Moments of ``count`` pixels from their float64 (N, 2, C) per-channel sums and sums of
+        squares (``Conv.measured``)."""
+        mean = sums[:, 0] / count
+        var = (sums[:, 1] / count - mean.square()).clamp_min(0)
+        return Moments(count, mean.float(), (var * count).float())
+
     def merge(self, other: Moments) -> Moments:
         if self.count == 0:
             return other
@@ -565,6 +573,12 @@ class Conv:
     fused: bool | None = None
 
     def __call__(self, padded: torch.Tensor) -> torch.Tensor:
+        return self.measured(padded, measure=False)[0]
+
+    def measured(self, padded: torch.Tensor, measure: bool = True) -> tuple[torch.Tensor, Moments | None]:
+        """The convolution's output and, where the fused native Winograd convolution runs it and
+        ``measure`` is set, its per-(image, channel) moments, summed in float64 as the C kernel
+        writes the outputs (one pass over the map less for the norm after it); else None."""
         n, _, h, w = padded.shape
         k, kernels = self.weight.shape[2], self.winograd
         pixels = (h - k + 1) * (w - k + 1)
@@ -579,7 +593,7 @@ class Conv:
         elif kernels is not None and k == 9 and self.native is not False:
             alg = winograd.choose_9x9(pixels)
         if kernels is None or alg is None or self.stride != 1:
-            return conv2d(padded, self.weight, self.bias, self.stride)
+            return conv2d(padded, self.weight, self.bias, self.stride), None
         kernel = kernels.get(alg.m)
         if kernel is None:  # (two threads may both make it: the same tensor)
             weight = space_to_depth_kernel(self.weight.float()) if k == 9 else self.weight
@@ -587,10 +601,12 @@ class Conv:
             kernel = kernels[alg.m] = fit(weight, alg)
         out = buffers.empty((n, self.weight.shape[0], h - k + 1, w - k + 1), padded.dtype, padded.device)
         if k == 9:  # as a 5x5 convolution on the space-to-depth map
-            return winograd.packed_conv2d(padded, self.weight, kernel, alg, out, bias=self.bias)
-        return winograd.conv2d(
-            padded, self.weight, kernel, alg, out, use_native=self.native, fused=fused, bias=self.bias
+            return winograd.packed_conv2d(padded, self.weight, kernel, alg, out, bias=self.bias), None
+        sums = torch.zeros(n, 2, out.shape[1], dtype=torch.float64) if measure and fused else None
+        winograd.conv2d(
+            padded, self.weight, kernel, alg, out, use_native=self.native, fused=fused, bias=self.bias, stats=sums
         )
+        return out, None if sums is None else Moments.from_sums(sums, out.shape[2] * out.shape[3])
 
 
 #: oneDNN's "convolution, then add into a given tensor" (what inductor fuses residual adds with)
@@ -1102,19 +1118,19 @@ class JohnsonEngine(nn.Module):
         scratch: torch.Tensor | None = None
         for block, (first, second) in enumerate(self.res):
             layer = len(self.enc) + 2 * block
-            t = first(stream)
+            t, t_moments = first.measured(stream)  # (measured by the Winograd kernel, or None)
             if scratch is None:
                 scratch = new_padded(t, t.shape[1], t.shape[2], t.shape[3], second.pad)
             kernels = native_norm(t)  # one pass for norm and ReLU, and for norm and add
             if kernels is not None:
-                norm_into(kernels, t, self.norms[layer], None, interior(scratch, second.pad), slope=0.0)
+                norm_into(kernels, t, self.norms[layer], t_moments, interior(scratch, second.pad), slope=0.0)
             else:
-                _relu_into(normalize(t, self.norms[layer], inplace=True), interior(scratch, second.pad))
-            u = second(fill_border(scratch, second.pad, self.padding))
+                _relu_into(normalize(t, self.norms[layer], t_moments, inplace=True), interior(scratch, second.pad))
+            u, u_moments = second.measured(fill_border(scratch, second.pad, self.padding))
             if kernels is not None:
-                norm_into(kernels, u, self.norms[layer + 1], None, interior(stream, pad), accumulate=True)
+                norm_into(kernels, u, self.norms[layer + 1], u_moments, interior(stream, pad), accumulate=True)
             else:
-                interior(stream, pad).add_(normalize(u, self.norms[layer + 1], inplace=True))
+                interior(stream, pad).add_(normalize(u, self.norms[layer + 1], u_moments, inplace=True))
             fill_border(stream, pad, self.padding)
         return interior(stream, pad)
 

@@ -455,6 +455,7 @@ def conv2d(
     use_native: bool | None = None,
     fused: bool | None = None,
     bias: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out`` := ``F.conv2d(x, weight, bias)`` for a padded float32 channels-last ``x`` (N, C_in,
     H + r - 1, W + r - 1) and an r x r ``weight`` (``kernel``: its ``transformed_kernel`` for
@@ -463,14 +464,19 @@ def conv2d(
     largest part of each image whose sides are multiples of ``alg.m``, the direct convolution
     over the last rows and columns beyond it. ``use_native``, ``bias``: as for ``conv3x3``;
     ``fused``: True runs the fused native convolution for any C_out (``kernel`` from
-    ``fused_kernel``), None where C_out is a multiple of its block of outputs, False never."""
+    ``fused_kernel``), None where C_out is a multiple of its block of outputs, False never.
+    ``stats``: a zeroed (N, 2, C_out) float64 tensor that receives each image's per-channel sums
+    and sums of squares of ``out`` where the fused convolution runs (``ValueError`` elsewhere)."""
     kernels = native.library() if use_native is not False else None
     whole_blocks = out.shape[1] % kernels.conv_block_channels == 0 if kernels is not None else False
     if kernels is not None and (alg.r != 3 or fused or (fused is None and whole_blocks)):
         for i in range(x.shape[0]):
             src, dst = x[i].permute(1, 2, 0), out[i].permute(1, 2, 0)
-            kernels.winograd_conv(alg.m, src, kernel, dst, NATIVE_GROUP_TILES, r=alg.r, bias=bias)
+            image_stats = None if stats is None else stats[i]
+            kernels.winograd_conv(alg.m, src, kernel, dst, NATIVE_GROUP_TILES, r=alg.r, bias=bias, stats=image_stats)
         return out
+    if stats is not None:
+        raise ValueError("only the fused native convolution measures its output")
     _, _, h, w = out.shape
     he, we, k = h // alg.m * alg.m, w // alg.m * alg.m, alg.r - 1
     for i in range(x.shape[0]):

@@ -171,6 +171,7 @@ class Kernels:
             *(ctypes.c_int, ctypes.c_int, ptr, i64, i64, i64, i64, i64),  # (m, r, src, sy, sx, c_in, h, w)
             *(ptr, i64, i64, ptr, ptr, i64, i64, i64),  # (kernel, its columns, c_out, bias, dst, dy, dx, group)
             ctypes.c_int,  # phases
+            ptr,  # stats
         ]
         self._conv.restype = ctypes.c_int
         #: output channels per product block: a C_out of this multiple runs fastest
@@ -319,6 +320,7 @@ class Kernels:
         r: int = 3,
         bias: torch.Tensor | None = None,
         phases: bool = False,
+        stats: torch.Tensor | None = None,
     ) -> None:
         """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (at least H + r - 1 by
         W + r - 1 pixels, C_in) by Winograd's F(m x m, r x r) (F(2x2, 3x3), F(4x4, 3x3), F(6x6,
@@ -329,7 +331,8 @@ class Kernels:
         at a time in its own buffers. ``phases``: the convolution's output is a 2x2 space-to-depth
         map (H / 2 x W / 2 pixels of C_out = 4 C channels, phase-major) and ``dst`` (H, W, C, sides
         even) receives it at full resolution: channel q C + c at (y, x) is ``dst``'s channel c at
-        (2 y + q // 2, 2 x + q % 2)."""
+        (2 y + q // 2, 2 x + q % 2). ``stats``: a (2, C_out) float64 tensor the output channels'
+        sums and sums of squares are added to, as the outputs are written (float64)."""
         _check(src, "src")
         _check(dst, "dst")
         scale = 2 if phases else 1
@@ -347,12 +350,15 @@ class Kernels:
             raise ValueError(f"bias must be a contiguous float32 ({c_out},) tensor")
         if src.shape[0] < h + r - 1 or src.shape[1] < w + r - 1:
             raise ValueError(f"src {tuple(src.shape)} is too small for {h} x {w} outputs of a {r}x{r} convolution")
+        bad_stats = stats is not None and (stats.dtype != torch.float64 or stats.shape != (2, c_out))
+        if bad_stats or (stats is not None and not stats.is_contiguous()):
+            raise ValueError(f"stats must be a contiguous float64 (2, {c_out}) tensor")
         (sy, sx, _), (dy, dx, _) = src.stride(), dst.stride()
         bias_ptr = None if bias is None else bias.data_ptr()
         done = self._conv(
             *(m, r, src.data_ptr(), sy, sx, c_in, h, w),
             *(kernel.data_ptr(), columns, c_out, bias_ptr, dst.data_ptr(), dy, dx, group),
-            phases,
+            *(phases, None if stats is None else stats.data_ptr()),
         )
         if done == -1:
             raise ValueError(f"no Winograd transform for m = {m}, r = {r}")

@@ -324,11 +324,14 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
  * zero-padded tile, their outputs made in a scratch tile and the valid ones copied out. With
  * `phases`, the output is a 2x2 space-to-depth map written out to full resolution: its channel
  * q C + c at (y, x), C = c_out / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx:
- * dst's strides). Returns 0; -1 for another (mm, r), -2 for kc not a multiple of VL or smaller than
+ * dst's strides). With `stats` (2 c_out doubles, zero), it receives each output channel's sum over
+ * the map and its sum of squares (in float64, from the outputs as written; with phases, per channel
+ * q C + c of the space-to-depth map): an instance norm's statistics without another pass over the
+ * map. Returns 0; -1 for another (mm, r), -2 for kc not a multiple of VL or smaller than
  * c_out (or c_out not a multiple of 4 with phases), -3 when out of memory. */
 int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx h, idx w,
                           const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
-                          idx group, int phases)
+                          idx group, int phases, double *stats)
 {
     input_tile_fn input_tile;
     output_tile_fn output_tile;
@@ -360,7 +363,8 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
         float *m = malloc((size_t)(nn * ms) * sizeof(float));
         float *edge_in = malloc((size_t)(nn * c_in) * sizeof(float));
         float *edge_out = malloc((size_t)(mm * mm * cp) * sizeof(float));
-        int ok = u != NULL && m != NULL && edge_in != NULL && edge_out != NULL;
+        double *acc = stats == NULL ? NULL : calloc((size_t)(2 * c_out), sizeof(double));
+        int ok = u != NULL && m != NULL && edge_in != NULL && edge_out != NULL && (stats == NULL || acc != NULL);
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -421,12 +425,31 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
                             for (idx c = 0; c < cp; c++)
                                 d[i * ty + j * tx + c] = edge_out[(i * mm + j) * cp + c] + (b == NULL ? 0.0f : b[c]);
                 }
+                if (acc != NULL) /* the tile's outputs, just written, into float64 sums and squares */
+                    for (idx q = 0; q < parts; q++) {
+                        const float *d = dst + y0 * ty + x0 * tx + (q / 2) * dy + (q % 2) * dx;
+                        double *restrict sum = acc + q * cp, *restrict squares = acc + c_out + q * cp;
+                        for (idx i = 0; i < vy; i++)
+                            for (idx j = 0; j < vx; j++)
+#pragma omp simd
+                                for (idx c = 0; c < cp; c++) {
+                                    double v = d[i * ty + j * tx + c];
+                                    sum[c] += v;
+                                    squares[c] += v * v;
+                                }
+                    }
             }
         }
         free(u);
         free(m);
         free(edge_in);
         free(edge_out);
+        if (acc != NULL) {
+#pragma omp critical
+            for (idx c = 0; c < 2 * c_out; c++)
+                stats[c] += acc[c];
+            free(acc);
+        }
     }
     return failed ? -3 : 0;
 }

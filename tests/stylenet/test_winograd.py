@@ -358,3 +358,26 @@ def test_the_ulyanov_engine_runs_its_3x3_convolutions_by_winograd_in_float32(pad
     used = {m for conv in convs for m in (conv.winograd or {})}
     if expected:
         assert 6 in used  # the finest scale's 172 x 196 maps
+
+
+@pytest.mark.parametrize("k", [3, 2])
+def test_the_fused_convolution_measures_what_it_writes(k: int) -> None:
+    """``Conv.measured``: the per-(image, channel) moments the C kernel sums in float64 as it writes
+    the outputs (partial tiles' valid outputs only) are the output's own; none unless the fused
+    native convolution runs or when not asked for."""
+    kernels = native_kernels()
+    torch.manual_seed(7)
+    # the 3x3 one with a one-vector block of outputs too; the upsampling's 2x2 takes whole blocks
+    c_out = kernels.conv_block_channels + (8 if k == 3 else 0)
+    x = torch.randn(2, 24, 61 + k - 1, 47 + k - 1).contiguous(memory_format=CL) + 3.0  # mean far from 0
+    weight = (torch.randn(c_out, 24, k, k) * 0.1).contiguous(memory_format=CL)
+    conv = Conv(weight, None, 1, 0, winograd={}, native=True)
+    with torch.inference_mode():
+        out, moments = conv.measured(x)
+        assert moments is not None and moments.count == 61 * 47
+        expected = fast.Moments.of(out)
+        torch.testing.assert_close(moments.mean, expected.mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(moments.var, expected.var, rtol=1e-5, atol=1e-6)
+        assert conv.measured(x, measure=False)[1] is None
+        direct = Conv(weight, None, 1, 0)
+        assert direct.measured(x)[1] is None  # oneDNN's: measured by the norm itself
