@@ -395,6 +395,8 @@ class ShiftedPhases:
     (i + a, j + b). The rest (a row and a column per phase) is not part of the layer."""
 
     data: torch.Tensor
+    #: the whole output's moments, when the convolution measured them (``Conv.measured``)
+    measured: Moments | None = None
 
     @property
     def channels(self) -> int:
@@ -412,7 +414,9 @@ class ShiftedPhases:
         all four phases, less each phase's extra row and column (a few pixels, measured apart)."""
         _, _, h1, w1 = self.data.shape
         c, (r0, r1, _) = self.channels, rows.indices(h1 - 1)
-        region = Moments.of(self.data[:, :, r0 : r1 + 1])  # rows r0 .. r1 of every phase's window
+        whole = r0 == 0 and r1 == h1 - 1
+        # rows r0 .. r1 of every phase's window
+        region = self.measured if whole and self.measured is not None else Moments.of(self.data[:, :, r0 : r1 + 1])
         total: Moments | None = None
         for a in range(2):
             for b in range(2):
@@ -1009,7 +1013,7 @@ class JohnsonEngine(nn.Module):
         for i, conv in enumerate(self.dec):
             layer = first + i
             if self.shifted_phases:
-                shifted = ShiftedPhases(conv(y))
+                shifted = ShiftedPhases(*conv.measured(y))
                 del y
                 y = self._shifted_stage(shifted, i, stats(layer, shifted, _scaled(rows, 2**i)), as_bytes)
                 if i == len(self.dec) - 1 and self.out_packed is not None:

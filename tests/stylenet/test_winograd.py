@@ -363,8 +363,9 @@ def test_the_ulyanov_engine_runs_its_3x3_convolutions_by_winograd_in_float32(pad
 @pytest.mark.parametrize("k", [3, 2])
 def test_the_fused_convolution_measures_what_it_writes(k: int) -> None:
     """``Conv.measured``: the per-(image, channel) moments the C kernel sums in float64 as it writes
-    the outputs (partial tiles' valid outputs only) are the output's own; none unless the fused
-    native convolution runs or when not asked for."""
+    the outputs (partial tiles' valid outputs only) are the output's own, and the upsampling's
+    phases measured from them as from the map; none unless the fused native convolution runs or
+    when not asked for."""
     kernels = native_kernels()
     torch.manual_seed(7)
     # the 3x3 one with a one-vector block of outputs too; the upsampling's 2x2 takes whole blocks
@@ -378,6 +379,10 @@ def test_the_fused_convolution_measures_what_it_writes(k: int) -> None:
         expected = fast.Moments.of(out)
         torch.testing.assert_close(moments.mean, expected.mean, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(moments.var, expected.var, rtol=1e-5, atol=1e-6)
+        if k == 2:  # the upsampling's phases take the whole output's moments from it
+            phases, measured = fast.ShiftedPhases(out), fast.ShiftedPhases(out, moments)
+            torch.testing.assert_close(measured.moments().var, phases.moments().var, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(measured.moments().mean, phases.moments().mean, rtol=1e-6, atol=1e-6)
         assert conv.measured(x, measure=False)[1] is None
         direct = Conv(weight, None, 1, 0)
         assert direct.measured(x)[1] is None  # oneDNN's: measured by the norm itself
