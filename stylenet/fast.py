@@ -387,6 +387,12 @@ class NormParams:
             raise TypeError(f"expected an affine InstanceNorm2d without running stats, got {module}")
         return NormParams(module.weight.detach().float(), module.bias.detach().float(), float(module.eps))
 
+    def affine(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel (scale, shift) this norm is, given one image's mean and variance: the
+        native kernels' ``affine_act`` arguments."""
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return scale, self.bias - mean * scale
+
 
 @dataclass
 class ShiftedPhases:
@@ -495,8 +501,7 @@ def norm_into(
     The values are the norm's to float32 rounding (bf16: rounded once, not after each pass)."""
     for i in range(y.shape[0]):
         mean, var = channel_moments(y[i : i + 1]) if stats is None else (stats.mean[i], stats.var[i])
-        scale = params.weight * torch.rsqrt(var + params.eps)
-        shift = params.bias - mean * scale
+        scale, shift = params.affine(mean, var)
         kernels.affine_act(y[i].permute(1, 2, 0), out[i].permute(1, 2, 0), scale, shift, slope, accumulate)
 
 
@@ -594,8 +599,8 @@ class Conv:
             alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
         elif kernels is not None and k == 5:
             alg = winograd.choose_5x5(pixels, self.native)
-        elif kernels is not None and k == 9 and self.native is not False:
-            alg = winograd.choose_9x9(pixels)
+        elif kernels is not None and k == 9:
+            alg = winograd.choose_9x9(pixels, self.native)
         if kernels is None or alg is None or self.stride != 1:
             return conv2d(padded, self.weight, self.bias, self.stride), None
         kernel = kernels.get(alg.m)
@@ -1083,8 +1088,7 @@ class JohnsonEngine(nn.Module):
         offsets = ((into(1, 0).data_ptr() - base.data_ptr()) // size, (into(0, 1).data_ptr() - base.data_ptr()) // size)
         params = self.norms[len(self.norms) - len(self.dec) + i]  # the stage's own norm (C channels)
         for n in range(shifted.data.shape[0]):
-            scale = params.weight * torch.rsqrt(moments.var[n] + params.eps)
-            shift = params.bias - moments.mean[n] * scale
+            scale, shift = params.affine(moments.mean[n], moments.var[n])
             src, dst = shifted.data[n].permute(1, 2, 0), base[n].permute(1, 2, 0)
             kernels.phases_affine_act(src, dst, offsets, scale, shift, 0.0)
 

@@ -229,9 +229,7 @@ class Kernels:
         _check(dst, "dst", tuple(d for s, d in self._affine if s == src.dtype))
         if dst.shape != src.shape:
             raise ValueError(f"dst {tuple(dst.shape)} and src {tuple(src.shape)} differ")
-        for t in (scale, shift):
-            if t.dtype != torch.float32 or t.shape != (c,) or not t.is_contiguous():
-                raise ValueError(f"scale and shift must be contiguous float32 ({c},) tensors")
+        _check_affine(scale, shift, c)
         (iy, ix, _), (oy, ox, _) = src.stride(), dst.stride()
         fn = self._affine[src.dtype, dst.dtype]
         fn(
@@ -270,9 +268,7 @@ class Kernels:
         _check(dst, "dst", (src.dtype,))
         if src.shape != (h + 1, w + 1, 4 * c):
             raise ValueError(f"src {tuple(src.shape)} does not hold the four phases of dst {tuple(dst.shape)}")
-        for t in (scale, shift):
-            if t.dtype != torch.float32 or t.shape != (c,) or not t.is_contiguous():
-                raise ValueError(f"scale and shift must be contiguous float32 ({c},) tensors")
+        _check_affine(scale, shift, c)
         if min(phase_offsets) < 0:
             raise ValueError("the phases' offsets must not be negative")
         (iy, ix, _), (oy, ox, _) = src.stride(), dst.stride()
@@ -366,6 +362,12 @@ class Kernels:
             raise MemoryError("the native Winograd convolution could not allocate its buffers")
         if done != 0:
             raise ValueError(f"the native Winograd convolution refused its arguments ({done})")
+
+
+def _check_affine(scale: torch.Tensor, shift: torch.Tensor, channels: int) -> None:
+    for t in (scale, shift):
+        if t.dtype != torch.float32 or t.shape != (channels,) or not t.is_contiguous():
+            raise ValueError(f"scale and shift must be contiguous float32 ({channels},) tensors")
 
 
 def _check(t: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
