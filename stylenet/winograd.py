@@ -239,26 +239,20 @@ def applies(device: torch.device, dtype: torch.dtype) -> bool:
     return capability == "AVX2" or (capability.startswith("AVX512") and native.library() is not None)
 
 
-def transformed_kernel(weight: torch.Tensor, alg: Algorithm, columns: int | None = None) -> torch.Tensor:
+def transformed_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
     """(C_out, C_in, r, r) kernel -> (n², C_in, C_out) float32: G g G^T for each tile position
-    (n k + l), transposed for the products. Computed in float64. ``columns``: C_out zero-padded to
-    that many (the fused native kernels' multiple, ``native.Kernels.kernel_columns``)."""
+    (n k + l), transposed for the products. Computed in float64."""
     g = torch.tensor(alg.g, dtype=torch.float64)
     u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)
-    u = u.reshape(alg.n**2, weight.shape[1], weight.shape[0])
-    if columns is not None and columns > u.shape[2]:
-        u = F.pad(u, (0, columns - u.shape[2]))
-    return u.float().contiguous()
+    return u.reshape(alg.n**2, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
 def fused_kernel(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
-    """``transformed_kernel`` as the fused native kernels take it: C_out zero-padded to their
-    multiple of columns (``native.Kernels.kernel_columns``; as it is without them)."""
+    """``transformed_kernel`` as the fused native kernels take it, packed in panels of output
+    channels (``native.Kernels.pack_kernel``; as it is without them)."""
     kernels = native.library()
-    if kernels is None:
-        return transformed_kernel(weight, alg)
-    step = kernels.kernel_columns
-    return transformed_kernel(weight, alg, -(-weight.shape[0] // step) * step)
+    u = transformed_kernel(weight, alg)
+    return u if kernels is None else kernels.pack_kernel(u)
 
 
 @functools.cache
@@ -292,9 +286,9 @@ def conv3x3(
     """``out`` (1, C_out, H, W), H and W multiples of ``alg.m`` := the unpadded 3x3 convolution
     of ``x`` (1, C_in, H + 2, W + 2) float32, with ``kernel`` (``transformed_kernel(w, alg)``);
     for ``F3R2`` / ``F4R5`` the 2x2 / 5x5 convolution of ``x`` (1, C_in, H + r - 1, W + r - 1),
-    fused native only, plus ``bias`` if given (``kernel``'s columns padded as the native kernels
-    need, ``transformed_kernel(w, alg, columns)``).
-    Both channels-last, or views of channels-last tensors whose pixels are runs of channels
+    fused native only, plus ``bias`` if given. The fused native convolution packs ``kernel``'s
+    first C_out columns on each call (``native.Kernels.pack_kernel``; ``conv2d`` takes the packed
+    ``fused_kernel``). Both channels-last, or views of channels-last tensors whose pixels are runs of channels
     (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
     transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
     (``stylenet.native``) or torch's sums; by default the native ones where available. With
@@ -316,13 +310,15 @@ def conv3x3(
     if alg.r != 3:
         if kernels is None or fused is False:
             raise ValueError(f"F({m}x{m}, {alg.r}x{alg.r}) runs fused in the native kernels only")
-        kernels.winograd_conv(m, src, kernel, dst, band_tiles or NATIVE_GROUP_TILES, r=alg.r, bias=bias)
+        packed = kernels.pack_kernel(kernel[:, :, :c_out])
+        kernels.winograd_conv(m, src, packed, dst, band_tiles or NATIVE_GROUP_TILES, r=alg.r, bias=bias)
         return out
     if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
         if fused is None:
             fused = c_out % kernels.conv_block_channels == 0
         if fused:
-            kernels.winograd_conv(m, src, kernel, dst, band_tiles or NATIVE_GROUP_TILES)
+            packed = kernels.pack_kernel(kernel[:, :, :c_out])
+            kernels.winograd_conv(m, src, packed, dst, band_tiles or NATIVE_GROUP_TILES)
             return out
         _native_bands(kernels, src, dst, kernel, alg, rows, cols, band_tiles or NATIVE_BAND_TILES)
         return out

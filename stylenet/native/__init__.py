@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,18 @@ class Kernels:
         if self._output(m, prods.data_ptr(), c_out, rows, cols, dst.data_ptr(), dy, dx) != 0:
             raise ValueError(f"no Winograd transform for m = {m}")
 
+    def pack_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
+        """A transformed kernel (n², C_in, C) as ``winograd_conv`` takes it: (n², P, C_in, NR)
+        float32, its columns zero-padded to P panels of NR = ``conv_block_channels`` and each
+        panel's (C_in, NR) values contiguous, the order the products read them in."""
+        if kernel.dim() != 3:
+            raise ValueError(f"a transformed kernel is (n², C_in, C), got {tuple(kernel.shape)}")
+        nn_, c_in, c = kernel.shape
+        block = self.conv_block_channels
+        panels = -(-c // block)
+        padded = F.pad(kernel.float(), (0, panels * block - c))
+        return padded.reshape(nn_, c_in, panels, block).permute(0, 2, 1, 3).contiguous()
+
     def winograd_conv(
         self,
         m: int,
@@ -321,14 +334,14 @@ class Kernels:
         """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (at least H + r - 1 by
         W + r - 1 pixels, C_in) by Winograd's F(m x m, r x r) (F(2x2, 3x3), F(4x4, 3x3), F(6x6,
         3x3), F(3x3, 2x2), F(4x4, 5x5); sides that are not multiples of m end in partial tiles),
-        plus ``bias`` ((C_out,) float32, or none): ``kernel`` (n², C_in, K) is the transformed
-        kernel, n = m + r - 1, its K columns C_out rounded up to a multiple of ``kernel_columns``
-        (zeros past C_out). Each thread transforms, multiplies and transforms back ``group`` tiles
-        at a time in its own buffers. ``phases``: the convolution's output is a 2x2 space-to-depth
-        map (H / 2 x W / 2 pixels of C_out = 4 C channels, phase-major) and ``dst`` (H, W, C, sides
-        even) receives it at full resolution: channel q C + c at (y, x) is ``dst``'s channel c at
-        (2 y + q // 2, 2 x + q % 2). ``stats``: a (2, C_out) float64 tensor the output channels'
-        sums and sums of squares are added to, as the outputs are written (float64)."""
+        plus ``bias`` ((C_out,) float32, or none): ``kernel`` is the transformed kernel (n², C_in,
+        C_out), n = m + r - 1, as ``pack_kernel`` packs it. Each thread transforms, multiplies and
+        transforms back ``group`` tiles at a time in its own buffers. ``phases``: the convolution's
+        output is a 2x2 space-to-depth map (H / 2 x W / 2 pixels of C_out = 4 C channels,
+        phase-major) and ``dst`` (H, W, C, sides even) receives it at full resolution: channel
+        q C + c at (y, x) is ``dst``'s channel c at (2 y + q // 2, 2 x + q % 2). ``stats``: a (2,
+        C_out) float64 tensor the output channels' sums and sums of squares are added to, as the
+        outputs are written (float64)."""
         _check(src, "src")
         _check(dst, "dst")
         scale = 2 if phases else 1
@@ -337,10 +350,11 @@ class Kernels:
         if phases and (dst.shape[0] % 2 or dst.shape[1] % 2):
             raise ValueError(f"dst {tuple(dst.shape)}: a map written from 2x2 phases needs even sides")
         columns = -(-c_out // self.kernel_columns) * self.kernel_columns
-        if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != (n * n, c_in, columns):
+        packed = (n * n, -(-c_out // self.conv_block_channels), c_in, self.conv_block_channels)
+        if not kernel.is_contiguous() or kernel.dtype != torch.float32 or kernel.shape != packed:
             raise ValueError(
-                f"kernel must be a contiguous float32 ({n * n}, {c_in}, {columns}) tensor: {c_out} output"
-                f" channels in a multiple of {self.kernel_columns} columns"
+                f"kernel must be a contiguous float32 {packed} tensor, the ({n * n}, {c_in}, {c_out})"
+                " transformed kernel as pack_kernel packs it"
             )
         if bias is not None and (bias.dtype != torch.float32 or bias.shape != (c_out,) or not bias.is_contiguous()):
             raise ValueError(f"bias must be a contiguous float32 ({c_out},) tensor")

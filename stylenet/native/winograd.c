@@ -244,16 +244,17 @@ int instyle_winograd_output(int mm, const float *m, idx c_out, idx rows, idx col
 
 typedef float vfloat __attribute__((vector_size(VL * sizeof(float)), aligned(sizeof(float))));
 
-/* c[MR x NR] := a[MR x k] b[k x NR] (row strides lda, ldb, ldc); the accumulators in registers. */
-static inline void product_block(idx k, const float *restrict a, idx lda, const float *restrict b, idx ldb,
-                                 float *restrict c, idx ldc)
+/* c[MR x NR] := a[MR x k] b[k x NR] (row strides lda, NR: a packed panel, ldc); the accumulators
+ * in registers. */
+static inline void product_block(idx k, const float *restrict a, idx lda, const float *restrict b, float *restrict c,
+                                 idx ldc)
 {
     vfloat acc0[MR], acc1[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
         acc0[r] = acc1[r] = (vfloat){0};
     for (idx i = 0; i < k; i++) {
-        vfloat b0 = *(const vfloat *)(b + i * ldb), b1 = *(const vfloat *)(b + i * ldb + VL);
+        vfloat b0 = *(const vfloat *)(b + i * NR), b1 = *(const vfloat *)(b + i * NR + VL);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
             float ar = a[r * lda + i];
@@ -268,9 +269,9 @@ static inline void product_block(idx k, const float *restrict a, idx lda, const 
     }
 }
 
-/* The same for a last column block of one vector (VL columns): 2 MR rows of it at a time, as many
- * accumulators as above. */
-static inline void product_block_narrow(idx k, const float *restrict a, idx lda, const float *restrict b, idx ldb,
+/* The same for a last panel of one vector (VL columns, rows still NR apart): 2 MR rows of it at a
+ * time, as many accumulators as above. */
+static inline void product_block_narrow(idx k, const float *restrict a, idx lda, const float *restrict b,
                                         float *restrict c, idx ldc)
 {
     vfloat acc[2 * MR];
@@ -278,7 +279,7 @@ static inline void product_block_narrow(idx k, const float *restrict a, idx lda,
     for (int r = 0; r < 2 * MR; r++)
         acc[r] = (vfloat){0};
     for (idx i = 0; i < k; i++) {
-        vfloat b0 = *(const vfloat *)(b + i * ldb);
+        vfloat b0 = *(const vfloat *)(b + i * NR);
 #pragma GCC unroll 32
         for (int r = 0; r < 2 * MR; r++)
             acc[r] += a[r * lda + i] * b0;
@@ -316,53 +317,152 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
     return 0;
 }
 
+/* One fused convolution's arguments and the shapes derived from them. */
+struct conv {
+    int mm, r, phases;
+    const float *src, *kernel, *bias;
+    float *dst;
+    idx sy, sx, c_in, h, w, kc, c_out, dy, dx;
+    input_tile_fn input_tile;
+    output_tile_fn output_tile;
+    idx n, nn, cols, tiles; /* n = mm + r - 1 tile positions per side, tiles in all */
+    idx parts, cp, ty, tx;  /* the output's parts (one, or the four phases), their channels, a tile's strides */
+    idx padded, us, ms;     /* a group's rows in whole product blocks, the planes' strides */
+};
+
+/* Tile t0 + t's inputs into row t of u (partial tiles gathered, zero past the map). */
+static void tile_input(const struct conv *c, idx t0, idx t, float *u, float *edge_in)
+{
+    idx n = c->n, c_in = c->c_in, y0 = (t0 + t) / c->cols * c->mm, x0 = (t0 + t) % c->cols * c->mm;
+    const float *s = c->src + y0 * c->sy + x0 * c->sx;
+    if (y0 + c->mm <= c->h && x0 + c->mm <= c->w) {
+        c->input_tile(s, c->sy, c->sx, c_in, u + t * c_in, c->us);
+        return;
+    }
+    idx vy = c->h + c->r - 1 - y0, vx = c->w + c->r - 1 - x0;
+    for (idx i = 0; i < n; i++)
+        for (idx j = 0; j < n; j++)
+            for (idx k = 0; k < c_in; k++)
+                edge_in[(i * n + j) * c_in + k] = i < vy && j < vx ? s[i * c->sy + j * c->sx + k] : 0.0f;
+    c->input_tile(edge_in, n * c_in, c_in, c_in, u + t * c_in, c->us);
+}
+
+/* The products of plane p for the group's `count` tiles: m_p := u_p kernel_p, the kernel's plane
+ * packed in panels of NR columns (each C_in x NR, contiguous: the rows a product block reads one
+ * after another, where with the rows of all kc columns 512 bytes apart the Zen 1 EPYC's hardware
+ * prefetch stopped at every 4 KB page, and every panel but the cache's first eighth collided in
+ * the L1's sets; F(6x6, 3x3) at 128 channels, 256²: 94 -> 74 ms), the last of them holding only
+ * one vector of columns where kc is an odd number of vectors. */
+static void plane_products(const struct conv *c, idx p, idx count, const float *u, float *m)
+{
+    idx c_in = c->c_in, kc = c->kc, wide = kc / NR * NR, panels = (kc + NR - 1) / NR;
+    const float *up = u + p * c->us, *kp = c->kernel + p * panels * c_in * NR;
+    float *mp = m + p * c->ms;
+    for (idx j = 0; j < wide; j += NR) /* a panel of the kernel stays in L1 */
+        for (idx row = 0; row < count; row += MR)
+            product_block(c_in, up + row * c_in, c_in, kp + j * c_in, mp + row * kc + j, kc);
+    if (wide < kc) /* one vector of columns left */
+        for (idx row = 0; row < count; row += 2 * MR)
+            product_block_narrow(c_in, up + row * c_in, c_in, kp + wide * c_in, mp + row * kc + wide, kc);
+}
+
+/* Tile t0 + t's outputs from row t of m, plus the bias; with acc, their sums and squares. */
+static void tile_output(const struct conv *c, idx t0, idx t, const float *m, float *edge_out, double *acc)
+{
+    idx mm = c->mm, cp = c->cp, ty = c->ty, tx = c->tx;
+    idx y0 = (t0 + t) / c->cols * mm, x0 = (t0 + t) % c->cols * mm;
+    idx vy = c->h - y0 < mm ? c->h - y0 : mm, vx = c->w - x0 < mm ? c->w - x0 : mm; /* valid outputs */
+    for (idx q = 0; q < c->parts; q++) {
+        float *d = c->dst + y0 * ty + x0 * tx + (q / 2) * c->dy + (q % 2) * c->dx;
+        const float *mt = m + t * c->kc + q * cp, *b = c->bias == NULL ? NULL : c->bias + q * cp;
+        if (vy == mm && vx == mm) {
+            c->output_tile(mt, c->ms, cp, d, ty, tx);
+            if (b != NULL)
+                for (idx i = 0; i < mm; i++)
+                    for (idx j = 0; j < mm; j++)
+                        for (idx k = 0; k < cp; k++)
+                            d[i * ty + j * tx + k] += b[k];
+        } else {
+            c->output_tile(mt, c->ms, cp, edge_out, mm * cp, cp);
+            for (idx i = 0; i < vy; i++)
+                for (idx j = 0; j < vx; j++)
+                    for (idx k = 0; k < cp; k++)
+                        d[i * ty + j * tx + k] = edge_out[(i * mm + j) * cp + k] + (b == NULL ? 0.0f : b[k]);
+        }
+        if (acc != NULL) { /* the outputs just written, into float64 sums and squares */
+            double *restrict sum = acc + q * cp, *restrict squares = acc + c->c_out + q * cp;
+            for (idx i = 0; i < vy; i++)
+                for (idx j = 0; j < vx; j++)
+#pragma omp simd
+                    for (idx k = 0; k < cp; k++) {
+                        double v = d[i * ty + j * tx + k];
+                        sum[k] += v;
+                        squares[k] += v * v;
+                    }
+        }
+    }
+}
+
+/* Rows count .. padded of every plane of u zeroed (a last, smaller group's rows past its tiles). */
+static void zero_rows(const struct conv *c, idx count, float *u)
+{
+    for (idx p = 0; p < c->nn; p++)
+        for (idx k = count * c->c_in; k < c->padded * c->c_in; k++)
+            u[p * c->us + k] = 0.0f;
+}
+
 /* dst := the unpadded r x r convolution of src, h x w outputs (src: h + r - 1 rows of w + r - 1
- * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(3x3, 2x2) or F(4x4, 5x5),
- * with kernel (n², C_in, kc: the transformed kernel, n = mm + r - 1, its first c_out columns the
- * output channels, the rest zero), plus bias (c_out; NULL: none), `group` tiles at a time per
- * thread. Sides that are not multiples of mm end in partial tiles: their inputs gathered into a
- * zero-padded tile, their outputs made in a scratch tile and the valid ones copied out. With
- * `phases`, the output is a 2x2 space-to-depth map written out to full resolution: its channel
- * q C + c at (y, x), C = c_out / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx:
- * dst's strides). With `stats` (2 c_out doubles, zero), it receives each output channel's sum over
- * the map and its sum of squares (in float64, from the outputs as written; with phases, per channel
- * q C + c of the space-to-depth map): an instance norm's statistics without another pass over the
- * map. Returns 0; -1 for another (mm, r), -2 for kc not a multiple of VL or smaller than
- * c_out (or c_out not a multiple of 4 with phases), -3 when out of memory. */
+ * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(3x3, 2x2), F(4x4, 5x5) or
+ * F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
+ * mm end in partial tiles: their inputs gathered into a zero-padded tile, their outputs made in a
+ * scratch tile and the valid ones copied out. With `phases`, the output is a
+ * 2x2 space-to-depth map written out to full resolution: its channel q C + c at (y, x), C = c_out
+ * / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). With `stats`
+ * (2 c_out doubles, zero), it receives each output channel's sum over the map and its sum of
+ * squares (in float64, from the outputs as written; with phases, per channel q C + c of the
+ * space-to-depth map): an instance norm's statistics without another pass over the map.
+ *
+ * kernel: (n², panels, C_in, NR) float32, the transformed kernel (n = mm + r - 1) with kc columns,
+ * the first c_out of them the output channels and the rest zero, its planes packed in panels of NR
+ * columns (the last panel's columns past kc zero and never read); kc a multiple of VL.
+ *
+ * Each thread takes `group` tiles at a time (see above).
+ *
+ * Returns 0; -1 for another (mm, r), -2 for kc not a multiple of VL or smaller than c_out (or
+ * c_out not a multiple of 4 with phases), -3 when out of memory. */
 int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c_in, idx h, idx w,
                           const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
                           idx group, int phases, double *stats)
 {
-    input_tile_fn input_tile;
-    output_tile_fn output_tile;
-    if (tile_transforms(mm, r, &input_tile, &output_tile))
+    struct conv c = {.mm = mm, .r = r, .phases = phases, .src = src, .kernel = kernel, .bias = bias, .dst = dst};
+    if (tile_transforms(mm, r, &c.input_tile, &c.output_tile))
         return -1;
     if (kc % VL || kc < c_out || group < 1 || (phases && c_out % 4))
         return -2;
-    /* the output's parts (one, or the four phases) and their channels; a tile's pixel strides */
-    idx parts = phases ? 4 : 1, cp = c_out / parts, ty = phases ? 2 * dy : dy, tx = phases ? 2 * dx : dx;
-    idx n = mm + r - 1, nn = n * n, rows = (h + mm - 1) / mm, cols = (w + mm - 1) / mm, tiles = rows * cols;
-    if (tiles == 0)
+    c.sy = sy, c.sx = sx, c.c_in = c_in, c.h = h, c.w = w, c.kc = kc, c.c_out = c_out, c.dy = dy, c.dx = dx;
+    c.parts = phases ? 4 : 1, c.cp = c_out / c.parts, c.ty = phases ? 2 * dy : dy, c.tx = phases ? 2 * dx : dx;
+    c.n = mm + r - 1, c.nn = c.n * c.n, c.cols = (w + mm - 1) / mm, c.tiles = (h + mm - 1) / mm * c.cols;
+    if (c.tiles == 0)
         return 0;
     /* as many groups for every thread, of at most `group` tiles (256 tiles on 2 threads: 12 x 22,
      * not 6 and 5 groups of 24) */
-    idx threads = omp_get_max_threads(), groups = (tiles + group - 1) / group;
+    idx threads = omp_get_max_threads(), groups = (c.tiles + group - 1) / group;
     groups = (groups + threads - 1) / threads * threads;
-    group = (tiles + groups - 1) / groups;
-    groups = (tiles + group - 1) / group;
-    idx padded = (group + 2 * MR - 1) / (2 * MR) * (2 * MR); /* a group's rows, in whole product blocks */
+    idx per = (c.tiles + groups - 1) / groups;
+    groups = (c.tiles + per - 1) / per;
+    c.padded = (per + 2 * MR - 1) / (2 * MR) * (2 * MR); /* a group's rows, in whole product blocks */
     /* the planes' strides, a cache line more than they hold: at a multiple of 4 KB all the
      * transforms' n² streams fell into one set of the L1 cache */
-    idx us = padded * c_in + PLANE_SKEW, ms = padded * kc + PLANE_SKEW;
+    c.us = c.padded * c_in + PLANE_SKEW, c.ms = c.padded * kc + PLANE_SKEW;
     int failed = 0;
 #pragma omp parallel
     {
         /* this thread's transformed tiles and products (rows past a group's last tile are zero),
-         * and a partial tile's inputs and outputs */
-        float *u = calloc((size_t)(nn * us), sizeof(float));
-        float *m = malloc((size_t)(nn * ms) * sizeof(float));
-        float *edge_in = malloc((size_t)(nn * c_in) * sizeof(float));
-        float *edge_out = malloc((size_t)(mm * mm * cp) * sizeof(float));
+         * a partial tile's inputs and outputs, its share of the statistics */
+        float *u = calloc((size_t)(c.nn * c.us), sizeof(float));
+        float *m = malloc((size_t)(c.nn * c.ms) * sizeof(float));
+        float *edge_in = malloc((size_t)(c.nn * c_in) * sizeof(float));
+        float *edge_out = malloc((size_t)(mm * mm * c.cp) * sizeof(float));
         double *acc = stats == NULL ? NULL : calloc((size_t)(2 * c_out), sizeof(double));
         int ok = u != NULL && m != NULL && edge_in != NULL && edge_out != NULL && (stats == NULL || acc != NULL);
         if (!ok) {
@@ -373,72 +473,15 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
         for (idx g = 0; g < groups; g++) {
             if (!ok)
                 continue;
-            idx t0 = g * group, count = tiles - t0 < group ? tiles - t0 : group;
-            if (count < group) /* the last group: its unused rows zeroed again */
-                for (idx p = 0; p < nn; p++)
-                    for (idx row = count; row < padded; row++)
-                        for (idx c = 0; c < c_in; c++)
-                            u[p * us + row * c_in + c] = 0.0f;
-            for (idx t = 0; t < count; t++) {
-                idx y0 = (t0 + t) / cols * mm, x0 = (t0 + t) % cols * mm;
-                const float *s = src + y0 * sy + x0 * sx;
-                if (y0 + mm > h || x0 + mm > w) { /* a partial tile: its inputs, zero past the map */
-                    idx vy = h + r - 1 - y0, vx = w + r - 1 - x0;
-                    for (idx i = 0; i < n; i++)
-                        for (idx j = 0; j < n; j++)
-                            for (idx c = 0; c < c_in; c++)
-                                edge_in[(i * n + j) * c_in + c] = i < vy && j < vx ? s[i * sy + j * sx + c] : 0.0f;
-                    input_tile(edge_in, n * c_in, c_in, c_in, u + t * c_in, us);
-                } else {
-                    input_tile(s, sy, sx, c_in, u + t * c_in, us);
-                }
-            }
-            idx wide = kc / NR * NR;
-            for (idx p = 0; p < nn; p++) {
-                const float *up = u + p * us, *kp = kernel + p * c_in * kc;
-                float *mp = m + p * ms;
-                for (idx j = 0; j < wide; j += NR) /* a panel of the kernel stays in L1 */
-                    for (idx row = 0; row < count; row += MR)
-                        product_block(c_in, up + row * c_in, c_in, kp + j, kc, mp + row * kc + j, kc);
-                if (wide < kc) /* one vector of columns left */
-                    for (idx row = 0; row < count; row += 2 * MR)
-                        product_block_narrow(c_in, up + row * c_in, c_in, kp + wide, kc, mp + row * kc + wide, kc);
-            }
-            for (idx t = 0; t < count; t++) {
-                idx y0 = (t0 + t) / cols * mm, x0 = (t0 + t) % cols * mm;
-                idx vy = h - y0 < mm ? h - y0 : mm, vx = w - x0 < mm ? w - x0 : mm; /* valid outputs */
-                for (idx q = 0; q < parts; q++) {
-                    float *d = dst + y0 * ty + x0 * tx + (q / 2) * dy + (q % 2) * dx;
-                    const float *mt = m + t * kc + q * cp, *b = bias == NULL ? NULL : bias + q * cp;
-                    if (vy == mm && vx == mm) {
-                        output_tile(mt, ms, cp, d, ty, tx);
-                        if (b != NULL)
-                            for (idx i = 0; i < mm; i++)
-                                for (idx j = 0; j < mm; j++)
-                                    for (idx c = 0; c < cp; c++)
-                                        d[i * ty + j * tx + c] += b[c];
-                        continue;
-                    }
-                    output_tile(mt, ms, cp, edge_out, mm * cp, cp);
-                    for (idx i = 0; i < vy; i++)
-                        for (idx j = 0; j < vx; j++)
-                            for (idx c = 0; c < cp; c++)
-                                d[i * ty + j * tx + c] = edge_out[(i * mm + j) * cp + c] + (b == NULL ? 0.0f : b[c]);
-                }
-                if (acc != NULL) /* the tile's outputs, just written, into float64 sums and squares */
-                    for (idx q = 0; q < parts; q++) {
-                        const float *d = dst + y0 * ty + x0 * tx + (q / 2) * dy + (q % 2) * dx;
-                        double *restrict sum = acc + q * cp, *restrict squares = acc + c_out + q * cp;
-                        for (idx i = 0; i < vy; i++)
-                            for (idx j = 0; j < vx; j++)
-#pragma omp simd
-                                for (idx c = 0; c < cp; c++) {
-                                    double v = d[i * ty + j * tx + c];
-                                    sum[c] += v;
-                                    squares[c] += v * v;
-                                }
-                    }
-            }
+            idx t0 = g * per, count = c.tiles - t0 < per ? c.tiles - t0 : per;
+            if (count < per) /* the last group: its unused rows zeroed again */
+                zero_rows(&c, count, u);
+            for (idx t = 0; t < count; t++)
+                tile_input(&c, t0, t, u, edge_in);
+            for (idx p = 0; p < c.nn; p++)
+                plane_products(&c, p, count, u, m);
+            for (idx t = 0; t < count; t++)
+                tile_output(&c, t0, t, m, edge_out, acc);
         }
         free(u);
         free(m);
@@ -446,8 +489,8 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
         free(edge_out);
         if (acc != NULL) {
 #pragma omp critical
-            for (idx c = 0; c < 2 * c_out; c++)
-                stats[c] += acc[c];
+            for (idx k = 0; k < 2 * c_out; k++)
+                stats[k] += acc[k];
             free(acc);
         }
     }

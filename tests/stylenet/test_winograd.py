@@ -117,7 +117,7 @@ def test_the_fused_native_convolution_equals_the_direct_one(alg: winograd.Algori
         banded = winograd.conv3x3(crop_in, kernel, torch.empty_like(crop_out), alg, use_native=True, fused=False)
     torch.testing.assert_close(crop_out, banded, atol=1e-4, rtol=1e-5)  # (no FMA in a baseline x86-64 build)
     assert float(out[:, :, 3 * alg.m :].abs().max()) == 0 and float(out[:, :, :, 5 * alg.m :].abs().max()) == 0
-    with pytest.raises(ValueError, match="multiple of"):  # the fused kernel's block of output channels
+    with pytest.raises(ValueError, match="pack_kernel"):  # a transformed kernel not packed
         kernels.winograd_conv(alg.m, crop_in[0].permute(1, 2, 0), kernel[:, :, :5].contiguous(),
                               crop_out[0, :5].permute(1, 2, 0), group)  # fmt: skip
 
@@ -137,7 +137,7 @@ def test_the_fused_convolution_ends_in_partial_tiles(alg: winograd.Algorithm, si
     out = torch.zeros(2, c_out, h + 2, w + 3).contiguous(memory_format=CL)
     crop_in, crop_out = x[:, :, : h + 2, : w + 2], out[:, :, 1 : h + 1, 2 : w + 2]
     with torch.inference_mode():
-        winograd.conv2d(crop_in, weight, winograd.transformed_kernel(weight, alg), alg, crop_out, use_native=True)
+        winograd.conv2d(crop_in, weight, winograd.fused_kernel(weight, alg), alg, crop_out, use_native=True)
     torch.testing.assert_close(crop_out, F.conv2d(crop_in, weight), atol=2e-4, rtol=1e-5)
     crop_out.zero_()
     assert not out.any()  # nothing was written outside the crop
@@ -158,7 +158,7 @@ def test_the_2x2_convolution_by_f3r2_and_f7r2(alg: winograd.Algorithm, size: tup
     weight = (torch.randn(c_out, 40, 2, 2) * 0.1).contiguous(memory_format=CL)  # outputs ~1
     out = torch.empty(2, c_out, h, w).contiguous(memory_format=CL)
     with torch.inference_mode():
-        winograd.conv2d(x, weight, winograd.transformed_kernel(weight, alg), alg, out)
+        winograd.conv2d(x, weight, winograd.fused_kernel(weight, alg), alg, out)
         torch.testing.assert_close(out, F.conv2d(x, weight), atol=2e-4, rtol=1e-5)
         conv = Conv(weight, None, 1, 1, winograd={}, native=True)
         torch.testing.assert_close(conv(x), F.conv2d(x, weight), atol=2e-4, rtol=1e-5)
@@ -190,8 +190,11 @@ def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) 
     bias = torch.randn(12)
     alg = winograd.F4R5
     kernel = winograd.fused_kernel(weight, alg)
-    assert kernel.shape == (64, 70, -(-12 // kernels.kernel_columns) * kernels.kernel_columns)
-    assert not kernel[:, :, 12:].any()
+    block = kernels.conv_block_channels  # packed in panels of a product block's columns
+    assert kernel.shape == (64, -(-12 // block), 70, block)
+    columns = kernel.permute(0, 2, 1, 3).reshape(64, 70, -1)
+    assert torch.equal(columns[:, :, :12], winograd.transformed_kernel(weight, alg))
+    assert not columns[:, :, 12:].any()
     out = torch.empty(2, 12, h, w).contiguous(memory_format=CL)
     ref = F.conv2d(x, weight, bias)
     with torch.inference_mode():
@@ -200,7 +203,7 @@ def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) 
         conv = Conv(weight, bias, 1, 0, winograd={}, native=True)
         torch.testing.assert_close(conv(x), ref, atol=2e-4, rtol=1e-5)
     assert set(conv.winograd or {}) == ({4} if h * w >= alg.min_pixels_native else set())
-    with pytest.raises(ValueError, match="multiple of"):  # a kernel without its zero columns
+    with pytest.raises(ValueError, match="pack_kernel"):  # the kernel as transformed, not packed
         kernels.winograd_conv(4, x[0].permute(1, 2, 0), winograd.transformed_kernel(weight, alg),
                               out[0].permute(1, 2, 0), 24, r=5)  # fmt: skip
     with pytest.raises(ValueError, match="bias"):
