@@ -1,7 +1,8 @@
 """One residual-block convolution (3x3, 128 -> 128 channels, float32) five ways, by map size:
-oneDNN's direct convolution as the engine runs it (fused into a zeroed output buffer), and
-``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles, their transforms as
-torch's sums and, where the native kernels build (``stylenet.native``), in C.
+oneDNN's direct convolution as the engine runs it (fused into a zeroed output buffer),
+``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles with their transforms as
+torch's sums, and, where the native kernels build (``stylenet.native``), the same two as the
+engine runs them: the whole convolution in C, its kernel packed once (``winograd.fused_kernel``).
 
     python benchmarks/winograd.py                          # maps 32² .. 256²
     python benchmarks/winograd.py --sizes 64,128 --rounds 3 --out benchmarks/results/winograd.json
@@ -55,10 +56,12 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
     algs = {"F2": winograd.F2, "F4": winograd.F4}
     kernels = {name: winograd.transformed_kernel(weight, alg) for name, alg in algs.items()}
     ways: dict[str, Callable[[], torch.Tensor]] = {"direct": lambda: conv2d(x, weight, None, 1)}
-    for native_too in (False, True) if native.library() is not None else (False,):
+    for name, alg in algs.items():
+        ways[name] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg, use_native=False)
+    if native.library() is not None:  # the whole convolution in C, its kernel packed once, as the engine runs it
         for name, alg in algs.items():
-            key = f"{name} native" if native_too else name
-            ways[key] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg, use_native=native_too)
+            packed = winograd.fused_kernel(weight, alg)
+            ways[f"{name} native"] = functools.partial(winograd.conv2d, x, weight, packed, alg, out, use_native=True)
     best: dict[str, float] = {}
     with torch.inference_mode():
         ref = conv2d(x, weight, None, 1).clone()
