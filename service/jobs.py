@@ -48,6 +48,10 @@ from service.settings import ServiceSettings
 #: Marks a job id as issued here for a day, so an expired job answers 410 rather than 404.
 KNOWN_PREFIX = "instyle:known:"
 KNOWN_TTL_S = 24 * 3600
+#: Job meta that is not a job's detail: shown elsewhere (type, progress, error) or the worker's
+#: own bookkeeping (``published``: a training job's result, kept so that a retried attempt does
+#: not publish again, ``worker.training``).
+INTERNAL_META = frozenset({"type", "progress", "error", "published"})
 
 _STATUS = {
     RQStatus.QUEUED: JobStatus.queued,
@@ -215,7 +219,7 @@ class JobService:
         meta = job.get_meta(refresh=False)
         is_train = meta.get("type") == "train"
         progress = 1.0 if status == JobStatus.finished else float(meta.get("progress", 0.0))
-        detail = {k: v for k, v in meta.items() if k not in ("type", "progress", "error")}
+        detail = {k: v for k, v in meta.items() if k not in INTERNAL_META}
         return JobView(
             id=job.id,
             type=str(meta.get("type", "stylize")),

@@ -116,9 +116,15 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
+    job = get_current_job()
+    if job is not None and isinstance(done := job.meta.get("published"), dict):
+        # An earlier attempt published the style, then found the job queued again: its lease had
+        # lapsed while it still ran (a process stalled past the lease), and reading the job retried
+        # it. Training again would publish a second version from scratch (its checkpoints are gone).
+        log.warning("job %s: an earlier attempt published %s already; not training again", job.id, done.get("style"))
+        return dict(done)
     ctx = current_context()
     p = TrainPayload.model_validate(payload)
-    job = get_current_job()
     job_id = job.id if job is not None else f"local-{int(time.time())}"
     redis = job.connection if job is not None else ctx.redis
     if ctx.settings.train_data is None or not Path(ctx.settings.train_data).is_dir():
@@ -232,7 +238,8 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
         raise fail_job(ErrorCode.store_unwritable, f"the style store cannot be written: {problem}") from None
     m = published.resolved.manifest
     shutil.rmtree(work, ignore_errors=True)
+    result = {"style": m.ref, "final_losses": m.final_losses, "wall_time_s": m.training.get("wall_time_s")}
     if job is not None:
-        job.meta.update(progress=1.0, style=m.ref)
+        job.meta.update(progress=1.0, style=m.ref, published=result)
         job.save_meta()
-    return {"style": m.ref, "final_losses": m.final_losses, "wall_time_s": m.training.get("wall_time_s")}
+    return result

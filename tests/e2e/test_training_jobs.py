@@ -147,6 +147,7 @@ def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[...
     assert final["status"] == "finished", final
     # one attempt: the lease outlived loading, evaluation and export (each longer than 3 s here)
     assert final["detail"]["attempts"] == 1
+    assert final["detail"]["style"] == "fresh@1" and "published" not in final["detail"]  # (the worker's bookkeeping)
     iterations = [j["detail"]["iteration"] for j in seen if j["status"] == "started" and j["detail"]["iteration"] > 0]
     assert len(set(iterations)) >= 2 and iterations == sorted(iterations)  # progress increased while we watched
     running = next(j for j in seen if j["status"] == "started" and "losses" in j["detail"])

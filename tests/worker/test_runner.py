@@ -353,6 +353,26 @@ def test_a_failure_that_would_fail_again_is_not_retried(code: str, attempts: int
     assert int(redis.get(f"runs:{job.id}")) == attempts
 
 
+def test_a_training_job_an_earlier_attempt_published_is_not_trained_again(caplog: pytest.LogCaptureFixture) -> None:
+    """An attempt whose lease lapsed while it still ran (a stalled process) publishes, ends, and
+    finds its job queued again (reading the job retried it): the next attempt returns what was
+    published instead of training from scratch and publishing a second version (seen on a slow
+    CPU with the e2e tests' 3 s lease). No context, store or training photos are touched."""
+    from rq.job import Job
+
+    redis = fakeredis.FakeRedis()
+    queue = Queue("train", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("worker.training.train_style", {"name": "survivor"})
+    done = {"style": "survivor@1", "final_losses": {"total": 1.5}, "wall_time_s": 40.0}
+    job.meta.update(attempts=2, style="survivor@1", published=done)
+    job.save_meta()
+    with caplog.at_level(logging.WARNING, logger="worker.training"):
+        InstyleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FINISHED and job.return_value() == done
+    assert "published survivor@1 already" in caplog.text
+
+
 def test_train_workers_sweep_the_checkpoints_of_jobs_that_ended_for_good(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
