@@ -309,8 +309,8 @@ $("#train-form").addEventListener("submit", async (e) => {
     if (job.status !== "finished") throw jobFailure(job);
     const done = $("#train-done");
     done.textContent = `Published ${job.detail.style}: it is now in the style gallery.`;
+    await loadStyles(); // first, so that the gallery holds it when the message says so
     show(done, true);
-    await loadStyles();
   } catch (err) {
     showError(error, err);
   } finally {
