@@ -289,8 +289,8 @@ def conv3x3(
     fused native only, plus ``bias`` if given. The fused native convolution packs ``kernel``'s
     first C_out columns on each call (``native.Kernels.pack_kernel``; ``conv2d`` takes the packed
     ``fused_kernel``). Both channels-last, or views of channels-last tensors whose pixels are
-    runs of channels (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with the native
-    transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
+    runs of channels (crops of them). The tiles go ``band_tiles`` (``NATIVE_BAND_TILES`` with
+    the native transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
     (``stylenet.native``) or torch's sums; by default the native ones where available. With
     them, ``fused`` (by default wherever C_out is a multiple of the kernel's block of output
     channels) runs the whole convolution in C, ``NATIVE_GROUP_TILES`` tiles at a time per thread

@@ -289,8 +289,9 @@ static inline void product_block_narrow(idx k, const float *restrict a, idx lda,
         *(vfloat *)(c + r * ldc) = acc[r];
 }
 
-/* The output channels a product block covers: the fused convolution's transformed kernel has
- * a multiple of VL columns (instyle_winograd_kernel_columns), and runs fastest with a multiple of NR. */
+/* The output channels a product block covers, the columns of a packed kernel's panel: the fused
+ * convolution's kc is a multiple of VL (instyle_winograd_kernel_columns), and runs fastest as a
+ * multiple of NR. */
 int instyle_winograd_block_channels(void) { return NR; }
 int instyle_winograd_kernel_columns(void) { return VL; }
 
@@ -319,7 +320,7 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
 
 /* One fused convolution's arguments and the shapes derived from them. */
 struct conv {
-    int mm, r, phases;
+    int mm, r;
     const float *src, *kernel, *bias;
     float *dst;
     idx sy, sx, c_in, h, w, kc, c_out, dy, dx;
@@ -415,12 +416,12 @@ static void zero_rows(const struct conv *c, idx count, float *u)
  * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(3x3, 2x2), F(4x4, 5x5) or
  * F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
  * mm end in partial tiles: their inputs gathered into a zero-padded tile, their outputs made in a
- * scratch tile and the valid ones copied out. With `phases`, the output is a
- * 2x2 space-to-depth map written out to full resolution: its channel q C + c at (y, x), C = c_out
- * / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). With `stats`
- * (2 c_out doubles, zero), it receives each output channel's sum over the map and its sum of
- * squares (in float64, from the outputs as written; with phases, per channel q C + c of the
- * space-to-depth map): an instance norm's statistics without another pass over the map.
+ * scratch tile and the valid ones copied out. With `phases`, the output is a 2x2 space-to-depth
+ * map written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's
+ * channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). With `stats` (2 c_out
+ * doubles, zero), it receives each output channel's sum over the map and its sum of squares (in
+ * float64, from the outputs as written; with phases, per channel q C + c of the space-to-depth
+ * map): an instance norm's statistics without another pass over the map.
  *
  * kernel: (n², panels, C_in, NR) float32, the transformed kernel (n = mm + r - 1) with kc columns,
  * the first c_out of them the output channels and the rest zero, its planes packed in panels of NR
@@ -434,7 +435,7 @@ int instyle_winograd_conv(int mm, int r, const float *src, idx sy, idx sx, idx c
                           const float *kernel, idx kc, idx c_out, const float *bias, float *dst, idx dy, idx dx,
                           idx group, int phases, double *stats)
 {
-    struct conv c = {.mm = mm, .r = r, .phases = phases, .src = src, .kernel = kernel, .bias = bias, .dst = dst};
+    struct conv c = {.mm = mm, .r = r, .src = src, .kernel = kernel, .bias = bias, .dst = dst};
     if (tile_transforms(mm, r, &c.input_tile, &c.output_tile))
         return -1;
     if (kc % VL || kc < c_out || group < 1 || (phases && c_out % 4))
