@@ -100,8 +100,8 @@ def cpu_has_amx() -> bool:
 
 
 def float32_residuals(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a bf16 Johnson engine runs its residual blocks in float32, by Winograd's F(6x6, 3x3)
-    in C (F(4x4, 3x3) when this was measured), rather than by oneDNN's direct bf16 convolutions:
+    """Whether a bf16 Johnson engine runs its residual blocks in float32, by Winograd's F(8x8, 3x3)
+    or F(6x6, 3x3) in C (F(4x4, 3x3) when this was measured), rather than by oneDNN's direct bf16 convolutions:
     on a CPU with AVX512-BF16 but no AMX, where bf16 products are only twice as fast as float32
     ones and Winograd's need 2.25 times (F(6x6): 2.8 times) fewer. Zen 4 EPYC, 2026-12-07, the
     ten residual convolutions of a 512² pass: 113 ms in bf16, 84 ms in float32; the whole pass
@@ -594,7 +594,8 @@ class Conv:
         alg: winograd.Algorithm | None = None
         fused = self.native is not False and self.fused is not False and native.library() is not None
         if kernels is not None and k == 3:
-            alg = winograd.choose(pixels, self.native, fused)
+            size, channels = (h - k + 1, w - k + 1), min(self.weight.shape[:2])
+            alg = winograd.choose(pixels, self.native, fused, size, channels)
         elif kernels is not None and k == 2:
             alg = winograd.choose_2x2(pixels, self.weight.shape[0], self.native)
         elif kernels is not None and k == 5:
@@ -829,8 +830,8 @@ class JohnsonEngine(nn.Module):
             conv_a, conv_b = (_conv(c, residual_dtype, device, False) for c in (_part(first, 0), second))
             self.res.append((conv_a, conv_b))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
-        # The residual blocks' 3x3 convolutions by Winograd's F(6x6, 3x3), F(4x4, 3x3) or F(2x2,
-        # 3x3) (``winograd.choose``) where they were measured faster: float32 on an AVX2 CPU, or
+        # The residual blocks' 3x3 convolutions by Winograd's F(8x8, 3x3), F(6x6, 3x3), F(4x4, 3x3)
+        # or F(2x2, 3x3) (``winograd.choose``) where they were measured faster: float32 on an AVX2 CPU, or
         # on an AVX-512 one with the transforms in C (``stylenet.winograd``, ``stylenet.native``;
         # ``native_transforms``: True / False forces C / torch's sums; ``fused_winograd``: False
         # keeps torch's bmm for the products between the C transforms instead of the fused C
@@ -1223,12 +1224,13 @@ class UlyanovEngine(nn.Module):
 
     def _block(self, block: nn.Module) -> list[Conv]:
         """conv3x3-norm-act, conv3x3-norm-act, conv1x1-norm-act: its convolutions; norms appended.
-        The 3x3 ones by Winograd's algorithms in the fused native kernels (F(6x6, 3x3) from 40²)
-        where the Johnson engine's residual blocks take Winograd's (``winograd.applies``: float32
-        on a CPU): 3.6x faster than oneDNN's direct convolution for the finest scale's 48 -> 48
-        channels at 512² (17.8 against 63.5 ms, Zen 4). Not the first convolution of a scale's RGB
-        (3 input channels: 2.1 against 1.3 ms at 512²), nor with torch's sums for transforms (not
-        measured on such narrow maps)."""
+        The 3x3 ones by Winograd's algorithms in the fused native kernels (F(6x6, 3x3) from 40²;
+        their channels are too few for F(8x8, 3x3), ``winograd.F8_MIN_CHANNELS``) where the Johnson
+        engine's residual blocks take Winograd's (``winograd.applies``: float32 on a CPU): 3.6x
+        faster than oneDNN's direct convolution for the finest scale's 48 -> 48 channels at 512²
+        (17.8 against 63.5 ms, Zen 4). Not the first convolution of a scale's RGB (3 input
+        channels: 2.1 against 1.3 ms at 512²), nor with torch's sums for transforms (not measured
+        on such narrow maps)."""
         convs = [_conv(_part(block, i), self.dtype, self.device, keep_bias=False) for i in (0, 3, 6)]
         self.norms += [NormParams.of(_part(block, i)) for i in (1, 4, 7)]
         if winograd.applies(self.device, self.dtype) and native.library() is not None:

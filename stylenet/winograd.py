@@ -1,6 +1,6 @@
-"""Winograd convolution, F(2x2, 3x3), F(4x4, 3x3) and F(6x6, 3x3), for float32 CPUs: 16 products
-per 2x2 outputs, 36 per 4x4 or 64 per 6x6, where a direct 3x3 convolution takes 36, 144 or 324
-(Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2015).
+"""Winograd convolution, F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3) and F(8x8, 3x3), for float32 CPUs: 16
+products per 2x2 outputs, 36 per 4x4, 64 per 6x6 or 100 per 8x8, where a direct 3x3 convolution
+takes 36, 144, 324 or 576 (Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2015).
 
 On a CPU without native bfloat16 the Johnson engine runs in float32, and its residual blocks'
 3x3 128-channel convolutions (60 % of the generator's multiply-adds) already run near the CPU's
@@ -24,21 +24,26 @@ then the fastest from an 8² map up (the AMX Xeon under the three AVX2 caps,
 The fused native convolution (the whole convolution in C, a few tiles per thread at a time)
 ends maps whose sides are not multiples of m in partial tiles, so it runs every map whole; with
 it the residual blocks take F(6x6, 3x3) from 40² maps (64 products per 36 outputs; 22.6 against
-27.6 ms for F(4x4) on a 256² map, Zen 4, float32). It also runs F(3x3, 2x2), and from 100²
+27.6 ms for F(4x4) on a 256² map, Zen 4, float32), and F(8x8, 3x3) from 32² maps wherever it
+makes fewer products by a margin (100 per 64 outputs, the sides of 64², 128² and 256² maps in
+whole tiles; a 128² map 5.0 against 6.1 ms, 256² 22.0 against 23.2, Zen 4). It also runs F(3x3, 2x2), and from 100²
 maps F(7x7, 2x2), for the upsampling's 2x2 convolutions, and F(4x4, 5x5) for the Johnson net's
 two 9x9 convolutions, each as a 5x5 convolution on a 2x2 space-to-depth map (``packed_conv2d``
 for the first; docs/performance.md).
 
 Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
 for F(2x2), ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
-down to 1/24, and ~9e-5 for F(6x6) (coefficients up to 32).
+down to 1/24, ~9e-5 for F(6x6) (coefficients up to 32), and ~6e-4 for F(8x8) (up to 610 in A^T;
+root mean square ~3e-5 against ~4e-6 for F(6x6): its points were picked for it, ``F8``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +51,13 @@ import torch.nn.functional as F
 from stylenet import native
 
 Matrix = tuple[tuple[float, ...], ...]
+
+#: Tiles per group of the fused native convolution (``native.Kernels.winograd_conv``), unless an
+#: algorithm says otherwise (``Algorithm.group_tiles``): each thread's n² transformed tiles and
+#: products, 2 x 36 x 24 x 128 floats (0.9 MB) for F(4x4) at 128 channels, in its L2 cache. 24 and
+#: 36 took the same time, 12 and 96 longer (Ice Lake Xeon, AVX-512 and AVX2 code alike). At most:
+#: the C evens the groups out among the threads.
+NATIVE_GROUP_TILES = 24
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class Algorithm:
     #: The same with the native transforms (``stylenet.native``), far cheaper than torch's sums.
     min_pixels_native: int
     r: int = 3
+    #: tiles per group where the fused native convolution runs it
+    group_tiles: int = NATIVE_GROUP_TILES
 
     @property
     def n(self) -> int:
@@ -180,26 +194,106 @@ F7R2 = Algorithm(
     min_pixels_native=100 * 100,  # (65²: 3.1 against F(3x3, 2x2)'s 2.8 ms; 129²: 9.8 against 10.6)
     r=2,
 )
+
+
+def toom_cook(m: int, r: int, points: Sequence[Fraction]) -> tuple[Matrix, Matrix, Matrix]:
+    """Winograd's F(m, r) by the Toom-Cook construction on ``points`` (m + r - 2 distinct finite
+    points; the last one is infinity), exact in rationals: (B^T, G, A^T) with A^T's row i the
+    points' i-th powers, G's row j the kernel evaluated at point j over the product of its
+    differences to the others, and B^T's row j the coefficients of the polynomial whose roots are
+    the other points (for infinity's row, all of them)."""
+    n, points = m + r - 1, list(points)
+    if len(points) != n - 1 or len(set(points)) != n - 1:
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct points, got {points}")
+
+    def poly(roots: Sequence[Fraction]) -> list[Fraction]:  # coefficients, lowest power first
+        c = [Fraction(1)]
+        for a in roots:
+            c = [Fraction(0), *c]
+            for t in range(len(c) - 1):
+                c[t] -= a * c[t + 1]
+        return c
+
+    at = [[a**i for a in points] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = []
+    for j, a in enumerate(points):
+        scale = Fraction(1)
+        for b in points[:j] + points[j + 1 :]:
+            scale *= a - b
+        g.append([a**k / scale for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt = [[*poly(points[:j] + points[j + 1 :]), Fraction(0)] for j in range(n - 1)] + [poly(points)]
+
+    def floats(rows: list[list[Fraction]]) -> Matrix:
+        return tuple(tuple(float(x) for x in row) for row in rows)
+
+    return floats(bt), floats(g), floats(at)
+
+
+# F(8x8, 3x3), points 0, +-1/2, +-3/4, +-5/4, +-5/2 and infinity (``toom_cook``): 100 products per 64
+# outputs where F(6x6, 3x3) takes 64 per 36 (1.56 against 1.78 per output), and 128² and 256² maps
+# in whole tiles. The points: of the sets of four symmetric pairs tried (0, 1/4 .. 5/2), among the
+# most accurate in float32 (the usual 0, +-1, +-2, +-1/2, +-3 differ ~8x more from the direct
+# convolution), their powers exact in binary. Native and fused only.
+F8 = Algorithm(
+    8,
+    *toom_cook(
+        8, 3, [Fraction(0), *(s * Fraction(a, b) for a, b in ((1, 2), (3, 4), (5, 4), (5, 2)) for s in (1, -1))]
+    ),
+    min_pixels=0,  # (no torch path)
+    min_pixels_native=32 * 32,  # (24²: 0.42 against F(4x4)'s 0.30 ms; 32²: 0.43 against 0.56)
+    # 2 x 100 x 12 x 128 floats (1.2 MB) of transformed tiles and products per thread at 128
+    # channels: 12 tiles took 5-15 % less time than 24 (a 128² map 5.0 against 5.6 ms, 256² 22.0
+    # against 22.5; Zen 4 EPYC, AVX-512 and AVX2 code alike)
+    group_tiles=12,
+)
+
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
 #: half-transformed outputs) stays within the CPU's cache.
 BAND_TILES = 1024
 #: The same for the native transforms, whose band holds all n² transformed tiles and products.
 NATIVE_BAND_TILES = 512
-#: Tiles per group of the fused native convolution (``native.Kernels.winograd_conv``): each
-#: thread's n² transformed tiles and products, 2 x 36 x 24 x 128 floats (0.9 MB) for F(4x4) at
-#: 128 channels, in its L2 cache. 24 and 36 took the same time, 12 and 96 longer (Ice Lake Xeon,
-#: AVX-512 and AVX2 code alike). At most: the C evens the groups out among the threads.
-NATIVE_GROUP_TILES = 24
 
 
-def choose(pixels: int, with_native: bool | None = None, fused: bool = False) -> Algorithm | None:
-    """The algorithm for an output of ``pixels`` pixels, or None: the direct convolution.
-    ``with_native``: whether the native transforms run (default: whether they are available).
-    ``fused``: whether the fused native convolution runs it (``conv2d(fused=True)``): then
-    ``F6`` from its size up."""
+def tile_products(alg: Algorithm, h: int, w: int) -> int:
+    """The products per input and output channel of ``alg`` over an h x w output in whole tiles."""
+    return alg.n**2 * -(-h // alg.m) * -(-w // alg.m)
+
+
+#: ``F8`` where its products are at most this share of ``F6``'s: its tile's transforms cost ~10 %
+#: more per product (130² maps: 0.93 of F(6x6)'s products, the same time; 100²: 0.91, 3.8
+#: against 3.9 ms; Zen 4 EPYC).
+F8_PRODUCTS_SHARE = 0.92
+#: ... and where both C_in and C_out are at least this: with fewer channels the transforms weigh
+#: more than the products, and F(8x8)'s cost more per output than F(6x6)'s (48 -> 48 channels
+#: onto 512², Ulyanov's finest scale: 23.3 against 18.4 ms; 8 -> 8: 2.5 against 1.8; 64 -> 64
+#: onto 128²: 1.44 against 1.61; Zen 4 EPYC).
+F8_MIN_CHANNELS = 64
+
+
+def choose(
+    pixels: int,
+    with_native: bool | None = None,
+    fused: bool = False,
+    size: tuple[int, int] | None = None,
+    channels: int = 128,
+) -> Algorithm | None:
+    """The algorithm for an output of ``pixels`` pixels (``size``: its sides, by default a square)
+    of a convolution whose narrower side has ``channels`` (the smaller of C_in and C_out; by
+    default the Johnson residual blocks' 128), or None: the direct convolution. ``with_native``:
+    whether the native transforms run (default: whether they are available). ``fused``: whether
+    the fused native convolution runs it (``conv2d(fused=True)``): then from ``F6``'s size up
+    ``F8`` or ``F6``, whichever makes fewer products (``tile_products``; ``F8`` where it makes at
+    most ``F8_PRODUCTS_SHARE`` of ``F6``'s, as on 64², 128² and 256² maps, whose sides it tiles
+    whole, and has ``F8_MIN_CHANNELS``), and ``F8`` from its own size up."""
     kernels = native.library() if with_native is not False else None
-    if fused and kernels is not None and pixels >= F6.min_pixels_native:
-        return F6
+    if fused and kernels is not None and pixels >= min(F6.min_pixels_native, F8.min_pixels_native):
+        h, w = size or (math.isqrt(pixels), math.isqrt(pixels))
+        wide = channels >= F8_MIN_CHANNELS
+        if wide and tile_products(F8, h, w) <= F8_PRODUCTS_SHARE * tile_products(F6, h, w):
+            return F8
+        if pixels >= F6.min_pixels_native:
+            return F6
     if with_native is None:
         with_native = kernels is not None
     return next((a for a in ALGORITHMS if pixels >= (a.min_pixels_native if with_native else a.min_pixels)), None)
@@ -293,7 +387,7 @@ def conv3x3(
     the native transforms, else ``BAND_TILES``) at a time. ``use_native``: the native transforms
     (``stylenet.native``) or torch's sums; by default the native ones where available. With
     them, ``fused`` (by default wherever C_out is a multiple of the kernel's block of output
-    channels) runs the whole convolution in C, ``NATIVE_GROUP_TILES`` tiles at a time per thread
+    channels) runs the whole convolution in C, ``alg.group_tiles`` tiles at a time per thread
     (``native.Kernels.winograd_conv``), else the products go to torch's ``bmm`` band by band."""
     _, c_in, hp, wp = x.shape
     h, w, c_out, m, n = hp - alg.r + 1, wp - alg.r + 1, out.shape[1], alg.m, alg.n
@@ -311,14 +405,14 @@ def conv3x3(
         if kernels is None or fused is False:
             raise ValueError(f"F({m}x{m}, {alg.r}x{alg.r}) runs fused in the native kernels only")
         packed = kernels.pack_kernel(kernel[:, :, :c_out])
-        kernels.winograd_conv(m, src, packed, dst, band_tiles or NATIVE_GROUP_TILES, r=alg.r, bias=bias)
+        kernels.winograd_conv(m, src, packed, dst, band_tiles or alg.group_tiles, r=alg.r, bias=bias)
         return out
     if kernels is not None and src.stride(2) == 1 and dst.stride(2) == 1:
         if fused is None:
             fused = c_out % kernels.conv_block_channels == 0
         if fused:
             packed = kernels.pack_kernel(kernel[:, :, :c_out])
-            kernels.winograd_conv(m, src, packed, dst, band_tiles or NATIVE_GROUP_TILES)
+            kernels.winograd_conv(m, src, packed, dst, band_tiles or alg.group_tiles)
             return out
         _native_bands(kernels, src, dst, kernel, alg, rows, cols, band_tiles or NATIVE_BAND_TILES)
         return out
@@ -413,7 +507,7 @@ def packed_conv2d(
         if he and we:
             src = space_to_depth(xi[:, :, : he + k - 1, : we + k - 1]).permute(0, 2, 3, 1)[0]
             dst = oi[0, :, :he, :we].permute(1, 2, 0)
-            kernels.winograd_conv(alg.m, src, kernel, dst, NATIVE_GROUP_TILES, r=alg.r, bias=phase_bias, phases=True)
+            kernels.winograd_conv(alg.m, src, kernel, dst, alg.group_tiles, r=alg.r, bias=phase_bias, phases=True)
         if he < h:
             oi[:, :, he:].copy_(F.conv2d(xi[:, :, he:], weight, bias))
         if we < w and he:
@@ -469,7 +563,7 @@ def conv2d(
         for i in range(x.shape[0]):
             src, dst = x[i].permute(1, 2, 0), out[i].permute(1, 2, 0)
             image_stats = None if stats is None else stats[i]
-            kernels.winograd_conv(alg.m, src, kernel, dst, NATIVE_GROUP_TILES, r=alg.r, bias=bias, stats=image_stats)
+            kernels.winograd_conv(alg.m, src, kernel, dst, alg.group_tiles, r=alg.r, bias=bias, stats=image_stats)
         return out
     if stats is not None:
         raise ValueError("only the fused native convolution measures its output")

@@ -1,8 +1,8 @@
 /* Winograd's input and output transforms for channels-last float32 maps, F(2x2, 3x3), F(4x4, 3x3),
- * F(6x6, 3x3), F(3x3, 2x2) and F(4x4, 5x5), and the whole convolution with them
- * (instyle_winograd_conv, at the end: the products by a register-blocked kernel of our own, a few
- * tiles per thread at a time); stylenet/winograd.py calls the convolution, or (F(2x2) and F(4x4)
- * only) the transforms with torch's bmm between them.
+ * F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2) and F(4x4, 5x5), and the whole convolution
+ * with them (instyle_winograd_conv, at the end: the products by a register-blocked kernel of our
+ * own, a few tiles per thread at a time); stylenet/winograd.py calls the convolution, or (F(2x2)
+ * and F(4x4) only) the transforms with torch's bmm between them.
  *
  * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
  * passes over memory per band of tiles, and took more time than the products. Here each tile is
@@ -111,6 +111,51 @@ typedef long idx;
             o[6] = a1 + 0.015625f * a2 + 64.0f * a3;                                                    \
         o[M - 1] += (p)[7 * (s)];                                                                       \
     }
+/* n = 10, points 0, +-1/2, +-3/4, +-5/4, +-5/2 and infinity: F(8x8, 3x3) (stylenet/winograd.py F8, whose
+ * matrices toom_cook derives; of the sets of four symmetric pairs tried, one of the most accurate in
+ * float32 whose powers are exact). Each B^T row but the first and last is a polynomial's coefficients,
+ * the pair +-a sharing their even (e) and odd (q) parts; A^T's row i is the points' i-th powers. */
+#define BT_N10(o, p, s)                                                                                 \
+    {                                                                                                   \
+        float d0 = (p)[0], d1 = (p)[s], d2 = (p)[2 * (s)], d3 = (p)[3 * (s)], d4 = (p)[4 * (s)];        \
+        float d5 = (p)[5 * (s)], d6 = (p)[6 * (s)], d7 = (p)[7 * (s)], d8 = (p)[8 * (s)];               \
+        float d9 = (p)[9 * (s)];                                                                        \
+        float e1 = -5.4931640625f * d2 + 14.16015625f * d4 - 8.375f * d6 + d8;                          \
+        float q1 = -2.74658203125f * d1 + 7.080078125f * d3 - 4.1875f * d5 + 0.5f * d7;                 \
+        float e2 = -2.44140625f * d2 + 11.71875f * d4 - 8.0625f * d6 + d8;                              \
+        float q2 = -1.8310546875f * d1 + 8.7890625f * d3 - 6.046875f * d5 + 0.75f * d7;                 \
+        float e3 = -0.87890625f * d2 + 5.21875f * d4 - 7.0625f * d6 + d8;                               \
+        float q3 = -1.0986328125f * d1 + 6.5234375f * d3 - 8.828125f * d5 + 1.25f * d7;                 \
+        float e4 = -0.2197265625f * d2 + 1.41015625f * d4 - 2.375f * d6 + d8;                           \
+        float q4 = -0.54931640625f * d1 + 3.525390625f * d3 - 5.9375f * d5 + 2.5f * d7;                 \
+        o[0] = 1.373291015625f * d0 - 9.033203125f * d2 + 16.25390625f * d4 - 8.625f * d6 + d8;         \
+        o[1] = e1 + q1;                                                                                 \
+        o[2] = e1 - q1;                                                                                 \
+        o[3] = e2 + q2;                                                                                 \
+        o[4] = e2 - q2;                                                                                 \
+        o[5] = e3 + q3;                                                                                 \
+        o[6] = e3 - q3;                                                                                 \
+        o[7] = e4 + q4;                                                                                 \
+        o[8] = e4 - q4;                                                                                 \
+        o[9] = 1.373291015625f * d1 - 9.033203125f * d3 + 16.25390625f * d5 - 8.625f * d7 + d9;         \
+    }
+#define AT_F8(o, p, s)                                                                                  \
+    {                                                                                                   \
+        float a1 = (p)[s] + (p)[2 * (s)], b1 = (p)[s] - (p)[2 * (s)];                                   \
+        float a2 = (p)[3 * (s)] + (p)[4 * (s)], b2 = (p)[3 * (s)] - (p)[4 * (s)];                       \
+        float a3 = (p)[5 * (s)] + (p)[6 * (s)], b3 = (p)[5 * (s)] - (p)[6 * (s)];                       \
+        float a4 = (p)[7 * (s)] + (p)[8 * (s)], b4 = (p)[7 * (s)] - (p)[8 * (s)];                       \
+        o[0] = (p)[0] + a1 + a2 + a3 + a4;                                                              \
+        o[1] = 0.5f * b1 + 0.75f * b2 + 1.25f * b3 + 2.5f * b4;                                         \
+        o[2] = 0.25f * a1 + 0.5625f * a2 + 1.5625f * a3 + 6.25f * a4;                                   \
+        o[3] = 0.125f * b1 + 0.421875f * b2 + 1.953125f * b3 + 15.625f * b4;                            \
+        o[4] = 0.0625f * a1 + 0.31640625f * a2 + 2.44140625f * a3 + 39.0625f * a4;                      \
+        o[5] = 0.03125f * b1 + 0.2373046875f * b2 + 3.0517578125f * b3 + 97.65625f * b4;                \
+        o[6] = 0.015625f * a1 + 0.177978515625f * a2 + 3.814697265625f * a3 + 244.140625f * a4;         \
+        o[7] = 0.0078125f * b1 + 0.13348388671875f * b2 + 4.76837158203125f * b3 + 610.3515625f * b4    \
+               + (p)[9 * (s)];                                                                          \
+    }
+
 #define AT_F4R5(o, p, s) AT_N8(4, o, p, s)
 #define AT_F6(o, p, s) AT_N8(6, o, p, s)
 #define AT_F7R2(o, p, s) AT_N8(7, o, p, s)
@@ -187,6 +232,8 @@ INPUT_TILE(f8_input_tile, 8, BT_N8)
 OUTPUT_TILE(f8_output_tile4, 8, 4, AT_F4R5)
 OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6)
 OUTPUT_TILE(f8_output_tile7, 8, 7, AT_F7R2)
+INPUT_TILE(f10_input_tile, 10, BT_N10)
+OUTPUT_TILE(f10_output_tile8, 10, 8, AT_F8)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
@@ -313,6 +360,8 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
         *in = f8_input_tile, *out = f8_output_tile4;
     else if (mm == 7 && r == 2)
         *in = f8_input_tile, *out = f8_output_tile7;
+    else if (mm == 8 && r == 3)
+        *in = f10_input_tile, *out = f10_output_tile8;
     else
         return -1;
     return 0;
@@ -413,8 +462,8 @@ static void zero_rows(const struct conv *c, idx count, float *u)
 }
 
 /* dst := the unpadded r x r convolution of src, h x w outputs (src: h + r - 1 rows of w + r - 1
- * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(3x3, 2x2), F(4x4, 5x5) or
- * F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
+ * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2),
+ * F(4x4, 5x5) or F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
  * mm end in partial tiles: their inputs gathered into a zero-padded tile, their outputs made in a
  * scratch tile and the valid ones copied out. With `phases`, the output is a 2x2 space-to-depth
  * map written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's
