@@ -1,15 +1,17 @@
-"""One residual-block convolution (3x3, 128 -> 128 channels, float32) five ways, by map size:
+"""One residual-block convolution (3x3, 128 -> 128 channels, float32) seven ways, by map size:
 oneDNN's direct convolution as the engine runs it (fused into a zeroed output buffer),
 ``stylenet.winograd``'s F(2x2, 3x3) and F(4x4, 3x3) over bands of tiles with their transforms as
-torch's sums, and, where the native kernels build (``stylenet.native``), the same two as the
-engine runs them: the whole convolution in C, its kernel packed once (``winograd.fused_kernel``).
+torch's sums, and, where the native kernels build (``stylenet.native``), F(2x2, 3x3), F(4x4, 3x3),
+F(6x6, 3x3) and F(8x8, 3x3) as the engine runs them: the whole convolution in C, its kernel packed
+once (``winograd.fused_kernel``), ``Algorithm.group_tiles`` tiles per group.
 
     python benchmarks/winograd.py                          # maps 32² .. 256²
     python benchmarks/winograd.py --sizes 64,128 --rounds 3 --out benchmarks/results/winograd.json
 
 Prints the best time of ``--runs`` calls after warm-up, the best over ``--rounds`` rounds that
-alternate the ways (this is what ``winograd.choose`` was set from), and the largest difference
-from the direct output. Writes JSON with ``--out``.
+alternate the ways (this is what ``winograd.choose`` was set from; "chosen" is its pick, with the
+fused native convolution where the native kernels build), and the largest difference from the
+direct output. Writes JSON with ``--out``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from stylenet.config import tune_malloc  # noqa: E402
 from stylenet.fast import conv2d  # noqa: E402
 
 CL = torch.channels_last
+NATIVE_ALGORITHMS = {"F2": winograd.F2, "F4": winograd.F4, "F6": winograd.F6, "F8": winograd.F8}
 
 
 def best_ms(fn: Callable[[], object], runs: int) -> float:
@@ -48,7 +51,7 @@ def best_ms(fn: Callable[[], object], runs: int) -> float:
 
 
 def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
-    """Best times of the three ways on one (channels, side, side) output, alternated by round."""
+    """Best times of the ways on one (channels, side, side) output, alternated by round."""
     torch.manual_seed(0)
     x = torch.randn(1, channels, side + 2, side + 2).contiguous(memory_format=CL)
     weight = (torch.randn(channels, channels, 3, 3) / (3 * channels**0.5)).contiguous(memory_format=CL)
@@ -59,7 +62,7 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
     for name, alg in algs.items():
         ways[name] = functools.partial(winograd.conv3x3, x, kernels[name], out, alg, use_native=False)
     if native.library() is not None:  # the whole convolution in C, its kernel packed once, as the engine runs it
-        for name, alg in algs.items():
+        for name, alg in NATIVE_ALGORITHMS.items():
             packed = winograd.fused_kernel(weight, alg)
             ways[f"{name} native"] = functools.partial(winograd.conv2d, x, weight, packed, alg, out, use_native=True)
     best: dict[str, float] = {}
@@ -69,7 +72,7 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             for name, fn in ways.items():
                 best[name] = min(best.get(name, float("inf")), best_ms(fn, runs))
-    picked = winograd.choose(side * side)
+    picked = winograd.choose(side * side, fused=native.library() is not None, channels=channels)
     chosen = "direct" if picked is None else f"F{picked.m}"
     return {"side": side, "channels": channels, "best_ms": best, "chosen": chosen, "max_diff": diffs}
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     kernels = native.library()
     print(f"native transforms: {kernels.path if kernels else 'unavailable (INSTYLE_NATIVE, or no C compiler)'}")
-    names = ["F2", "F4"] + (["F2 native", "F4 native"] if kernels else [])
+    names = ["F2", "F4"] + ([f"{name} native" for name in NATIVE_ALGORITHMS] if kernels else [])
     print(f"| map | direct ms | {' | '.join(f'{n} ms' for n in names)} | chosen | max diff, {' / '.join(names)} |")
     print("|---" * (len(names) + 4) + "|")
     for side in [int(s) for s in args.sizes.split(",")]:

@@ -94,7 +94,7 @@ def test_cpu_variants_times_each_engine_option_against_the_default(tmp_path: Pat
 
 def test_winograd_benchmark_times_each_way_and_matches_the_direct_convolution(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """One 3x3 convolution direct and by F(2x2) / F(4x4), torch's sums and (where the native
-    kernels build) the whole convolution in C with its packed kernel."""
+    kernels build) F(2x2) .. F(8x8), the whole convolution in C with its packed kernel."""
     from benchmarks import winograd as bench
     from stylenet import native
 
@@ -102,7 +102,8 @@ def test_winograd_benchmark_times_each_way_and_matches_the_direct_convolution(tm
     argv = ["--sizes", "8,16", "--channels", "32", "--runs", "1", "--rounds", "1", "--out", str(out)]
     assert bench.main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
-    ways = {"direct", "F2", "F4"} | ({"F2 native", "F4 native"} if native.library() is not None else set())
+    fused = {"F2 native", "F4 native", "F6 native", "F8 native"}
+    ways = {"direct", "F2", "F4"} | (fused if native.library() is not None else set())
     assert [r["side"] for r in rows] == [8, 16] and all(set(r["best_ms"]) == ways for r in rows)
     assert all(diff < 1e-3 for r in rows for diff in r["max_diff"].values())
     assert "| 16² |" in capsys.readouterr().out
