@@ -888,10 +888,11 @@ class JohnsonEngine(nn.Module):
         if packed_output and self.out.pad % 2:
             raise ValueError(f"a packed output convolution needs an even padding, got {self.out.pad}")
         # ... and that 5x5 convolution, and the first 9x9 one as a 5x5 convolution on its input's
-        # space-to-depth map (``winograd.packed_conv2d``), by Winograd's F(4x4, 5x5), fused in C,
-        # where the upsampling runs Winograd's F(3x3, 2x2): 64 products per 16 outputs where
-        # the 5x5 takes 400 (``winograd.F4R5``; in float32 on the Zen 4 EPYC at 512², the output
-        # convolution 32 -> 11 ms, the first one 21 -> 10 ms).
+        # space-to-depth map (``winograd.packed_conv2d``), by Winograd's F(4x4, 5x5) or, from 96²
+        # maps, F(6x6, 5x5), fused in C, where the upsampling runs Winograd's F(3x3, 2x2): 64
+        # products per 16 outputs (100 per 36) where the 5x5 takes 400 (``winograd.F4R5``,
+        # ``F6R5``; in float32 on the Zen 4 EPYC at 512², by F(4x4, 5x5), the output convolution
+        # 32 -> 11 ms, the first one 21 -> 10 ms).
         if winograd_ends is None:
             winograd_ends = self.winograd_upsampling
         self.winograd_ends = bool(winograd_ends and packed_output and native.library() is not None)

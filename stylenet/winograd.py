@@ -26,10 +26,10 @@ ends maps whose sides are not multiples of m in partial tiles, so it runs every 
 it the residual blocks take F(6x6, 3x3) from 40² maps (64 products per 36 outputs; 22.6 against
 27.6 ms for F(4x4) on a 256² map, Zen 4, float32), and F(8x8, 3x3) from 32² maps wherever it
 makes fewer products by a margin (100 per 64 outputs, the sides of 64², 128² and 256² maps in
-whole tiles; a 128² map 5.0 against 6.1 ms, 256² 22.0 against 23.2, Zen 4). It also runs F(3x3, 2x2), and from 100²
-maps F(7x7, 2x2), for the upsampling's 2x2 convolutions, and F(4x4, 5x5) for the Johnson net's
-two 9x9 convolutions, each as a 5x5 convolution on a 2x2 space-to-depth map (``packed_conv2d``
-for the first; docs/performance.md).
+whole tiles; a 128² map 5.0 against 6.1 ms, 256² 22.0 against 23.2, Zen 4). It also runs
+F(3x3, 2x2), and from 100² maps F(7x7, 2x2), for the upsampling's 2x2 convolutions, and F(4x4,
+5x5), from 96² maps F(6x6, 5x5), for the Johnson net's two 9x9 convolutions, each as a 5x5
+convolution on a 2x2 space-to-depth map (``packed_conv2d`` for the first; docs/performance.md).
 
 Float32 difference from the direct convolution (a unit-variance input, 128 channels): ~7e-6
 for F(2x2), ~5e-5 for F(4x4), whose transforms have coefficients up to 8 and kernel ones
@@ -235,17 +235,29 @@ def toom_cook(m: int, r: int, points: Sequence[Fraction]) -> tuple[Matrix, Matri
 # in whole tiles. The points: of the sets of four symmetric pairs tried (0, 1/4 .. 5/2), among the
 # most accurate in float32 (the usual 0, +-1, +-2, +-1/2, +-3 differ ~8x more from the direct
 # convolution), their powers exact in binary. Native and fused only.
+N10_POINTS = (Fraction(0), *(s * Fraction(a, b) for a, b in ((1, 2), (3, 4), (5, 4), (5, 2)) for s in (1, -1)))
 F8 = Algorithm(
     8,
-    *toom_cook(
-        8, 3, [Fraction(0), *(s * Fraction(a, b) for a, b in ((1, 2), (3, 4), (5, 4), (5, 2)) for s in (1, -1))]
-    ),
+    *toom_cook(8, 3, N10_POINTS),
     min_pixels=0,  # (no torch path)
     min_pixels_native=32 * 32,  # (24²: 0.42 against F(4x4)'s 0.30 ms; 32²: 0.43 against 0.56)
     # 2 x 100 x 12 x 128 floats (1.2 MB) of transformed tiles and products per thread at 128
     # channels: 12 tiles took 5-15 % less time than 24 (a 128² map 5.0 against 5.6 ms, 256² 22.0
     # against 22.5; Zen 4 EPYC, AVX-512 and AVX2 code alike)
     group_tiles=12,
+)
+
+# F(6x6, 5x5) on the same points (the same B^T): 100 products per 36 outputs where F(4x4, 5x5) takes
+# 64 per 16 (2.8 against 4 per output), for the Johnson engine's two 9x9 convolutions run as 5x5
+# ones on space-to-depth maps. Native and fused only.
+F6R5 = Algorithm(
+    6,
+    *toom_cook(6, 5, N10_POINTS),
+    min_pixels=0,  # (no torch path)
+    # (64²: 0.57 / 0.77 ms against F(4x4, 5x5)'s 0.53 / 0.73 for the first / output convolution's
+    # maps; 96²: 0.87 / 1.23 against 1.07 / 1.33; 512²: 30 / 42 against 36 / 47; Zen 4 EPYC)
+    min_pixels_native=96 * 96,
+    r=5,
 )
 
 #: Tiles per band: a band's working set (its input rows, transformed tiles, products and
@@ -310,14 +322,16 @@ def choose_2x2(pixels: int, c_out: int, with_native: bool | None = None) -> Algo
 
 
 def choose_5x5(pixels: int, with_native: bool | None = None) -> Algorithm | None:
-    """``F4R5`` for a 5x5 convolution onto ``pixels`` pixels where the fused native kernels run,
-    else None."""
+    """``F6R5``, or below its size ``F4R5``, for a 5x5 convolution onto ``pixels`` pixels where the
+    fused native kernels run, else None."""
     kernels = native.library() if with_native is not False else None
-    return F4R5 if kernels is not None and pixels >= F4R5.min_pixels_native else None
+    if kernels is None or pixels < F4R5.min_pixels_native:
+        return None
+    return F6R5 if pixels >= F6R5.min_pixels_native else F4R5
 
 
 def choose_9x9(pixels: int, with_native: bool | None = None) -> Algorithm | None:
-    """``F4R5`` for a 9x9 convolution onto ``pixels`` pixels, run as a 5x5 one on the 2x2
+    """``choose_5x5`` for a 9x9 convolution onto ``pixels`` pixels, run as a 5x5 one on the 2x2
     space-to-depth map (``packed_conv2d``), where the fused native kernels run, else None."""
     return choose_5x5(pixels // 4, with_native)
 
@@ -486,13 +500,14 @@ def packed_conv2d(
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out`` := ``F.conv2d(x, weight, bias)`` for a padded float32 channels-last ``x`` (N, C_in,
-    H + k - 1, W + k - 1) and a k x k ``weight``, k = 2 r - 1 (9x9 by ``F4R5``): over the part
+    H + k - 1, W + k - 1) and a k x k ``weight``, k = 2 r - 1 (9x9 by ``F4R5`` or ``F6R5``): over the part
     of each image whose sides are even (all of it in the engine), as the r x r convolution of its
     2x2 space-to-depth map (``space_to_depth``; 4 C_in channels) by Winograd's F(m x m, r x r)
     in C, ``kernel`` the ``fused_kernel`` of ``stylenet.fast.space_to_depth_kernel(weight)``, its
     output (4 C_out phase-major channels) written out to full resolution as it is made; the last
     row and column beyond that part by the direct convolution. The 9x9 first convolution of the
-    Johnson net on RGB: 64 products per 64 outputs and input channel where it takes 81 x 64."""
+    Johnson net on RGB: 64 products per 64 outputs and input channel where it takes 81 x 64
+    (``F4R5``; ``F6R5``: 100 per 144)."""
     kernels = native.library()
     if kernels is None:
         raise native.NativeError("the native kernels are unavailable (see the log)")

@@ -111,10 +111,11 @@ typedef long idx;
             o[6] = a1 + 0.015625f * a2 + 64.0f * a3;                                                    \
         o[M - 1] += (p)[7 * (s)];                                                                       \
     }
-/* n = 10, points 0, +-1/2, +-3/4, +-5/4, +-5/2 and infinity: F(8x8, 3x3) (stylenet/winograd.py F8, whose
- * matrices toom_cook derives; of the sets of four symmetric pairs tried, one of the most accurate in
- * float32 whose powers are exact). Each B^T row but the first and last is a polynomial's coefficients,
- * the pair +-a sharing their even (e) and odd (q) parts; A^T's row i is the points' i-th powers. */
+/* n = 10, points 0, +-1/2, +-3/4, +-5/4, +-5/2 and infinity: F(8x8, 3x3) and F(6x6, 5x5)
+ * (stylenet/winograd.py F8 and F6R5, whose matrices toom_cook derives; of the sets of four
+ * symmetric pairs tried, one of the most accurate in float32 whose powers are exact). Each B^T row
+ * but the first and last is a polynomial's coefficients, the pair +-a sharing their even (e) and
+ * odd (q) parts; A^T's row i is the points' i-th powers, the last row's last entry 1. */
 #define BT_N10(o, p, s)                                                                                 \
     {                                                                                                   \
         float d0 = (p)[0], d1 = (p)[s], d2 = (p)[2 * (s)], d3 = (p)[3 * (s)], d4 = (p)[4 * (s)];        \
@@ -139,7 +140,7 @@ typedef long idx;
         o[8] = e4 - q4;                                                                                 \
         o[9] = 1.373291015625f * d1 - 9.033203125f * d3 + 16.25390625f * d5 - 8.625f * d7 + d9;         \
     }
-#define AT_F8(o, p, s)                                                                                  \
+#define AT_N10(M, o, p, s)                                                                              \
     {                                                                                                   \
         float a1 = (p)[s] + (p)[2 * (s)], b1 = (p)[s] - (p)[2 * (s)];                                   \
         float a2 = (p)[3 * (s)] + (p)[4 * (s)], b2 = (p)[3 * (s)] - (p)[4 * (s)];                       \
@@ -151,10 +152,15 @@ typedef long idx;
         o[3] = 0.125f * b1 + 0.421875f * b2 + 1.953125f * b3 + 15.625f * b4;                            \
         o[4] = 0.0625f * a1 + 0.31640625f * a2 + 2.44140625f * a3 + 39.0625f * a4;                      \
         o[5] = 0.03125f * b1 + 0.2373046875f * b2 + 3.0517578125f * b3 + 97.65625f * b4;                \
-        o[6] = 0.015625f * a1 + 0.177978515625f * a2 + 3.814697265625f * a3 + 244.140625f * a4;         \
-        o[7] = 0.0078125f * b1 + 0.13348388671875f * b2 + 4.76837158203125f * b3 + 610.3515625f * b4    \
-               + (p)[9 * (s)];                                                                          \
+        if (M == 8) {                                                                                   \
+            o[6] = 0.015625f * a1 + 0.177978515625f * a2 + 3.814697265625f * a3 + 244.140625f * a4;     \
+            o[7] = 0.0078125f * b1 + 0.13348388671875f * b2 + 4.76837158203125f * b3                    \
+                   + 610.3515625f * b4;                                                                 \
+        }                                                                                               \
+        o[M - 1] += (p)[9 * (s)];                                                                       \
     }
+#define AT_F8(o, p, s) AT_N10(8, o, p, s)
+#define AT_F6R5(o, p, s) AT_N10(6, o, p, s)
 
 #define AT_F4R5(o, p, s) AT_N8(4, o, p, s)
 #define AT_F6(o, p, s) AT_N8(6, o, p, s)
@@ -234,6 +240,7 @@ OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6)
 OUTPUT_TILE(f8_output_tile7, 8, 7, AT_F7R2)
 INPUT_TILE(f10_input_tile, 10, BT_N10)
 OUTPUT_TILE(f10_output_tile8, 10, 8, AT_F8)
+OUTPUT_TILE(f10_output_tile6, 10, 6, AT_F6R5)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
@@ -362,6 +369,8 @@ static int tile_transforms(int mm, int r, input_tile_fn *in, output_tile_fn *out
         *in = f8_input_tile, *out = f8_output_tile7;
     else if (mm == 8 && r == 3)
         *in = f10_input_tile, *out = f10_output_tile8;
+    else if (mm == 6 && r == 5)
+        *in = f10_input_tile, *out = f10_output_tile6;
     else
         return -1;
     return 0;

@@ -1,5 +1,5 @@
-"""Winograd F(2x2, 3x3), F(4x4, 3x3), F(3x3, 2x2) and F(4x4, 5x5): the same convolution as the direct
-one, any side, in the engine."""
+"""Winograd F(2x2, 3x3) .. F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5) and F(6x6, 5x5): the same
+convolution as the direct one, any side, in the engine."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def test_the_transforms_compute_the_convolution_of_one_tile(alg: winograd.Algori
 
 @pytest.mark.parametrize(
     "alg",
-    [winograd.F3R2, winograd.F4R5, winograd.F6, winograd.F7R2, winograd.F8],
-    ids=["F3R2", "F4R5", "F6", "F7R2", "F8"],
+    [winograd.F3R2, winograd.F4R5, winograd.F6, winograd.F7R2, winograd.F8, winograd.F6R5],
+    ids=["F3R2", "F4R5", "F6", "F7R2", "F8", "F6R5"],
 )
 def test_the_fused_only_algorithms_compute_one_tile(alg: winograd.Algorithm) -> None:
     """The same identity for the algorithms the fused native convolution runs alone (float64):
@@ -244,45 +244,53 @@ def test_the_2x2_convolution_by_f3r2_and_f7r2(alg: winograd.Algorithm, size: tup
         )
 
 
-@pytest.mark.parametrize("size", [(9, 13), (16, 8), (4, 7), (3, 3)])
-def test_f4r5_computes_the_5x5_convolution_with_its_bias(size: tuple[int, int]) -> None:
-    """F(4x4, 5x5), the packed output convolution's: 12 output channels (not a multiple of the
-    native kernels' columns: the transformed kernel is zero-padded), a bias, 70 input channels,
-    sides that are not multiples of 4 (partial tiles, with the bias too; the engine's Conv runs a
-    map smaller than 8² direct), a batch of two; the engine's Conv dispatches to it."""
+@pytest.mark.parametrize("alg", [winograd.F4R5, winograd.F6R5], ids=["F4R5", "F6R5"])
+@pytest.mark.parametrize("size", [(9, 13), (16, 8), (4, 7), (3, 3), (100, 97)])
+def test_f4r5_and_f6r5_compute_the_5x5_convolution_with_its_bias(
+    alg: winograd.Algorithm, size: tuple[int, int]
+) -> None:
+    """F(4x4, 5x5) and F(6x6, 5x5), the packed output convolution's: 12 output channels (not a
+    multiple of the native kernels' columns: the transformed kernel is zero-padded), a bias, 70
+    input channels, sides that are not multiples of m (partial tiles, with the bias too), a batch
+    of two; the engine's Conv dispatches to the one ``choose_5x5`` picks (direct below 8²)."""
     kernels = native_kernels()
     torch.manual_seed(4)
     h, w = size
     x = torch.randn(2, 70, h + 4, w + 4).contiguous(memory_format=CL)
     weight = (torch.randn(12, 70, 5, 5) * 0.05).contiguous(memory_format=CL)
     bias = torch.randn(12)
-    alg = winograd.F4R5
     kernel = winograd.fused_kernel(weight, alg)
-    block = kernels.conv_block_channels  # packed in panels of a product block's columns
-    assert kernel.shape == (64, -(-12 // block), 70, block)
-    columns = kernel.permute(0, 2, 1, 3).reshape(64, 70, -1)
+    block, nn = kernels.conv_block_channels, alg.n**2  # packed in panels of a product block's columns
+    assert kernel.shape == (nn, -(-12 // block), 70, block)
+    columns = kernel.permute(0, 2, 1, 3).reshape(nn, 70, -1)
     assert torch.equal(columns[:, :, :12], winograd.transformed_kernel(weight, alg))
     assert not columns[:, :, 12:].any()
     out = torch.empty(2, 12, h, w).contiguous(memory_format=CL)
     ref = F.conv2d(x, weight, bias)
+    picked = winograd.choose_5x5(h * w)
+
+    def atol(a: winograd.Algorithm | None) -> float:  # (F(6x6, 5x5)'s float32 error ~5x F(4x4, 5x5)'s; outputs ~2)
+        return 1e-3 if a is winograd.F6R5 else 2e-4
+
     with torch.inference_mode():
         winograd.conv2d(x, weight, kernel, alg, out, bias=bias)
-        torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-5)
+        torch.testing.assert_close(out, ref, atol=atol(alg), rtol=1e-5)
         conv = Conv(weight, bias, 1, 0, winograd={}, native=True)
-        torch.testing.assert_close(conv(x), ref, atol=2e-4, rtol=1e-5)
-    assert set(conv.winograd or {}) == ({4} if h * w >= alg.min_pixels_native else set())
+        torch.testing.assert_close(conv(x), ref, atol=atol(picked), rtol=1e-5)
+    assert set(conv.winograd or {}) == ({picked.m} if picked else set())
     with pytest.raises(ValueError, match="pack_kernel"):  # the kernel as transformed, not packed
-        kernels.winograd_conv(4, x[0].permute(1, 2, 0), winograd.transformed_kernel(weight, alg),
+        kernels.winograd_conv(alg.m, x[0].permute(1, 2, 0), winograd.transformed_kernel(weight, alg),
                               out[0].permute(1, 2, 0), 24, r=5)  # fmt: skip
     with pytest.raises(ValueError, match="bias"):
-        kernels.winograd_conv(4, x[0].permute(1, 2, 0), kernel, out[0].permute(1, 2, 0), 24, r=5,
+        kernels.winograd_conv(alg.m, x[0].permute(1, 2, 0), kernel, out[0].permute(1, 2, 0), 24, r=5,
                               bias=torch.randn(11))  # fmt: skip
 
 
-@pytest.mark.parametrize("size", [(16, 16), (20, 28), (34, 9), (10, 10)])
+@pytest.mark.parametrize("size", [(16, 16), (20, 28), (34, 9), (10, 10), (201, 196)])
 def test_a_9x9_convolution_by_f4r5_on_the_space_to_depth_map(size: tuple[int, int]) -> None:
     """The Johnson net's first convolution (3 -> 32 channels, 9x9, a bias here) as a 5x5 one on its
-    input's 2x2 space-to-depth map by F(4x4, 5x5), written out to full resolution by the C kernel
+    input's 2x2 space-to-depth map by F(4x4, 5x5) (from 96² maps F(6x6, 5x5): the last size),
+    written out to full resolution by the C kernel
     (``phases``): over the part whose sides are even, its last tiles partial, an odd last row or
     column direct (a map too small for the engine's Conv all direct); a batch of two."""
     native_kernels()
@@ -294,8 +302,11 @@ def test_a_9x9_convolution_by_f4r5_on_the_space_to_depth_map(size: tuple[int, in
     conv = Conv(weight, bias, 1, 4, winograd={}, native=True)
     with torch.inference_mode():
         got = conv(x)
-    torch.testing.assert_close(got, F.conv2d(x, weight, bias), atol=2e-5, rtol=1e-5)
-    assert set(conv.winograd or {}) == ({4} if h * w >= 4 * winograd.F4R5.min_pixels_native else set())
+    picked = winograd.choose_9x9(h * w)
+    atol = 1e-4 if picked is winograd.F6R5 else 2e-5  # (outputs ~0.4)
+    torch.testing.assert_close(got, F.conv2d(x, weight, bias), atol=atol, rtol=1e-5)
+    assert set(conv.winograd or {}) == ({picked.m} if picked else set())
+    assert (picked is winograd.F6R5) == (h * w >= 4 * 96 * 96)
     assert winograd.space_to_depth(x[:, :, :16, :16])[0, 3 * 3 + 1, 2, 5] == x[0, 1, 5, 11]  # phase (1, 1)
     with pytest.raises(ValueError, match="9x9"):
         winograd.packed_conv2d(x, weight[:, :, :7, :7], torch.empty(0), winograd.F4R5, torch.empty(2, 32, 2, 2))
@@ -384,8 +395,8 @@ def test_engine_residuals_by_f8_change_nothing(padding: str) -> None:
 
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
-    """The two 9x9 convolutions (the first, and the output one packed) by F(4x4, 5x5): the engine's
-    output as with oneDNN's direct ones (a side that is not a multiple of 16: partial tiles), the
+    """The two 9x9 convolutions (the first, and the output one packed) by F(4x4, 5x5), on larger
+    maps F(6x6, 5x5): the engine's output as with oneDNN's direct ones (a side that is not a multiple of 16: partial tiles), the
     bytes path and a tiled pass too; they follow the upsampling's Winograd by default."""
     native_kernels()
     cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
@@ -405,6 +416,14 @@ def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
         assert set(fast.out_packed.winograd) == {4} and set(fast.enc[0].winograd) == {4}
         assert (fast.forward_bytes(pixels).int() - direct.forward_bytes(pixels).int()).abs().max() <= 1
         torch.testing.assert_close(tiled_forward(fast, x, band=5), ref, atol=1e-4, rtol=0)
+        # space-to-depth maps from 96² (100 x 106 here): F(6x6, 5x5), its last tiles partial
+        x = torch.rand(1, 3, 200, 212)
+        pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        ref = direct(x)
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=0)
+        assert 6 in fast.out_packed.winograd and 6 in fast.enc[0].winograd
+        assert (fast.forward_bytes(pixels).int() - direct.forward_bytes(pixels).int()).abs().max() <= 1
+        torch.testing.assert_close(tiled_forward(fast, x, band=24), ref, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="float32"):
         JohnsonEngine(body, padding, torch.bfloat16, cpu, winograd_ends=True)
 
