@@ -70,6 +70,9 @@ typedef long idx;
         o[3] = s1 - s2 + 8.0f * (s3 - s4) + s5;                                                         \
     }
 
+/* B^T's rows i and i + 1 for a pair of points +-a, from their shared even and odd parts */
+#define PAIR(o, i, e, q) o[i] = (e) + (q), o[(i) + 1] = (e) - (q);
+
 /* n = 8, points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity: F(4x4, 5x5), F(6x6, 3x3), F(7x7, 2x2). B^T:
  * (1, 0, -21/4, 0, 21/4, 0, -1, 0), (0, 1, 1, -17/4, -17/4, 1, 1, 0), (0, -1, 1, 17/4, -17/4, -1,
  * 1, 0), (0, 2, 4, -5/2, -5, 1/2, 1, 0), (0, -2, 4, 5/2, -5, -1/2, 1, 0), (0, 1/2, 1/4, -5/2, -5/4,
@@ -86,12 +89,7 @@ typedef long idx;
         float e2 = 4.0f * d2 + d6 - 5.0f * d4, q2 = 2.0f * d1 + 0.5f * d5 - 2.5f * d3;                  \
         float e3 = 0.25f * d2 + d6 - 1.25f * d4, q3 = 0.5f * d1 + 2.0f * d5 - 2.5f * d3;                \
         o[0] = d0 - d6 + 5.25f * (d4 - d2);                                                             \
-        o[1] = e1 + q1;                                                                                 \
-        o[2] = e1 - q1;                                                                                 \
-        o[3] = e2 + q2;                                                                                 \
-        o[4] = e2 - q2;                                                                                 \
-        o[5] = e3 + q3;                                                                                 \
-        o[6] = e3 - q3;                                                                                 \
+        PAIR(o, 1, e1, q1) PAIR(o, 3, e2, q2) PAIR(o, 5, e3, q3)                                        \
         o[7] = d7 - d1 + 5.25f * (d3 - d5);                                                             \
     }
 #define AT_N8(M, o, p, s)                                                                               \
@@ -130,14 +128,7 @@ typedef long idx;
         float e4 = -0.2197265625f * d2 + 1.41015625f * d4 - 2.375f * d6 + d8;                           \
         float q4 = -0.54931640625f * d1 + 3.525390625f * d3 - 5.9375f * d5 + 2.5f * d7;                 \
         o[0] = 1.373291015625f * d0 - 9.033203125f * d2 + 16.25390625f * d4 - 8.625f * d6 + d8;         \
-        o[1] = e1 + q1;                                                                                 \
-        o[2] = e1 - q1;                                                                                 \
-        o[3] = e2 + q2;                                                                                 \
-        o[4] = e2 - q2;                                                                                 \
-        o[5] = e3 + q3;                                                                                 \
-        o[6] = e3 - q3;                                                                                 \
-        o[7] = e4 + q4;                                                                                 \
-        o[8] = e4 - q4;                                                                                 \
+        PAIR(o, 1, e1, q1) PAIR(o, 3, e2, q2) PAIR(o, 5, e3, q3) PAIR(o, 7, e4, q4)                     \
         o[9] = 1.373291015625f * d1 - 9.033203125f * d3 + 16.25390625f * d5 - 8.625f * d7 + d9;         \
     }
 #define AT_N10(M, o, p, s)                                                                              \
