@@ -31,12 +31,17 @@ model's on the benchmark's photo. The variants (``stylenet.fast.JohnsonEngine``'
   direct convolutions) or in float32 (Winograd's, in C), whichever the default is not
   (``residual_dtype``; ``stylenet.fast.float32_residuals`` picks);
 * ``packed-rgb-3`` / ``packed-rgb-4``: the packed output convolution with 12 outputs (RGB per
-  phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``).
+  phase) or 16 (a zero channel each), whichever the default is not (``packed_rgb``);
+* ``no-f8`` / ``no-f6r5``: the default engine with Winograd's F(6x6, 3x3) where it runs F(8x8,
+  3x3) (``winograd.F8_PRODUCTS_SHARE`` set to 0), or F(4x4, 5x5) where it runs F(6x6, 5x5) at the
+  RGB ends (``winograd.F6R5`` never chosen), for the pass only (``winograd.choose``'s picks, not
+  engine options); where the default runs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -56,7 +61,7 @@ use_huge_pages()  # as the CLI does, before torch's first allocation
 import torch  # noqa: E402
 
 from benchmarks.inference import SHIPPED, bench_image, machine  # noqa: E402
-from stylenet import native  # noqa: E402
+from stylenet import native, winograd  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator_bytes  # noqa: E402
 from stylenet.fast import JohnsonEngine, eager_from, optimize  # noqa: E402
@@ -92,6 +97,34 @@ def variants(folder: Path, precision: str) -> tuple[dict[str, JohnsonEngine], to
     other = 7 - default.packed_rgb  # 3 <-> 4
     engines[f"packed-rgb-{other}"] = build(packed_rgb=other)
     return engines, eager
+
+
+def choice_variants(default: JohnsonEngine) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The default engine with one of ``winograd``'s choices undone for each pass (``no-f8``,
+    ``no-f6r5``), where the default makes it: each Conv keeps both algorithms' kernels."""
+    variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    fused = native.library() is not None and default.dtype == torch.float32
+    if fused and default.winograd_residuals:
+        variants["no-f8"] = _with_winograd(default, F8_PRODUCTS_SHARE=0.0)
+    if fused and default.winograd_ends:
+        variants["no-f6r5"] = _with_winograd(
+            default, F6R5=dataclasses.replace(winograd.F6R5, min_pixels_native=sys.maxsize)
+        )
+    return variants
+
+
+def _with_winograd(engine: JohnsonEngine, **values: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        saved = {name: getattr(winograd, name) for name in values}
+        for name, value in values.items():
+            setattr(winograd, name, value)
+        try:
+            return engine(x)
+        finally:
+            for name, value in saved.items():
+                setattr(winograd, name, value)
+
+    return run
 
 
 def psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -131,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()
     engines, eager = variants(args.style, args.precision)
     dtype = str(engines["default"].dtype).removeprefix("torch.")
+    runs: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {**engines, **choice_variants(engines["default"])}
     isa = machine()
     caps = " ".join(f"{k}={v}" for k, v in isa["isa_caps"].items()) or "no caps"
     where = f"{isa['cpu_capability']} ({caps})"
-    print(f"engine in {dtype} (--precision {args.precision}) on {where}; variants: {', '.join(engines)}")
+    print(f"engine in {dtype} (--precision {args.precision}) on {where}; variants: {', '.join(runs)}")
     print("| size | variant | best ms | median ms | vs default (median) | PSNR vs eager dB |")
     print("|---|---|---|---|---|---|")
     results: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        row = measure(dict(engines), eager, size, args.rounds)
+        row = measure(runs, eager, size, args.rounds)
         results[str(size)] = row
         base = row["default"]["median_ms"]
         for name, r in row.items():

@@ -396,8 +396,9 @@ def test_engine_residuals_by_f8_change_nothing(padding: str) -> None:
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 def test_engine_output_by_winograd_changes_nothing(padding: str) -> None:
     """The two 9x9 convolutions (the first, and the output one packed) by F(4x4, 5x5), on larger
-    maps F(6x6, 5x5): the engine's output as with oneDNN's direct ones (a side that is not a multiple of 16: partial tiles), the
-    bytes path and a tiled pass too; they follow the upsampling's Winograd by default."""
+    maps F(6x6, 5x5): the engine's output as with oneDNN's direct ones (a side that is not a
+    multiple of 16: partial tiles), the bytes path and a tiled pass too; they follow the
+    upsampling's Winograd by default."""
     native_kernels()
     cfg = GeneratorConfig(width=0.25, residual_blocks=1, padding=padding)  # type: ignore[arg-type]
     torch.manual_seed(0)
