@@ -255,7 +255,7 @@ F6R5 = Algorithm(
     *toom_cook(6, 5, N10_POINTS),
     min_pixels=0,  # (no torch path)
     # (64²: 0.57 / 0.77 ms against F(4x4, 5x5)'s 0.53 / 0.73 for the first / output convolution's
-    # maps; 96²: 0.87 / 1.23 against 1.07 / 1.33; 512²: 30 / 42 against 36 / 47; Zen 4 EPYC)
+    # maps, AVX2 code; 96²: 0.87 / 1.23 against 1.07 / 1.33; 512²: 30 / 42 against 36 / 47; Zen 4 EPYC)
     min_pixels_native=96 * 96,
     r=5,
 )
