@@ -103,7 +103,7 @@ def choice_variants(default: JohnsonEngine) -> dict[str, Callable[[torch.Tensor]
     """The default engine with one of ``winograd``'s choices undone for each pass (``no-f8``,
     ``no-f6r5``), where the default makes it: each Conv keeps both algorithms' kernels."""
     variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-    fused = native.library() is not None and default.dtype == torch.float32
+    fused = native.library() is not None  # (both run float32: the residual blocks' dtype, the ends')
     if fused and default.winograd_residuals:
         variants["no-f8"] = _with_winograd(default, F8_PRODUCTS_SHARE=0.0)
     if fused and default.winograd_ends:
