@@ -189,9 +189,24 @@ class JobService:
         return job
 
     def reap_abandoned(self) -> None:
-        """Retry (or fail) started jobs whose lease ran out: their worker died. Cheap when none did."""
+        """Retry (or fail) started jobs whose lease ran out: their worker died. Cheap when none did
+        (one round trip per queue).
+
+        The cleanup runs under the queue's maintenance lock, the one RQ's workers take for their
+        own (``Worker.clean_registries``), and is skipped while another cleaner holds it. Two at
+        once could both list a lost attempt's expired entry; the first retries the job, a worker
+        starts it again, and the second, finding the job started, took that for the lost attempt
+        and retried it a second time while the new attempt ran (seen once as a training job run
+        twice in ``tests/e2e``; ``tests/service/test_jobs.py`` plays the interleaving)."""
         for name in (QUEUE_STYLIZE, QUEUE_TRAIN):
-            StartedJobRegistry(queue=self.queue(name)).cleanup(exception_handlers=[telemetry.count_lost_job])
+            queue = self.queue(name)
+            registry = StartedJobRegistry(queue=queue)
+            if not registry.get_expired_job_ids() or not queue.acquire_maintenance_lock():
+                continue
+            try:
+                registry.cleanup(exception_handlers=[telemetry.count_lost_job])
+            finally:
+                queue.release_maintenance_lock()
 
     def preview(self, job: Job) -> bytes:
         if job.get_meta(refresh=False).get("type") != "train":

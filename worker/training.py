@@ -118,9 +118,10 @@ def train_style(payload: dict[str, Any]) -> dict[str, Any]:
 def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     job = get_current_job()
     if job is not None and isinstance(done := job.meta.get("published"), dict):
-        # An earlier attempt published the style, then found the job queued again: its lease had
-        # lapsed while it still ran (a process stalled past the lease), and reading the job retried
-        # it. Training again would publish a second version from scratch (its checkpoints are gone).
+        # An earlier attempt published the style, then found the job queued again: retried while it
+        # still ran (its lease lapsed: a process stalled past it; or, before the API's registry
+        # cleanup took RQ's maintenance lock, two cleanups at once, ``service.jobs.reap_abandoned``).
+        # Training again would publish a second version from scratch (its checkpoints are gone).
         log.warning("job %s: an earlier attempt published %s already; not training again", job.id, done.get("style"))
         return dict(done)
     ctx = current_context()
