@@ -101,9 +101,9 @@ def cpu_has_amx() -> bool:
 
 def float32_residuals(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether a bf16 Johnson engine runs its residual blocks in float32, by Winograd's F(8x8, 3x3)
-    or F(6x6, 3x3) in C (F(4x4, 3x3) when this was measured), rather than by oneDNN's direct bf16 convolutions:
-    on a CPU with AVX512-BF16 but no AMX, where bf16 products are only twice as fast as float32
-    ones and Winograd's need 2.25 times (F(6x6): 2.8 times) fewer. Zen 4 EPYC, 2026-12-07, the
+    or F(6x6, 3x3) in C (F(4x4, 3x3) when this was measured), rather than by oneDNN's direct bf16
+    convolutions: on a CPU with AVX512-BF16 but no AMX, where bf16 products are only twice as fast
+    as float32 ones and Winograd's need 2.25 times (F(6x6): 2.8 times) fewer. Zen 4 EPYC, 2026-12-07, the
     ten residual convolutions of a 512² pass: 113 ms in bf16, 84 ms in float32; the whole pass
     194 -> 167 ms (docs/performance.md). With AMX, bf16 direct is far faster (the AMX Xeon's
     whole 512² pass takes ~65 ms)."""
@@ -830,9 +830,9 @@ class JohnsonEngine(nn.Module):
             conv_a, conv_b = (_conv(c, residual_dtype, device, False) for c in (_part(first, 0), second))
             self.res.append((conv_a, conv_b))
             self.norms += [NormParams.of(_part(first, 1)), NormParams.of(_part(block.body, 2))]
-        # The residual blocks' 3x3 convolutions by Winograd's F(8x8, 3x3), F(6x6, 3x3), F(4x4, 3x3)
-        # or F(2x2, 3x3) (``winograd.choose``) where they were measured faster: float32 on an AVX2 CPU, or
-        # on an AVX-512 one with the transforms in C (``stylenet.winograd``, ``stylenet.native``;
+        # The residual blocks' 3x3 convolutions by Winograd's F(8x8, 3x3), F(6x6, 3x3), F(4x4,
+        # 3x3) or F(2x2, 3x3) (``winograd.choose``) where they were measured faster: float32 on an
+        # AVX2 CPU, or on an AVX-512 one with the transforms in C (``stylenet.winograd``, ``stylenet.native``;
         # ``native_transforms``: True / False forces C / torch's sums; ``fused_winograd``: False
         # keeps torch's bmm for the products between the C transforms instead of the fused C
         # convolution).

@@ -24,9 +24,9 @@ then the fastest from an 8² map up (the AMX Xeon under the three AVX2 caps,
 The fused native convolution (the whole convolution in C, a few tiles per thread at a time)
 ends maps whose sides are not multiples of m in partial tiles, so it runs every map whole; with
 it the residual blocks take F(6x6, 3x3) from 40² maps (64 products per 36 outputs; 22.6 against
-27.6 ms for F(4x4) on a 256² map, Zen 4, float32), and F(8x8, 3x3) from 32² maps wherever it
-makes fewer products by a margin (100 per 64 outputs, the sides of 64², 128² and 256² maps in
-whole tiles; a 128² map 5.0 against 6.1 ms, 256² 22.0 against 23.2, Zen 4). It also runs
+27.6 ms for F(4x4) on a 256² map, Zen 4, float32), and F(8x8, 3x3) from 32² maps of 64 channels
+or more wherever it makes fewer products by a margin (100 per 64 outputs, the sides of 64², 128²
+and 256² maps in whole tiles; a 128² map 5.0 against 6.1 ms, 256² 22.0 against 23.2, Zen 4). It also runs
 F(3x3, 2x2), and from 100² maps F(7x7, 2x2), for the upsampling's 2x2 convolutions, and F(4x4,
 5x5), from 96² maps F(6x6, 5x5), for the Johnson net's two 9x9 convolutions, each as a 5x5
 convolution on a 2x2 space-to-depth map (``packed_conv2d`` for the first; docs/performance.md).
@@ -234,7 +234,7 @@ def toom_cook(m: int, r: int, points: Sequence[Fraction]) -> tuple[Matrix, Matri
 # outputs where F(6x6, 3x3) takes 64 per 36 (1.56 against 1.78 per output), and 128² and 256² maps
 # in whole tiles. The points: of the sets of four symmetric pairs tried (0, 1/4 .. 5/2), among the
 # most accurate in float32 (the usual 0, +-1, +-2, +-1/2, +-3 differ ~8x more from the direct
-# convolution), their powers exact in binary. Native and fused only.
+# convolution), their powers exact in binary (``N10_POINTS``, F6R5's too). Native and fused only.
 N10_POINTS = (Fraction(0), *(s * Fraction(a, b) for a, b in ((1, 2), (3, 4), (5, 4), (5, 2)) for s in (1, -1)))
 F8 = Algorithm(
     8,
@@ -294,10 +294,10 @@ def choose(
     of a convolution whose narrower side has ``channels`` (the smaller of C_in and C_out; by
     default the Johnson residual blocks' 128), or None: the direct convolution. ``with_native``:
     whether the native transforms run (default: whether they are available). ``fused``: whether
-    the fused native convolution runs it (``conv2d(fused=True)``): then from ``F6``'s size up
-    ``F8`` or ``F6``, whichever makes fewer products (``tile_products``; ``F8`` where it makes at
-    most ``F8_PRODUCTS_SHARE`` of ``F6``'s, as on 64², 128² and 256² maps, whose sides it tiles
-    whole, and has ``F8_MIN_CHANNELS``), and ``F8`` from its own size up."""
+    the fused native convolution runs it (``conv2d(fused=True)``): then, from ``F8``'s size (32²)
+    up, ``F8`` where it makes at most ``F8_PRODUCTS_SHARE`` of ``F6``'s products
+    (``tile_products``; as on 64², 128² and 256² maps, whose sides it tiles whole) and both channel
+    counts are at least ``F8_MIN_CHANNELS``, else ``F6`` from its size (40²) up."""
     kernels = native.library() if with_native is not False else None
     if fused and kernels is not None and pixels >= min(F6.min_pixels_native, F8.min_pixels_native):
         h, w = size or (math.isqrt(pixels), math.isqrt(pixels))

@@ -13,9 +13,9 @@ to extra trips through memory:
   within its cache, where torch's ``bmm`` between two transform calls sent every band's
   transformed tiles and products through memory (the Johnson residual blocks' convolutions in a
   512² pass: 186 -> 157 ms, Ice Lake Xeon). It runs F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3),
-  F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2) and F(4x4, 5x5) with the kernel packed in panels (``pack_kernel``),
-  ends maps in partial tiles, adds a bias, and can write a 2x2 space-to-depth output out to full
-  resolution as it makes it (``phases``).
+  F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5) and F(6x6, 5x5) with the kernel packed in
+  panels (``pack_kernel``), ends maps in partial tiles, adds a bias, and can write a 2x2
+  space-to-depth output out to full resolution as it makes it (``phases``).
 * An instance norm and the activation or residual add after it (``affine.c``, used by
   ``stylenet.fast.norm_into``): one pass where torch takes two, float32 or bf16.
 * An instance norm's statistics (``moments.c``, used by ``stylenet.fast.channel_moments``): one
@@ -334,8 +334,8 @@ class Kernels:
     ) -> None:
         """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (at least H + r - 1 by
         W + r - 1 pixels, C_in) by Winograd's F(m x m, r x r) (F(2x2, 3x3), F(4x4, 3x3), F(6x6,
-        3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5); sides that are not multiples of m end in
-        partial tiles), plus ``bias`` ((C_out,) float32, or none): ``kernel`` is the transformed
+        3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5), F(6x6, 5x5); sides that are not
+        multiples of m end in partial tiles), plus ``bias`` ((C_out,) float32, or none): ``kernel`` is the transformed
         kernel (n², C_in, C_out), n = m + r - 1, as ``pack_kernel`` packs it. Each thread
         transforms, multiplies and transforms back ``group`` tiles at a time in its own buffers.
         ``phases``: the convolution's output is a 2x2 space-to-depth map (H / 2 x W / 2 pixels of

@@ -1,8 +1,8 @@
 /* Winograd's input and output transforms for channels-last float32 maps, F(2x2, 3x3), F(4x4, 3x3),
- * F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2) and F(4x4, 5x5), and the whole convolution
- * with them (instyle_winograd_conv, at the end: the products by a register-blocked kernel of our
- * own, a few tiles per thread at a time); stylenet/winograd.py calls the convolution, or (F(2x2)
- * and F(4x4) only) the transforms with torch's bmm between them.
+ * F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5) and F(6x6, 5x5), and the whole
+ * convolution with them (instyle_winograd_conv, at the end: the products by a register-blocked
+ * kernel of our own, a few tiles per thread at a time); stylenet/winograd.py calls the convolution,
+ * or (F(2x2) and F(4x4) only) the transforms with torch's bmm between them.
  *
  * The transforms are sums of a few terms per tile; done with torch ops they are a few hundred
  * passes over memory per band of tiles, and took more time than the products. Here each tile is
@@ -463,7 +463,7 @@ static void zero_rows(const struct conv *c, idx count, float *u)
 
 /* dst := the unpadded r x r convolution of src, h x w outputs (src: h + r - 1 rows of w + r - 1
  * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2),
- * F(4x4, 5x5) or F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
+ * F(4x4, 5x5), F(6x6, 5x5) or F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
  * mm end in partial tiles: their inputs gathered into a zero-padded tile, their outputs made in a
  * scratch tile and the valid ones copied out. With `phases`, the output is a 2x2 space-to-depth
  * map written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's
