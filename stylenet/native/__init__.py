@@ -335,8 +335,8 @@ class Kernels:
         """``dst`` (H, W, C_out) := the unpadded r x r convolution of ``src`` (at least H + r - 1 by
         W + r - 1 pixels, C_in) by Winograd's F(m x m, r x r) (F(2x2, 3x3), F(4x4, 3x3), F(6x6,
         3x3), F(8x8, 3x3), F(3x3, 2x2), F(7x7, 2x2), F(4x4, 5x5), F(6x6, 5x5); sides that are not
-        multiples of m end in partial tiles), plus ``bias`` ((C_out,) float32, or none): ``kernel`` is the transformed
-        kernel (n², C_in, C_out), n = m + r - 1, as ``pack_kernel`` packs it. Each thread
+        multiples of m end in partial tiles), plus ``bias`` ((C_out,) float32, or none): ``kernel``
+        is the transformed kernel (n², C_in, C_out), n = m + r - 1, as ``pack_kernel`` packs it. Each thread
         transforms, multiplies and transforms back ``group`` tiles at a time in its own buffers.
         ``phases``: the convolution's output is a 2x2 space-to-depth map (H / 2 x W / 2 pixels of
         C_out = 4 C channels, phase-major) and ``dst`` (H, W, C, sides even) receives it at full

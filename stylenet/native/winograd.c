@@ -463,14 +463,15 @@ static void zero_rows(const struct conv *c, idx count, float *u)
 
 /* dst := the unpadded r x r convolution of src, h x w outputs (src: h + r - 1 rows of w + r - 1
  * pixels), by F(mm x mm, r x r): F(2x2, 3x3), F(4x4, 3x3), F(6x6, 3x3), F(8x8, 3x3), F(3x3, 2x2),
- * F(4x4, 5x5), F(6x6, 5x5) or F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none). Sides that are not multiples of
- * mm end in partial tiles: their inputs gathered into a zero-padded tile, their outputs made in a
- * scratch tile and the valid ones copied out. With `phases`, the output is a 2x2 space-to-depth
- * map written out to full resolution: its channel q C + c at (y, x), C = c_out / 4, is dst's
- * channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx: dst's strides). With `stats` (2 c_out
- * doubles, zero), it receives each output channel's sum over the map and its sum of squares (in
- * float64, from the outputs as written; with phases, per channel q C + c of the space-to-depth
- * map): an instance norm's statistics without another pass over the map.
+ * F(4x4, 5x5), F(6x6, 5x5) or F(7x7, 2x2), with kernel (below), plus bias (c_out; NULL: none).
+ * Sides that are not multiples of mm end in partial tiles: their inputs gathered into a
+ * zero-padded tile, their outputs made in a scratch tile and the valid ones copied out. With
+ * `phases`, the output is a 2x2 space-to-depth map written out to full resolution: its channel
+ * q C + c at (y, x), C = c_out / 4, is dst's channel c at pixel (2 y + q / 2, 2 x + q % 2) (dy, dx:
+ * dst's strides). With `stats` (2 c_out doubles, zero), it receives each output channel's sum over
+ * the map and its sum of squares (in float64, from the outputs as written; with phases, per
+ * channel q C + c of the space-to-depth map): an instance norm's statistics without another pass
+ * over the map.
  *
  * kernel: (n², panels, C_in, NR) float32, the transformed kernel (n = mm + r - 1) with kc columns,
  * the first c_out of them the output channels and the rest zero, its planes packed in panels of NR

@@ -354,10 +354,11 @@ def test_a_failure_that_would_fail_again_is_not_retried(code: str, attempts: int
 
 
 def test_a_training_job_an_earlier_attempt_published_is_not_trained_again(caplog: pytest.LogCaptureFixture) -> None:
-    """An attempt whose lease lapsed while it still ran (a stalled process) publishes, ends, and
-    finds its job queued again (reading the job retried it): the next attempt returns what was
-    published instead of training from scratch and publishing a second version (seen on a slow
-    CPU with the e2e tests' 3 s lease). No context, store or training photos are touched."""
+    """An attempt retried while it still ran (its lease lapsed in a stalled process, or two
+    registry cleanups raced: ``service.jobs.reap_abandoned``) publishes, ends, and finds its job
+    queued again: the next attempt returns what was published instead of training from scratch
+    and publishing a second version (seen on a slow CPU with the e2e tests' 3 s lease). No
+    context, store or training photos are touched."""
     from rq.job import Job
 
     redis = fakeredis.FakeRedis()
