@@ -22,6 +22,14 @@
 #include <stdlib.h>
 
 #define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
+/* The n = 10 input transform's block with AVX-512: its 10 x 10 x 64 intermediates (25.6 KB) left
+ * too little of a 32 KB L1 beside the tile's input rows, and 32 channels ran it 30 % faster on
+ * the Zen 4 (one thread); with AVX2, 32 was slower (docs/performance.md, "Prefetched input tiles"). */
+#if defined(__AVX512F__)
+#define CB_N10 32
+#else
+#define CB_N10 CB
+#endif
 
 typedef long idx;
 
@@ -161,14 +169,14 @@ typedef long idx;
 
 /* NAME(src, sy, sx, c_in, u, plane): u[(N k + l) plane + c] := (B^T d B)[k][l] for channel c of the
  * N x N tile whose top-left pixel is src (strides sy, sx), the 1D transform BT applied to the
- * rows, then to the columns, a block of CB channels at a time. Every loop over a block's channels
+ * rows, then to the columns, a block of BLOCK channels at a time. Every loop over a block's channels
  * is marked `omp simd`: GCC left the second pass (N strided output streams) scalar without it. */
-#define INPUT_TILE(NAME, N, BT)                                                                           \
+#define INPUT_TILE(NAME, N, BT, BLOCK)                                                                    \
     static void NAME(const float *restrict src, idx sy, idx sx, idx c_in, float *restrict u, idx plane)   \
     {                                                                                                     \
-        float tmp[N][N][CB];                                                                              \
-        for (idx c0 = 0; c0 < c_in; c0 += CB) {                                                           \
-            idx cb = c_in - c0 < CB ? c_in - c0 : CB;                                                     \
+        float tmp[N][N][BLOCK];                                                                           \
+        for (idx c0 = 0; c0 < c_in; c0 += BLOCK) {                                                        \
+            idx cb = c_in - c0 < BLOCK ? c_in - c0 : BLOCK;                                               \
             for (int i = 0; i < N; i++) { /* d B: each input row of the tile */                           \
                 const float *restrict row = src + i * sy + c0;                                            \
                 _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                        \
@@ -182,7 +190,7 @@ typedef long idx;
                 float *restrict out = u + l * plane + c0;                                                 \
                 _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                        \
                     float r[N];                                                                           \
-                    BT(r, &tmp[0][l][c], N * CB)                                                          \
+                    BT(r, &tmp[0][l][c], N * BLOCK)                                                       \
                     for (int q = 0; q < N; q++)                                                           \
                         out[q * N * plane + c] = r[q];                                                    \
                 }                                                                                         \
@@ -192,12 +200,12 @@ typedef long idx;
 
 /* NAME(m, plane, c_out, dst, dy, dx): dst's M x M pixels from (dst, strides dy, dx) := A^T M A for
  * channel c of the tile's products m[(N k + l) plane + c]. */
-#define OUTPUT_TILE(NAME, N, M, AT)                                                                      \
+#define OUTPUT_TILE(NAME, N, M, AT, BLOCK)                                                               \
     static void NAME(const float *restrict m, idx plane, idx c_out, float *restrict dst, idx dy, idx dx) \
     {                                                                                                    \
-        float tmp[N][M][CB];                                                                             \
-        for (idx c0 = 0; c0 < c_out; c0 += CB) {                                                         \
-            idx cb = c_out - c0 < CB ? c_out - c0 : CB;                                                  \
+        float tmp[N][M][BLOCK];                                                                          \
+        for (idx c0 = 0; c0 < c_out; c0 += BLOCK) {                                                      \
+            idx cb = c_out - c0 < BLOCK ? c_out - c0 : BLOCK;                                            \
             for (int k = 0; k < N; k++) { /* M A: each row of tile positions */                          \
                 const float *restrict row = m + N * k * plane + c0;                                      \
                 _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                       \
@@ -211,7 +219,7 @@ typedef long idx;
                 float *restrict out = dst + j * dx + c0;                                                 \
                 _Pragma("omp simd") for (idx c = 0; c < cb; c++) {                                       \
                     float y[M];                                                                          \
-                    AT(y, &tmp[0][j][c], M * CB)                                                         \
+                    AT(y, &tmp[0][j][c], M * BLOCK)                                                      \
                     for (int q = 0; q < M; q++)                                                          \
                         out[q * dy + c] = y[q];                                                          \
                 }                                                                                        \
@@ -219,19 +227,19 @@ typedef long idx;
         }                                                                                                \
     }
 
-INPUT_TILE(f2_input_tile, 4, BT_F2)
-OUTPUT_TILE(f2_output_tile, 4, 2, AT_F2)
-INPUT_TILE(f3r2_input_tile, 4, BT_F3R2)
-OUTPUT_TILE(f3r2_output_tile, 4, 3, AT_F3R2)
-INPUT_TILE(f4_input_tile, 6, BT_F4)
-OUTPUT_TILE(f4_output_tile, 6, 4, AT_F4)
-INPUT_TILE(f8_input_tile, 8, BT_N8)
-OUTPUT_TILE(f8_output_tile4, 8, 4, AT_F4R5)
-OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6)
-OUTPUT_TILE(f8_output_tile7, 8, 7, AT_F7R2)
-INPUT_TILE(f10_input_tile, 10, BT_N10)
-OUTPUT_TILE(f10_output_tile8, 10, 8, AT_F8)
-OUTPUT_TILE(f10_output_tile6, 10, 6, AT_F6R5)
+INPUT_TILE(f2_input_tile, 4, BT_F2, CB)
+OUTPUT_TILE(f2_output_tile, 4, 2, AT_F2, CB)
+INPUT_TILE(f3r2_input_tile, 4, BT_F3R2, CB)
+OUTPUT_TILE(f3r2_output_tile, 4, 3, AT_F3R2, CB)
+INPUT_TILE(f4_input_tile, 6, BT_F4, CB)
+OUTPUT_TILE(f4_output_tile, 6, 4, AT_F4, CB)
+INPUT_TILE(f8_input_tile, 8, BT_N8, CB)
+OUTPUT_TILE(f8_output_tile4, 8, 4, AT_F4R5, CB)
+OUTPUT_TILE(f8_output_tile6, 8, 6, AT_F6, CB)
+OUTPUT_TILE(f8_output_tile7, 8, 7, AT_F7R2, CB)
+INPUT_TILE(f10_input_tile, 10, BT_N10, CB_N10)
+OUTPUT_TILE(f10_output_tile8, 10, 8, AT_F8, CB_N10)
+OUTPUT_TILE(f10_output_tile6, 10, 6, AT_F6R5, CB_N10)
 
 /* ---- entry points: a band of rows x cols tiles, its tiles split among OpenMP's threads ---- */
 
@@ -380,11 +388,36 @@ struct conv {
     idx padded, us, ms;     /* a group's rows in whole product blocks, the planes' strides */
 };
 
+/* The input pixels of the tile PREFETCH_AHEAD tiles after tile t (if a whole one), asked for
+ * into the L2 cache, a line at a time: the input transform had waited on them, one row of the tile
+ * after another, the hardware prefetchers following none of its n short runs per row far enough
+ * (F(6x6, 5x5) on 128 channels at 512², the transform alone 26.9 -> 15.0 ms with blocks of 32;
+ * docs/performance.md, "Prefetched input tiles"). */
+#define PREFETCH_AHEAD 3
+static void prefetch_tile(const struct conv *c, idx t)
+{
+    idx next = t + PREFETCH_AHEAD;
+    if (next >= c->tiles)
+        return;
+    idx y0 = next / c->cols * c->mm, x0 = next % c->cols * c->mm;
+    if (y0 + c->mm > c->h || x0 + c->mm > c->w)
+        return;
+    /* (the fields read into locals first: read through c in the loops, they ran 5-10 % slower) */
+    const char *s = (const char *)(c->src + y0 * c->sy + x0 * c->sx);
+    idx n = c->n, bytes = c->c_in * (idx)sizeof(float), row = c->sy * (idx)sizeof(float);
+    idx pixel = c->sx * (idx)sizeof(float);
+    for (idx i = 0; i < n; i++)
+        for (idx j = 0; j < n; j++)
+            for (idx k = 0; k < bytes; k += 64)
+                __builtin_prefetch(s + i * row + j * pixel + k, 0, 2);
+}
+
 /* Tile t0 + t's inputs into row t of u (partial tiles gathered, zero past the map). */
 static void tile_input(const struct conv *c, idx t0, idx t, float *u, float *edge_in)
 {
     idx n = c->n, c_in = c->c_in, y0 = (t0 + t) / c->cols * c->mm, x0 = (t0 + t) % c->cols * c->mm;
     const float *s = c->src + y0 * c->sy + x0 * c->sx;
+    prefetch_tile(c, t0 + t);
     if (y0 + c->mm <= c->h && x0 + c->mm <= c->w) {
         c->input_tile(s, c->sy, c->sx, c_in, u + t * c_in, c->us);
         return;
