@@ -337,3 +337,58 @@ def test_service_cost_null_generator_copies_the_photo() -> None:
     finally:
         for engine, method in kept.items():
             engine.forward_bytes = method  # type: ignore[method-assign]
+
+
+def _worker_row(size: int, ms: float, speedup: float, psnr: float, **extra: object) -> dict[str, object]:
+    row = {"arch": "johnson", "size": size, "path": "worker", "median_ms": ms, "speedup": speedup, "psnr_db": psnr}
+    return {**row, "peak_rss_mb": 500.0, **extra}
+
+
+def test_targets_judges_each_target_from_the_benchmarks_json() -> None:
+    from benchmarks import targets
+
+    figures = ((256, 40, 1.9, 60), (512, 150, 2.5, 58), (1024, 1300, 1.7, 52))
+    rows = [_worker_row(size, ms, speedup, db) for size, ms, speedup, db in figures]
+    eager = {"arch": "johnson", "size": 512, "path": "eager", "median_ms": 800.0, "peak_rss_mb": 600.0}
+    judged = {r["target"]: r for r in targets.judge_inference({"rows": [*rows, eager]})}
+    assert judged["Johnson 512² <= 300 ms"]["met"] is True
+    assert judged["Johnson 1024² <= 1200 ms"] == {
+        "target": "Johnson 1024² <= 1200 ms", "measured": "1300 ms", "met": False
+    }  # fmt: skip
+    speed = judged[">= 1.75x ONNX Runtime at 256², 512², 1024², 2048²"]
+    assert speed["met"] is None and "1024² 1.70x" in speed["measured"]  # 2048² not run: no verdict yet
+    full = [*rows, _worker_row(2048, 6000, 2.0, 47)]
+    assert targets.judge_inference({"rows": full})[2]["met"] is False  # 1024²'s 1.70x
+    assert targets.judge_inference({"rows": full})[3]["met"] is True
+    assert [r["met"] for r in targets.judge_inference(None)] == [None] * 4
+
+    def large(mib: float) -> dict[str, object]:
+        return {"rows": [_worker_row(4096, 20000, 0, 0, peak_rss_mb=mib, tiled=True)]}
+
+    assert targets.judge_large(large(1320))[0]["met"] is True
+    assert "over 2e9 bytes" in targets.judge_large(large(2012))[0]["measured"]
+    assert targets.judge_large(large(2100))[0]["met"] is False
+    assert targets.judge_large(None)[0]["met"] is None
+
+    throughput = [{"clients": 8, "ratio": v} for v in (0.87, 0.91, 0.88)]
+    service: dict[str, object] = {"latency": {"median_overhead_ms": 12.5}, "median_ratio_by_clients": {"8": 0.88}}
+    service["throughput"] = throughput
+    overhead, clients = targets.judge_service(service)
+    assert overhead["met"] is True and overhead["measured"] == "12.5 ms"
+    assert clients["met"] is False and clients["measured"] == "median 88% (87% / 91% / 88%)"
+    assert targets.judge_cuda({"rows": [_worker_row(1024, 3.27, 4.1, 68)]})[0]["met"] is False
+    assert "**not met**" in targets.table([clients])
+
+
+def test_targets_runs_each_benchmark_and_leaves_what_it_skipped_unjudged(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import targets
+
+    out = tmp_path / "targets.json"
+    argv = ["--sizes", "32", "--skip", "large,service", "--runs", "1", "--out", str(out)]
+    assert targets.main(argv) == 0
+    result = json.loads(out.read_text())
+    verdicts = {r["target"]: r["met"] for r in result["targets"]}
+    assert verdicts["PSNR >= 40 dB against eager float32"] is True  # measured at 32²
+    assert verdicts["Johnson 512² <= 300 ms"] is None and verdicts["4096² tiled in <= 2 GB peak RSS"] is None
+    assert Path(result["parts"]["inference"]).exists() and set(result["parts"]) == {"inference"}
+    assert "| PSNR >= 40 dB against eager float32 | 32² " in capsys.readouterr().out
