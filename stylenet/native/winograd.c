@@ -22,9 +22,10 @@
 #include <stdlib.h>
 
 #define CB 64 /* channels per block: a tile's n x n x CB intermediates stay in L1 */
-/* The n = 10 input transform's block with AVX-512: its 10 x 10 x 64 intermediates (25.6 KB) left
- * too little of a 32 KB L1 beside the tile's input rows, and 32 channels ran it 30 % faster on
- * the Zen 4 (one thread); with AVX2, 32 was slower (docs/performance.md, "Prefetched input tiles"). */
+/* The n = 10 transforms' block with AVX-512 (F(8x8, 3x3), F(6x6, 5x5)): the input transform's 10 x
+ * 10 x 64 intermediates (25.6 KB) left too little of a 32 KB L1 beside the tile's input rows, and
+ * 32 channels ran it 30 % faster on the Zen 4 (one thread); their output transforms take the same
+ * block. With AVX2, 32 was slower (docs/performance.md, "Prefetched input tiles"). */
 #if defined(__AVX512F__)
 #define CB_N10 32
 #else
