@@ -203,13 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             parts["service"] = _run(service_bench.main, argv_s, _part_path(args.out, "service"))
         rows = [*judge_inference(parts.get("inference")), *judge_large(parts.get("large"))]
         rows += judge_service(parts.get("service"))
-    from benchmarks.inference import machine
-
     result = {
         "benchmark": "targets",
         "command": "python benchmarks/targets.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": inference_bench.machine(),
         "targets": rows,
         "parts": {name: _shown(_part_path(args.out, name)) for name, value in parts.items() if value is not None},
     }
