@@ -1,9 +1,8 @@
 """Upload validation before anything is queued: real decode, pixel cap, format allow-list.
 
 Pillow only reads the header to learn the size, so a decompression bomb is refused before any
-pixel is decoded; JPEGs are then checked at 1/8 scale (every block is still read), on the event
-loop when small (``check_upload``), else in the thread pool. The image's bytes are passed on
-unchanged; the worker converts them to RGB through
+pixel is decoded; JPEGs are then checked at 1/8 scale (every block is still read). The
+image's bytes are passed on unchanged; the worker converts them to RGB through
 ``stylenet.imageio`` (the one image path).
 """
 
@@ -14,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
-from starlette.concurrency import run_in_threadpool
 
 from service.exceptions import CorruptImage, ImageTooLarge, UnsupportedImage
 
@@ -44,37 +42,8 @@ class UploadInfo:
         return width * height
 
 
-#: JPEGs of at most this many pixels are checked on the event loop instead of in the thread
-#: pool: at 1/8 scale a JPEG decodes in ~0.2 ms + ~1.5 ms per megapixel (Zen 4 EPYC), while the
-#: hop to a pool thread and back cost the server ~0.5 ms of CPU per upload on its own (512²
-#: JPEGs, 8 clients: thread pool 1.5 -> 0.45 ms, event loop 3.7 -> 4.2 ms per image). Other
-#: formats decode in full (PNG ~25 ms per megapixel) and always go to the pool.
-INLINE_JPEG_PIXELS = 1 << 20
-
-
 def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
     """Check that ``data`` is a decodable image of an accepted format within ``max_pixels``."""
-    img, info = read_header(data, max_pixels)
-    with img:
-        check_decodes(img)
-    return info
-
-
-async def check_upload(data: bytes, max_pixels: int) -> UploadInfo:
-    """``inspect_upload`` from the event loop: the header read there, the decode there too for a
-    small JPEG (``INLINE_JPEG_PIXELS``), else in the thread pool."""
-    img, info = read_header(data, max_pixels)
-    with img:
-        if info.format in ("JPEG", "MPO") and info.width * info.height <= INLINE_JPEG_PIXELS:
-            check_decodes(img)
-        else:
-            await run_in_threadpool(check_decodes, img)
-    return info
-
-
-def read_header(data: bytes, max_pixels: int) -> tuple[Image.Image, UploadInfo]:
-    """The opened image (its header read, no pixel decoded) and what it says, checked: an
-    accepted format within ``max_pixels``. The caller closes the image."""
     if not data:
         raise CorruptImage("the uploaded file is empty")
     with warnings.catch_warnings():
@@ -89,29 +58,21 @@ def read_header(data: bytes, max_pixels: int) -> tuple[Image.Image, UploadInfo]:
             raise ImageTooLarge(str(exc)) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise CorruptImage(f"the image header cannot be read: {exc}") from None
-    try:
-        if img.format not in ACCEPTED_FORMATS:
-            raise UnsupportedImage(f"image format {img.format} is not supported (JPEG, PNG, WebP, GIF, BMP, TIFF)")
-        width, height = img.size
-        if width * height > max_pixels:
-            megapixels = width * height / 1e6
-            raise ImageTooLarge(
-                f"the image has {width}x{height} = {megapixels:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP"
-            )
-        frames = int(getattr(img, "n_frames", 1))
-    except BaseException:
-        img.close()
-        raise
-    return img, UploadInfo(format=str(img.format), width=width, height=height, frames=frames)
-
-
-def check_decodes(img: Image.Image) -> None:
-    """Decode ``img``'s first frame (a JPEG at 1/8 scale: DC coefficients only, which still
-    reads every block, so a truncated or corrupt file fails just the same, in half the time)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img.draft(img.mode, (1, 1))
-        try:
-            img.load()  # truncated files fail here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
+        with img:
+            if img.format not in ACCEPTED_FORMATS:
+                raise UnsupportedImage(f"image format {img.format} is not supported (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+            width, height = img.size
+            if width * height > max_pixels:
+                megapixels = width * height / 1e6
+                raise ImageTooLarge(
+                    f"the image has {width}x{height} = {megapixels:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP"
+                )
+            frames = int(getattr(img, "n_frames", 1))
+            # JPEG: decoded at 1/8 scale (DC coefficients only), which still reads every block,
+            # so a truncated or corrupt file fails just the same, in half the time
+            img.draft(img.mode, (1, 1))
+            try:
+                img.load()  # decodes the first frame: truncated files fail here
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
+    return UploadInfo(format=str(img.format), width=width, height=height, frames=frames)

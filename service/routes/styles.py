@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from instyle.protocol import JobStatus
 from model_store.catalog import ResolvedStyle
@@ -18,7 +19,7 @@ from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnavailable, StyleUnknown
 from service.problems import documented
 from service.training import MIN_STYLE_SIDE, TrainRequest
-from service.uploads import check_upload
+from service.uploads import inspect_upload
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ async def train_style(
     if state.catalog.versions(name) and not replace:
         raise StyleExists(f"style {name!r} exists; send replace=true to publish a new version")
     data = await style_image.read()
-    info = await check_upload(data, state.settings.max_pixels)
+    info = await run_in_threadpool(inspect_upload, data, state.settings.max_pixels)
     generator, recipe = req.resolve()
     if (short := min(info.fitted(recipe["style_size"]))) < MIN_STYLE_SIDE:
         raise InvalidField(

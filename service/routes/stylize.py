@@ -22,7 +22,7 @@ from service.exceptions import InvalidField, StyleUnknown
 from service.jobs import server_timing
 from service.problems import documented, redis_unavailable
 from service.routes.styles import style_unavailable
-from service.uploads import check_upload
+from service.uploads import inspect_upload
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ async def stylize(
     except ArtifactCorrupt as exc:
         raise style_unavailable(style, exc) from None
     data = await image.read()
-    info = await check_upload(data, settings.max_pixels)
+    info = await run_in_threadpool(inspect_upload, data, settings.max_pixels)
     job = state.jobs.enqueue_stylize(
         data, resolved.manifest.ref, size, format, quality, preserve_color, info.output_pixels(size)
     )
