@@ -379,6 +379,22 @@ def table(rows: list[dict[str, Any]], baseline: str = "onnxruntime") -> str:
     return "\n".join(lines)
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be measured on this machine (None: it can): every measurement would
+    otherwise start, fail and leave a table of errors."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        return f"--device {device}: {exc}"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: this torch sees no CUDA device (torch {torch.__version__})"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {device}: only cpu and cuda are measured"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="256,512,1024,2048,4096")
@@ -413,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     archs = [a for a in args.archs.split(",") if a]
     cuda = args.device.startswith("cuda")
+    if problem := device_problem(args.device):
+        p.error(problem)
     paths = [q for q in (args.paths or ",".join(CUDA_PATHS if cuda else PATHS)).split(",") if q]
     unknown = set(paths) - set(PATHS) - set(CUDA_PATHS) - set(EXTRA_PATHS)
     if unknown:

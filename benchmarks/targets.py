@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown parts: {', '.join(sorted(unknown))}")
     from benchmarks import inference as inference_bench
 
+    if problem := inference_bench.device_problem(args.device):
+        p.error(problem)
     cuda = args.device.startswith("cuda")
     sizes = args.sizes or ("512,1024" if cuda else ",".join(map(str, SIZES)))
     args.out.parent.mkdir(parents=True, exist_ok=True)

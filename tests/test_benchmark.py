@@ -392,3 +392,22 @@ def test_targets_runs_each_benchmark_and_leaves_what_it_skipped_unjudged(tmp_pat
     assert verdicts["Johnson 512² <= 300 ms"] is None and verdicts["4096² tiled in <= 2 GB peak RSS"] is None
     assert Path(result["parts"]["inference"]).exists() and set(result["parts"]) == {"inference"}
     assert "| PSNR >= 40 dB against eager float32 | 32² " in capsys.readouterr().out
+
+
+def test_a_device_this_machine_lacks_stops_the_benchmarks_at_once(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    import torch
+
+    from benchmarks import targets
+
+    assert inference.device_problem("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "sees no CUDA device" in str(inference.device_problem("cuda"))
+    assert "only cpu and cuda" in str(inference.device_problem("meta"))
+    assert "Expected one of" in str(inference.device_problem("gpu"))
+    for main in (targets.main, inference.main):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--device", "cuda", "--out", str(tmp_path / "out.json")])
+        assert stopped.value.code == 2
+        assert "--device cuda: this torch sees no CUDA device" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
