@@ -17,10 +17,20 @@ weights are read) into an engine that computes the same function faster:
   never materialized. Each phase kernel is zero outside a 2x2 corner of its window, so on the
   CPU the four run as one 2x2 convolution whose output holds each phase shifted by one pixel
   or none, read where it lies (``phase_taps``, ``ShiftedPhases``): 4 multiply-adds where 9 were.
-* **Winograd's algorithms** for the residual blocks' 3x3 convolutions in float32 on AVX2 and
-  AVX-512 CPUs (``stylenet.winograd``): up to 4x fewer multiplications where bf16 is not native;
-  and in a bf16 engine on a CPU without AMX, whose bf16 products are only ~2x its float32 ones,
-  the residual blocks run in float32 that way (``float32_residuals``).
+* **the output 9x9 convolution on the space-to-depth map** (CPU): 32 -> 3 channels at full
+  resolution run as a 5x5 convolution, 128 -> 12 channels, on the last decoder stage's four
+  phases, then one depth-to-space copy; the full-resolution map is never interleaved.
+* **Winograd's algorithms** in float32 on AVX2 and AVX-512 CPUs (``stylenet.winograd``, each
+  whole convolution in C where the native kernels build, ``stylenet.native``): the residual
+  blocks' 3x3 convolutions by F(8x8, 3x3) or F(6x6, 3x3), the upsampling's 2x2 ones by F(7x7,
+  2x2) or F(3x3, 2x2), and both 9x9 ones as 5x5 convolutions on space-to-depth maps by F(6x6,
+  5x5) or F(4x4, 5x5): 3-6x fewer multiplications where bf16 is not native. In a bf16 engine on
+  a CPU without AMX, whose bf16 products are only ~2x its float32 ones, the residual blocks run
+  in float32 that way (``float32_residuals``).
+* **bytes in, bytes out** (``forward_bytes``): the decoded photo is copied into the first
+  convolution's padded buffer and the output convolution's channels become bytes before the
+  depth-to-space copy, so no float photo or picture is built; large buffers come from an arena
+  kept from pass to pass (``stylenet.buffers``).
 
 ``JohnsonEngine`` implements all of it and exposes its normalization statistics, so that
 ``stylenet.tiling`` can run it over bands of an image with the exact, whole-image statistics.
