@@ -162,6 +162,45 @@ def test_failing_job_reports_why_and_the_worker_carries_on(
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "finished"
 
 
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ("delete", "style_not_found"),  # deleted through the API after the job was queued
+        ("truncate", "artifact_corrupt"),  # its artifact no longer matches its manifest's checksum
+    ],
+)
+def test_a_style_gone_or_damaged_after_queueing_fails_its_job_with_the_reason(
+    redis_url: str, tiny_store: Path, tmp_path: Path, change: str, code: str
+) -> None:
+    import shutil
+
+    from redis import Redis
+
+    from instyle.protocol import QUEUES
+    from service.app import create_app
+    from service.settings import ServiceSettings
+    from worker.context import build_context
+    from worker.runner import make_worker
+    from worker.settings import WorkerSettings
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    with TestClient(create_app(ServiceSettings(redis_url=redis_url, store=store))) as client:
+        redis = Redis.from_url(redis_url)
+        build_context(WorkerSettings(redis_url=redis_url, store=store, device="cpu"), redis)  # nothing loaded yet
+        doomed = post(client, png()).json()["job_id"]
+        artifact = store / "tiny" / "1" / "generator.ts"
+        if change == "delete":
+            assert client.delete("/v1/styles/tiny").status_code == 204
+        else:
+            artifact.write_bytes(artifact.read_bytes()[:100])
+        make_worker(redis, list(QUEUES)).work(burst=True, with_scheduler=False)
+        job = client.get(f"/v1/jobs/{doomed}").json()
+        assert job["status"] == "failed" and job["error"]["code"] == code, job
+        assert "tiny" in job["error"]["message"]
+        assert_problem(client.get(f"/v1/jobs/{doomed}/result"), 409, "result_not_ready")
+
+
 def test_a_job_that_waits_longer_than_its_input_fails_as_input_expired(
     make_client: MakeClient, run_worker: Callable[[], None]
 ) -> None:
