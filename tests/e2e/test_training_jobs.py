@@ -136,6 +136,23 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert api.get("/v1/styles/tiny").status_code == 200
 
 
+def test_the_training_queue_has_its_own_cap_and_no_preview_before_the_first(redis_url: str, store: Path) -> None:
+    settings = ServiceSettings(redis_url=redis_url, store=store, api_keys=[KEY], max_train_queue_depth=1)
+    with TestClient(create_app(settings)) as api:
+        queued = submit(api, "first", **TINY_RECIPE)
+        r = api.get(f"/v1/jobs/{queued['job_id']}/preview")  # no worker has sampled it yet
+        assert r.status_code == 404 and r.json()["code"] == "preview_not_ready", r.text
+        with ASSET_STYLE.open("rb") as f:
+            files = {"style_image": ("s.jpg", f.read(), "image/jpeg")}
+        r = api.post("/v1/styles", files=files, data={"name": "second"}, headers=AUTH)
+        assert r.status_code == 429 and r.json()["code"] == "queue_full", r.text
+        assert int(r.headers["retry-after"]) == 60 and "1 training jobs are waiting" in r.json()["detail"]
+        photo = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(photo, "PNG")
+        stylize = api.post("/v1/stylize", files={"image": ("p.png", photo.getvalue())}, data={"style": "tiny"})
+        assert stylize.status_code == 202, stylize.text  # the stylize queue is not the training queue
+
+
 @pytest.mark.slow
 def test_train_watch_publish_stylize(api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]]) -> None:
     stylizer = start_worker("--queues", "stylize")  # running before the style exists

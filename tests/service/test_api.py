@@ -415,6 +415,9 @@ def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
         body = assert_problem(client.get("/readyz"), 503, "not_ready")
         assert "redis" in body["failing"]  # type: ignore[operator]
         assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics")  # the API's own metrics still, and a line saying what is missing
+        assert metrics.status_code == 200 and "# redis unavailable:" in metrics.text
+        assert 'instyle_http_requests_total{method="POST",route="/v1/stylize",status="503"} 1' in metrics.text
 
 
 def test_redis_lost_after_queueing_names_the_job(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
