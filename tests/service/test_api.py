@@ -300,6 +300,14 @@ def test_styles(client: TestClient) -> None:
     assert_problem(client.get("/v1/styles/nope"), 404, "style_not_found")
     assert_problem(client.get("/v1/styles/Bad_Id"), 404, "style_not_found")
     assert_problem(client.get("/v1/styles/..%2Fetc"), 404, "not_found")  # never reaches the route
+    missing = assert_problem(client.get("/v1/styles/tiny@9"), 404, "style_not_found")
+    assert "has no version 9 (versions: 1)" in str(missing["detail"])
+    missing = assert_problem(post(client, png(), style="tiny@9"), 404, "style_not_found")
+    assert "has no version 9 (versions: 1)" in str(missing["detail"])
+    shipped = next(s["id"] for s in styles if s["id"] != "tiny")  # the styles shipped in the repository
+    body = assert_problem(client.delete(f"/v1/styles/{shipped}"), 409, "style_read_only")
+    assert "shipped with instyle" in str(body["detail"])
+    assert client.get(f"/v1/styles/{shipped}").status_code == 200
 
 
 def test_health_readiness_and_metrics(client: TestClient, run_worker: Callable[[], None]) -> None:
