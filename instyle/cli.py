@@ -240,17 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(w, default=None)
     w.set_defaults(handler=cmd_worker)
 
-    sm = sub.add_parser("submit", help="stylize a photo on a running server")
-    sm.add_argument("photo", type=Path)
-    sm.add_argument("--style", required=True)
+    sm = sub.add_parser("submit", help="stylize photos on a running server")
+    sm.add_argument("photos", type=Path, nargs="+", metavar="PHOTO")
+    sm.add_argument("--style", required=True, help="style id, or id@version")
     sm.add_argument("--server", default="http://127.0.0.1:8000")
-    sm.add_argument("--output", "-o", type=Path, default=None)
-    sm.add_argument("--max-size", type=_positive_int, default=None)
+    sm.add_argument("--output", "-o", type=Path, default=None, help="output file (one photo) or folder")
+    sm.add_argument("--max-size", type=_positive_int, default=None, help="long side of the output (px)")
     sm.add_argument(
         "--format", choices=sorted(set(OUTPUT_FORMATS.values())), default=None,
         help="result format (default: the one --output's extension names, else jpeg)",
     )  # fmt: skip
-    sm.add_argument("--preserve-color", action="store_true")
+    sm.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality (default: the server's, 90)")
+    sm.add_argument("--preserve-color", action="store_true", help="keep the photos' colours (luminance only)")
+    sm.add_argument(
+        "--jobs", "-j", type=_positive_int, default=4,
+        help="photos in flight at once (default 4); a full queue (429) is waited out, not an error",
+    )  # fmt: skip
     sm.set_defaults(handler=cmd_submit)
 
     ls = sub.add_parser("styles", help="list the available styles")
@@ -444,10 +449,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_path(inp: Path, output: Path | None, style: str, many: bool) -> Path:
+def _output_path(inp: Path, output: Path | None, style: str, many: bool, suffix: str | None = None) -> Path:
     """Where ``inp`` stylized goes: ``output`` itself when it names a file, else a name made of
-    the input's and the style's in ``output`` (a folder) or the working directory."""
-    suffix = inp.suffix.lower() if inp.suffix.lower() in OUTPUT_FORMATS else ".jpg"
+    the input's and the style's in ``output`` (a folder) or the working directory, ending in
+    ``suffix`` (default: the input's, where it is an output format, else .jpg)."""
+    if suffix is None:
+        suffix = inp.suffix.lower() if inp.suffix.lower() in OUTPUT_FORMATS else ".jpg"
     name = f"{inp.stem}-{style.replace('@', '-v')}{suffix}"
     if output is None:
         return Path.cwd() / name
@@ -456,7 +463,7 @@ def _output_path(inp: Path, output: Path | None, style: str, many: bool) -> Path
     return output
 
 
-def _output_paths(inputs: Sequence[Path], output: Path | None, style: str) -> list[Path]:
+def _output_paths(inputs: Sequence[Path], output: Path | None, style: str, suffix: str | None = None) -> list[Path]:
     """``_output_path`` of each input, refusing an unwritable format and two inputs that would
     write the same file (``a/x.png`` and ``b/x.png`` into one folder)."""
     for inp in inputs:
@@ -464,7 +471,7 @@ def _output_paths(inputs: Sequence[Path], output: Path | None, style: str) -> li
             raise CLIError(f"input {inp} is a directory; give the images in it (e.g. {inp / '*.jpg'})")
         if not inp.is_file():
             raise CLIError(f"input not found: {inp}")
-    outs = [_output_path(inp, output, style, len(inputs) > 1) for inp in inputs]
+    outs = [_output_path(inp, output, style, len(inputs) > 1, suffix) for inp in inputs]
     for out in outs:
         _output_format(out)
     writers: dict[Path, list[Path]] = {}
@@ -680,17 +687,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from instyle.client import ServerError, check_server_url
 
-    from instyle.client import ServerError, check_server_url, submit
-
-    if not args.photo.is_file():
-        raise CLIError(f"photo {args.photo} not found")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise CLIError("--quality must be between 1 and 100")
+    one_file = len(args.photos) == 1 and args.output is not None and args.output.suffix != ""
+    one_file = one_file and not args.output.is_dir()
     fmt = args.format or "jpeg"
-    if args.output is not None:
+    if one_file:
         fmt = _output_format(args.output)
         if args.format is not None and args.format != fmt:
             raise CLIError(f"--format {args.format} contradicts --output {args.output}, a {fmt} file name")
+    suffix = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[fmt]
+    outs = _output_paths(args.photos, args.output, args.style, suffix)
     try:
         server = check_server_url(args.server)
     except ServerError as exc:
@@ -698,9 +707,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     fields = {"style": args.style, "format": fmt}
     if args.max_size is not None:
         fields["max_size"] = str(args.max_size)
+    if args.quality is not None:
+        fields["quality"] = str(args.quality)
     if args.preserve_color:
         fields["preserve_color"] = "true"
+    if len(args.photos) == 1:
+        return _submit_one(server, args.photos[0], outs[0], fields)
+    return _submit_many(server, args.photos, outs, fields, args.jobs)
+
+
+def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> int:
+    """One photo, with a bar of its job's progress; any failure is the command's error."""
+    from tqdm import tqdm
+
+    from instyle.client import ServerError, submit
+
     bar: Any = None  # drawn from the first job report, so a refused request prints its one line alone
+    queued: list[str] = []
 
     def show(job: dict[str, Any]) -> None:
         nonlocal bar
@@ -712,17 +735,102 @@ def cmd_submit(args: argparse.Namespace) -> int:
         bar.set_postfix_str(str(job["status"]))
 
     try:
-        image, content_type, job = submit(server, args.photo, fields, on_progress=show)
+        image, _, job = submit(server, photo, fields, on_progress=show, on_queued=queued.append)
     except ServerError as exc:
         raise CLIError(str(exc)) from None
+    except KeyboardInterrupt:
+        _cancel_on_interrupt(queued)
+        raise
     finally:
         if bar is not None:
             bar.close()
-    suffix = {"image/png": ".png", "image/webp": ".webp"}.get(content_type, ".jpg")
-    out = args.output or Path(f"{args.photo.stem}-{args.style.replace('@', '-v')}{suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(image)
-    print(f"{args.photo} -> {out} (job {job['id']})")
+    print(f"{photo} -> {out} (job {job['id']})")
     return 0
+
+
+def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fields: dict[str, str], jobs: int) -> int:
+    """Several photos, ``jobs`` in flight at once, a bar over the photos. A photo the server
+    refuses for itself (``client.PHOTO_PROBLEMS``) or whose job fails is reported and the rest go
+    on (exit 1); a refusal of the request as such (an unknown style, a bad field) stops the
+    batch at once, as one error. On Ctrl-C the jobs in flight are canceled."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    from instyle.client import PHOTO_PROBLEMS, ServerError, cancel, submit
+
+    stop = threading.Event()
+    in_flight: dict[Path, str] = {}  # photo -> its job's status URL, while it runs
+    lock = threading.Lock()
+
+    def one(photo: Path, out: Path) -> str:
+        if stop.is_set():
+            return ""
+
+        def queued(url: str) -> None:
+            with lock:
+                in_flight[photo] = url
+            if stop.is_set():  # queued just as the batch stopped: the main thread may have missed it
+                cancel(url)
+
+        try:
+            image, _, job = submit(server, photo, fields, on_queued=queued, stop=stop)
+        finally:
+            with lock:
+                in_flight.pop(photo, None)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(image)
+        return f"{photo} -> {out} (job {job['id']})"
+
+    failed: list[str] = []
+    bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="instyle-submit")
+    try:
+        photo_of: dict[Future[str], Path] = {pool.submit(one, p, o): p for p, o in zip(photos, outs, strict=True)}
+        pending = set(photo_of)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                photo = photo_of[future]
+                try:
+                    line = future.result()
+                except ServerError as exc:
+                    if exc.status is not None and 400 <= exc.status < 500 and exc.code not in PHOTO_PROBLEMS:
+                        stop.set()  # the same refusal awaits every photo
+                        raise CLIError(str(exc)) from None
+                    failed.append(f"{photo}: {exc}")
+                    tqdm.write(f"{photo}: failed: {exc}", file=sys.stderr)
+                else:
+                    if line:
+                        tqdm.write(line, file=sys.stdout)
+                bar.update(1)
+                bar.set_postfix_str(f"{len(failed)} failed" if failed else "")
+    except (KeyboardInterrupt, CLIError):  # the batch ends here: nothing more is stylized for it
+        stop.set()
+        with lock:
+            urls = list(in_flight.values())
+        _cancel_on_interrupt(urls)
+        raise
+    finally:
+        stop.set()
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failed:
+        print(f"instyle: {len(failed)} of {len(photos)} photos failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cancel_on_interrupt(job_urls: Sequence[str]) -> None:
+    """Cancel the jobs a Ctrl-C (or a batch's end on an error) left behind on the server, saying how many."""
+    from instyle.client import cancel
+
+    canceled = sum(cancel(url) for url in job_urls)
+    if job_urls:
+        print(f"instyle: canceled {canceled} of {len(job_urls)} queued or running job(s)", file=sys.stderr)
 
 
 def cmd_styles(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import mimetypes
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +17,30 @@ from typing import Any
 
 
 class ServerError(Exception):
-    """The server answered with a problem (or could not be reached)."""
+    """The server answered with a problem (or could not be reached): ``status`` is the HTTP
+    status (None: no answer), ``code`` the problem's code, ``problem`` its whole body and
+    ``retry_after`` the seconds its ``Retry-After`` header asks for (None: none)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str = "",
+        problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.problem = problem or {}
+        self.retry_after = retry_after
+
+
+#: Problem codes that concern one upload and not the request as such: a batch goes on without it.
+PHOTO_PROBLEMS = frozenset({"unsupported_media_type", "corrupt_image", "image_too_large", "upload_too_large"})
+#: Longest pause ``submit`` takes between two tries of a refused upload (429 / 503), whatever
+#: ``Retry-After`` asks.
+MAX_RETRY_PAUSE_S = 30.0
 
 
 def check_server_url(server: str) -> str:
@@ -54,14 +78,26 @@ def _request(
         data = exc.read()
         try:
             problem = json.loads(data)
-            detail = f"{problem.get('status', exc.code)} {problem.get('code', '')}: {problem.get('detail', '')}"
         except ValueError:
-            detail = f"HTTP {exc.code}: {data[:200]!r}"
-        raise ServerError(detail) from None
+            problem = None
+        retry_after = _seconds(exc.headers.get("Retry-After") if exc.headers is not None else None)
+        if not isinstance(problem, dict):
+            raise ServerError(f"HTTP {exc.code}: {data[:200]!r}", exc.code, retry_after=retry_after) from None
+        code = str(problem.get("code", ""))
+        detail = f"{problem.get('status', exc.code)} {code}: {problem.get('detail', '')}"
+        raise ServerError(detail, exc.code, code, problem, retry_after) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise ServerError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
     except ValueError as exc:  # a URL urllib cannot use (the server may answer with one)
         raise ServerError(f"invalid URL {url!r}: {exc}") from None
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (None: absent, or a date, which the API never sends)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[bytes, str]:
@@ -87,16 +123,52 @@ def submit(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     poll_s: float = 0.25,
     timeout_s: float = 600,
+    on_queued: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[bytes, str, dict[str, Any]]:
-    """POST the photo, poll the job until it ends, return (image bytes, content type, job)."""
+    """POST the photo, poll the job until it ends, return (image bytes, content type, job).
+
+    A refused upload that says to come back (429 ``queue_full``, 503 with ``Retry-After``) is
+    sent again after the pause it asks for (at most ``MAX_RETRY_PAUSE_S``) until ``timeout_s``;
+    a 503 that names the job it had queued before Redis stopped answering is followed, not sent
+    again. ``on_queued`` gets the job's status URL as soon as it is known (to cancel it).
+    ``stop``, once set, ends the waits: a ``ServerError`` saying so."""
+    stop = stop or threading.Event()
+
+    def pause(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise ServerError(f"stopped before {photo} was stylized")
+
     base = check_server_url(server)
     body, ctype = _multipart(fields, "image", photo)
     url = f"{base}/v1/stylize"
-    _, _, data = _request("POST", url, body, {"Content-Type": ctype})
-    job_url = urllib.parse.urljoin(url, str(_json(data, url, ("status_url",))["status_url"]))
     deadline = time.monotonic() + timeout_s
     while True:
-        _, _, data = _request("GET", job_url)
+        try:
+            _, _, data = _request("POST", url, body, {"Content-Type": ctype})
+            status_url = str(_json(data, url, ("status_url",))["status_url"])
+            break
+        except ServerError as exc:
+            if exc.status == 503 and exc.problem.get("status_url"):
+                status_url = str(exc.problem["status_url"])  # queued: poll it, do not send it twice
+                break
+            if exc.status not in (429, 503) or exc.retry_after is None:
+                raise
+            seconds = min(exc.retry_after, MAX_RETRY_PAUSE_S)
+            if time.monotonic() + seconds > deadline:
+                raise
+            pause(seconds)
+    job_url = urllib.parse.urljoin(url, status_url)
+    if on_queued is not None:
+        on_queued(job_url)
+    while True:
+        try:
+            _, _, data = _request("GET", job_url)
+        except ServerError as exc:  # Redis away for a moment: the job is still there, ask again
+            if exc.status != 503 or time.monotonic() > deadline:
+                raise
+            pause(min(exc.retry_after or 1.0, MAX_RETRY_PAUSE_S))
+            continue
         job = _json(data, job_url, ("id", "status"))
         if on_progress is not None:
             on_progress(job)
@@ -104,11 +176,24 @@ def submit(
             break
         if job["status"] in ("failed", "canceled"):
             error = job.get("error") or {}
-            raise ServerError(f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}")
+            raise ServerError(
+                f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}",
+                code=str(error.get("code", "")),
+            )
         if time.monotonic() > deadline:
             raise ServerError(f"job {job['id']} did not finish within {timeout_s:.0f} s")
-        time.sleep(poll_s)
+        pause(poll_s)
     if not job.get("result_url"):
         raise ServerError(f"{job_url} did not answer as an instyle server does (a finished job without result_url)")
     _, headers, image = _request("GET", urllib.parse.urljoin(job_url, str(job["result_url"])))
     return image, headers.get("content-type", headers.get("Content-Type", "")), job
+
+
+def cancel(job_url: str) -> bool:
+    """Ask the server to cancel the job at ``job_url``; whether it took the request (a job that
+    already ended, or a server that cannot be reached, is left as it is)."""
+    try:
+        _request("DELETE", job_url, timeout=10)
+    except ServerError:
+        return False
+    return True

@@ -90,6 +90,41 @@ def test_submit_cli_reports_problems(embedded_server: str, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_submit_cli_sends_a_batch_and_reports_each_failure(tiny_store: Path, tmp_path: Path) -> None:
+    photos = []
+    for i, name in enumerate(["skimage_coffee.jpg", "skimage_chelsea.jpg", "skimage_astronaut.jpg"]):
+        photo = tmp_path / f"p{i}{Path(name).suffix}"
+        photo.write_bytes((ASSET_PHOTOS / name).read_bytes())
+        photos.append(photo)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo at all")
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "instyle.cli", "submit"]
+    with serve_embedded(tmp_path / "serve.log", INSTYLE_STORE=str(tiny_store)) as url:
+        run = subprocess.run(
+            [*cli, *map(str, [*photos, broken]), "--style", "tiny", "--server", url, "-o", str(out),
+             "--max-size", "40", "--format", "png", "--jobs", "4"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        refused = subprocess.run(
+            [*cli, *map(str, photos), "--style", "nope", "--server", url, "-o", str(tmp_path / "none")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "broken.jpg: failed: 415 unsupported_media_type" in run.stderr
+    assert "instyle: 1 of 4 photos failed" in run.stderr and "Traceback" not in run.stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["p0-tiny.png", "p1-tiny.png", "p2-tiny.png"], run.stdout
+    for name in written:
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and max(img.size) == 40
+        assert f"-> {out / name} (job " in run.stdout
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("style_not_found") == 1, refused.stderr  # one error for the batch
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["server", "memory"])
 def test_each_redis_backend_serves_and_shuts_down_cleanly(backend: str, tiny_store: Path, tmp_path: Path) -> None:
     """INSTYLE_EMBEDDED_REDIS=server (a private redis-server child) and =memory (fakeredis) both

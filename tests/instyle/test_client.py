@@ -1,0 +1,180 @@
+"""``instyle.client`` against a scripted HTTP server: the answers that say "come back later"."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instyle import client
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def problem(status: int, code: str, retry_after: str | None = None, **extra: str) -> Answer:
+    headers = {"Content-Type": "application/problem+json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    body = {"type": f"/problems/{code}", "title": code, "status": status, "code": code, "detail": code, **extra}
+    return status, headers, json.dumps(body).encode()
+
+
+def ok(status: int, body: dict[str, Any]) -> Answer:
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+class Scripted:
+    """Answers each (method, path) with the next answer of its script, and records the requests."""
+
+    def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
+        self.script = {key: list(answers) for key, answers in script.items()}
+        self.seen: list[tuple[str, str]] = []
+
+    def answer(self, method: str, path: str) -> Answer:
+        self.seen.append((method, path))
+        answers = self.script[(method, path)]
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(scripted: Scripted) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                status, headers, body = scripted.answer(self.command, self.path)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _reply
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "p.jpg"
+    path.write_bytes(b"\xff\xd8 the server never looks")
+    return path
+
+
+FINISHED = ok(200, {"id": "j1", "status": "finished", "result_url": "/v1/jobs/j1/result"})
+RESULT: Answer = (200, {"Content-Type": "image/png"}, b"\x89PNG result")
+ACCEPTED = ok(202, {"job_id": "j1", "status": "queued", "status_url": "/v1/jobs/j1"})
+
+
+def test_a_full_queue_is_waited_out_and_redis_away_while_polling_is_asked_again(serve: Any, photo: Path) -> None:
+    scripted = Scripted(
+        {
+            ("POST", "/v1/stylize"): [
+                problem(429, "queue_full", "0"),
+                problem(503, "redis_unavailable", "0"),
+                ACCEPTED,
+            ],
+            ("GET", "/v1/jobs/j1"): [problem(503, "redis_unavailable", "0"), FINISHED],
+            ("GET", "/v1/jobs/j1/result"): [RESULT],
+        }
+    )
+    queued: list[str] = []
+    image, content_type, job = client.submit(serve(scripted), photo, {"style": "s"}, poll_s=0, on_queued=queued.append)
+    assert (image, content_type, job["id"]) == (b"\x89PNG result", "image/png", "j1")
+    assert [m for m, _ in scripted.seen].count("POST") == 3 and queued[0].endswith("/v1/jobs/j1")
+
+
+def test_a_job_queued_before_redis_went_away_is_followed_not_sent_again(serve: Any, photo: Path) -> None:
+    lost = problem(503, "redis_unavailable", "5", job_id="j1", status_url="/v1/jobs/j1")
+    scripted = Scripted(
+        {("POST", "/v1/stylize"): [lost], ("GET", "/v1/jobs/j1"): [FINISHED], ("GET", "/v1/jobs/j1/result"): [RESULT]}
+    )
+    assert client.submit(serve(scripted), photo, {"style": "s"}, poll_s=0)[0] == b"\x89PNG result"
+    assert scripted.seen.count(("POST", "/v1/stylize")) == 1
+
+
+def test_refusals_that_will_not_change_are_raised_with_their_code(serve: Any, photo: Path) -> None:
+    scripted = Scripted({("POST", "/v1/stylize"): [problem(404, "style_not_found")]})
+    with pytest.raises(client.ServerError) as refused:
+        client.submit(serve(scripted), photo, {"style": "s"})
+    assert (refused.value.status, refused.value.code) == (404, "style_not_found")
+    assert scripted.seen == [("POST", "/v1/stylize")]
+    # a full queue past the deadline, or with no Retry-After, is an error too (never a busy loop)
+    for answers in ([problem(429, "queue_full", "20")], [problem(429, "queue_full")]):
+        scripted = Scripted({("POST", "/v1/stylize"): answers})
+        with pytest.raises(client.ServerError) as full:
+            client.submit(serve(scripted), photo, {"style": "s"}, timeout_s=5)
+        assert full.value.code == "queue_full" and len(scripted.seen) == 1
+
+
+def test_a_failed_job_carries_its_code_and_a_stop_ends_the_wait(serve: Any, photo: Path) -> None:
+    failed = ok(200, {"id": "j1", "status": "failed", "error": {"code": "invalid_image", "message": "no"}})
+    scripted = Scripted({("POST", "/v1/stylize"): [ACCEPTED], ("GET", "/v1/jobs/j1"): [failed]})
+    with pytest.raises(client.ServerError, match="job j1 failed: invalid_image: no") as exc:
+        client.submit(serve(scripted), photo, {"style": "s"}, poll_s=0)
+    assert exc.value.code == "invalid_image"
+    running = ok(200, {"id": "j1", "status": "started", "progress": 0.5})
+    scripted = Scripted(
+        {
+            ("POST", "/v1/stylize"): [ACCEPTED],
+            ("GET", "/v1/jobs/j1"): [running],
+            ("DELETE", "/v1/jobs/j1"): [ok(202, {})],
+        }
+    )
+    stop = threading.Event()
+    with pytest.raises(client.ServerError, match="stopped before"):
+        client.submit(serve(scripted), photo, {"style": "s"}, poll_s=5, on_queued=lambda url: stop.set(), stop=stop)
+    assert client.cancel(serve(scripted) + "/v1/jobs/j1") is True
+    assert client.cancel("http://127.0.0.1:9/v1/jobs/j1") is False  # nothing answers there
+
+
+@pytest.mark.parametrize("photos", [1, 3])
+def test_ctrl_c_cancels_the_jobs_it_leaves_on_the_server(serve: Any, photo: Path, tmp_path: Path, photos: int) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    paths = [photo]
+    for i in range(1, photos):
+        paths.append(tmp_path / f"p{i}.jpg")
+        paths[-1].write_bytes(photo.read_bytes())
+    running = ok(200, {"id": "j1", "status": "started", "progress": 0.3})
+    scripted = Scripted(
+        {
+            ("POST", "/v1/stylize"): [ACCEPTED],
+            ("GET", "/v1/jobs/j1"): [running],
+            ("DELETE", "/v1/jobs/j1"): [ok(202, {"id": "j1", "status": "canceled"})],
+        }
+    )
+    url = serve(scripted)
+    cmd = [sys.executable, "-m", "instyle.cli", "submit", *map(str, paths), "--style", "s", "--server", url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while scripted.seen.count(("GET", "/v1/jobs/j1")) < photos and time.monotonic() < deadline:
+        time.sleep(0.05)  # every job queued and polled
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"instyle: canceled {photos} of {photos} queued or running job(s)" in err and "Traceback" not in err
+    assert scripted.seen.count(("DELETE", "/v1/jobs/j1")) == photos
+    assert not list(tmp_path.glob("*-s.jpg"))  # nothing written
