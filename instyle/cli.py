@@ -258,6 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sm.set_defaults(handler=cmd_submit)
 
+    ss = sub.add_parser(
+        "submit-style", help="train a new style on a running server: queue the job, follow it, save its preview"
+    )
+    ss.add_argument("painting", type=Path, help="the style image")
+    ss.add_argument("--name", required=True, help="the style's id (a slug)")
+    ss.add_argument("--title", default=None)
+    ss.add_argument("--server", default="http://127.0.0.1:8000")
+    ss.add_argument(
+        "--api-key", default=os.environ.get("INSTYLE_API_KEY"),
+        help="the server's key, where it asks for one (default: $INSTYLE_API_KEY)",
+    )  # fmt: skip
+    ss.add_argument("--preset", choices=("fast", "quality"), default=None, help="the server's default: fast")
+    ss.add_argument("--arch", choices=("johnson", "ulyanov"), default=None)
+    ss.add_argument("--norm", choices=("instance", "batch", "instance-frozen"), default=None)
+    recipe_flags: list[tuple[str, Callable[[str], Any]]] = [
+        ("--width", float), ("--iterations", _positive_int), ("--image-size", _positive_int),
+        ("--style-size", _positive_int), ("--batch-size", _positive_int), ("--lr", float),
+        ("--content-weight", float), ("--style-weight", float), ("--tv-weight", float),
+    ]  # fmt: skip
+    for flag, kind in recipe_flags:
+        ss.add_argument(flag, type=kind, default=None, help="overrides the preset (the server checks its range)")
+    ss.add_argument("--replace", action="store_true", help="publish a new version of an existing style")
+    ss.add_argument("--preview", type=Path, default=None, help="save the trained style's preview here (.jpg)")
+    ss.add_argument("--detach", action="store_true", help="print the job's status URL once queued, and return")
+    ss.set_defaults(handler=cmd_submit_style)
+
     ls = sub.add_parser("styles", help="list the available styles")
     ls.add_argument("--json", action="store_true", help="print JSON")
     _add_store(ls)
@@ -822,6 +848,99 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
         print(f"instyle: {len(failed)} of {len(photos)} photos failed", file=sys.stderr)
         return 1
     return 0
+
+
+#: ``submit-style`` flags sent as the training request's form fields (the server's names).
+RECIPE_FLAGS = (
+    "title", "preset", "arch", "norm", "width", "iterations", "image_size", "style_size", "batch_size", "lr",
+    "content_weight", "style_weight", "tv_weight",
+)  # fmt: skip
+
+
+def cmd_submit_style(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from instyle.client import ServerError, check_server_url, train
+
+    if not args.painting.is_file():
+        raise CLIError(f"painting not found: {args.painting}")
+    if args.preview is not None and args.preview.suffix.lower() not in (".jpg", ".jpeg"):
+        raise CLIError(f"--preview {args.preview}: the preview is a JPEG; name a .jpg file")
+    try:
+        server = check_server_url(args.server)
+    except ServerError as exc:
+        raise CLIError(f"--server: {exc}") from None
+    fields = {"name": args.name}
+    fields |= {name: str(getattr(args, name)) for name in RECIPE_FLAGS if getattr(args, name) is not None}
+    if args.replace:
+        fields["replace"] = "true"
+    bar: Any = None
+    job_url = ""
+
+    def queued(url: str, accepted: dict[str, Any]) -> None:
+        nonlocal job_url
+        job_url = url
+        recipe = accepted.get("recipe") or {}
+        summary = ", ".join(f"{k} {recipe[k]}" for k in ("iterations", "image_size", "batch_size") if k in recipe)
+        print(f"queued {args.name}: {url}" + (f" ({summary})" if summary else ""), file=sys.stderr)
+        if args.detach:
+            raise _Detached
+
+    def retry(exc: ServerError, seconds: float) -> None:
+        print(f"instyle: {exc}; trying again in {seconds:.0f} s", file=sys.stderr)
+
+    def show(job: dict[str, Any]) -> None:
+        nonlocal bar
+        detail = job.get("detail") or {}
+        total, iteration = detail.get("total"), detail.get("iteration")
+        if bar is None and isinstance(total, int):
+            bar = tqdm(total=total, unit="it", file=sys.stderr, desc=args.name)
+        if bar is None:
+            return
+        if isinstance(iteration, int):
+            bar.update(iteration - bar.n)
+        losses = detail.get("losses") or {}
+        postfix = [str(job["status"])]
+        if "total" in losses:
+            postfix.append(f"loss {losses['total']:.4g}")
+        bar.set_postfix_str(", ".join(postfix))
+
+    try:
+        job = train(server, args.painting, fields, args.api_key, on_progress=show, on_queued=queued, on_retry=retry)
+    except _Detached:
+        print(job_url)
+        return 0
+    except ServerError as exc:
+        raise CLIError(str(exc)) from None
+    except KeyboardInterrupt:
+        if job_url:
+            print(f"instyle: the training goes on; follow it at {job_url}, cancel it with DELETE", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    detail = job.get("detail") or {}
+    style = detail.get("style", args.name)
+    published = detail.get("published") or {}
+    losses = published.get("final_losses") or detail.get("losses") or {}
+    line = f"published {style} (job {job['id']})"
+    if "total" in losses:
+        line += f", final loss {losses['total']:.4g}"
+    if args.preview is not None:
+        from instyle.client import fetch
+
+        try:
+            args.preview.parent.mkdir(parents=True, exist_ok=True)
+            args.preview.write_bytes(fetch(f"{server}/v1/styles/{style}/preview"))
+            line += f", preview {args.preview}"
+        except ServerError as exc:
+            line += f" (no preview: {exc})"
+    print(line)
+    return 0
+
+
+class _Detached(Exception):
+    """``submit-style --detach``: the job is queued, the command is done."""
 
 
 def _cancel_on_interrupt(job_urls: Sequence[str]) -> None:

@@ -116,6 +116,81 @@ def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[byt
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
+class _Waits:
+    """The pauses of one request's life: ended by ``stop``, bounded by a deadline (None: none)."""
+
+    def __init__(self, stop: threading.Event | None, timeout_s: float | None, what: str) -> None:
+        self.stop = stop or threading.Event()
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.what = what
+
+    def fits(self, seconds: float) -> bool:
+        return self.deadline is None or time.monotonic() + seconds <= self.deadline
+
+    def pause(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise ServerError(f"stopped before {self.what}")
+
+
+def _post_job(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    waits: _Waits,
+    on_retry: Callable[[ServerError, float], None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """POST a job: its status URL and the server's answer ({} where a 503 named the job). A
+    refusal that says to come back (429 ``queue_full``, 503 with ``Retry-After``) is sent again
+    after the pause it asks for (at most ``MAX_RETRY_PAUSE_S``; ``on_retry`` hears of it) while
+    the deadline allows; a 503 that names the job it had queued before Redis stopped answering
+    gives that job, not a second one."""
+    while True:
+        try:
+            _, _, data = _request("POST", url, body, headers)
+            accepted = _json(data, url, ("status_url",))
+            return urllib.parse.urljoin(url, str(accepted["status_url"])), accepted
+        except ServerError as exc:
+            if exc.status == 503 and exc.problem.get("status_url"):  # queued: do not send it twice
+                return urllib.parse.urljoin(url, str(exc.problem["status_url"])), {}
+            if exc.status not in (429, 503) or exc.retry_after is None:
+                raise
+            seconds = min(exc.retry_after, MAX_RETRY_PAUSE_S)
+            if not waits.fits(seconds):
+                raise
+            if on_retry is not None:
+                on_retry(exc, seconds)
+            waits.pause(seconds)
+
+
+def _follow(
+    job_url: str, waits: _Waits, poll_s: float, on_progress: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any]:
+    """Poll the job at ``job_url`` until it finishes (its last view), or raise ``ServerError``
+    with the code it failed with. Redis away for a moment (503) is asked again."""
+    while True:
+        try:
+            _, _, data = _request("GET", job_url)
+        except ServerError as exc:
+            if exc.status != 503 or not waits.fits(0):
+                raise
+            waits.pause(min(exc.retry_after or 1.0, MAX_RETRY_PAUSE_S))
+            continue
+        job = _json(data, job_url, ("id", "status"))
+        if on_progress is not None:
+            on_progress(job)
+        if job["status"] == "finished":
+            return job
+        if job["status"] in ("failed", "canceled"):
+            error = job.get("error") or {}
+            raise ServerError(
+                f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}",
+                code=str(error.get("code", "")),
+            )
+        if not waits.fits(0):
+            raise ServerError(f"job {job['id']} did not end within the time given to it")
+        waits.pause(poll_s)
+
+
 def submit(
     server: str,
     photo: Path,
@@ -128,65 +203,52 @@ def submit(
 ) -> tuple[bytes, str, dict[str, Any]]:
     """POST the photo, poll the job until it ends, return (image bytes, content type, job).
 
-    A refused upload that says to come back (429 ``queue_full``, 503 with ``Retry-After``) is
-    sent again after the pause it asks for (at most ``MAX_RETRY_PAUSE_S``) until ``timeout_s``;
-    a 503 that names the job it had queued before Redis stopped answering is followed, not sent
-    again. ``on_queued`` gets the job's status URL as soon as it is known (to cancel it).
-    ``stop``, once set, ends the waits: a ``ServerError`` saying so."""
-    stop = stop or threading.Event()
-
-    def pause(seconds: float) -> None:
-        if stop.wait(seconds):
-            raise ServerError(f"stopped before {photo} was stylized")
-
-    base = check_server_url(server)
+    Refusals that say to come back are retried until ``timeout_s`` (``_post_job``).
+    ``on_queued`` gets the job's status URL as soon as it is known (to cancel it). ``stop``,
+    once set, ends the waits: a ``ServerError`` saying so."""
+    waits = _Waits(stop, timeout_s, f"{photo} was stylized")
+    url = f"{check_server_url(server)}/v1/stylize"
     body, ctype = _multipart(fields, "image", photo)
-    url = f"{base}/v1/stylize"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _, _, data = _request("POST", url, body, {"Content-Type": ctype})
-            status_url = str(_json(data, url, ("status_url",))["status_url"])
-            break
-        except ServerError as exc:
-            if exc.status == 503 and exc.problem.get("status_url"):
-                status_url = str(exc.problem["status_url"])  # queued: poll it, do not send it twice
-                break
-            if exc.status not in (429, 503) or exc.retry_after is None:
-                raise
-            seconds = min(exc.retry_after, MAX_RETRY_PAUSE_S)
-            if time.monotonic() + seconds > deadline:
-                raise
-            pause(seconds)
-    job_url = urllib.parse.urljoin(url, status_url)
+    job_url, _ = _post_job(url, body, {"Content-Type": ctype}, waits)
     if on_queued is not None:
         on_queued(job_url)
-    while True:
-        try:
-            _, _, data = _request("GET", job_url)
-        except ServerError as exc:  # Redis away for a moment: the job is still there, ask again
-            if exc.status != 503 or time.monotonic() > deadline:
-                raise
-            pause(min(exc.retry_after or 1.0, MAX_RETRY_PAUSE_S))
-            continue
-        job = _json(data, job_url, ("id", "status"))
-        if on_progress is not None:
-            on_progress(job)
-        if job["status"] == "finished":
-            break
-        if job["status"] in ("failed", "canceled"):
-            error = job.get("error") or {}
-            raise ServerError(
-                f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}",
-                code=str(error.get("code", "")),
-            )
-        if time.monotonic() > deadline:
-            raise ServerError(f"job {job['id']} did not finish within {timeout_s:.0f} s")
-        pause(poll_s)
+    job = _follow(job_url, waits, poll_s, on_progress)
     if not job.get("result_url"):
         raise ServerError(f"{job_url} did not answer as an instyle server does (a finished job without result_url)")
     _, headers, image = _request("GET", urllib.parse.urljoin(job_url, str(job["result_url"])))
     return image, headers.get("content-type", headers.get("Content-Type", "")), job
+
+
+def train(
+    server: str,
+    painting: Path,
+    fields: dict[str, str],
+    api_key: str | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = 1.0,
+    timeout_s: float | None = None,
+    on_queued: Callable[[str, dict[str, Any]], None] | None = None,
+    on_retry: Callable[[ServerError, float], None] | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """POST a training job (``painting`` and the recipe ``fields``: ``name``, ``preset``,
+    ``iterations``, ...), follow it until the style is published; the job's last view.
+
+    ``on_queued`` gets the job's status URL and the accepted answer (its recipe), or an empty
+    dict for a job a 503 named; refusals that say to come back are retried (``_post_job``)."""
+    waits = _Waits(stop, timeout_s, f"the style {fields.get('name', '')} was trained")
+    url = f"{check_server_url(server)}/v1/styles"
+    body, ctype = _multipart(fields, "style_image", painting)
+    headers = {"Content-Type": ctype, **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    job_url, accepted = _post_job(url, body, headers, waits, on_retry)
+    if on_queued is not None:
+        on_queued(job_url, accepted)
+    return _follow(job_url, waits, poll_s, on_progress)
+
+
+def fetch(url: str) -> bytes:
+    """The body at ``url`` (an image the server serves)."""
+    return _request("GET", url)[2]
 
 
 def cancel(job_url: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -122,6 +123,51 @@ def test_submit_cli_sends_a_batch_and_reports_each_failure(tiny_store: Path, tmp
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.count("style_not_found") == 1, refused.stderr  # one error for the batch
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
+def test_submit_style_cli_trains_follows_and_publishes_a_style(
+    tiny_store: Path, small_photos: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.conftest import ASSET_STYLE
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    recipe = ["--iterations", "20", "--image-size", "32", "--style-size", "48", "--batch-size", "1", "--width", "0.25"]
+    cli = [sys.executable, "-m", "instyle.cli"]
+    env = {"INSTYLE_STORE": str(store), "INSTYLE_TRAIN_DATA": str(small_photos), "INSTYLE_API_KEYS": "k"}
+    with serve_embedded(tmp_path / "serve.log", **env) as url:
+        base = [*cli, "submit-style", str(ASSET_STYLE), "--server", url]
+        keyless = subprocess.run([*base, "--name", "cli-made"], capture_output=True, text=True, timeout=60)
+        trained = subprocess.run(
+            [*base, "--name", "cli-made", "--title", "Made by the CLI", "--api-key", "k", *recipe,
+             "--preview", str(tmp_path / "preview.jpg")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        detached = subprocess.run(
+            [*base, "--name", "cli-made", "--replace", "--detach", *recipe],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "INSTYLE_API_KEY": "k"},
+        )  # fmt: skip
+        used = subprocess.run(
+            [*cli, "submit", str(ASSET_PHOTOS / "skimage_coffee.jpg"), "--style", "cli-made@1", "--server", url,
+             "-o", str(tmp_path / "out.jpg"), "--max-size", "40"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert detached.returncode == 0, detached.stderr
+        with urllib.request.urlopen(detached.stdout.strip(), timeout=10) as r:
+            second = json.load(r)
+    assert keyless.returncode == 2 and "401 unauthorized" in keyless.stderr, keyless.stderr
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.startswith("published cli-made@1 (job ") and "final loss" in trained.stdout
+    assert "queued cli-made: " in trained.stderr and "(iterations 20, image_size 32, batch_size 1)" in trained.stderr
+    assert "20/20" in trained.stderr  # the bar followed the iterations to the end
+    with Image.open(tmp_path / "preview.jpg") as img:
+        assert img.format == "JPEG"
+    assert detached.returncode == 0 and detached.stdout.strip().startswith(f"{url}/v1/jobs/"), detached.stderr
+    assert second["type"] == "train" and second["status"] in ("queued", "started", "finished")
+    assert used.returncode == 0, used.stderr
 
 
 @pytest.mark.slow

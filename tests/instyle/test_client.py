@@ -34,9 +34,11 @@ class Scripted:
     def __init__(self, script: dict[tuple[str, str], list[Answer]]) -> None:
         self.script = {key: list(answers) for key, answers in script.items()}
         self.seen: list[tuple[str, str]] = []
+        self.authorization: list[str | None] = []
 
-    def answer(self, method: str, path: str) -> Answer:
+    def answer(self, method: str, path: str, authorization: str | None = None) -> Answer:
         self.seen.append((method, path))
+        self.authorization.append(authorization)
         answers = self.script[(method, path)]
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
@@ -50,7 +52,7 @@ def serve() -> Iterator[Any]:
             def _reply(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
-                status, headers, body = scripted.answer(self.command, self.path)
+                status, headers, body = scripted.answer(self.command, self.path, self.headers.get("Authorization"))
                 self.send_response(status)
                 for name, value in {**headers, "Content-Length": str(len(body))}.items():
                     self.send_header(name, value)
@@ -178,3 +180,28 @@ def test_ctrl_c_cancels_the_jobs_it_leaves_on_the_server(serve: Any, photo: Path
     assert f"instyle: canceled {photos} of {photos} queued or running job(s)" in err and "Traceback" not in err
     assert scripted.seen.count(("DELETE", "/v1/jobs/j1")) == photos
     assert not list(tmp_path.glob("*-s.jpg"))  # nothing written
+
+
+def test_train_sends_the_key_waits_out_a_full_queue_and_follows_the_job(serve: Any, photo: Path) -> None:
+    accepted = ok(202, {"job_id": "t1", "status": "queued", "status_url": "/v1/jobs/t1", "recipe": {"iterations": 2}})
+    started = ok(200, {"id": "t1", "status": "started", "detail": {"iteration": 1, "total": 2}})
+    done = ok(200, {"id": "t1", "status": "finished", "detail": {"iteration": 2, "total": 2, "style": "new@1"}})
+    scripted = Scripted(
+        {("POST", "/v1/styles"): [problem(429, "queue_full", "0"), accepted], ("GET", "/v1/jobs/t1"): [started, done]}
+    )
+    retries: list[str] = []
+    queued: list[tuple[str, dict[str, Any]]] = []
+    views: list[int] = []
+    job = client.train(
+        serve(scripted), photo, {"name": "new", "iterations": "2"}, api_key="k", poll_s=0,
+        on_retry=lambda exc, seconds: retries.append(exc.code), on_queued=lambda url, a: queued.append((url, a)),
+        on_progress=lambda view: views.append(view["detail"]["iteration"]),
+    )  # fmt: skip
+    assert job["detail"]["style"] == "new@1" and views == [1, 2] and retries == ["queue_full"]
+    assert queued[0][0].endswith("/v1/jobs/t1") and queued[0][1]["recipe"] == {"iterations": 2}
+    assert scripted.authorization[:2] == ["Bearer k", "Bearer k"]  # each try of the POST carries the key
+    failed = ok(200, {"id": "t1", "status": "failed", "error": {"code": "train_data_missing", "message": "no photos"}})
+    scripted = Scripted({("POST", "/v1/styles"): [accepted], ("GET", "/v1/jobs/t1"): [failed]})
+    with pytest.raises(client.ServerError, match="train_data_missing: no photos"):
+        client.train(serve(scripted), photo, {"name": "new"}, poll_s=0)
+    assert scripted.authorization[0] is None  # no key, no header
