@@ -779,14 +779,15 @@ def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> 
 def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fields: dict[str, str], jobs: int) -> int:
     """Several photos, ``jobs`` in flight at once, a bar over the photos. A photo the server
     refuses for itself (``client.PHOTO_PROBLEMS``) or whose job fails is reported and the rest go
-    on (exit 1); a refusal of the request as such (an unknown style, a bad field) stops the
-    batch at once, as one error. On Ctrl-C the jobs in flight are canceled."""
+    on (exit 1); a refusal of the request as such (an unknown style, a bad field), or no instyle
+    server at ``server``, stops the batch at once, as one error. On Ctrl-C the jobs in flight
+    are canceled."""
     import threading
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     from tqdm import tqdm
 
-    from instyle.client import PHOTO_PROBLEMS, ServerError, cancel, submit
+    from instyle.client import NOT_INSTYLE, PHOTO_PROBLEMS, UNREACHABLE, ServerError, cancel, submit
 
     stop = threading.Event()
     in_flight: dict[Path, str] = {}  # photo -> its job's status URL, while it runs
@@ -812,26 +813,33 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
         return f"{photo} -> {out} (job {job['id']})"
 
     failed: list[str] = []
-    bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
+    bar: Any = None  # drawn once a job is queued, so a batch refused outright prints its one line alone
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="instyle-submit")
     try:
         photo_of: dict[Future[str], Path] = {pool.submit(one, p, o): p for p, o in zip(photos, outs, strict=True)}
         pending = set(photo_of)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            with lock:
+                queued_any = bool(in_flight)
+            if bar is None and (queued_any or any(f.exception() is None for f in done)):
+                bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
             for future in done:
                 photo = photo_of[future]
                 try:
                     line = future.result()
                 except ServerError as exc:
-                    if exc.status is not None and 400 <= exc.status < 500 and exc.code not in PHOTO_PROBLEMS:
-                        stop.set()  # the same refusal awaits every photo
+                    refused = exc.status is not None and 400 <= exc.status < 500 and exc.code not in PHOTO_PROBLEMS
+                    if refused or exc.code in (UNREACHABLE, NOT_INSTYLE):
+                        stop.set()  # the same refusal, or no server, awaits every photo
                         raise CLIError(str(exc)) from None
                     failed.append(f"{photo}: {exc}")
                     tqdm.write(f"{photo}: failed: {exc}", file=sys.stderr)
                 else:
                     if line:
                         tqdm.write(line, file=sys.stdout)
+                if bar is None:
+                    bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
                 bar.update(1)
                 bar.set_postfix_str(f"{len(failed)} failed" if failed else "")
     except (KeyboardInterrupt, CLIError):  # the batch ends here: nothing more is stylized for it
@@ -842,7 +850,8 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
         raise
     finally:
         stop.set()
-        bar.close()
+        if bar is not None:
+            bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
     if failed:
         print(f"instyle: {len(failed)} of {len(photos)} photos failed", file=sys.stderr)

@@ -18,8 +18,9 @@ from typing import Any
 
 class ServerError(Exception):
     """The server answered with a problem (or could not be reached): ``status`` is the HTTP
-    status (None: no answer), ``code`` the problem's code, ``problem`` its whole body and
-    ``retry_after`` the seconds its ``Retry-After`` header asks for (None: none)."""
+    status (None: no answer), ``code`` the problem's code (a failed job's error code;
+    ``UNREACHABLE`` / ``NOT_INSTYLE`` for no answer or a foreign one), ``problem`` its whole
+    body and ``retry_after`` the seconds its ``Retry-After`` header asks for (None: none)."""
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class ServerError(Exception):
 
 #: Problem codes that concern one upload and not the request as such: a batch goes on without it.
 PHOTO_PROBLEMS = frozenset({"unsupported_media_type", "corrupt_image", "image_too_large", "upload_too_large"})
+#: ``ServerError.code`` of a server that does not answer, or not as an instyle server does.
+UNREACHABLE, NOT_INSTYLE = "unreachable", "not_instyle"
 #: Longest pause ``submit`` takes between two tries of a refused upload (429 / 503), whatever
 #: ``Retry-After`` asks.
 MAX_RETRY_PAUSE_S = 30.0
@@ -63,7 +66,7 @@ def _json(data: bytes, url: str, keys: tuple[str, ...]) -> dict[str, Any]:
     except ValueError:
         value = None
     if not isinstance(value, dict) or any(key not in value for key in keys):
-        raise ServerError(f"{url} did not answer as an instyle server does (got {data[:80]!r})")
+        raise ServerError(f"{url} did not answer as an instyle server does (got {data[:80]!r})", code=NOT_INSTYLE)
     return value
 
 
@@ -87,7 +90,7 @@ def _request(
         detail = f"{problem.get('status', exc.code)} {code}: {problem.get('detail', '')}"
         raise ServerError(detail, exc.code, code, problem, retry_after) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise ServerError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+        raise ServerError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", code=UNREACHABLE) from None
     except ValueError as exc:  # a URL urllib cannot use (the server may answer with one)
         raise ServerError(f"invalid URL {url!r}: {exc}") from None
 
@@ -214,7 +217,9 @@ def submit(
         on_queued(job_url)
     job = _follow(job_url, waits, poll_s, on_progress)
     if not job.get("result_url"):
-        raise ServerError(f"{job_url} did not answer as an instyle server does (a finished job without result_url)")
+        raise ServerError(
+            f"{job_url} did not answer as an instyle server does (a finished job without result_url)", code=NOT_INSTYLE
+        )
     _, headers, image = _request("GET", urllib.parse.urljoin(job_url, str(job["result_url"])))
     return image, headers.get("content-type", headers.get("Content-Type", "")), job
 

@@ -459,3 +459,17 @@ def test_serve_on_a_port_in_use_is_refused_before_anything_starts(capsys: pytest
         assert main(["serve", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "embedded" not in err
+
+
+def test_a_batch_without_a_server_is_one_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    photos = [PHOTO, str(ASSET_PHOTOS / "skimage_chelsea.jpg"), str(ASSET_PHOTOS / "skimage_astronaut.jpg")]
+    out = tmp_path / "out"
+    nowhere = ["--server", "http://127.0.0.1:9"]
+    err = _user_error(capsys, "submit", *photos, "--style", "the-scream", *nowhere, "-o", str(out))
+    assert "cannot reach http://127.0.0.1:9/v1/stylize" in err and not out.exists()
+    err = _user_error(capsys, "submit", *photos, "--style", "x", "--server", "http://127.0.0.1:9", "--quality", "0")
+    assert err == "instyle: error: --quality must be between 1 and 100"
+    clash = [PHOTO, str(tmp_path / "skimage_coffee.jpg")]
+    (tmp_path / "skimage_coffee.jpg").write_bytes(Path(PHOTO).read_bytes())
+    err = _user_error(capsys, "submit", *clash, "--style", "x", "--server", "http://127.0.0.1:9", "-o", str(out))
+    assert "inputs would overwrite each other's output" in err
