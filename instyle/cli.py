@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -283,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--preview", type=Path, default=None, help="save the trained style's preview here (.jpg)")
     ss.add_argument("--detach", action="store_true", help="print the job's status URL once queued, and return")
     ss.set_defaults(handler=cmd_submit_style)
+
+    jb = sub.add_parser("job", help="a job on a running server: its state, followed to its end, or canceled")
+    jb.add_argument("job", help="the job's id, or its status URL (as `submit-style --detach` prints it)")
+    jb.add_argument("--server", default="http://127.0.0.1:8000", help="where an id is looked up")
+    what = jb.add_mutually_exclusive_group()
+    what.add_argument("--follow", action="store_true", help="poll it to its end on a bar (exit 1 if it fails)")
+    what.add_argument("--cancel", action="store_true", help="cancel it (queued or running)")
+    jb.add_argument("--output", "-o", type=Path, default=None, help="save a finished stylize job's image here")
+    jb.add_argument("--json", action="store_true", help="print the job's view as JSON")
+    jb.set_defaults(handler=cmd_job)
 
     ls = sub.add_parser("styles", help="list the available styles")
     ls.add_argument("--json", action="store_true", help="print JSON")
@@ -946,6 +957,64 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
             line += f" (no preview: {exc})"
     print(line)
     return 0
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    """One line for a job's view: id, type, status, how far, and why it ended badly."""
+    parts = [str(job["id"]), str(job.get("type", "")), str(job["status"])]
+    detail = job.get("detail") or {}
+    if isinstance(detail.get("iteration"), int) and isinstance(detail.get("total"), int):
+        parts.append(f"iteration {detail['iteration']}/{detail['total']}")
+    elif isinstance(job.get("progress"), int | float):
+        parts.append(f"{100 * float(job['progress']):.0f} %")
+    if detail.get("style") and job.get("type") == "train":
+        parts.append(f"style {detail['style']}")
+    error = job.get("error") or {}
+    if error:
+        parts.append(f"{error.get('code', '')}: {error.get('message', '')}")
+    return " ".join(p for p in parts if p)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from instyle.client import ServerError, cancel, fetch, follow, job_url, view
+
+    try:
+        url = job_url(args.server, args.job)
+        if args.cancel:
+            cancel(url, strict=True)
+            print(f"canceled {url.rsplit('/', 1)[-1]}")
+            return 0
+        job = view(url)
+        if args.follow and job["status"] not in ("finished", "failed", "canceled"):
+            bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+
+            def show(view: dict[str, Any]) -> None:
+                progress = view.get("progress")
+                if isinstance(progress, int | float):
+                    bar.update(round(100 * float(progress)) - bar.n)
+                bar.set_postfix_str(_job_line(view).split(" ", 2)[-1])
+
+            try:
+                job = follow(url, on_progress=show)
+            except ServerError as exc:
+                if not exc.code or exc.code in ("unreachable", "not_instyle"):
+                    raise
+                job = view(url)  # failed or canceled: its view says why
+            finally:
+                bar.close()
+        if args.output is not None:
+            if job["status"] != "finished" or not job.get("result_url"):
+                raise CLIError(f"--output: job {job['id']} has no image to save ({job['status']}, {job.get('type')})")
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_bytes(fetch(urllib.parse.urljoin(url, str(job["result_url"]))))
+    except ServerError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(job, indent=2) if args.json else _job_line(job))
+    if args.output is not None:
+        print(f"saved {args.output}")
+    return 1 if args.follow and job["status"] in ("failed", "canceled") else 0
 
 
 class _Detached(Exception):

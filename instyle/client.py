@@ -251,16 +251,42 @@ def train(
     return _follow(job_url, waits, poll_s, on_progress)
 
 
+def job_url(server: str, job: str) -> str:
+    """A job's status URL from its id (on ``server``) or the URL itself (``submit-style --detach``'s)."""
+    if "://" in job:
+        check_server_url(job)
+        return job.rstrip("/")
+    if not job or "/" in job or "?" in job:
+        raise ServerError(f"{job!r} is neither a job id nor a job's URL")
+    return f"{check_server_url(server)}/v1/jobs/{urllib.parse.quote(job)}"
+
+
+def view(url: str) -> dict[str, Any]:
+    """The job's view at its status URL (``GET /v1/jobs/{id}``)."""
+    return _json(_request("GET", url)[2], url, ("id", "status"))
+
+
+def follow(
+    url: str, on_progress: Callable[[dict[str, Any]], None] | None = None, poll_s: float = 1.0
+) -> dict[str, Any]:
+    """Poll the job at ``url`` until it ends: its last view if it finished, else ``ServerError``
+    with its error code."""
+    return _follow(url, _Waits(None, None, "the job ended"), poll_s, on_progress)
+
+
 def fetch(url: str) -> bytes:
     """The body at ``url`` (an image the server serves)."""
     return _request("GET", url)[2]
 
 
-def cancel(job_url: str) -> bool:
-    """Ask the server to cancel the job at ``job_url``; whether it took the request (a job that
-    already ended, or a server that cannot be reached, is left as it is)."""
+def cancel(url: str, strict: bool = False) -> bool:
+    """Ask the server to cancel the job at ``url``; whether it took the request (a job that
+    already ended, or a server that cannot be reached, is left as it is; ``strict``: raise
+    the ``ServerError`` that says why instead)."""
     try:
-        _request("DELETE", job_url, timeout=10)
+        _request("DELETE", url, timeout=10)
     except ServerError:
+        if strict:
+            raise
         return False
     return True

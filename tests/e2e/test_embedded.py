@@ -156,8 +156,17 @@ def test_submit_style_cli_trains_follows_and_publishes_a_style(
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert detached.returncode == 0, detached.stderr
-        with urllib.request.urlopen(detached.stdout.strip(), timeout=10) as r:
-            second = json.load(r)
+        job = [*cli, "job", detached.stdout.strip()]
+        looked = subprocess.run([*job, "--json"], capture_output=True, text=True, timeout=60)
+        canceled = subprocess.run([*job, "--cancel"], capture_output=True, text=True, timeout=60)
+        followed = subprocess.run([*job, "--follow"], capture_output=True, text=True, timeout=120)
+        again = subprocess.run([*job, "--cancel"], capture_output=True, text=True, timeout=60)
+        used_id = used.stdout.split("(job ")[-1].rstrip(")\n")
+        by_id = subprocess.run(
+            [*cli, "job", used_id, "--server", url, "-o", str(tmp_path / "again.jpg")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    second = json.loads(looked.stdout)
     assert keyless.returncode == 2 and "401 unauthorized" in keyless.stderr, keyless.stderr
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.startswith("published cli-made@1 (job ") and "final loss" in trained.stdout
@@ -166,8 +175,13 @@ def test_submit_style_cli_trains_follows_and_publishes_a_style(
     with Image.open(tmp_path / "preview.jpg") as img:
         assert img.format == "JPEG"
     assert detached.returncode == 0 and detached.stdout.strip().startswith(f"{url}/v1/jobs/"), detached.stderr
-    assert second["type"] == "train" and second["status"] in ("queued", "started", "finished")
+    assert second["type"] == "train" and second["status"] in ("queued", "started")
+    assert canceled.returncode == 0 and canceled.stdout.startswith(f"canceled {second['id']}"), canceled.stderr
+    assert followed.returncode == 1 and " train canceled " in followed.stdout, followed.stdout + followed.stderr
+    assert again.returncode == 2 and "409 job_not_cancelable" in again.stderr
     assert used.returncode == 0, used.stderr
+    assert by_id.returncode == 0 and " stylize finished 100 %" in by_id.stdout, by_id.stderr
+    assert (tmp_path / "again.jpg").read_bytes() == (tmp_path / "out.jpg").read_bytes()
 
 
 @pytest.mark.slow

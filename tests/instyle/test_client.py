@@ -205,3 +205,13 @@ def test_train_sends_the_key_waits_out_a_full_queue_and_follows_the_job(serve: A
     with pytest.raises(client.ServerError, match="train_data_missing: no photos"):
         client.train(serve(scripted), photo, {"name": "new"}, poll_s=0)
     assert scripted.authorization[0] is None  # no key, no header
+
+
+def test_a_job_is_named_by_its_id_or_its_url() -> None:
+    assert client.job_url("http://h:1/", "abc-123") == "http://h:1/v1/jobs/abc-123"
+    assert client.job_url("http://ignored", "https://api.example/v1/jobs/x/") == "https://api.example/v1/jobs/x"
+    for bad in ("", "a/b", "x?y"):
+        with pytest.raises(client.ServerError, match="neither a job id nor a job's URL"):
+            client.job_url("http://h:1", bad)
+    with pytest.raises(client.ServerError, match="not an http"):
+        client.job_url("ftp://h", "abc")
