@@ -31,6 +31,8 @@ class ServerError(Exception):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        #: set by the POST of a job that the server refused (no job was queued)
+        self.refused = False
         self.status = status
         self.code = code
         self.problem = problem or {}
@@ -155,6 +157,7 @@ def _post_job(
         except ServerError as exc:
             if exc.status == 503 and exc.problem.get("status_url"):  # queued: do not send it twice
                 return urllib.parse.urljoin(url, str(exc.problem["status_url"])), {}
+            exc.refused = exc.status is not None
             if exc.status not in (429, 503) or exc.retry_after is None:
                 raise
             seconds = min(exc.retry_after, MAX_RETRY_PAUSE_S)

@@ -215,3 +215,18 @@ def test_a_job_is_named_by_its_id_or_its_url() -> None:
             client.job_url("http://h:1", bad)
     with pytest.raises(client.ServerError, match="not an http"):
         client.job_url("ftp://h", "abc")
+
+
+def test_only_the_post_of_a_job_is_a_refusal(serve: Any, photo: Path) -> None:
+    """A batch stops on a refused upload (no job queued), not on a job whose result is gone."""
+    scripted = Scripted({("POST", "/v1/stylize"): [problem(422, "invalid_field")]})
+    with pytest.raises(client.ServerError) as refused:
+        client.submit(serve(scripted), photo, {"style": "s"})
+    assert refused.value.refused and refused.value.status == 422
+    gone = problem(410, "result_expired")
+    scripted = Scripted(
+        {("POST", "/v1/stylize"): [ACCEPTED], ("GET", "/v1/jobs/j1"): [FINISHED], ("GET", "/v1/jobs/j1/result"): [gone]}
+    )
+    with pytest.raises(client.ServerError) as expired:
+        client.submit(serve(scripted), photo, {"style": "s"}, poll_s=0)
+    assert not expired.value.refused and expired.value.code == "result_expired"
