@@ -840,7 +840,7 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
                 try:
                     line = future.result()
                 except ServerError as exc:
-                    refused = exc.refused and (exc.status or 500) < 500 and exc.code not in PHOTO_PROBLEMS
+                    refused = exc.refused and exc.code not in PHOTO_PROBLEMS  # (a 429 or 503 past its retries too)
                     if refused or exc.code in (UNREACHABLE, NOT_INSTYLE):
                         stop.set()  # the same refusal, or no server, awaits every photo
                         raise CLIError(str(exc)) from None
