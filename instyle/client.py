@@ -1,4 +1,4 @@
-"""A small HTTP client for `instyle submit`, `submit-style` and `job` (standard library only)."""
+"""A small HTTP client for ``instyle submit``, ``submit-style`` and ``job`` (standard library only)."""
 
 from __future__ import annotations
 
