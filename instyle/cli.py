@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
     from pydantic import ValidationError
 
+    from instyle.client import ServerError
     from instyle.embedded_redis import EmbeddedRedis
     from service.settings import ServiceSettings
 
@@ -772,7 +773,7 @@ def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> 
         bar.set_postfix_str(str(job["status"]))
 
     try:
-        image, _, job = submit(server, photo, fields, on_progress=show, on_queued=queued.append)
+        image, _, job = submit(server, photo, fields, on_progress=show, on_queued=queued.append, on_retry=_say_retry)
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     except KeyboardInterrupt:
@@ -906,9 +907,6 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
         if args.detach:
             raise _Detached
 
-    def retry(exc: ServerError, seconds: float) -> None:
-        print(f"instyle: {exc}; trying again in {seconds:.0f} s", file=sys.stderr)
-
     def show(job: dict[str, Any]) -> None:
         nonlocal bar
         detail = job.get("detail") or {}
@@ -926,7 +924,9 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
         bar.set_postfix_str(", ".join(postfix))
 
     try:
-        job = train(server, args.painting, fields, args.api_key, on_progress=show, on_queued=queued, on_retry=retry)
+        job = train(
+            server, args.painting, fields, args.api_key, on_progress=show, on_queued=queued, on_retry=_say_retry
+        )
     except _Detached:
         print(job_url)
         return 0
@@ -1019,6 +1019,11 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 class _Detached(Exception):
     """``submit-style --detach``: the job is queued, the command is done."""
+
+
+def _say_retry(exc: ServerError, seconds: float) -> None:
+    """A refused upload the client sends again (``client.submit`` / ``train``'s ``on_retry``)."""
+    print(f"instyle: {exc}; trying again in {seconds:.0f} s", file=sys.stderr)
 
 
 def _cancel_on_interrupt(job_urls: Sequence[str]) -> None:

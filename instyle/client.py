@@ -206,16 +206,18 @@ def submit(
     timeout_s: float = 600,
     on_queued: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    on_retry: Callable[[ServerError, float], None] | None = None,
 ) -> tuple[bytes, str, dict[str, Any]]:
     """POST the photo, poll the job until it ends, return (image bytes, content type, job).
 
-    Refusals that say to come back are retried until ``timeout_s`` (``_post_job``).
+    Refusals that say to come back are retried until ``timeout_s`` (``_post_job``; ``on_retry``
+    hears of each).
     ``on_queued`` gets the job's status URL as soon as it is known (to cancel it). ``stop``,
     once set, ends the waits: a ``ServerError`` saying so."""
     waits = _Waits(stop, timeout_s, f"{photo} was stylized")
     url = f"{check_server_url(server)}/v1/stylize"
     body, ctype = _multipart(fields, "image", photo)
-    job_url, _ = _post_job(url, body, {"Content-Type": ctype}, waits)
+    job_url, _ = _post_job(url, body, {"Content-Type": ctype}, waits, on_retry)
     if on_queued is not None:
         on_queued(job_url)
     job = _follow(job_url, waits, poll_s, on_progress)

@@ -230,3 +230,21 @@ def test_only_the_post_of_a_job_is_a_refusal(serve: Any, photo: Path) -> None:
     with pytest.raises(client.ServerError) as expired:
         client.submit(serve(scripted), photo, {"style": "s"}, poll_s=0)
     assert not expired.value.refused and expired.value.code == "result_expired"
+
+
+def test_submit_cli_says_when_it_waits_out_a_full_queue(
+    serve: Any, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from instyle.cli import main
+
+    scripted = Scripted(
+        {
+            ("POST", "/v1/stylize"): [problem(429, "queue_full", "0"), ACCEPTED],
+            ("GET", "/v1/jobs/j1"): [FINISHED],
+            ("GET", "/v1/jobs/j1/result"): [RESULT],
+        }
+    )
+    out = tmp_path / "out.png"
+    assert main(["submit", str(photo), "--style", "s", "--server", serve(scripted), "-o", str(out)]) == 0
+    assert "instyle: 429 queue_full: queue_full; trying again in 0 s" in capsys.readouterr().err
+    assert out.read_bytes() == b"\x89PNG result"
