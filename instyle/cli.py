@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -296,9 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     jb.add_argument("--json", action="store_true", help="print the job's view as JSON")
     jb.set_defaults(handler=cmd_job)
 
-    ls = sub.add_parser("styles", help="list the available styles")
+    ls = sub.add_parser("styles", help="list the available styles (here, or a running server's)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     _add_store(ls)
+    ls.add_argument("--server", default=None, help="list a running server's styles instead (its GET /v1/styles)")
     ls.set_defaults(handler=cmd_styles)
     return parser
 
@@ -1036,6 +1037,8 @@ def _cancel_on_interrupt(job_urls: Sequence[str]) -> None:
 
 
 def cmd_styles(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return _server_styles(args)
     from model_store.shipped import open_catalog
 
     summaries = open_catalog(args.store).styles()
@@ -1060,14 +1063,48 @@ def cmd_styles(args: argparse.Namespace) -> int:
     if not summaries:
         print("no styles yet: train one with `instyle train`")
         return 0
-    print(f"{'ID':<24} {'VERSIONS':<10} {'ARCH/NORM':<20} {'SHIPPED':<8} TITLE")
-    for s in summaries:
-        m = s.latest.manifest
-        versions = ",".join(str(v) for v in s.versions)
-        arch = f"{m.generator.get('arch')}/{m.norm}"
-        print(f"{s.id:<24} {versions:<10} {arch:<20} {'yes' if s.latest.read_only else 'no':<8} {m.title}")
-        print(f"{'':<24} {m.summary()}")
+    _print_styles(
+        (s.id, s.versions, str(s.latest.manifest.generator.get("arch")), s.latest.manifest.norm, s.latest.read_only,
+         s.latest.manifest.title, s.latest.manifest.summary())
+        for s in summaries
+    )  # fmt: skip
     return 0
+
+
+def _server_styles(args: argparse.Namespace) -> int:
+    """``styles --server``: the server's catalog, as the API lists it."""
+    from instyle.client import ServerError, check_server_url, fetch
+
+    try:
+        url = f"{check_server_url(args.server)}/v1/styles"
+        rows = json.loads(fetch(url))
+    except ServerError as exc:
+        raise CLIError(str(exc)) from None
+    except ValueError:
+        raise CLIError(f"{args.server}/v1/styles did not answer as an instyle server does") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
+        raise CLIError(f"{url} did not answer as an instyle server does")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{args.server} has no styles yet: train one with `instyle submit-style`")
+        return 0
+    _print_styles(
+        (str(r["id"]), r.get("versions") or [r.get("version")], str(r.get("arch")), str(r.get("norm")),
+         bool(r.get("shipped")), str(r.get("title", "")), str(r.get("summary", "")))
+        for r in rows
+    )  # fmt: skip
+    return 0
+
+
+def _print_styles(rows: Iterable[tuple[str, Sequence[Any], str, str, bool, str, str]]) -> None:
+    """The styles table: (id, versions, arch, norm, shipped, title, summary) per style."""
+    print(f"{'ID':<24} {'VERSIONS':<10} {'ARCH/NORM':<20} {'SHIPPED':<8} TITLE")
+    for style_id, versions, arch, norm, shipped, title, summary in rows:
+        listed = ",".join(str(v) for v in versions)
+        print(f"{style_id:<24} {listed:<10} {arch + '/' + norm:<20} {'yes' if shipped else 'no':<8} {title}")
+        print(f"{'':<24} {summary}")
 
 
 def settings_problem(exc: ValidationError) -> str:

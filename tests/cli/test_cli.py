@@ -473,3 +473,9 @@ def test_a_batch_without_a_server_is_one_error(capsys: pytest.CaptureFixture[str
     (tmp_path / "skimage_coffee.jpg").write_bytes(Path(PHOTO).read_bytes())
     err = _user_error(capsys, "submit", *clash, "--style", "x", "--server", "http://127.0.0.1:9", "-o", str(out))
     assert "inputs would overwrite each other's output" in err
+
+
+def test_styles_of_a_server_that_is_not_there_is_one_error(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _user_error(capsys, "styles", "--server", "http://127.0.0.1:9")
+    assert "cannot reach http://127.0.0.1:9/v1/styles" in err
+    assert "is not an http:// or https:// URL" in _user_error(capsys, "styles", "--server", "localhost:9")

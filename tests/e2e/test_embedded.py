@@ -111,6 +111,9 @@ def test_submit_cli_sends_a_batch_and_reports_each_failure(tiny_store: Path, tmp
             [*cli, *map(str, photos), "--style", "nope", "--server", url, "-o", str(tmp_path / "none")],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+        styles = [*cli[:-1], "styles", "--server", url]
+        listed = subprocess.run(styles, capture_output=True, text=True, timeout=60)
+        as_json = subprocess.run([*styles, "--json"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run.stderr
     assert "broken.jpg: failed: 415 unsupported_media_type" in run.stderr
     assert "instyle: 1 of 4 photos failed" in run.stderr and "Traceback" not in run.stderr
@@ -123,6 +126,10 @@ def test_submit_cli_sends_a_batch_and_reports_each_failure(tiny_store: Path, tmp
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.count("style_not_found") == 1, refused.stderr  # one error for the batch
     assert not (tmp_path / "none").exists()
+    assert listed.returncode == 0 and listed.stdout.startswith("ID "), listed.stderr
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1::2]}
+    assert rows["tiny"][1:4] == ["1", "johnson/instance", "no"] and rows["the-scream"][3] == "yes"
+    assert {r["id"] for r in json.loads(as_json.stdout)} == set(rows)
 
 
 @pytest.mark.slow
