@@ -338,18 +338,27 @@ class _ProgressBar:
 
 class _PassBar:
     """tqdm bar (percent) for one image's tiled generator pass, fed by ``stylenet.tiling``'s
-    progress callback: drawn from the first report, so an untiled image shows none."""
+    progress callback, or for a job on a server, fed its views (``job_view``): drawn from the
+    first report, so an untiled image, or a request refused at once, shows none."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str | None = None) -> None:
         self.label = label
         self._bar: Any = None
 
-    def __call__(self, done: float) -> None:
+    def __call__(self, done: float | None, status: str | None = None) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
             self._bar = tqdm(total=100, desc=self.label, unit="%", dynamic_ncols=True, file=sys.stderr)
-        self._bar.update(round(100 * done) - self._bar.n)
+        if done is not None:
+            self._bar.update(round(100 * done) - self._bar.n)
+        if status is not None:
+            self._bar.set_postfix_str(status)
+
+    def job_view(self, job: dict[str, Any]) -> None:
+        """A job's view (``GET /v1/jobs/{id}``): its progress, and its status beside the bar."""
+        progress = job.get("progress")
+        self(float(progress) if isinstance(progress, int | float) else None, str(job["status"]))
 
     def close(self) -> None:
         if self._bar is not None:
@@ -730,15 +739,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise CLIError("--quality must be between 1 and 100")
-    one_file = len(args.photos) == 1 and args.output is not None and args.output.suffix != ""
-    one_file = one_file and not args.output.is_dir()
-    fmt = args.format or "jpeg"
-    if one_file:
-        fmt = _output_format(args.output)
-        if args.format is not None and args.format != fmt:
-            raise CLIError(f"--format {args.format} contradicts --output {args.output}, a {fmt} file name")
-    suffix = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[fmt]
+    asked = args.format or "jpeg"  # the names made for a folder end in its first extension
+    suffix = next(ext for ext, fmt in OUTPUT_FORMATS.items() if fmt == asked)
     outs = _output_paths(args.photos, args.output, args.style, suffix)
+    fmt = _output_format(outs[0])  # asked, or what one --output file's extension names
+    if args.format is not None and args.format != fmt:
+        raise CLIError(f"--format {args.format} contradicts --output {args.output}, a {fmt} file name")
     try:
         server = check_server_url(args.server)
     except ServerError as exc:
@@ -757,32 +763,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> int:
     """One photo, with a bar of its job's progress; any failure is the command's error."""
-    from tqdm import tqdm
-
     from instyle.client import ServerError, submit
 
-    bar: Any = None  # drawn from the first job report, so a refused request prints its one line alone
+    bar = _PassBar(photo.name)  # drawn from the first job report, so a refused request prints its one line alone
     queued: list[str] = []
-
-    def show(job: dict[str, Any]) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
-        progress = job.get("progress")
-        if isinstance(progress, int | float):
-            bar.update(round(100 * float(progress)) - bar.n)
-        bar.set_postfix_str(str(job["status"]))
-
     try:
-        image, _, job = submit(server, photo, fields, on_progress=show, on_queued=queued.append, on_retry=_say_retry)
+        image, _, job = submit(
+            server, photo, fields, on_progress=bar.job_view, on_queued=queued.append, on_retry=_say_retry
+        )
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     except KeyboardInterrupt:
         _cancel_on_interrupt(queued)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(image)
     print(f"{photo} -> {out} (job {job['id']})")
@@ -835,7 +830,7 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             with lock:
                 queued_any = bool(in_flight)
-            if bar is None and (queued_any or any(f.exception() is None for f in done)):
+            if bar is None and queued_any:
                 bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
             for future in done:
                 photo = photo_of[future]
@@ -905,8 +900,6 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
         recipe = accepted.get("recipe") or {}
         summary = ", ".join(f"{k} {recipe[k]}" for k in ("iterations", "image_size", "batch_size") if k in recipe)
         print(f"queued {args.name}: {url}" + (f" ({summary})" if summary else ""), file=sys.stderr)
-        if args.detach:
-            raise _Detached
 
     def show(job: dict[str, Any]) -> None:
         nonlocal bar
@@ -926,11 +919,9 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
 
     try:
         job = train(
-            server, args.painting, fields, args.api_key, on_progress=show, on_queued=queued, on_retry=_say_retry
-        )
-    except _Detached:
-        print(job_url)
-        return 0
+            server, args.painting, fields, args.api_key, on_progress=show, on_queued=queued, on_retry=_say_retry,
+            follow=not args.detach,
+        )  # fmt: skip
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     except KeyboardInterrupt:
@@ -940,6 +931,9 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if args.detach:
+        print(job_url)
+        return 0
     detail = job.get("detail") or {}
     style = detail.get("style", args.name)
     published = detail.get("published") or {}
@@ -977,9 +971,7 @@ def _job_line(job: dict[str, Any]) -> str:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from instyle.client import ServerError, cancel, fetch, follow, job_url, view
+    from instyle.client import NOT_INSTYLE, UNREACHABLE, ServerError, cancel, fetch, follow, job_url, view
 
     try:
         url = job_url(args.server, args.job)
@@ -989,18 +981,11 @@ def cmd_job(args: argparse.Namespace) -> int:
             return 0
         job = view(url)
         if args.follow and job["status"] not in ("finished", "failed", "canceled"):
-            bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
-
-            def show(view: dict[str, Any]) -> None:
-                progress = view.get("progress")
-                if isinstance(progress, int | float):
-                    bar.update(round(100 * float(progress)) - bar.n)
-                bar.set_postfix_str(_job_line(view).split(" ", 2)[-1])
-
+            bar = _PassBar(str(job["id"]))
             try:
-                job = follow(url, on_progress=show)
+                job = follow(url, on_progress=bar.job_view)
             except ServerError as exc:
-                if not exc.code or exc.code in ("unreachable", "not_instyle"):
+                if not exc.code or exc.code in (UNREACHABLE, NOT_INSTYLE):
                     raise
                 job = view(url)  # failed or canceled: its view says why
             finally:
@@ -1016,10 +1001,6 @@ def cmd_job(args: argparse.Namespace) -> int:
     if args.output is not None:
         print(f"saved {args.output}")
     return 1 if args.follow and job["status"] in ("failed", "canceled") else 0
-
-
-class _Detached(Exception):
-    """``submit-style --detach``: the job is queued, the command is done."""
 
 
 def _say_retry(exc: ServerError, seconds: float) -> None:
@@ -1073,17 +1054,12 @@ def cmd_styles(args: argparse.Namespace) -> int:
 
 def _server_styles(args: argparse.Namespace) -> int:
     """``styles --server``: the server's catalog, as the API lists it."""
-    from instyle.client import ServerError, check_server_url, fetch
+    from instyle.client import ServerError, styles
 
     try:
-        url = f"{check_server_url(args.server)}/v1/styles"
-        rows = json.loads(fetch(url))
+        rows = styles(args.server)
     except ServerError as exc:
         raise CLIError(str(exc)) from None
-    except ValueError:
-        raise CLIError(f"{args.server}/v1/styles did not answer as an instyle server does") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
-        raise CLIError(f"{url} did not answer as an instyle server does")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -240,9 +240,11 @@ def train(
     on_queued: Callable[[str, dict[str, Any]], None] | None = None,
     on_retry: Callable[[ServerError, float], None] | None = None,
     stop: threading.Event | None = None,
+    follow: bool = True,
 ) -> dict[str, Any]:
     """POST a training job (``painting`` and the recipe ``fields``: ``name``, ``preset``,
-    ``iterations``, ...), follow it until the style is published; the job's last view.
+    ``iterations``, ...), follow it until the style is published; the job's last view
+    (``follow=False``: the accepted answer, once queued).
 
     ``on_queued`` gets the job's status URL and the accepted answer (its recipe), or an empty
     dict for a job a 503 named; refusals that say to come back are retried (``_post_job``)."""
@@ -253,7 +255,22 @@ def train(
     job_url, accepted = _post_job(url, body, headers, waits, on_retry)
     if on_queued is not None:
         on_queued(job_url, accepted)
+    if not follow:
+        return accepted
     return _follow(job_url, waits, poll_s, on_progress)
+
+
+def styles(server: str) -> list[dict[str, Any]]:
+    """The server's catalog (``GET /v1/styles``): one object per style."""
+    url = f"{check_server_url(server)}/v1/styles"
+    data = _request("GET", url)[2]
+    try:
+        rows = json.loads(data)
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
+        raise ServerError(f"{url} did not answer as an instyle server does (got {data[:80]!r})", code=NOT_INSTYLE)
+    return rows
 
 
 def job_url(server: str, job: str) -> str:

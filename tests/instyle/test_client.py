@@ -248,3 +248,12 @@ def test_submit_cli_says_when_it_waits_out_a_full_queue(
     assert main(["submit", str(photo), "--style", "s", "--server", serve(scripted), "-o", str(out)]) == 0
     assert "instyle: 429 queue_full: queue_full; trying again in 0 s" in capsys.readouterr().err
     assert out.read_bytes() == b"\x89PNG result"
+
+
+def test_styles_reads_the_catalog_and_refuses_a_foreign_answer(serve: Any) -> None:
+    catalog = (200, {"Content-Type": "application/json"}, json.dumps([{"id": "a", "version": 1}]).encode())
+    assert client.styles(serve(Scripted({("GET", "/v1/styles"): [catalog]}))) == [{"id": "a", "version": 1}]
+    for foreign in (ok(200, {"id": "a"}), (200, {"Content-Type": "text/html"}, b"<html>")):
+        with pytest.raises(client.ServerError, match="did not answer as an instyle server does") as exc:
+            client.styles(serve(Scripted({("GET", "/v1/styles"): [foreign]})))
+        assert exc.value.code == client.NOT_INSTYLE
