@@ -3,6 +3,7 @@
     python benchmarks/targets.py                        # a CPU: 11 min on a 2-core Zen 4 EPYC
     python benchmarks/targets.py --skip service         # leave a part out (inference, large, service)
     python benchmarks/targets.py --device cuda          # a GPU: Johnson's 1024² pass <= 3 ms
+    python benchmarks/targets.py --precision fp32       # what a CPU without native bf16 runs
 
 Each figure comes from the benchmark that owns it, run as docs/performance.md quotes it, its own
 JSON written beside this one's (``--out``, ``--out`` with ``-inference``, ``-large``, ``-service``
@@ -19,8 +20,10 @@ before the suffix):
 
 With ``--device cuda``: ``benchmarks/inference.py --device cuda --archs johnson --sizes 512,1024``,
 and the worker's 1024² pass in <= 3 ms. Prints one row per target (the figure, and met, not met,
-or not measured) and writes JSON. The figures drift with the host's speed (10-40 % within minutes
-on some of the VMs measured), so a verdict near its bound says "astride" more than "met".
+or not measured) and writes JSON. ``--precision`` (default ``auto``) goes to the worker's path in
+both inference parts and, as ``INSTYLE_PRECISION``, to the server and the generator alone. The
+figures drift with the host's speed (10-40 % within minutes on some of the VMs measured), so a
+verdict near its bound says "astride" more than "met".
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stylenet.config import PRECISIONS  # noqa: E402 -- the repo on the path first
 
 #: The issue's bounds.
 MAX_MS = {512: 300.0, 1024: 1200.0}
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="the service benchmark's rounds")
     p.add_argument("--sizes", help="the inference part's sizes (default: the issue's; 512,1024 on a GPU)")
     p.add_argument("--large-size", type=int, default=4096, help="the memory part's size (the issue's: 4096)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the worker's precision (fp16: CUDA)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "targets.json")
     args = p.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ("512,1024" if cuda else ",".join(map(str, SIZES)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
-    common = ["--archs", "johnson", "--runs", str(args.runs), "--device", args.device]
+    common = ["--archs", "johnson", "--runs", str(args.runs), "--device", args.device, "--precision", args.precision]
     parts: dict[str, dict[str, Any] | None] = {}
     if cuda:
         if "inference" not in skip:
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import service as service_bench
 
             argv_s = ["--clients", "8", "--rounds", str(args.rounds)]
+            argv_s += [] if args.precision == "auto" else ["--env", f"INSTYLE_PRECISION={args.precision}"]
             parts["service"] = _run(service_bench.main, argv_s, _part_path(args.out, "service"))
         rows = [*judge_inference(parts.get("inference")), *judge_large(parts.get("large"))]
         rows += judge_service(parts.get("service"))

@@ -384,13 +384,15 @@ def test_targets_runs_each_benchmark_and_leaves_what_it_skipped_unjudged(tmp_pat
     from benchmarks import targets
 
     out = tmp_path / "targets.json"
-    argv = ["--sizes", "32", "--skip", "large,service", "--runs", "1", "--out", str(out)]
+    argv = ["--sizes", "32", "--skip", "large,service", "--runs", "1", "--precision", "fp32", "--out", str(out)]
     assert targets.main(argv) == 0
     result = json.loads(out.read_text())
     verdicts = {r["target"]: r["met"] for r in result["targets"]}
     assert verdicts["PSNR >= 40 dB against eager float32"] is True  # measured at 32²
     assert verdicts["Johnson 512² <= 300 ms"] is None and verdicts["4096² tiled in <= 2 GB peak RSS"] is None
     assert Path(result["parts"]["inference"]).exists() and set(result["parts"]) == {"inference"}
+    rows = json.loads(Path(result["parts"]["inference"]).read_text())["rows"]
+    assert {r["precision"] for r in rows if r["path"] == "worker"} == {"fp32"}  # --precision reached the worker
     assert "| PSNR >= 40 dB against eager float32 | 32² " in capsys.readouterr().out
 
 
