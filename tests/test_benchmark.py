@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from benchmarks import inference
 
@@ -413,3 +416,24 @@ def test_a_device_this_machine_lacks_stops_the_benchmarks_at_once(tmp_path: Path
         assert stopped.value.code == 2
         assert "--device cuda: this torch sees no CUDA device" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_job_cost_splits_a_stylize_job_between_the_job_and_rq(tmp_path: Path) -> None:
+    from benchmarks import job_cost
+    from stylenet import fast
+
+    step = fast.JohnsonEngine.forward_bytes
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    out = tmp_path / "job-cost.json"
+    assert job_cost.main(["--jobs", "3", "--rounds", "2", "--size", "48", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for r in result["rounds"]:
+        assert r["jobs"] == 3 and r["enqueue ms"] > 0 and r["job function ms"] > 0 and r["RQ ms"] > 0
+        assert r["worker ms"] == pytest.approx(r["job function ms"] + r["RQ ms"], abs=0.002)
+        # RQ's dequeue, fetch and bookkeeping, and the job's own pipelines: several round trips a job
+        assert r["round trips"] >= 5 and r["commands"] >= r["round trips"]
+        assert r["commands_per_job"]["lmove"] >= 1  # each job dequeued
+    assert set(result["per_job"]) == set(job_cost.FIGURES) and result["generator"].startswith("null")
+    # the model step and the logging are as they were
+    assert fast.JohnsonEngine.forward_bytes is step and root.handlers == handlers

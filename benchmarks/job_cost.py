@@ -1,0 +1,244 @@
+"""What one stylize job costs the worker that runs it, split into the job and RQ around it.
+
+    python benchmarks/job_cost.py                         # 300 jobs a round, the generator replaced by a copy
+    python benchmarks/job_cost.py --generator             # the real generator
+    python benchmarks/job_cost.py --jobs 300 --rounds 3 --size 512
+
+Starts a private ``redis-server`` on a Unix socket (embedded mode's, ``instyle.embedded_redis``),
+then, each round, queues ``--jobs`` stylize jobs of a ``--size``² JPEG through
+``JobService.enqueue_stylize`` (the API's call) and runs one stylize worker in burst mode in this
+process until the queue is empty, made and logging as a stylize process of ``instyle serve``
+makes it (``worker.runner.make_worker``, RQ's own log lines at WARNING). With the null generator
+(the default) the model step is ``benchmarks.service_cost``'s copy of its input, so what is left
+is the service's own work for a job. Measured, per job, in CPU time of this process
+(``time.process_time``; the redis-server's is not in it):
+
+* **enqueue**: ``JobService.enqueue_stylize`` (the photo, the job and its marker in one transaction);
+* **worker**: everything the worker does for a job, of which
+* **job function**: ``worker.jobs.stylize`` (its Redis pipelines, the decode, the pass, the
+  encode, the result) and **RQ**: the rest (the dequeue, the job's fetch, RQ's bookkeeping before
+  and after it, the worker's heartbeats);
+* **round trips**: the worker's writes to Redis's socket (a command or a pipeline each), and
+  **commands**: the Redis commands the worker sent (``INFO commandstats``), the most frequent named
+  (the worker's start and end, registration and all, spread over the round's jobs).
+
+Prints a table (the median over rounds and the range) and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: The figures per job, in the order printed.
+FIGURES = ("enqueue ms", "worker ms", "job function ms", "RQ ms", "round trips", "commands")
+
+
+class _Counted:
+    """Counts the writes of redis-py's connections to their sockets while installed."""
+
+    def __init__(self) -> None:
+        from redis.connection import AbstractConnection
+
+        self.writes = 0
+        self._cls = AbstractConnection
+        self._send = AbstractConnection.send_packed_command
+
+    def __enter__(self) -> _Counted:
+        send = self._send
+
+        def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.writes += 1
+            send(conn, command, check_health)
+
+        self._cls.send_packed_command = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cls.send_packed_command = self._send  # type: ignore[method-assign]
+
+
+class _Timed:
+    """CPU seconds spent inside ``worker.jobs._stylize`` while installed."""
+
+    def __init__(self) -> None:
+        from worker import jobs
+
+        self.cpu_s = 0.0
+        self._jobs = jobs
+        self._inner = jobs._stylize
+
+    def __enter__(self) -> _Timed:
+        inner = self._inner
+
+        def timed(payload: dict[str, Any], record: Any) -> dict[str, Any]:
+            start = time.process_time()
+            try:
+                return inner(payload, record)
+            finally:
+                self.cpu_s += time.process_time() - start
+
+        self._jobs._stylize = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._jobs._stylize = self._inner
+
+
+@contextlib.contextmanager
+def service_like(null_generator: bool) -> Iterator[None]:
+    """Logging as a stylize process configures it (its lines thrown away), and with
+    ``null_generator`` the engines' model step copied; both undone after."""
+    from instyle.logs import configure
+    from stylenet import fast
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    steps = {engine: engine.forward_bytes for engine in (fast.JohnsonEngine, fast.UlyanovEngine)}
+    configure(logging.INFO, "text")
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(io.StringIO())
+    if null_generator:
+        from benchmarks.service_cost import _copy_the_model_step
+
+        _copy_the_model_step()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for engine, step in steps.items():
+            engine.forward_bytes = step  # type: ignore[method-assign]
+
+
+def command_counts(redis: Any) -> dict[str, int]:
+    """Calls so far of each Redis command, lower-case names."""
+    stats = redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dict[str, Any]:
+    """Queue ``jobs`` stylize jobs, run them all in one burst worker; the costs per job."""
+    from instyle.protocol import QUEUE_STYLIZE
+    from service.jobs import JobService
+    from service.settings import ServiceSettings
+    from worker.runner import make_worker
+
+    service = JobService(redis, ServiceSettings(max_queue_depth=jobs + 1))
+    start = time.process_time()
+    queued = [service.enqueue_stylize(photo, style, size, "jpeg", 90, False) for _ in range(jobs)]
+    enqueue_s = time.process_time() - start
+    worker = make_worker(redis, [QUEUE_STYLIZE])
+    calls0 = command_counts(redis)
+    with _Counted() as counted, _Timed() as timed:
+        start = time.process_time()
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+        worker_s = time.process_time() - start
+    calls = {k: v - calls0.get(k, 0) for k, v in command_counts(redis).items()}
+    calls.pop("info", None)
+    finished = sum(1 for job in queued if job.get_status(refresh=True) == "finished")
+    if finished != jobs:
+        raise RuntimeError(f"{jobs - finished} of {jobs} jobs did not finish (see the log above)")
+    top = {k: round(v / jobs, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v > 0}
+    per_job = 1000 / jobs
+    return {
+        "jobs": jobs,
+        "enqueue ms": round(enqueue_s * per_job, 3),
+        "worker ms": round(worker_s * per_job, 3),
+        "job function ms": round(timed.cpu_s * per_job, 3),
+        "RQ ms": round((worker_s - timed.cpu_s) * per_job, 3),
+        "round trips": round(counted.writes / jobs, 2),
+        "commands": round(sum(calls.values()) / jobs, 2),
+        "commands_per_job": top,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=512, help="side of the square JPEG queued")
+    p.add_argument("--style", default="starry-night")
+    p.add_argument("--jobs", type=int, default=300, help="jobs a round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--generator", action="store_true", help="keep the real generator (default: a copy)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "job-cost.json")
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.rounds < 1:
+        p.error("--jobs and --rounds must be at least 1")
+
+    from stylenet.config import tune_malloc
+
+    tune_malloc()  # as the CLI does, before torch loads
+    from benchmarks.service import jpeg
+    from instyle.embedded_redis import open_embedded_redis
+    from worker.context import build_context
+    from worker.settings import WorkerSettings
+
+    photo = jpeg(args.size)
+    embedded = open_embedded_redis("server")
+    started = dt.datetime.now(dt.UTC)
+    try:
+        redis = embedded.client
+        build_context(WorkerSettings(redis_url=embedded.url, warm_styles=[args.style]), redis)
+        rounds = []
+        with service_like(null_generator=not args.generator):
+            for r in range(args.rounds):
+                rounds.append(run_round(redis, args.jobs, photo, args.style, args.size))
+                print(f"[round {r + 1}] " + ", ".join(f"{k} {rounds[-1][k]}" for k in FIGURES), file=sys.stderr)
+    finally:
+        embedded.close()
+    summary = {
+        k: {
+            "median": round(statistics.median(r[k] for r in rounds), 3),
+            "min": min(r[k] for r in rounds),
+            "max": max(r[k] for r in rounds),
+        }
+        for k in FIGURES
+    }
+    commands = {
+        k: round(statistics.median(r["commands_per_job"].get(k, 0.0) for r in rounds), 2)
+        for k in rounds[-1]["commands_per_job"]
+    }
+    from benchmarks.inference import machine
+
+    result = {
+        "benchmark": "job_cost",
+        "command": "python benchmarks/job_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "generator": "real" if args.generator else "null (a copy of its input)",
+        "size": args.size,
+        "style": args.style,
+        "per_job": summary,
+        "commands_per_job": commands,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    what = "the real generator" if args.generator else "the generator replaced by a copy of its input"
+    print(f"{args.jobs} stylize jobs a round of a {args.size}² JPEG, one burst worker, {what}\n")
+    print("| per job | median | range over rounds |")
+    print("|---|---|---|")
+    for k in FIGURES:
+        s = summary[k]
+        print(f"| {k} | {s['median']} | {s['min']}-{s['max']} |")
+    print("\nRedis commands per job (median): " + ", ".join(f"{k.upper()} {v}" for k, v in list(commands.items())[:10]))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
