@@ -36,7 +36,7 @@ import logging
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,55 +47,44 @@ sys.path.insert(0, str(REPO))
 FIGURES = ("enqueue ms", "worker ms", "job function ms", "RQ ms", "round trips", "commands")
 
 
-class _Counted:
-    """Counts the writes of redis-py's connections to their sockets while installed."""
-
-    def __init__(self) -> None:
-        from redis.connection import AbstractConnection
-
-        self.writes = 0
-        self._cls = AbstractConnection
-        self._send = AbstractConnection.send_packed_command
-
-    def __enter__(self) -> _Counted:
-        send = self._send
-
-        def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            self.writes += 1
-            send(conn, command, check_health)
-
-        self._cls.send_packed_command = counted  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._cls.send_packed_command = self._send  # type: ignore[method-assign]
+@contextlib.contextmanager
+def wrapped(owner: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """``owner.name`` replaced by ``wrap(owner.name)`` for the duration, then put back."""
+    original = getattr(owner, name)
+    setattr(owner, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
 
 
-class _Timed:
-    """CPU seconds spent inside ``worker.jobs._stylize`` while installed."""
+@contextlib.contextmanager
+def counted_and_timed(totals: dict[str, float]) -> Iterator[None]:
+    """While open, add to ``totals``: ``writes``, redis-py's writes to its sockets (a command or a
+    pipeline each), and ``job_s``, the CPU seconds spent in ``worker.jobs._stylize``."""
+    from redis.connection import AbstractConnection
 
-    def __init__(self) -> None:
-        from worker import jobs
+    from worker import jobs
 
-        self.cpu_s = 0.0
-        self._jobs = jobs
-        self._inner = jobs._stylize
+    def count(send: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            totals["writes"] += 1
+            return send(*args, **kwargs)
 
-    def __enter__(self) -> _Timed:
-        inner = self._inner
+        return counted
 
-        def timed(payload: dict[str, Any], record: Any) -> dict[str, Any]:
+    def time_it(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.process_time()
             try:
-                return inner(payload, record)
+                return inner(*args, **kwargs)
             finally:
-                self.cpu_s += time.process_time() - start
+                totals["job_s"] += time.process_time() - start
 
-        self._jobs._stylize = timed
-        return self
+        return timed
 
-    def __exit__(self, *exc: object) -> None:
-        self._jobs._stylize = self._inner
+    with wrapped(AbstractConnection, "send_packed_command", count), wrapped(jobs, "_stylize", time_it):
+        yield
 
 
 @contextlib.contextmanager
@@ -144,7 +133,8 @@ def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dic
     enqueue_s = time.process_time() - start
     worker = make_worker(redis, [QUEUE_STYLIZE])
     calls0 = command_counts(redis)
-    with _Counted() as counted, _Timed() as timed:
+    totals = {"writes": 0.0, "job_s": 0.0}
+    with counted_and_timed(totals):
         start = time.process_time()
         worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
         worker_s = time.process_time() - start
@@ -159,9 +149,9 @@ def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dic
         "jobs": jobs,
         "enqueue ms": round(enqueue_s * per_job, 3),
         "worker ms": round(worker_s * per_job, 3),
-        "job function ms": round(timed.cpu_s * per_job, 3),
-        "RQ ms": round((worker_s - timed.cpu_s) * per_job, 3),
-        "round trips": round(counted.writes / jobs, 2),
+        "job function ms": round(totals["job_s"] * per_job, 3),
+        "RQ ms": round((worker_s - totals["job_s"]) * per_job, 3),
+        "round trips": round(totals["writes"] / jobs, 2),
         "commands": round(sum(calls.values()) / jobs, 2),
         "commands_per_job": top,
     }
@@ -213,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         for k in rounds[-1]["commands_per_job"]
     }
     from benchmarks.inference import machine
+    from benchmarks.service_cost import generator_label
 
     result = {
         "benchmark": "job_cost",
         "command": "python benchmarks/job_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
-        "generator": "real" if args.generator else "null (a copy of its input)",
+        "generator": generator_label(args.generator)[0],
         "size": args.size,
         "style": args.style,
         "per_job": summary,
@@ -228,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    what = "the real generator" if args.generator else "the generator replaced by a copy of its input"
+    what = generator_label(args.generator)[1]
     print(f"{args.jobs} stylize jobs a round of a {args.size}² JPEG, one burst worker, {what}\n")
     print("| per job | median | range over rounds |")
     print("|---|---|---|")

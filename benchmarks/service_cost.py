@@ -228,6 +228,13 @@ def commands_per_image(before: dict[str, int], after: dict[str, int], images: in
     return rows
 
 
+def generator_label(real: bool) -> tuple[str, str]:
+    """What ran as the generator: its JSON label, and the phrase the printed table uses."""
+    if real:
+        return "real", "the real generator"
+    return "null (a copy of its input)", "the generator replaced by a copy of its input"
+
+
 ORDER = (
     "event loop", "stylize threads", "thread pool", "native threads", "ended threads", "other worker threads",
     "other Python threads", "stylize processes", "other processes", "redis-server", "total",
@@ -309,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "service_cost",
         "command": "python benchmarks/service_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": started.isoformat(timespec="seconds"),
-        "generator": "real" if args.generator else "null (a copy of its input)",
+        "generator": generator_label(args.generator)[0],
         "size": args.size,
         "style": args.style,
         "clients": args.clients,
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    what = "the real generator" if args.generator else "the generator replaced by a copy of its input"
+    what = generator_label(args.generator)[1]
     rates = ", ".join(f"{r['images_per_s']:.1f}" for r in rounds)
     print(f"{args.size}² JPEG in/out, {args.clients} clients, {what}; images/s by round: {rates}\n")
     print("| CPU ms per image | median | range over rounds |")
