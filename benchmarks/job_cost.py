@@ -114,14 +114,9 @@ def service_like(null_generator: bool) -> Iterator[None]:
             engine.forward_bytes = step  # type: ignore[method-assign]
 
 
-def command_counts(redis: Any) -> dict[str, int]:
-    """Calls so far of each Redis command, lower-case names."""
-    stats = redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
 def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dict[str, Any]:
     """Queue ``jobs`` stylize jobs, run them all in one burst worker; the costs per job."""
+    from benchmarks.service_cost import command_calls, commands_per_image
     from instyle.protocol import QUEUE_STYLIZE
     from service.jobs import JobService
     from service.settings import ServiceSettings
@@ -132,18 +127,17 @@ def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dic
     queued = [service.enqueue_stylize(photo, style, size, "jpeg", 90, False) for _ in range(jobs)]
     enqueue_s = time.process_time() - start
     worker = make_worker(redis, [QUEUE_STYLIZE])
-    calls0 = command_counts(redis)
+    calls0 = command_calls(redis)
     totals = {"writes": 0.0, "job_s": 0.0}
     with counted_and_timed(totals):
         start = time.process_time()
         worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
         worker_s = time.process_time() - start
-    calls = {k: v - calls0.get(k, 0) for k, v in command_counts(redis).items()}
-    calls.pop("info", None)
+    commands = commands_per_image(calls0, command_calls(redis), jobs)  # the INFO calls left out
     finished = sum(1 for job in queued if job.get_status(refresh=True) == "finished")
     if finished != jobs:
         raise RuntimeError(f"{jobs - finished} of {jobs} jobs did not finish (see the log above)")
-    top = {k: round(v / jobs, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v > 0}
+    total = commands.pop("total")
     per_job = 1000 / jobs
     return {
         "jobs": jobs,
@@ -152,8 +146,8 @@ def run_round(redis: Any, jobs: int, photo: bytes, style: str, size: int) -> dic
         "job function ms": round(totals["job_s"] * per_job, 3),
         "RQ ms": round((worker_s - totals["job_s"]) * per_job, 3),
         "round trips": round(totals["writes"] / jobs, 2),
-        "commands": round(sum(calls.values()) / jobs, 2),
-        "commands_per_job": top,
+        "commands": round(total, 2),
+        "commands_per_job": {k: round(v, 2) for k, v in commands.items()},
     }
 
 

@@ -210,11 +210,16 @@ def redis_socket(start_line: str) -> str | None:
 
 
 def command_counts(socket_path: str) -> dict[str, int]:
-    """Calls so far of each Redis command (``INFO commandstats``), lower-case names."""
+    """Calls so far of each Redis command of the server at ``socket_path``, lower-case names."""
     import redis
 
     with redis.Redis(unix_socket_path=socket_path) as client:
-        stats = client.info("commandstats")
+        return command_calls(client)
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """Calls so far of each Redis command (``INFO commandstats``) of ``client``'s server."""
+    stats = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
