@@ -778,10 +778,15 @@ def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> 
         raise
     finally:
         bar.close()
+    print(_save_stylized(photo, out, image, job))
+    return 0
+
+
+def _save_stylized(photo: Path, out: Path, image: bytes, job: dict[str, Any]) -> str:
+    """Write a submitted photo's result to ``out``; the line that says so."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(image)
-    print(f"{photo} -> {out} (job {job['id']})")
-    return 0
+    return f"{photo} -> {out} (job {job['id']})"
 
 
 def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fields: dict[str, str], jobs: int) -> int:
@@ -816,9 +821,7 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
         finally:
             with lock:
                 in_flight.pop(photo, None)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(image)
-        return f"{photo} -> {out} (job {job['id']})"
+        return _save_stylized(photo, out, image, job)
 
     failed: list[str] = []
     bar: Any = None  # drawn once a job is queued, so a batch refused outright prints its one line alone
