@@ -1,11 +1,14 @@
-"""Worker metrics pushed through Redis, rendered by the API's ``/metrics`` (torch-free).
+"""Metrics pushed through Redis by workers and API processes, rendered by the API's ``/metrics``
+(torch-free).
 
-Workers come and go (GPU hosts behind NAT, ``--scale``), so instead of one scrape port per
-worker they add to counters and histogram buckets in Redis -- ``HINCRBY`` is atomic across
-workers -- and the API renders them in Prometheus text format at scrape time. Label values are
-bounded: job types, final statuses, style refs and size classes.
+Workers come and go (GPU hosts behind NAT, ``--scale``) and the API may run as several uvicorn
+processes, so instead of one scrape port per process they add to counters and histogram buckets
+in Redis -- ``HINCRBY`` is atomic across processes -- and whichever API process is scraped
+renders them all in Prometheus text format. Label values are bounded: job types, final
+statuses, style refs, size classes, HTTP methods, route templates and status codes.
 
-Recording never fails a job: a Redis error is logged at debug level and dropped.
+Recording never fails a job: a Redis error is logged at debug level and dropped. (The API's
+request metrics are counted in memory and added to Redis in batches: ``service.metrics``.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ log = logging.getLogger(__name__)
 PREFIX = "instyle:telemetry:"
 #: Seconds: from a cached 256-px stylization to a long training job.
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
+#: HTTP request latency bucket upper bounds, seconds.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Upload size bucket upper bounds, bytes.
+BYTE_BUCKETS = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864)
+#: The metrics API processes record (``service.metrics``); the rest are the workers'.
+API_METRICS = ("instyle_http_requests_total", "instyle_http_request_duration_seconds", "instyle_upload_bytes")
 #: Long side (px) classes of the inference-time histogram.
 SIZE_CLASSES = (256, 512, 1024, 2048, 4096, 8192)
 
@@ -42,6 +51,16 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
+        # the API's, from every API process (service.metrics)
+        Metric("instyle_http_requests_total", "counter", "HTTP requests by method, route and status."),
+        Metric(
+            "instyle_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by method, route and status.",
+            HTTP_BUCKETS,
+        ),
+        Metric("instyle_upload_bytes", "histogram", "Request body sizes of uploads, by route.", BYTE_BUCKETS),
+        # the workers'
         # its _count is the number of jobs by type and final status
         Metric(
             "instyle_job_duration_seconds",
@@ -72,7 +91,9 @@ def size_class(width: int, height: int) -> str:
     return next((str(c) for c in SIZE_CLASSES if side <= c), f"{SIZE_CLASSES[-1]}+")
 
 
-def _labels(labels: Mapping[str, str]) -> str:
+def labels_text(labels: Mapping[str, str]) -> str:
+    """Prometheus label text of ``labels`` (sorted by name, values escaped): a series' field in Redis."""
+
     def escape(value: str) -> str:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -83,7 +104,7 @@ def incr(redis: Redis, name: str, labels: Mapping[str, str], amount: int = 1) ->
     metric = METRICS[name]
     assert metric.kind == "counter", name
     try:
-        redis.hincrby(PREFIX + name, _labels(labels), amount)
+        redis.hincrby(PREFIX + name, labels_text(labels), amount)
     except RedisError:
         log.debug("could not record %s", name, exc_info=True)
 
@@ -128,21 +149,35 @@ def count_lost_job(job: Any, exc_type: type[BaseException] | None, *_exc: Any) -
 BUCKET = "in:"
 
 
+def histogram_fields(metric: Metric, labels: str, value: float) -> list[tuple[str, float]]:
+    """The fields of ``metric``'s hash that one observation of ``value`` adds to, and by how
+    much: its bucket (none above the last bound), the count (``+Inf``) and the sum."""
+    bound = next((b for b in metric.buckets if value <= b), None)
+    fields: list[tuple[str, float]] = [] if bound is None else [(f"{labels}|{BUCKET}{bound}", 1)]
+    return [*fields, (f"{labels}|+Inf", 1), (f"{labels}|sum", value)]
+
+
+def add_fields(pipe: Pipeline, name: str, amounts: Mapping[str, float]) -> None:
+    """Queue on ``pipe`` the additions of ``amounts`` to the fields of metric ``name``'s hash:
+    ``HINCRBYFLOAT`` for a histogram's sums, ``HINCRBY`` for every count."""
+    key = PREFIX + name
+    for field, amount in amounts.items():
+        if field.endswith("|sum"):
+            pipe.hincrbyfloat(key, field, amount)
+        else:
+            pipe.hincrby(key, field, int(amount))
+
+
 def observe(redis: Redis, name: str, labels: Mapping[str, str], value: float) -> None:
     """Add ``value`` to a histogram: its bucket, the count (``+Inf``) and the sum: 3 commands,
     sent in one round trip, or queued on ``redis`` when it is a pipeline (the caller sends them
     with its own commands)."""
     metric = METRICS[name]
     assert metric.kind == "histogram", name
-    key, lbl = PREFIX + name, _labels(labels)
     queued = isinstance(redis, Pipeline)
     try:
         pipe: Any = redis if queued else redis.pipeline(transaction=False)
-        bound = next((b for b in metric.buckets if value <= b), None)
-        if bound is not None:
-            pipe.hincrby(key, f"{lbl}|{BUCKET}{bound}", 1)
-        pipe.hincrby(key, f"{lbl}|+Inf", 1)
-        pipe.hincrbyfloat(key, f"{lbl}|sum", value)
+        add_fields(pipe, name, dict(histogram_fields(metric, labels_text(labels), value)))
         if not queued:
             pipe.execute()
     except RedisError:
@@ -165,23 +200,29 @@ def histogram_series(
     return lines
 
 
+def render_metric(metric: Metric, stored: Mapping[str, str | float]) -> list[str]:
+    """Prometheus text lines of ``metric`` from its hash's fields (``stored``, as in Redis)."""
+    lines = [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
+    if metric.kind == "counter":
+        for labels, value in sorted(stored.items()):
+            lines.append(f"{metric.name}{{{labels}}} {int(float(value))}")
+        return lines
+    series: dict[str, dict[str, str | float]] = defaultdict(dict)
+    for field, value in stored.items():
+        labels, _, part = field.rpartition("|")
+        series[labels][part] = value
+    for labels, parts in sorted(series.items()):
+        counts = list(accumulate(int(float(parts.get(f"{BUCKET}{bound}", 0))) for bound in metric.buckets))
+        lines += histogram_series(
+            metric.name, labels, metric.buckets, counts, int(float(parts.get("+Inf", 0))), float(parts.get("sum", 0))
+        )
+    return lines
+
+
 def render(redis: Redis) -> list[str]:
     """Prometheus text lines for every metric in ``METRICS`` (raises ``RedisError``)."""
     lines: list[str] = []
     for metric in METRICS.values():
         stored = {_text(k): _text(v) for k, v in redis.hgetall(PREFIX + metric.name).items()}
-        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
-        if metric.kind == "counter":
-            for labels, value in sorted(stored.items()):
-                lines.append(f"{metric.name}{{{labels}}} {int(float(value))}")
-            continue
-        series: dict[str, dict[str, str]] = defaultdict(dict)
-        for field, value in stored.items():
-            labels, _, part = field.rpartition("|")
-            series[labels][part] = value
-        for labels, parts in sorted(series.items()):
-            counts = list(accumulate(int(parts.get(f"{BUCKET}{bound}", 0)) for bound in metric.buckets))
-            lines += histogram_series(
-                metric.name, labels, metric.buckets, counts, int(parts.get("+Inf", 0)), float(parts.get("sum", 0))
-            )
+        lines += render_metric(metric, stored)
     return lines

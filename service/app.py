@@ -46,7 +46,9 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
             jobs=JobService(connection, settings),
             metrics=metrics,
         )
+        stop_flushing = metrics.start_flushing(connection)
         yield
+        stop_flushing()
         if redis is None:
             connection.close()
 

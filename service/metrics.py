@@ -1,74 +1,117 @@
-"""Prometheus text exposition without extra dependencies: request counts and latency
-histograms kept in-process, queue depths and job outcomes read from Redis at scrape time."""
+"""The API's request metrics: counted in memory on each request, added to Redis in batches
+(``instyle.telemetry``'s layout), so that ``/metrics`` of any API process shows the requests of
+all of them (``UVICORN_WORKERS`` processes behind one port); queue depths and job outcomes are
+read from Redis at scrape time (``service.routes.health``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
+from redis import Redis
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from instyle.telemetry import histogram_series
+from instyle import telemetry
 
-#: Latency histogram bucket upper bounds, seconds.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-#: Upload size histogram bucket upper bounds, bytes.
-BYTE_BUCKETS = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864)
+log = logging.getLogger(__name__)
+
+#: Seconds between a process's additions to Redis (and so the most another process's scrape lags).
+FLUSH_S = 1.0
+
+Tally = dict[str, dict[str, float]]  # metric name -> field of its Redis hash -> amount
 
 
-class Histogram:
-    """Cumulative buckets per label set (not thread-safe: ``RequestMetrics`` holds the lock)."""
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(bounds) + 1))
-        self.sums: dict[str, float] = defaultdict(float)
-
-    def observe(self, labels: str, value: float) -> None:
-        buckets = self.buckets[labels]
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                buckets[i] += 1
-        buckets[-1] += 1
-        self.sums[labels] += value
-
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for labels, buckets in sorted(self.buckets.items()):
-            lines += histogram_series(name, labels, self.bounds, buckets[:-1], buckets[-1], self.sums[labels])
-        return lines
+def _add(into: Tally, amounts: Tally) -> None:
+    for name, fields in amounts.items():
+        target = into[name]
+        for field, amount in fields.items():
+            target[field] = target.get(field, 0) + amount
 
 
 class RequestMetrics:
-    """Per-process HTTP metrics: requests by method/route/status, latency by the same, upload sizes."""
+    """HTTP metrics: requests by method, route and status, their latency by the same, upload
+    sizes by route. ``observe`` counts a request in memory twice over: in this process's
+    totals (``render_local``: what ``/metrics`` shows while Redis is down) and in what is not in
+    Redis yet, which ``flush`` adds there in one transaction (from ``start_flushing``'s thread
+    every ``FLUSH_S``, and before each scrape) and keeps should Redis refuse it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency = Histogram(BUCKETS)
-        self.uploads = Histogram(BYTE_BUCKETS)
+        self._totals: Tally = defaultdict(dict)
+        self._pending: Tally = defaultdict(dict)
 
     def observe(self, method: str, route: str, status: int, seconds: float, upload_bytes: int | None = None) -> None:
-        with self._lock:
-            self.counts[(method, route, status)] += 1
-            self.latency.observe(f'method="{method}",route="{route}",status="{status}"', seconds)
-            if upload_bytes is not None:
-                self.uploads.observe(f'route="{route}"', upload_bytes)
-
-    def render(self) -> list[str]:
-        lines = [
-            "# HELP instyle_http_requests_total HTTP requests by method, route and status.",
-            "# TYPE instyle_http_requests_total counter",
-        ]
-        with self._lock:
-            for (method, route, status), n in sorted(self.counts.items()):
-                lines.append(f'instyle_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-            lines += self.latency.render(
-                "instyle_http_request_duration_seconds", "HTTP request latency by method, route and status."
+        request = telemetry.labels_text({"method": method, "route": route, "status": str(status)})
+        amounts: Tally = {
+            "instyle_http_requests_total": {request: 1},
+            "instyle_http_request_duration_seconds": dict(
+                telemetry.histogram_fields(telemetry.METRICS["instyle_http_request_duration_seconds"], request, seconds)
+            ),
+        }
+        if upload_bytes is not None:
+            metric = telemetry.METRICS["instyle_upload_bytes"]
+            amounts[metric.name] = dict(
+                telemetry.histogram_fields(metric, telemetry.labels_text({"route": route}), upload_bytes)
             )
-            lines += self.uploads.render("instyle_upload_bytes", "Request body sizes of uploads, by route.")
-        return lines
+        with self._lock:
+            _add(self._totals, amounts)
+            _add(self._pending, amounts)
+
+    def flush(self, redis: Redis) -> None:
+        """Add what was counted since the last flush to Redis (raises ``RedisError``; the
+        counts are then kept for the next one)."""
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(dict)
+        if not pending:
+            return
+        try:
+            pipe = redis.pipeline(transaction=True)  # all or nothing: a retry never counts twice
+            for name, fields in pending.items():
+                telemetry.add_fields(pipe, name, fields)
+            pipe.execute()
+        except BaseException:
+            with self._lock:
+                _add(self._pending, pending)
+            raise
+
+    def start_flushing(self, redis: Redis, every_s: float = FLUSH_S) -> Callable[[], None]:
+        """Flush every ``every_s`` from a daemon thread; returns the function that stops it
+        (after a last flush, when Redis takes it)."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.flush(redis)
+                except RedisError as exc:
+                    log.debug("request metrics kept for later, Redis refused them: %s", exc)
+
+        thread = threading.Thread(target=run, name="instyle-metrics-flush", daemon=True)
+        thread.start()
+
+        def stop_flushing() -> None:
+            stop.set()
+            thread.join(timeout=every_s + 5)
+            try:
+                self.flush(redis)
+            except RedisError:
+                log.warning("request metrics since the last flush were not added to Redis", exc_info=True)
+
+        return stop_flushing
+
+    def render_local(self) -> list[str]:
+        """This process's own totals, as ``telemetry.render`` would show them from Redis."""
+        with self._lock:
+            totals = {name: dict(fields) for name, fields in self._totals.items()}
+        return [
+            line
+            for name in telemetry.API_METRICS
+            for line in telemetry.render_metric(telemetry.METRICS[name], totals.get(name, {}))
+        ]
 
 
 class ObserveRequests:

@@ -63,8 +63,9 @@ def readyz(state: State) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(state: State) -> str:
-    lines = state.metrics.render()
+    lines: list[str] = []
     try:
+        state.metrics.flush(state.redis)  # this process's latest requests; the others' within a second
         lines += ["# HELP instyle_queue_depth Jobs waiting per queue.", "# TYPE instyle_queue_depth gauge"]
         for queue_name in QUEUES:
             queue = state.jobs.queue(queue_name)
@@ -88,6 +89,6 @@ def metrics(state: State) -> str:
             name = style.decode() if isinstance(style, bytes) else str(style)
             lines.append(f'instyle_model_load_seconds{{style="{name}"}} {float(seconds):.4f}')
         lines += telemetry.render(state.redis)
-    except RedisError as exc:
-        lines.append(f"# redis unavailable: {exc}")
+    except RedisError as exc:  # this process's own requests, and a line saying what is missing
+        lines = [*state.metrics.render_local(), f"# redis unavailable: {exc}"]
     return "\n".join(lines) + "\n"
