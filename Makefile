@@ -8,12 +8,13 @@ PORT   ?= 8000
 
 .PHONY: serve test lint typecheck pytest setup clean bench
 
-# Set up, then run the service in embedded mode (API + worker threads + a private Redis)
-# with the shipped styles. Set INSTYLE_REDIS_URL to serve the API only and run `instyle worker`s.
+# Set up, then run the service in embedded mode (the API, its stylize worker processes and
+# training thread, a private Redis) with the shipped styles. Set INSTYLE_REDIS_URL to serve the API only and run `instyle worker`s.
 serve: $(STAMP)
 	$(BIN)/instyle serve --host $(HOST) --port $(PORT)
 
-# Set up, then lint, type-check and run the whole test suite.
+# Set up, then lint, type-check and run the test suite (the tests that need a GPU are
+# deselected: `pytest -m gpu` on a GPU machine). The tests start their own redis-server.
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)

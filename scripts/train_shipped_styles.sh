@@ -30,7 +30,6 @@ STYLES=(
   "composition-viii|gcompris_kandinky.jpg|Composition VIII|Wassily Kandinsky, Composition VIII (1923); gcompris-qt-data paintings.rcc kandinky*.webp|$GC"
   "auvers|gcompris_gogh_auvert.jpg|Village Street in Auvers|Vincent van Gogh, Village Street in Auvers (1890); gcompris-qt-data paintings.rcc gogh_auvert*.webp|$GC"
   "ejiri|gcompris_EjiriSuruga.jpg|Ejiri in Suruga Province|Katsushika Hokusai, Ejiri in Suruga Province (1830-1833); gcompris-qt-data paintings.rcc EjiriSuruga*.webp|$GC"
-  "moulin-de-la-galette|gcompris_renoir-moulin_de_la_galette.jpg|Bal du moulin de la Galette|Pierre-Auguste Renoir, Bal du moulin de la Galette (1876); gcompris-qt-data paintings.rcc renoir-moulin_de_la_galette*.webp|$GC"
   "starry-night-ulyanov|starry_night.jpg|The Starry Night (Ulyanov texture network)|Vincent van Gogh, The Starry Night (1889); opencv-doc 4.6.0+dfsg-12 (Debian), examples/data/starry_night.jpg|artwork public domain; file Apache-2.0 AND BSD-3-Clause|ulyanov"
 )
 
