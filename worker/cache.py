@@ -1,4 +1,6 @@
-"""LRU cache of loaded TorchScript generators, keyed by style id and version."""
+"""LRU cache of loaded TorchScript generators, keyed by style id and version (and checked
+against the artifact's checksum, so that a style deleted and trained again under the same
+id@version is loaded afresh)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,10 @@ class GeneratorCache:
     against the float32 model when loaded); if that fails, the artifact itself serves.
 
     ``get("id")`` resolves the latest version each time (a directory listing), so a newly
-    published version is picked up without a restart; ``get("id@N")`` pins one.
+    published version is picked up without a restart; ``get("id@N")`` pins one. Each entry
+    remembers the manifest it was loaded from: a style deleted and published again gets its
+    version numbers from 1 again, and the same id@version with another artifact (its sha256,
+    its creation time) is a miss, loaded afresh in place of the old one.
     """
 
     def __init__(
@@ -47,7 +52,7 @@ class GeneratorCache:
         self.capacity = capacity
         self.on_load = on_load
         self.on_lookup = on_lookup
-        self._models: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
+        self._models: OrderedDict[tuple[str, int], tuple[tuple[str, str], nn.Module]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -59,10 +64,16 @@ class GeneratorCache:
     def get(self, style_ref: str) -> tuple[nn.Module, ResolvedStyle]:
         resolved = self.catalog.resolve(style_ref)
         key = (resolved.manifest.id, resolved.manifest.version)
+        stamp = (resolved.manifest.artifact.sha256, resolved.manifest.created_at.isoformat())
+        model = None
         with self._lock:
-            model = self._models.get(key)
-            if model is not None:
+            entry = self._models.get(key)
+            if entry is not None and entry[0] == stamp:
+                model = entry[1]
                 self._models.move_to_end(key)
+            elif entry is not None:
+                del self._models[key]
+                log.info("%s was published again with another generator: loading it afresh", resolved.manifest.ref)
         if self.on_lookup is not None:
             self.on_lookup(model is not None)
         if model is not None:
@@ -81,7 +92,7 @@ class GeneratorCache:
         if self.on_load is not None:
             self.on_load(resolved.manifest.ref, seconds)
         with self._lock:
-            self._models[key] = model
+            self._models[key] = (stamp, model)
             self._models.move_to_end(key)
             while len(self._models) > self.capacity:
                 evicted, _ = self._models.popitem(last=False)

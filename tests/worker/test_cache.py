@@ -60,6 +60,37 @@ def test_new_version_is_picked_up_without_restart(tmp_path: Path, tiny_store: Pa
         torch.testing.assert_close(cache.get("tiny@1")[0](x), cache.get("tiny@2")[0](x))
 
 
+def test_a_style_deleted_and_trained_again_is_loaded_afresh(tmp_path: Path, tiny_store: Path) -> None:
+    """Deleting a style and publishing another under its id gives version 1 again: the cache
+    must serve the new generator, not the deleted one it holds under the same id@version."""
+    from model_store.manifest import StyleManifest
+    from stylenet.config import GeneratorConfig
+    from stylenet.export import ARTIFACT_FILE, export_generator
+    from stylenet.generator import build_generator
+
+    store = StyleStore(tmp_path / "store")
+    shutil.copytree(tiny_store / "tiny", tmp_path / "store" / "tiny")
+    loads: list[str] = []
+    cache = GeneratorCache(Catalog([store]), torch.device("cpu"), on_load=lambda r, s: loads.append(r))
+    x = torch.rand(1, 3, 16, 16)
+    old, _ = cache.get("tiny")
+    assert cache.get("tiny")[0] is old  # a hit while nothing changes
+    with torch.no_grad():
+        before = old(x)
+    assert store.delete("tiny") == [1]
+    cfg = GeneratorConfig(width=0.25, residual_blocks=1)
+    torch.manual_seed(1)  # other weights than the deleted style's
+    export_generator(build_generator(cfg).eval(), tmp_path / ARTIFACT_FILE)
+    manifest = StyleManifest(id="tiny", generator=cfg.to_dict(), norm=cfg.norm)
+    store.publish(manifest, {ARTIFACT_FILE: tmp_path / ARTIFACT_FILE, "preview.jpg": b"x"})
+    new, resolved = cache.get("tiny")
+    assert resolved.manifest.version == 1 and loads == ["tiny@1", "tiny@1"]
+    assert new is not old and cache.keys() == [("tiny", 1)]
+    with torch.no_grad():
+        assert (new(x) - before).abs().max() > 1e-3
+        torch.testing.assert_close(new(x), load_generator_bytes(resolved.read_artifact())(x), atol=0.05, rtol=0)
+
+
 def test_worker_context_warms_configured_styles(tiny_store: Path) -> None:
     import fakeredis
 
