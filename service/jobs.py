@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +44,7 @@ from service.exceptions import (
     QueueFull,
     ResultExpired,
     ResultNotReady,
+    StyleExists,
 )
 from service.settings import ServiceSettings
 
@@ -52,6 +55,10 @@ KNOWN_TTL_S = 24 * 3600
 #: own bookkeeping (``published``: a training job's result, kept so that a retried attempt does
 #: not publish again, ``worker.training``).
 INTERNAL_META = frozenset({"type", "progress", "error", "published"})
+#: Held (``SET NX``, with a token) while a training submission checks for a pending job of the
+#: same name and queues its own, so that two submissions at once cannot both pass the check.
+TRAIN_SUBMIT_LOCK = "instyle:lock:train-submit"
+TRAIN_SUBMIT_LOCK_S = 10
 
 _STATUS = {
     RQStatus.QUEUED: JobStatus.queued,
@@ -159,21 +166,67 @@ class JobService:
         )  # fmt: skip
 
     def enqueue_train(
-        self, style_image: bytes, name: str, title: str, generator: dict[str, Any], recipe: dict[str, Any]
+        self,
+        style_image: bytes,
+        name: str,
+        title: str,
+        generator: dict[str, Any],
+        recipe: dict[str, Any],
+        replace: bool = False,
     ) -> Job:
+        """Queue a training job for style ``name``. Unless ``replace``, a training job for the
+        same name still queued or running is a ``StyleExists`` (409): it would publish the style
+        first, and this one a second version of it unasked."""
         queue = self.queue(QUEUE_TRAIN)
         if queue.count >= self.settings.max_train_queue_depth:
             raise QueueFull(f"{queue.count} training jobs are waiting; try again later", retry_after_s=60)
         style_key = f"{STYLE_IMAGE_PREFIX}{uuid.uuid4().hex}"
         payload = TrainPayload(name=name, title=title, style_key=style_key, generator=generator, recipe=recipe)
-        return self._enqueue(
-            queue, style_key, style_image, self.settings.style_image_ttl_s, TRAIN_JOB, payload.model_dump(),
-            job_timeout=self.settings.train_timeout_s,
-            result_ttl=self.settings.style_image_ttl_s,
-            failure_ttl=self.settings.style_image_ttl_s,
-            retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
-            meta={"type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")},
-        )  # fmt: skip
+        with self._train_submit_lock():
+            if not replace and (pending := self.pending_training(name)) is not None:
+                raise StyleExists(
+                    f"a training job for style {name!r} is already queued or running (job {pending}); "
+                    "send replace=true to publish another version after it"
+                )
+            return self._enqueue(
+                queue, style_key, style_image, self.settings.style_image_ttl_s, TRAIN_JOB, payload.model_dump(),
+                job_timeout=self.settings.train_timeout_s,
+                result_ttl=self.settings.style_image_ttl_s,
+                failure_ttl=self.settings.style_image_ttl_s,
+                retry=Retry(max=self.settings.train_retries) if self.settings.train_retries else None,
+                meta={
+                    "type": "train", "progress": 0.0, "style": name, "iteration": 0, "total": recipe.get("iterations")
+                },
+            )  # fmt: skip
+
+    def pending_training(self, name: str) -> str | None:
+        """The id of a training job for style ``name`` that is queued or running, if any (a
+        look at the training queue, at most ``max_train_queue_depth`` jobs, and its started
+        registry)."""
+        queue = self.queue(QUEUE_TRAIN)
+        ids = queue.get_job_ids() + StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+        for job in Job.fetch_many(ids, connection=self.redis, serializer=JSONSerializer):
+            if job is None or job.meta.get("style") != name:  # gone meanwhile, or another style
+                continue
+            if job.get_status(refresh=False) in (RQStatus.QUEUED, RQStatus.STARTED):
+                return job.id
+        return None
+
+    @contextlib.contextmanager
+    def _train_submit_lock(self) -> Iterator[None]:
+        """``TRAIN_SUBMIT_LOCK`` for the duration: a plain ``SET NX`` with a token, which both
+        Redis and the embedded mode's fakeredis take (redis-py's ``Lock`` needs Lua)."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + TRAIN_SUBMIT_LOCK_S + 1  # a holder that died: its lock expires first
+        while not self.redis.set(TRAIN_SUBMIT_LOCK, token, nx=True, ex=TRAIN_SUBMIT_LOCK_S):
+            if time.monotonic() > deadline:
+                raise QueueFull("training submissions are busy; try again", retry_after_s=5)
+            time.sleep(0.01)
+        try:
+            yield
+        finally:
+            if self.redis.get(TRAIN_SUBMIT_LOCK) in (token, token.encode()):
+                self.redis.delete(TRAIN_SUBMIT_LOCK)
 
     def _enqueue(
         self, queue: Queue, key: str, data: bytes, ttl_s: int, func: str, payload: dict[str, Any], **options: Any

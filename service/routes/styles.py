@@ -170,7 +170,7 @@ async def train_style(
                 f"{recipe['style_size']}; at least {MIN_STYLE_SIDE} px are needed",
             )
         )
-    job = state.jobs.enqueue_train(data, name, title, generator, recipe)
+    job = state.jobs.enqueue_train(data, name, title, generator, recipe, replace=replace)
     status_url = str(request.url_for("get_job", job_id=job.id))
     body = TrainAccepted(
         job_id=job.id, status=JobStatus.queued, status_url=status_url, style=name, generator=generator, recipe=recipe

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -134,6 +136,35 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     for bad in ["tiny@abc", "tiny@%C2%B2"]:  # once read as "every version of tiny"
         assert api.delete(f"/v1/styles/{bad}", headers=AUTH).status_code == 404
     assert api.get("/v1/styles/tiny").status_code == 200
+
+
+def test_a_name_with_a_training_job_pending_is_taken(api: TestClient, redis_url: str, store: Path) -> None:
+    """Two submissions of one new name: the second is a 409 while the first is queued or running
+    (both would publish, the second a version 2 nobody asked for), unless it says ``replace``;
+    once the first has ended the name is free again. Submissions at once: one wins."""
+    first = submit(api, "dup", **TINY_RECIPE)
+    with ASSET_STYLE.open("rb") as f:
+        files = {"style_image": ("s.jpg", f.read(), "image/jpeg")}
+    r = api.post("/v1/styles", files=files, data={"name": "dup", **TINY_RECIPE}, headers=AUTH)
+    assert r.status_code == 409 and r.json()["code"] == "style_exists", r.text
+    assert first["job_id"] in r.json()["detail"] and "replace=true" in r.json()["detail"]
+    second = submit(api, "dup", replace="true", **TINY_RECIPE)  # asked for: a version after the first's
+    for job in (first, second):
+        assert api.delete(f"/v1/jobs/{job['job_id']}", headers=AUTH).status_code in (200, 202)
+    submit(api, "dup", **TINY_RECIPE)  # both canceled: free again
+
+    settings = ServiceSettings(redis_url=redis_url, store=store, api_keys=[KEY])
+    with TestClient(create_app(settings)) as other:  # another API process on the same Redis
+        barrier = threading.Barrier(2)
+
+        def post(client: TestClient) -> int:
+            barrier.wait()
+            r = client.post("/v1/styles", files=files, data={"name": "race", **TINY_RECIPE}, headers=AUTH)
+            return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            codes = sorted(pool.map(post, (api, other)))
+    assert codes == [202, 409]
 
 
 def test_the_training_queue_has_its_own_cap_and_no_preview_before_the_first(redis_url: str, store: Path) -> None:
