@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from stylenet.vgg import FeatureExtractor, load_vgg
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: Seconds of recent iterations the reported speed and ETA are measured over.
+RATE_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,10 @@ def train(
     window: dict[str, float] = {"total": 0.0, "content": 0.0, "style": 0.0, "tv": 0.0}
     window_n = 0
     t0 = time.perf_counter()
-    t_window = t0
     it_per_s = 0.0
+    # the speed (and so the ETA) over the last RATE_WINDOW_S, not over one logging window: with
+    # the API's log_every=1 that was one iteration, and one that also made a preview looked slow
+    marks: deque[tuple[float, int]] = deque([(t0, start)])
     for it in range(start, recipe.iterations):
         if should_stop is not None and should_stop():
             raise TrainingStopped(f"training stopped at iteration {it} of {recipe.iterations}")
@@ -223,8 +228,10 @@ def train(
         done = it + 1
         if done % recipe.log_every == 0 or done == recipe.iterations:
             now = time.perf_counter()
-            it_per_s = window_n / max(now - t_window, 1e-9)
-            t_window = now
+            marks.append((now, done))
+            while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+                marks.popleft()
+            it_per_s = (done - marks[0][1]) / max(now - marks[0][0], 1e-9)
             losses = {k: v / window_n for k, v in window.items()}
             elapsed = elapsed_before + (now - t0)
             history.append({"iteration": float(done), "elapsed_s": elapsed, **losses})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,38 @@ def test_a_few_steps_lower_the_loss(
     assert last < 0.7 * first, (first, last)
     assert [p.iteration for p in seen] == list(range(5, 41, 5))
     assert seen[-1].total == 40 and seen[-1].eta_s == 0.0 and seen[0].it_per_s > 0
+    # the speed is over the last RATE_WINDOW_S (30 s): here, every iteration since the start
+    for p in seen:
+        assert p.it_per_s == pytest.approx(p.iteration / p.elapsed_s, rel=1e-6)
     assert not result.generator.training
     assert set(result.final_losses) == {"total", "content", "style", "tv"}
+
+
+def test_speed_is_measured_over_recent_seconds_not_one_report(
+    small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slow report (a preview made in the callback) must not swing the ETA: the speed is over
+    the last ``RATE_WINDOW_S``; with a window shorter than a report, it is the last report's."""
+    import stylenet.training as training
+
+    def run(window_s: float) -> list[TrainProgress]:
+        monkeypatch.setattr(training, "RATE_WINDOW_S", window_s)
+        seen: list[TrainProgress] = []
+
+        def slow_at_5(p: TrainProgress, m: torch.nn.Module) -> None:
+            seen.append(p)
+            if p.iteration == 5:
+                time.sleep(1.0)
+
+        train(small_photos, style_image, SMALL, _recipe(iterations=8, log_every=1), extractor=tiny_extractor,
+              callback=slow_at_5)  # fmt: skip
+        return seen
+
+    windowed, per_report = run(30.0), run(0.0)
+    # after the slow one: over the window, 6 iterations in ~1 s + 6 quick ones; per report, ~1 it/s
+    assert per_report[5].it_per_s < 1.2
+    assert windowed[5].it_per_s == pytest.approx(6 / windowed[5].elapsed_s, rel=1e-6)
+    assert windowed[5].it_per_s > 3 * per_report[5].it_per_s
 
 
 def test_resume_continues_exactly(
