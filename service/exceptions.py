@@ -49,6 +49,12 @@ class ResultNotReady(ServiceError):
     code, status, title = "result_not_ready", 409, "Result not ready"
 
 
+class NoResult(ServiceError):
+    """The job ended failed or canceled: its result will never exist (the detail says why)."""
+
+    code, status, title = "no_result", 409, "Job ended without a result"
+
+
 class NoSuchImage(ServiceError):
     """The image asked for is not one this kind of job makes (a training job's ``/result``, a
     stylize job's ``/preview``)."""

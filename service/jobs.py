@@ -7,7 +7,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ from instyle.protocol import (
 from service.exceptions import (
     JobNotCancelable,
     JobNotFound,
+    NoResult,
     NoSuchImage,
     PreviewNotReady,
     QueueFull,
@@ -54,7 +55,7 @@ KNOWN_TTL_S = 24 * 3600
 #: Job meta that is not a job's detail: shown elsewhere (type, progress, error) or the worker's
 #: own bookkeeping (``published``: a training job's result, kept so that a retried attempt does
 #: not publish again, ``worker.training``).
-INTERNAL_META = frozenset({"type", "progress", "error", "published"})
+INTERNAL_META = frozenset({"type", "progress", "error", "published", "canceled_at"})
 #: Held (``SET NX``, with a token) while a training submission checks for a pending job of the
 #: same name and queues its own, so that two submissions at once cannot both pass the check.
 TRAIN_SUBMIT_LOCK = "instyle:lock:train-submit"
@@ -94,11 +95,13 @@ class JobView(BaseModel):
 
 def job_error(job: Job, status: JobStatus) -> JobError | None:
     """The reason a job ended badly: set by the job itself, else read from RQ's failure record."""
-    if status == JobStatus.canceled:
-        return JobError(code="canceled", message="the job was canceled")
+    meta_error = job.meta.get("error")
+    if status == JobStatus.canceled:  # the worker's own words when it stopped the job (what was kept, ...)
+        own = isinstance(meta_error, dict) and meta_error.get("code") == "canceled"
+        said = meta_error.get("message") if own else None  # type: ignore[union-attr]
+        return JobError(code="canceled", message=str(said or "the job was canceled"))
     if status != JobStatus.failed:
         return None
-    meta_error = job.meta.get("error")
     if isinstance(meta_error, dict) and "code" in meta_error:
         return JobError(code=str(meta_error["code"]), message=str(meta_error.get("message", "")))
     latest = job.latest_result()
@@ -266,6 +269,9 @@ class JobService:
             raise NoSuchImage(f"job {job.id} is a stylize job: only training jobs have a preview (see its /result)")
         data = self.redis.get(f"{PREVIEW_PREFIX}{job.id}")
         if data is None:
+            status = self.status(job)
+            if status in (JobStatus.finished, JobStatus.failed, JobStatus.canceled):
+                raise NoSuchImage(f"job {job.id} ended {status.value} and has no preview (or it has expired)")
             raise PreviewNotReady(f"job {job.id} has no preview yet")
         return data.encode() if isinstance(data, str) else data
 
@@ -305,9 +311,15 @@ class JobService:
     @staticmethod
     def ended_at(job: Job, status: JobStatus) -> datetime | None:
         """When the job ended. RQ leaves ``ended_at`` unset on a job it fails for a lost worker
-        (registry cleanup); its failure record has the time."""
-        if job.ended_at is not None or status != JobStatus.failed:
+        (registry cleanup), whose failure record has the time, and on a job canceled before it
+        started, for which ``cancel`` keeps the time in the job's meta."""
+        if job.ended_at is not None:
             return job.ended_at
+        if status == JobStatus.canceled:
+            canceled_at = job.meta.get("canceled_at")
+            return datetime.fromisoformat(canceled_at) if isinstance(canceled_at, str) else None
+        if status != JobStatus.failed:
+            return None
         latest = job.latest_result()
         return latest.created_at if latest is not None else None
 
@@ -343,6 +355,10 @@ class JobService:
         if job.get_meta(refresh=False).get("type") == "train":
             raise NoSuchImage(f"job {job.id} trains a style: it has no result image (the style is in /v1/styles)")
         status = self.status(job)
+        if status in (JobStatus.failed, JobStatus.canceled):  # final: a client must not wait for it
+            error = job_error(job, status)
+            reason = f" ({error.code}: {error.message})" if error is not None else ""
+            raise NoResult(f"job {job.id} ended {status.value}{reason}: it has no result")
         if status != JobStatus.finished:
             raise ResultNotReady(f"job {job.id} is {status.value}; the result exists once it is finished")
         return self.stored_result(job, job.return_value())
@@ -371,3 +387,5 @@ class JobService:
             job.cancel()
         except InvalidJobOperation as exc:
             raise JobNotCancelable(str(exc)) from None
+        job.meta["canceled_at"] = datetime.now(UTC).isoformat()  # RQ sets no ended_at on a job that never ran
+        job.save_meta()

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.exceptions import InvalidField, QueueFull, ServiceError
+from service.exceptions import InvalidField, QueueFull, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def install(app: FastAPI) -> None:
         response = problem(exc.status, exc.code, exc.title, exc.detail, **extra)
         if isinstance(exc, QueueFull):
             response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):  # RFC 9110 section 11.6.1: a 401 names its scheme
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -124,7 +126,9 @@ def install(app: FastAPI) -> None:
             title = HTTPStatus(exc.status_code).phrase
         except ValueError:
             title = str(exc.detail)
-        return problem(exc.status_code, code, title, str(exc.detail))
+        response = problem(exc.status_code, code, title, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
+        return response
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

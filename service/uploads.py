@@ -54,8 +54,11 @@ def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
             raise UnsupportedImage(
                 "the upload is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
             ) from None
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(str(exc)) from None
+        except Image.DecompressionBombError:  # Pillow's own cap, far above ours: say ours
+            raise ImageTooLarge(
+                f"the image's header declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP; "
+                f"the limit is {max_pixels / 1e6:.1f} MP"
+            ) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise CorruptImage(f"the image header cannot be read: {exc}") from None
         with img:

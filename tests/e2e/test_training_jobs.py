@@ -105,6 +105,7 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
         files = {"style_image": ("s.jpg", f.read(), "image/jpeg")}
     r = api.post("/v1/styles", files=files, data={"name": "x"})
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert r.headers["www-authenticate"] == "Bearer"  # RFC 9110 section 11.6.1
     r = api.post("/v1/styles", files=files, data={"name": "x"}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     for field, value in [("iterations", "0"), ("image_size", "8"), ("lr", "5"), ("arch", "unet"), ("batch_size", "x")]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,6 +97,11 @@ def test_bad_uploads(make_client: MakeClient) -> None:
     Image.effect_noise((30, 30), 60).convert("RGB").save(full, "JPEG")
     assert_problem(post(client, full.getvalue()[: len(full.getvalue()) // 2], "t.jpg"), 400, "corrupt_image")
     assert_problem(post(client, png((40, 30))), 413, "image_too_large")  # 1200 px > 1000
+    # a header declaring 10^10 px: Pillow's own decompression-bomb cap trips first; ours is named
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    body = assert_problem(post(client, bomb + b"\0\0\0\0IEND\xaeB`\x82"), 413, "image_too_large")
+    assert "the limit is 0.0 MP" in str(body["detail"]) and "Pillow" not in str(body["detail"])
     big = io.BytesIO()
     Image.effect_noise((30, 30), 100).convert("RGB").save(big, "PNG", compress_level=0)
     assert_problem(post(client, big.getvalue() + b"\0" * 8000), 413, "upload_too_large")
@@ -158,7 +165,8 @@ def test_failing_job_reports_why_and_the_worker_carries_on(
     failed = client.get(f"/v1/jobs/{first}").json()
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "input_expired" and "expired" in failed["error"]["message"]
-    assert_problem(client.get(f"/v1/jobs/{first}/result"), 409, "result_not_ready")
+    ended = assert_problem(client.get(f"/v1/jobs/{first}/result"), 409, "no_result")  # final: not "not ready"
+    assert "ended failed (input_expired" in str(ended["detail"])
     assert client.get(f"/v1/jobs/{second}").json()["status"] == "finished"
 
 
@@ -198,7 +206,7 @@ def test_a_style_gone_or_damaged_after_queueing_fails_its_job_with_the_reason(
         job = client.get(f"/v1/jobs/{doomed}").json()
         assert job["status"] == "failed" and job["error"]["code"] == code, job
         assert "tiny" in job["error"]["message"]
-        assert_problem(client.get(f"/v1/jobs/{doomed}/result"), 409, "result_not_ready")
+        assert_problem(client.get(f"/v1/jobs/{doomed}/result"), 409, "no_result")
 
 
 def test_a_job_that_waits_longer_than_its_input_fails_as_input_expired(
@@ -234,8 +242,13 @@ def test_cancel_a_queued_job(client: TestClient, run_worker: Callable[[], None])
     job_id = post(client, png()).json()["job_id"]
     r = client.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert r.json()["ended_at"] is not None  # RQ sets none on a job that never started
     run_worker()
-    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["ended_at"] == r.json()["ended_at"]
+    assert "canceled_at" not in job["detail"]
+    result = assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "no_result")
+    assert "ended canceled (canceled: the job was canceled)" in str(result["detail"])
     assert_problem(client.delete(f"/v1/jobs/{job_id}"), 409, "job_not_cancelable")
 
 
@@ -384,7 +397,7 @@ def test_a_started_job_stops_at_its_next_check_point(client: TestClient, run_wor
     run_worker()
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "canceled" and job["error"]["code"] == "canceled"
-    assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "result_not_ready")
+    assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "no_result")
 
 
 def test_byte_cap_applies_while_streaming_without_content_length(make_client: MakeClient) -> None:
@@ -581,3 +594,19 @@ def test_a_damaged_style_is_a_clear_503_without_the_servers_paths(
             body = assert_problem(response, 503, "style_unavailable")
             assert str(tmp_path) not in str(body["detail"]) and "json" not in str(body["detail"]).lower()
         assert post(client, png(), style="tiny").status_code == 202  # the others are unaffected
+
+
+def test_head_answers_as_get_without_the_body_and_405_says_what_is_allowed(client: TestClient) -> None:
+    job_id = post(client, png()).json()["job_id"]
+    for path in ("/healthz", "/v1/styles", "/v1/styles/tiny", f"/v1/jobs/{job_id}", "/v1/jobs/nope", "/"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == get.status_code and head.content == b"", path
+        assert head.headers["content-length"] == get.headers["content-length"], path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    r = client.put("/v1/stylize")
+    assert_problem(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"  # RFC 9110 section 15.5.6
+    assert client.head("/v1/stylize").headers["allow"] == "POST"
+    text = client.get("/metrics").text
+    assert 'instyle_http_requests_total{method="HEAD",route="/healthz",status="200"} 1' in text
+    assert 'instyle_http_requests_total{method="HEAD",route="/v1/jobs/{job_id}",status="200"} 1' in text
