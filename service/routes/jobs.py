@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from rq.job import Job
 
 from service.deps import State
 from service.jobs import JobView, server_timing
@@ -14,7 +15,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404, 410))
 def get_job(job_id: str, request: Request, state: State) -> JobView:
-    job = state.jobs.fetch(job_id)
+    return _view(state.jobs.fetch(job_id), request, state)
+
+
+def _view(job: Job, request: Request, state: State) -> JobView:
     return state.jobs.view(
         job,
         str(request.url_for("get_job_result", job_id=job.id)),
@@ -48,4 +52,4 @@ def get_job_result(job_id: str, state: State) -> Response:
 def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     job = state.jobs.fetch(job_id)
     state.jobs.cancel(job)
-    return state.jobs.view(job, None)
+    return _view(job, request, state)  # as GET shows it: a running training job's preview is still there
