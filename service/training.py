@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Preset = Literal["fast", "quality"]
 
@@ -27,6 +27,8 @@ MIN_STYLE_SIDE = 32
 
 class TrainRequest(BaseModel):
     """Recipe fields of ``POST /v1/styles``; unset fields come from the preset, then defaults."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # "nan" is "not a finite number", not "<= 2"
 
     preset: Preset | None = None
     arch: Literal["johnson", "ulyanov"] | None = None

@@ -108,9 +108,11 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert r.headers["www-authenticate"] == "Bearer"  # RFC 9110 section 11.6.1
     r = api.post("/v1/styles", files=files, data={"name": "x"}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
-    for field, value in [("iterations", "0"), ("image_size", "8"), ("lr", "5"), ("arch", "unet"), ("batch_size", "x")]:
+    refused = [("iterations", "0"), ("image_size", "8"), ("lr", "5"), ("arch", "unet"), ("batch_size", "x")]
+    for field, value in [*refused, ("width", "nan"), ("lr", "inf")]:
         r = api.post("/v1/styles", files=files, data={"name": "x", field: value}, headers=AUTH)
         assert r.status_code == 422 and field in r.json()["detail"], (field, r.text)
+        assert value not in ("nan", "inf") or "finite number" in r.json()["detail"], r.text
     r = api.post("/v1/styles", files=files, data={"name": "Not A Slug"}, headers=AUTH)
     assert r.status_code == 422 and "name" in r.json()["detail"]
     r = api.post("/v1/styles", files=files, data={"name": "tiny"}, headers=AUTH)
