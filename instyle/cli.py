@@ -731,6 +731,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         batch_size=settings.batch_size, worker_ttl=settings.worker_ttl_s,
     )  # fmt: skip
     worker.work(burst=args.burst, with_scheduler=False)
+    if worker.crashed is not None:  # RQ logged it with its traceback
+        print(f"instyle worker: quit on an unexpected error: {worker.crashed!r}", file=sys.stderr)
+        return 1
     return 0
 
 

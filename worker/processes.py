@@ -264,7 +264,7 @@ def _child(folder: Path, slot: int, parent: int) -> int:
     signal.signal(signal.SIGINT, stop)
     threading.Thread(target=_orphan_watch, args=(parent, worker), name="instyle-parent-watch", daemon=True).start()
     worker.work(with_scheduler=False, logging_level="WARNING")
-    return 0
+    return 1 if worker.crashed is not None else 0  # either way the server starts another
 
 
 def _orphan_watch(parent: int, worker: Any) -> None:

@@ -30,7 +30,7 @@ from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker, get_current_job
-from rq.exceptions import StopRequested
+from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
@@ -93,6 +93,9 @@ class InstyleWorker(SimpleWorker):
     heartbeat_every_s: float = 5.0
     #: Monotonic time of the last heartbeat sent (each left the key at least a plain beat's TTL).
     _last_beat: float = -math.inf
+    #: The error that made RQ's work loop quit ("found an unhandled exception"), if one did:
+    #: ``instyle worker`` then exits 1, so that a supervisor restarting on failure restarts it.
+    crashed: BaseException | None = None
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, rate-limited: RQ sends a plain one (three unpipelined commands) before
@@ -237,11 +240,17 @@ class InstyleWorker(SimpleWorker):
         what happened, unless its outcome was recorded after all (a training job with
         retries left is retried, and resumes from its checkpoint)."""
         try:
-            self._execute_jobs(job, queue)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("job %s: Redis was lost while it ran (%s); waiting for it to come back", job.id, exc)
-            self._wait_for_redis()
-            self._fail_lost_job(job, queue, exc)
+            try:
+                self._execute_jobs(job, queue)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("job %s: Redis was lost while it ran (%s); waiting for it to come back", job.id, exc)
+                self._wait_for_redis()
+                self._fail_lost_job(job, queue, exc)
+        except StopRequested:
+            raise
+        except Exception as exc:  # RQ's loop quits on it
+            self.crashed = exc
+            raise
 
     def _wait_for_redis(self) -> None:
         pause = 0.1
@@ -256,7 +265,14 @@ class InstyleWorker(SimpleWorker):
                 pause = min(pause * 2, self.redis_retry_max_s)
 
     def _fail_lost_job(self, job: Job, queue: Queue, error: Exception) -> None:
-        if job.get_status(refresh=True) != JobStatus.STARTED:
+        try:
+            status = job.get_status(refresh=True)
+        except (InvalidJobOperation, NoSuchJobError):  # RQ's words for a job hash that is gone
+            # a Redis without persistence came back empty: the job, its queue and its client's
+            # view of it went with the data; nothing is left to record it in
+            log.warning("job %s: gone from Redis after it came back (its data was lost); going on", job.id)
+            return
+        if status != JobStatus.STARTED:
             return  # its outcome reached Redis before the connection went
         message = f"the job queue (Redis) was unreachable as the job ran, and its outcome was lost: {error}"
         job.meta["error"] = {"code": ErrorCode.internal.value, "message": message}

@@ -412,10 +412,12 @@ def waits_for_a_file(folder: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any) -> None:
+@pytest.mark.parametrize("persistent", [True, False])
+def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any, persistent: bool) -> None:
     """A 6 s Redis restart used to end busy workers (RQ's loop quits on the error) and leave the
     job 'started' until its lease ran out; now the worker waits, records the job's failure
-    with the reason, and goes on with the queue."""
+    with the reason, and goes on with the queue. A Redis without persistence comes back empty:
+    the job is gone with the rest, and the worker goes on (it used to quit on the missing job)."""
     import shutil
     import subprocess
 
@@ -429,7 +431,7 @@ def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any) -> None:
     port = free_port()
     command = [
         str(shutil.which("redis-server")), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+        "--appendonly", "yes" if persistent else "no", "--appendfsync", "always", "--dir", str(tmp_path),
     ]  # fmt: skip
 
     def start() -> subprocess.Popen[bytes]:
@@ -462,8 +464,13 @@ def test_a_worker_outlives_a_redis_restart_mid_job(tmp_path: Any) -> None:
     restarter = threading.Thread(target=restart_mid_job)
     restarter.start()
     try:
-        InstyleWorker([queue], connection=connection, serializer=JSONSerializer).work(burst=True)
+        worker = InstyleWorker([queue], connection=connection, serializer=JSONSerializer)
+        worker.work(burst=True)
         restarter.join(timeout=30)
+        assert worker.crashed is None
+        if not persistent:
+            assert Job.exists(lost.id, connection=connection) is False and queue.count == 0
+            return
         lost = Job.fetch(lost.id, connection=connection, serializer=JSONSerializer)
         assert lost.get_status() == JobStatus.FAILED
         assert "unreachable" in lost.meta["error"]["message"]
@@ -531,3 +538,19 @@ def test_a_dead_workers_registration_expires_within_its_ttl_and_a_minute(fresh: 
     short.connection.expire(short.key, 5)
     short.heartbeat()  # a plain beat renews the key for the full ttl + 60 s
     assert 80 < short.connection.ttl(short.key) <= 90
+
+
+def test_a_worker_that_quits_on_an_unexpected_error_says_so(
+    fresh: InstyleWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's loop logs "found an unhandled exception, quitting" and returns as after a clean stop;
+    the worker keeps the error, so that ``instyle worker`` exits 1 and a supervisor restarts it."""
+    queue = Queue("stylize", connection=fresh.connection, serializer=JSONSerializer)
+    queue.enqueue("tests.worker.test_runner.noop")
+
+    def broken(job: Any, queue: Any) -> None:
+        raise RuntimeError("a bug in the worker's own code")
+
+    monkeypatch.setattr(fresh, "_execute_jobs", broken)
+    fresh.work(burst=True, with_scheduler=False)
+    assert isinstance(fresh.crashed, RuntimeError)
