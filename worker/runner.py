@@ -127,6 +127,14 @@ class InstyleWorker(SimpleWorker):
                 self._register_again()
         self._last_beat = at
 
+    def cleanup_execution(self, job: Job, pipeline: Pipeline, execution: Any = None) -> None:
+        """RQ's, in the transaction that records a job's end, plus the worker's key back to a
+        plain beat's TTL: the job's start beat gave it the job's (its timeout + 60 s: 3 minutes
+        for a small photo, 15 for an 8192² one), and a worker that died right after the job
+        stayed counted by ``/readyz`` that long instead of ``worker_ttl`` + 60 s."""
+        super().cleanup_execution(job, pipeline=pipeline, execution=execution)
+        pipeline.expire(self.key, self.worker_ttl + 60)
+
     def _register_again(self) -> None:
         """Redis lost the worker's registration (restarted without its data): the beat alone
         recreated a key with only ``last_heartbeat``, and ``/readyz`` never saw the worker again."""

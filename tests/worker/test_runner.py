@@ -554,3 +554,30 @@ def test_a_worker_that_quits_on_an_unexpected_error_says_so(
     monkeypatch.setattr(fresh, "_execute_jobs", broken)
     fresh.work(burst=True, with_scheduler=False)
     assert isinstance(fresh.crashed, RuntimeError)
+
+
+def test_a_jobs_end_gives_the_workers_key_back_its_plain_ttl(fresh: InstyleWorker) -> None:
+    """A job's start beat sets the worker's key to the job's TTL (timeout + 60 s); its end sets it
+    back, so that ``/readyz`` stops counting a worker that died right after a job within
+    ``worker_ttl`` + 60 s, not the job's timeout + 60 s."""
+    queue = Queue("stylize", connection=fresh.connection, serializer=JSONSerializer)
+    job = queue.enqueue("tests.worker.test_runner.noop", job_timeout=600)
+    ttls: dict[str, int] = {}
+    beat, succeed = fresh.heartbeat, fresh.handle_job_success
+
+    def heartbeat(timeout: int | None = None, pipeline: Any = None) -> None:
+        beat(timeout, pipeline)
+        if timeout is not None and pipeline is not None:
+            pipeline.execute()  # RQ's own, sent a little later: sent now to read what it did
+            ttls["job started"] = int(fresh.connection.ttl(fresh.key))
+
+    def handle_job_success(*args: Any, **kwargs: Any) -> None:
+        succeed(*args, **kwargs)
+        ttls["job ended"] = int(fresh.connection.ttl(fresh.key))
+
+    fresh.heartbeat = heartbeat  # type: ignore[method-assign]
+    fresh.handle_job_success = handle_job_success  # type: ignore[method-assign]
+    fresh.work(burst=True, with_scheduler=False)
+    assert job.get_status() == JobStatus.FINISHED and fresh.crashed is None
+    assert ttls["job started"] > 600
+    assert 0 < ttls["job ended"] <= fresh.worker_ttl + 60
