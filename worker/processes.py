@@ -12,9 +12,11 @@ the private Redis's folder:
 * ``exclusive.lock``: the ``flock`` that large passes take in turn
   (``stylenet.inference.EXCLUSIVE_PIXELS``), released by the kernel if its holder dies.
 
-The parent restarts a child that exits while the server runs; its job, if it had one, is
-retried or failed as ``worker_lost`` by the registry cleanup, as for any lost worker. A child
-ends with its parent (SIGTERM from the kernel) and on SIGTERM finishes its job first.
+The parent restarts a child that exits while the server runs. Its job, if it had one, is
+retried or failed as ``worker_lost`` by the registry cleanup, as for any lost worker, but at
+once (``settle_dead_worker``: the parent saw the child die, so its job's lease is ended then,
+not its timeout + 60 s later), and its registration goes with it. A child ends with its parent
+(SIGTERM from the kernel) and on SIGTERM finishes its job first.
 """
 
 from __future__ import annotations
@@ -127,6 +129,43 @@ def clear_slot(folder: Path, slot: int) -> None:
         lock.close()
 
 
+def settle_dead_worker(redis: Redis, pid: int) -> list[str]:
+    """Settle what the RQ worker of process ``pid`` (on this host, dead) left: the lease of the
+    job it was running ends now, the registry cleanup retries or fails that job as any lost
+    worker's (``worker_lost``, counted by ``instyle.telemetry.count_lost_job``), and the
+    worker's registration is removed, so that ``/readyz`` stops counting it. Returns the ids of
+    the jobs settled. Without this the job stayed "started" for its timeout + 60 s."""
+    import socket
+
+    from rq import Queue, Worker
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from instyle import telemetry
+
+    settled: list[str] = []
+    for worker in Worker.all(connection=redis, serializer=JSONSerializer):
+        if worker.pid != pid or worker.hostname != socket.gethostname():
+            continue
+        job_id = worker.get_current_job_id()
+        for name in worker.queue_names():
+            queue = Queue(name, connection=redis, serializer=JSONSerializer)
+            registry = StartedJobRegistry(queue=queue)
+            entries: list[Any] = redis.zrange(registry.key, 0, -1)
+            members = [m for m in entries if registry.parse_job_id(m) == job_id]
+            if not members:
+                continue
+            redis.zadd(registry.key, dict.fromkeys(members, 1), xx=True)  # its lease ends now
+            if queue.acquire_maintenance_lock():  # else another cleaner has it, and sees it expired
+                try:
+                    registry.cleanup(exception_handlers=[telemetry.count_lost_job])
+                finally:
+                    queue.release_maintenance_lock()
+            settled.append(str(job_id))
+        worker.register_death()
+    return settled
+
+
 class StylizeProcesses:
     """``count`` stylize worker processes on the Redis at ``redis_url``, sharing ``folder``;
     restarted when one exits, until ``stop``."""
@@ -136,6 +175,7 @@ class StylizeProcesses:
     ) -> None:
         self.count = count
         self.folder = folder
+        self.redis_url = redis_url
         self.log_format = log_format
         self.env = child_env(os.environ if env is None else env, redis_url)
         create_share_files(folder, count)
@@ -178,6 +218,7 @@ class StylizeProcesses:
                     slot, proc.pid, proc.returncode, lived, f" in {pause:g} s" if pause else "",
                 )  # fmt: skip
                 clear_slot(self.folder, slot)
+                self._settle(proc.pid)
                 if pause and self._stopping.wait(pause):
                     return
                 with self._lock:
@@ -186,6 +227,17 @@ class StylizeProcesses:
                     self._procs[slot] = self._spawn(slot)
                     self._started[slot] = time.monotonic()
                     self.restarts += 1
+
+    def _settle(self, pid: int) -> None:
+        """``settle_dead_worker`` for a child that exited; never fails the watcher."""
+        from redis import Redis
+
+        try:
+            with Redis.from_url(self.redis_url) as redis:
+                for job_id in settle_dead_worker(redis, pid):
+                    log.warning("job %s of stylize worker process %d found lost at once", job_id, pid)
+        except Exception:  # the cleanup of the job's registry will find it when its lease runs out
+            log.warning("could not settle the jobs of stylize worker process %d", pid, exc_info=True)
 
     def wait_ready(self, redis: Redis, timeout_s: float = 300.0) -> None:
         """Return once every child has registered as a worker on ``redis`` (its styles warm);

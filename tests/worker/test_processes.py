@@ -182,3 +182,42 @@ def test_serve_stops_when_a_stylize_process_cannot_start(tiny_store: Path, tmp_p
     assert "nope" in done.stderr and "cannot start" in done.stderr
     assert "instyle: error: a stylize worker process exited" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_dead_workers_job_is_settled_at_once(redis_url: str, tmp_path: Path) -> None:
+    """The server saw a stylize process die: its job is failed as worker_lost there and then (it
+    stayed "started" for its timeout + 60 s), and the dead worker stops counting for /readyz.
+    Played with a live worker thread of this process standing for the dead child."""
+    import threading
+
+    from redis import Redis
+    from rq import Queue, Worker
+    from rq.job import JobStatus
+    from rq.serializers import JSONSerializer
+
+    from worker.processes import settle_dead_worker
+    from worker.runner import ThreadWorker, make_worker
+
+    redis = Redis.from_url(redis_url)
+    queue = Queue("stylize", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.worker.test_runner.waits_for_a_file", str(tmp_path), job_timeout=600)
+    worker = make_worker(redis, ["stylize"], ThreadWorker)
+    thread = threading.Thread(target=worker.work, kwargs={"burst": True, "with_scheduler": False}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.02)
+        assert settle_dead_worker(redis, os.getpid() + 1) == []  # another process's: untouched
+        assert job.get_status() == JobStatus.STARTED
+        assert settle_dead_worker(redis, os.getpid()) == [job.id]
+        assert job.get_status() == JobStatus.FAILED
+        latest = job.latest_result()
+        assert latest is not None and "abandoned" in (latest.exc_string or "").lower()  # read as worker_lost
+        assert redis.hget("instyle:telemetry:instyle_job_attempts_lost_total", 'type="stylize"') == b"1"
+        assert worker.name not in [w.name for w in Worker.all(connection=redis)]
+    finally:
+        (tmp_path / "resume").touch()
+        worker.stop()  # a thread worker waits for jobs in slices, burst or not
+        thread.join(timeout=30)
