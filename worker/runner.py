@@ -487,6 +487,13 @@ class ThreadWorker(InstyleWorker):
         Unlike RQ's ``request_stop`` (a signal handler), this never raises in the caller."""
         self._stop_requested = True
 
+    @property
+    def stopping(self) -> bool:
+        """``stop`` was called: the embedding process is going (a training job stops at its
+        next iteration, ``worker.training``: torch still computing in a thread when the
+        interpreter exits aborts the process)."""
+        return bool(self._stop_requested)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while not self._stop_requested:
             # each slice heartbeats and blocks for at most idle_poll_s; None = nothing came

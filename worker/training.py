@@ -41,7 +41,7 @@ from stylenet.recipe import TrainRecipe
 from stylenet.training import TrainProgress
 from worker.context import current_context
 from worker.jobs import fail_job, recorded
-from worker.runner import keep_lease
+from worker.runner import ThreadWorker, current_worker, keep_lease
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,14 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     preview_photo = load_image(sample_photos()[0])
     last_preview = 0.0
     cancel_key = f"{CANCEL_PREFIX}{job_id}"
+    worker = current_worker()
+    server_stopped = False
 
     def should_stop() -> bool:
+        nonlocal server_stopped
+        if isinstance(worker, ThreadWorker) and worker.stopping:  # embedded mode: its Redis goes too
+            server_stopped = True
+            return True
         try:
             return bool(redis.exists(cancel_key))
         except RedisError:  # Redis away for a moment: the training goes on (asked again next iteration)
@@ -222,6 +228,8 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
         )
     except TrainingStopped:
         shutil.rmtree(work, ignore_errors=True)
+        if server_stopped:
+            raise fail_job(ErrorCode.canceled, "the server stopped while it trained; nothing was published") from None
         raise fail_job(ErrorCode.canceled, "the training was canceled; nothing was published") from None
     except InvalidImage as exc:
         shutil.rmtree(work, ignore_errors=True)

@@ -221,3 +221,29 @@ def test_a_dead_workers_job_is_settled_at_once(redis_url: str, tmp_path: Path) -
         (tmp_path / "resume").touch()
         worker.stop()  # a thread worker waits for jobs in slices, burst or not
         thread.join(timeout=30)
+
+
+@pytest.mark.slow
+@needs_redis_server
+def test_serve_stops_cleanly_while_a_style_trains(tiny_store: Path, tmp_path: Path, small_photos: Path) -> None:
+    """SIGTERM while the embedded training thread runs: the training stops at its next iteration
+    and the server exits 0 (torch still computing in that thread as the interpreter exited
+    aborted it: "terminate called without an active exception", exit 134 or 139)."""
+    from instyle import client
+    from tests.conftest import ASSET_STYLE
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    log, server = tmp_path / "serve.log", []
+    env = {"INSTYLE_STORE": str(store), "INSTYLE_TRAIN_DATA": str(small_photos), "INSTYLE_EMBEDDED_REDIS": "server"}
+    with serve_embedded(log, server.append, **env) as url:
+        fields = {"name": "long", "iterations": "5000", "image_size": "32", "style_size": "48", "width": "0.25"}
+        queued: list[str] = []
+        client.train(url, ASSET_STYLE, fields, on_queued=lambda u, _: queued.append(u), follow=False)
+        deadline = time.monotonic() + 120
+        while client.view(queued[0])["detail"].get("iteration", 0) < 2:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+    text = log.read_text()
+    assert server[0].returncode == 0, text[-2000:]
+    assert "the server stopped while it trained" in text and "terminate called" not in text
