@@ -70,6 +70,28 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _sniffed_format(data: bytes) -> str | None:
+    """The ``OUTPUT_FORMATS`` format ``data`` is encoded in, from its first bytes (None: another)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _port(value: str) -> int:
+    """argparse type of ``--port``: a TCP port (uvicorn wraps 70000 round to 4464, silently)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
 def _output_format(path: Path, flag: str = "--output") -> str:
     """The image format ``path``'s extension names (``OUTPUT_FORMATS``)."""
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
@@ -230,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="run the HTTP API (embedded worker unless INSTYLE_REDIS_URL is set)")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
     _add_store(sv)
     sv.set_defaults(handler=cmd_serve)
 
@@ -519,6 +541,10 @@ def _output_paths(inputs: Sequence[Path], output: Path | None, style: str, suffi
             raise CLIError(f"input {inp} is a directory; give the images in it (e.g. {inp / '*.jpg'})")
         if not inp.is_file():
             raise CLIError(f"input not found: {inp}")
+    if len(inputs) > 1 and output is not None and output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir():
+        raise CLIError(
+            f"--output {output} names one file, for {len(inputs)} inputs: give a folder (created if missing)"
+        )
     outs = [_output_path(inp, output, style, len(inputs) > 1, suffix) for inp in inputs]
     for out in outs:
         _output_format(out)
@@ -979,6 +1005,8 @@ def _job_line(job: dict[str, Any]) -> str:
 def cmd_job(args: argparse.Namespace) -> int:
     from instyle.client import NOT_INSTYLE, UNREACHABLE, ServerError, cancel, fetch, follow, job_url, view
 
+    if args.output is not None:
+        _output_format(args.output)  # a name no image format has is refused before anything is asked
     try:
         url = job_url(args.server, args.job)
         if args.cancel:
@@ -999,8 +1027,13 @@ def cmd_job(args: argparse.Namespace) -> int:
         if args.output is not None:
             if job["status"] != "finished" or not job.get("result_url"):
                 raise CLIError(f"--output: job {job['id']} has no image to save ({job['status']}, {job.get('type')})")
+            data = fetch(urllib.parse.urljoin(url, str(job["result_url"])))
+            made = _sniffed_format(data)
+            if made is not None and made != _output_format(args.output):
+                ext = next(e for e, f in OUTPUT_FORMATS.items() if f == made)
+                raise CLIError(f"--output {args.output}: the job's result is {made.upper()}; name a {ext} file")
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_bytes(fetch(urllib.parse.urljoin(url, str(job["result_url"]))))
+            args.output.write_bytes(data)
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     print(json.dumps(job, indent=2) if args.json else _job_line(job))

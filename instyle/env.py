@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_settings import NoDecode
 
 
@@ -20,3 +20,20 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 #: Embedded mode's Redis (``instyle.embedded_redis``): a private redis-server child, the
 #: in-process fake, or the first when redis-server is installed.
 EmbeddedRedisMode = Literal["auto", "server", "memory"]
+
+
+def _redis_url(value: str | None) -> str | None:
+    """Refuse a URL redis-py would refuse only when first used (a traceback at start)."""
+    if value is None:
+        return value
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise ValueError(f"not a Redis URL ({exc})") from None
+    return value
+
+
+#: ``INSTYLE_REDIS_URL``: ``redis://``, ``rediss://`` or ``unix://``, checked when settings load.
+RedisUrl = Annotated[str | None, AfterValidator(_redis_url)]

@@ -7,14 +7,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from instyle.env import CommaList, EmbeddedRedisMode
+from instyle.env import CommaList, EmbeddedRedisMode, RedisUrl
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore")
 
     #: Redis URL; unset = embedded mode (workers started by the API process: ``instyle serve``).
-    redis_url: str | None = None
+    redis_url: RedisUrl = None
     #: Embedded mode's Redis (``instyle.embedded_redis``): ``server``, a private redis-server
     #: child on a Unix socket; ``memory``, the in-process fakeredis; ``auto``, server when
     #: redis-server is installed, else memory.

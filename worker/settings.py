@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from instyle.env import CommaList
+from instyle.env import CommaList, RedisUrl
 from stylenet.config import DEFAULT_BUFFER_POOL_MB, Precision
 
 #: ``WorkerSettings.worker_ttl_s``'s default.
@@ -17,7 +17,7 @@ DEFAULT_WORKER_TTL_S = 60
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTYLE_", extra="ignore", env_ignore_empty=True)
 
-    redis_url: str | None = None
+    redis_url: RedisUrl = None
     store: Path | None = None
     #: Queues ``instyle worker`` serves when ``--queues`` is not given (comma-separated).
     queues: CommaList = Field(default_factory=lambda: ["stylize"])

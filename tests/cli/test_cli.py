@@ -117,12 +117,14 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str)
         ("serve", "INSTYLE_EMBEDDED_REDIS=bogus", "INSTYLE_EMBEDDED_REDIS: Input should be 'auto', 'server'"),
         ("serve", "INSTYLE_STYLIZE_THREADS=0", "INSTYLE_STYLIZE_THREADS: Input should be greater than or equal to 1"),
         ("worker", "INSTYLE_CACHE_SIZE=x", "INSTYLE_CACHE_SIZE: Input should be a valid integer"),
+        ("serve", "INSTYLE_REDIS_URL=notaurl", "INSTYLE_REDIS_URL: Value error, not a Redis URL (Redis URL must"),
+        ("worker", "INSTYLE_REDIS_URL=redis://127.0.0.1:x/0", "INSTYLE_REDIS_URL: Value error, not a Redis URL (Port"),
     ],
 )
 def test_invalid_settings_are_one_line_naming_the_variable(command: str, setting: str, message: str) -> None:
     name, value = setting.split("=", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")} | {name: value}
-    if command == "worker":
+    if command == "worker" and name != "INSTYLE_REDIS_URL":
         env["INSTYLE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # never reached: settings fail first
     result = subprocess.run(
         [sys.executable, "-m", "instyle.cli", command, *(["--port", "1"] if command == "serve" else [])],
@@ -300,6 +302,11 @@ def test_stylize_refuses_inputs_that_would_overwrite_each_other(
     err = _user_error(capsys, "stylize", str(a), str(b), "--style", "the-scream", "-o", str(out))
     assert f"inputs would overwrite each other's output: {a} and {b} -> x-the-scream.png" in err
     assert not out.exists()  # nothing done
+    one = tmp_path / "one.jpg"  # two inputs, one file name: it made a folder "one.jpg"
+    err = _user_error(
+        capsys, "stylize", str(a), str(tmp_path / "in" / "b" / "x.png"), "--style", "the-scream", "-o", str(one)
+    )
+    assert f"--output {one} names one file, for 2 inputs" in err and not one.exists()
 
 
 def test_stylize_of_a_folder_says_it_is_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -398,6 +405,9 @@ def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert err == (
         "instyle: error: argument --iterations: expected a positive integer, got '0' (see `instyle train --help`)"
     )
+    for port in ("70000", "0", "x"):  # uvicorn wrapped 70000 round to 4464 and said 70000
+        err = _user_error(capsys, "serve", "--port", port)
+        assert err.startswith("instyle: error: argument --port: ") and "port" in err.split(": ", 3)[-1]
 
 
 def test_the_loss_curve_of_a_short_run_shows_its_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,12 @@ def test_submit_cli_sends_a_batch_and_reports_each_failure(tiny_store: Path, tmp
             [*cli, *map(str, photos), "--style", "nope", "--server", url, "-o", str(tmp_path / "none")],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+        one_name = subprocess.run(  # three photos, one file name: refused (it made a folder "one.png")
+            [*cli, *map(str, photos), "--style", "tiny", "--server", url, "-o", str(tmp_path / "one.png")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert one_name.returncode == 2 and "names one file, for 3 inputs" in one_name.stderr, one_name.stderr
+        assert not (tmp_path / "one.png").exists()
         styles = [*cli[:-1], "styles", "--server", url]
         listed = subprocess.run(styles, capture_output=True, text=True, timeout=60)
         as_json = subprocess.run([*styles, "--json"], capture_output=True, text=True, timeout=60)
@@ -173,6 +179,12 @@ def test_submit_style_cli_trains_follows_and_publishes_a_style(
             [*cli, "job", used_id, "--server", url, "-o", str(tmp_path / "again.jpg")],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+        misnamed = subprocess.run(  # a JPEG result saved under a PNG name: refused, nothing written
+            [*cli, "job", used_id, "--server", url, "-o", str(tmp_path / "again.png")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert misnamed.returncode == 2 and "the job's result is JPEG; name a .jpg file" in misnamed.stderr
+        assert not (tmp_path / "again.png").exists()
     second = json.loads(looked.stdout)
     assert keyless.returncode == 2 and "401 unauthorized" in keyless.stderr, keyless.stderr
     assert trained.returncode == 0, trained.stderr
