@@ -212,36 +212,50 @@ def train(
     # the speed (and so the ETA) over the last RATE_WINDOW_S, not over one logging window: with
     # the API's log_every=1 that was one iteration, and one that also made a preview looked slow
     marks: deque[tuple[float, int]] = deque([(t0, start)])
-    for it in range(start, recipe.iterations):
-        if should_stop is not None and should_stop():
-            raise TrainingStopped(f"training stopped at iteration {it} of {recipe.iterations}")
-        batch = dataset.sample(recipe.batch_size, g).to(dev)  # (B, 3, S, S)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            output = model(batch)
-            terms = loss_fn(output, batch)
-        terms.total.backward()
-        optimizer.step()
-        for key, value in terms.as_dict().items():
-            window[key] += value
-        window_n += 1
-        done = it + 1
-        if done % recipe.log_every == 0 or done == recipe.iterations:
-            now = time.perf_counter()
-            marks.append((now, done))
-            while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
-                marks.popleft()
-            it_per_s = (done - marks[0][1]) / max(now - marks[0][0], 1e-9)
-            losses = {k: v / window_n for k, v in window.items()}
-            elapsed = elapsed_before + (now - t0)
-            history.append({"iteration": float(done), "elapsed_s": elapsed, **losses})
-            window = dict.fromkeys(window, 0.0)
-            window_n = 0
-            if callback is not None:
-                eta = (recipe.iterations - done) / max(it_per_s, 1e-9)
-                callback(TrainProgress(done, recipe.iterations, losses, it_per_s, eta, elapsed), model)
-        if done % recipe.checkpoint_every == 0 and done < recipe.iterations:
-            save_checkpoint(done, elapsed_before + (time.perf_counter() - t0))
+    # a Ctrl-C saves what the completed iterations made (the checkpoint before it could be up to
+    # checkpoint_every iterations older), with the sampler's state after the last of them
+    completed, rng_completed = start, g.get_state()
+    try:
+        for it in range(start, recipe.iterations):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"training stopped at iteration {it} of {recipe.iterations}")
+            batch = dataset.sample(recipe.batch_size, g).to(dev)  # (B, 3, S, S)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                output = model(batch)
+                terms = loss_fn(output, batch)
+            terms.total.backward()
+            optimizer.step()
+            completed, rng_completed = it + 1, g.get_state()
+            for key, value in terms.as_dict().items():
+                window[key] += value
+            window_n += 1
+            done = it + 1
+            if done % recipe.log_every == 0 or done == recipe.iterations:
+                now = time.perf_counter()
+                marks.append((now, done))
+                while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+                    marks.popleft()
+                it_per_s = (done - marks[0][1]) / max(now - marks[0][0], 1e-9)
+                losses = {k: v / window_n for k, v in window.items()}
+                elapsed = elapsed_before + (now - t0)
+                history.append({"iteration": float(done), "elapsed_s": elapsed, **losses})
+                window = dict.fromkeys(window, 0.0)
+                window_n = 0
+                if callback is not None:
+                    eta = (recipe.iterations - done) / max(it_per_s, 1e-9)
+                    callback(TrainProgress(done, recipe.iterations, losses, it_per_s, eta, elapsed), model)
+            if done % recipe.checkpoint_every == 0 and done < recipe.iterations:
+                save_checkpoint(done, elapsed_before + (time.perf_counter() - t0))
+    except KeyboardInterrupt:
+        if ckpt is not None and completed > start:
+            g.set_state(rng_completed)
+            save_checkpoint(completed, elapsed_before + (time.perf_counter() - t0))
+            log.warning(
+                "interrupted after iteration %d of %d: checkpoint saved in %s (--resume continues from it)",
+                completed, recipe.iterations, ckpt,
+            )  # fmt: skip
+        raise
 
     wall = elapsed_before + (time.perf_counter() - t0)
     save_checkpoint(recipe.iterations, wall)

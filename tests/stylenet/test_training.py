@@ -79,6 +79,33 @@ def test_speed_is_measured_over_recent_seconds_not_one_report(
     assert windowed[5].it_per_s > 3 * per_report[5].it_per_s
 
 
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    """Ctrl-C between checkpoints lost every iteration since the last one (or all of them, before
+    the first): it now saves the completed iterations, and --resume goes on as if never stopped."""
+    recipe = _recipe(checkpoint_every=100)  # no checkpoint of its own before the end
+    straight = train(small_photos, style_image, SMALL, recipe, extractor=tiny_extractor)
+    ckpt = tmp_path / "ckpt.pt"
+
+    def ctrl_c_at_4(progress: TrainProgress, model: torch.nn.Module) -> None:
+        if progress.iteration == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            small_photos, style_image, SMALL, recipe, extractor=tiny_extractor, checkpoint_path=ckpt,
+            callback=ctrl_c_at_4,
+        )  # fmt: skip
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 4
+    resumed = train(
+        small_photos, style_image, SMALL, recipe, extractor=tiny_extractor, checkpoint_path=ckpt, resume=True
+    )
+    assert resumed.resumed_from == 4
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_resume_continues_exactly(
     tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
 ) -> None:
