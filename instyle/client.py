@@ -68,8 +68,17 @@ def _json(data: bytes, url: str, keys: tuple[str, ...]) -> dict[str, Any]:
     except ValueError:
         value = None
     if not isinstance(value, dict) or any(key not in value for key in keys):
-        raise ServerError(f"{url} did not answer as an instyle server does (got {data[:80]!r})", code=NOT_INSTYLE)
+        raise ServerError(f"{url} did not answer as an instyle server does (got {_snippet(data)})", code=NOT_INSTYLE)
     return value
+
+
+def _snippet(data: bytes, limit: int = 80) -> str:
+    """A short, printable, one-line view of an answer that is not what was expected (a web
+    page, a database's greeting): no raw bytes or control characters on the terminal."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in data.decode("utf-8", "replace")).split())
+    if not text:
+        return f"{len(data)} bytes" if data else "an empty answer"
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def _request(
@@ -87,7 +96,11 @@ def _request(
             problem = None
         retry_after = _seconds(exc.headers.get("Retry-After") if exc.headers is not None else None)
         if not isinstance(problem, dict):
-            raise ServerError(f"HTTP {exc.code}: {data[:200]!r}", exc.code, retry_after=retry_after) from None
+            raise ServerError(
+                f"HTTP {exc.code} from {url}, not an instyle problem answer: {_snippet(data)}",
+                exc.code,
+                retry_after=retry_after,
+            ) from None
         code = str(problem.get("code", ""))
         detail = f"{problem.get('status', exc.code)} {code}: {problem.get('detail', '')}"
         raise ServerError(detail, exc.code, code, problem, retry_after) from None
@@ -269,7 +282,7 @@ def styles(server: str) -> list[dict[str, Any]]:
     except ValueError:
         rows = None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
-        raise ServerError(f"{url} did not answer as an instyle server does (got {data[:80]!r})", code=NOT_INSTYLE)
+        raise ServerError(f"{url} did not answer as an instyle server does (got {_snippet(data)})", code=NOT_INSTYLE)
     return rows
 
 

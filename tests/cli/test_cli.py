@@ -361,10 +361,11 @@ def test_submit_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     class Html(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.send_response(200)
+            failing = self.path.startswith("/err")  # an error page with bytes no terminal should get
+            self.send_response(501 if failing else 200)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
-            self.wfile.write(b"<html>not instyle</html>")
+            self.wfile.write(b"<!DOCTYPE HTML>\n<html>\x00\x07 nope</html>" if failing else b"<html>not instyle</html>")
 
         def log_message(self, *args: object) -> None:
             pass
@@ -379,7 +380,15 @@ def test_submit_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
             ("ftp://example.org", "the server URL 'ftp://example.org' is not an http:// or https:// URL"),
             ("http://[::1", "invalid server URL 'http://[::1': Invalid IPv6 URL"),
             ("http://localhost:port", "invalid server URL 'http://localhost:port'"),
-            (html_url, f"{html_url}/v1/stylize did not answer as an instyle server does (got b'<html>"),
+            (
+                html_url,
+                f"{html_url}/v1/stylize did not answer as an instyle server does (got '<html>not instyle</html>')",
+            ),
+            (
+                f"{html_url}/err",
+                f"HTTP 501 from {html_url}/err/v1/stylize, not an instyle problem answer: "
+                "'<!DOCTYPE HTML> <html> nope</html>'",
+            ),
         ]:
             err = _user_error(capsys, "submit", PHOTO, "--style", "the-scream", "--server", url)
             assert message in err, url
