@@ -397,7 +397,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     validate_style_id(args.name)
     if not args.style.is_file():
-        raise CLIError(f"style image {args.style} not found")
+        what = "is a directory, not an image" if args.style.is_dir() else "not found"
+        raise CLIError(f"style image {args.style} {what}")
     device = _device(args.device)
     try:
         config = GeneratorConfig(
@@ -912,7 +913,8 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
     from instyle.client import ServerError, check_server_url, train
 
     if not args.painting.is_file():
-        raise CLIError(f"painting not found: {args.painting}")
+        what = "is a directory, not an image" if args.painting.is_dir() else "not found"
+        raise CLIError(f"painting {args.painting} {what}")
     if args.preview is not None and args.preview.suffix.lower() not in (".jpg", ".jpeg"):
         raise CLIError(f"--preview {args.preview}: the preview is a JPEG; name a .jpg file")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Collection
 from pathlib import Path
 
@@ -37,7 +38,10 @@ class PhotoDataset:
     ):
         root = Path(folder)
         if not root.is_dir():
-            raise EmptyDataset(f"photo folder {root} does not exist")
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise EmptyDataset(f"photo folder {root} {what}")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise EmptyDataset(f"photo folder {root} cannot be read (permission denied)")
         skip = {p.resolve() for p in exclude}
         self.paths = [p for p in list_images(root) if p.resolve() not in skip]
         if not self.paths:

@@ -100,6 +100,11 @@ def test_train_stylize_styles_end_to_end(
         (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "Bad_Name"], "invalid style id"),
         (["train", "--photos", "/nonexistent", "--style", "/nonexistent.jpg", "--name", "ok"], "not found"),
         (["train", "--photos", "/nonexistent", "--style", str(ASSET_STYLE), "--name", "ok"], "does not exist"),
+        (["train", "--photos", ".", "--style", ".", "--name", "ok"], "style image . is a directory, not an image"),
+        (
+            ["train", "--photos", str(ASSET_STYLE), "--style", str(ASSET_STYLE), "--name", "ok"],
+            "is a file, not a folder",
+        ),
         (["train", "--photos", ".", "--style", str(ASSET_STYLE), "--name", "ok", "--resume"], ".work/ok/checkpoint.pt"),
     ],
 )
@@ -407,6 +412,10 @@ def test_submit_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_submit_output_names_its_format(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     err = _user_error(capsys, "submit", PHOTO, "--style", "the-scream", "--server", "http://127.0.0.1:9", *args)
     assert message in err
+
+
+def test_a_folder_given_as_the_painting_is_named_as_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "painting . is a directory, not an image" in _user_error(capsys, "submit-style", ".", "--name", "ok")
 
 
 def test_argparse_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
