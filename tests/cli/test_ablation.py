@@ -106,7 +106,7 @@ def test_interrupted_ablation_resumes_where_it_stopped(split: tuple[Path, Path],
         started.append(name)
 
         def callback(progress, model):  # type: ignore[no-untyped-def]
-            if len(started) == 3 and progress.iteration == 3:  # after the checkpoint at 2
+            if len(started) == 3 and progress.iteration == 3:  # a Ctrl-C after iteration 3
                 raise KeyboardInterrupt
 
         return callback
@@ -136,7 +136,7 @@ def test_interrupted_ablation_resumes_where_it_stopped(split: tuple[Path, Path],
     started.clear()
     result = run_ablation(spec, callback_factory=watch, extractor=extractor, log=messages.append)
     assert started == ["ulyanov-batch", "ulyanov-instance-frozen"]  # the finished runs are not retrained
-    assert resumed[0] == 3  # ulyanov-batch carries on after its checkpoint at iteration 2
+    assert resumed[0] == 4  # ulyanov-batch carries on after iteration 3, which the Ctrl-C saved
     assert sum("reusing" in m for m in messages) == 2
     assert len(result.results["rows"]) == 6 and (spec.out / "report.md").is_file()
 
