@@ -81,14 +81,11 @@ def _sniffed_format(data: bytes) -> str | None:
     return None
 
 
-def _port(value: str) -> int:
+def _port(text: str) -> int:
     """argparse type of ``--port``: a TCP port (uvicorn wraps 70000 round to 4464, silently)."""
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    port = _positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
     return port
 
 
