@@ -1004,8 +1004,8 @@ def _job_line(job: dict[str, Any]) -> str:
 def cmd_job(args: argparse.Namespace) -> int:
     from instyle.client import NOT_INSTYLE, UNREACHABLE, ServerError, cancel, fetch, follow, job_url, view
 
-    if args.output is not None:
-        _output_format(args.output)  # a name no image format has is refused before anything is asked
+    # a name no image format has is refused before anything is asked
+    wanted = _output_format(args.output) if args.output is not None else None
     try:
         url = job_url(args.server, args.job)
         if args.cancel:
@@ -1028,7 +1028,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                 raise CLIError(f"--output: job {job['id']} has no image to save ({job['status']}, {job.get('type')})")
             data = fetch(urllib.parse.urljoin(url, str(job["result_url"])))
             made = _sniffed_format(data)
-            if made is not None and made != _output_format(args.output):
+            if made is not None and made != wanted:
                 ext = next(e for e, f in OUTPUT_FORMATS.items() if f == made)
                 raise CLIError(f"--output {args.output}: the job's result is {made.upper()}; name a {ext} file")
             args.output.parent.mkdir(parents=True, exist_ok=True)

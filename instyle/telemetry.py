@@ -142,6 +142,22 @@ def count_lost_job(job: Any, exc_type: type[BaseException] | None, *_exc: Any) -
     return None
 
 
+def clean_lost_jobs(queue: Any) -> bool:
+    """Retry or fail ``queue``'s started jobs whose lease ran out (their worker died), each
+    counted by ``count_lost_job``, under the queue's maintenance lock, the one RQ's workers take
+    for their own cleanup: two cleaners at once could both take a lost attempt's expired entry
+    and retry the job twice. False when another cleaner holds the lock (it sees them too)."""
+    from rq.registry import StartedJobRegistry
+
+    if not queue.acquire_maintenance_lock():
+        return False
+    try:
+        StartedJobRegistry(queue=queue).cleanup(exception_handlers=[count_lost_job])
+    finally:
+        queue.release_maintenance_lock()
+    return True
+
+
 #: Field part of a histogram bucket in Redis: the count of values in (previous bound, bound].
 #: Stored per bucket, not cumulatively, so an observation is one HINCRBY, not one per bound;
 #: ``render`` sums them up. (Fields of the earlier cumulative layout, ``labels|bound``, are

@@ -97,8 +97,9 @@ def job_error(job: Job, status: JobStatus) -> JobError | None:
     """The reason a job ended badly: set by the job itself, else read from RQ's failure record."""
     meta_error = job.meta.get("error")
     if status == JobStatus.canceled:  # the worker's own words when it stopped the job (what was kept, ...)
-        own = isinstance(meta_error, dict) and meta_error.get("code") == "canceled"
-        said = meta_error.get("message") if own else None  # type: ignore[union-attr]
+        said = None
+        if isinstance(meta_error, dict) and meta_error.get("code") == "canceled":
+            said = meta_error.get("message")
         return JobError(code="canceled", message=str(said or "the job was canceled"))
     if status != JobStatus.failed:
         return None
@@ -256,13 +257,8 @@ class JobService:
         twice in ``tests/e2e``; ``tests/service/test_jobs.py`` plays the interleaving)."""
         for name in (QUEUE_STYLIZE, QUEUE_TRAIN):
             queue = self.queue(name)
-            registry = StartedJobRegistry(queue=queue)
-            if not registry.get_expired_job_ids() or not queue.acquire_maintenance_lock():
-                continue
-            try:
-                registry.cleanup(exception_handlers=[telemetry.count_lost_job])
-            finally:
-                queue.release_maintenance_lock()
+            if StartedJobRegistry(queue=queue).get_expired_job_ids():
+                telemetry.clean_lost_jobs(queue)
 
     def preview(self, job: Job) -> bytes:
         if job.get_meta(refresh=False).get("type") != "train":

@@ -214,7 +214,7 @@ def train(
     marks: deque[tuple[float, int]] = deque([(t0, start)])
     # a Ctrl-C saves what the completed iterations made (the checkpoint before it could be up to
     # checkpoint_every iterations older), with the sampler's state after the last of them
-    completed, rng_completed = start, g.get_state()
+    done, rng_done = start, g.get_state()
     try:
         for it in range(start, recipe.iterations):
             if should_stop is not None and should_stop():
@@ -226,11 +226,10 @@ def train(
                 terms = loss_fn(output, batch)
             terms.total.backward()
             optimizer.step()
-            completed, rng_completed = it + 1, g.get_state()
+            done, rng_done = it + 1, g.get_state()
             for key, value in terms.as_dict().items():
                 window[key] += value
             window_n += 1
-            done = it + 1
             if done % recipe.log_every == 0 or done == recipe.iterations:
                 now = time.perf_counter()
                 marks.append((now, done))
@@ -248,12 +247,12 @@ def train(
             if done % recipe.checkpoint_every == 0 and done < recipe.iterations:
                 save_checkpoint(done, elapsed_before + (time.perf_counter() - t0))
     except KeyboardInterrupt:
-        if ckpt is not None and completed > start:
-            g.set_state(rng_completed)
-            save_checkpoint(completed, elapsed_before + (time.perf_counter() - t0))
+        if ckpt is not None and done > start:
+            g.set_state(rng_done)
+            save_checkpoint(done, elapsed_before + (time.perf_counter() - t0))
             log.warning(
                 "interrupted after iteration %d of %d: checkpoint saved in %s (--resume continues from it)",
-                completed, recipe.iterations, ckpt,
+                done, recipe.iterations, ckpt,
             )  # fmt: skip
         raise
 

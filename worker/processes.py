@@ -156,11 +156,7 @@ def settle_dead_worker(redis: Redis, pid: int) -> list[str]:
             if not members:
                 continue
             redis.zadd(registry.key, dict.fromkeys(members, 1), xx=True)  # its lease ends now
-            if queue.acquire_maintenance_lock():  # else another cleaner has it, and sees it expired
-                try:
-                    registry.cleanup(exception_handlers=[telemetry.count_lost_job])
-                finally:
-                    queue.release_maintenance_lock()
+            telemetry.clean_lost_jobs(queue)
             settled.append(str(job_id))
         worker.register_death()
     return settled
