@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -655,7 +656,7 @@ def _serve_embedded(
     import uvicorn
 
     from instyle.protocol import QUEUE_STYLIZE, QUEUE_TRAIN, QUEUES
-    from service.app import create_app
+    from service.app import api_redis, create_app
     from stylenet.training import pick_device
     from worker.context import build_context
     from worker.processes import StylizeProcesses
@@ -699,6 +700,7 @@ def _serve_embedded(
         file=sys.stderr,
     )
     processes = None
+    redis_lost = threading.Event()
     try:
         if in_processes:
             assert embedded.url is not None and embedded.folder is not None
@@ -710,16 +712,51 @@ def _serve_embedded(
                 processes.wait_ready(redis)  # as with threads: listening means ready to stylize
             except RuntimeError as exc:
                 raise CLIError(str(exc)) from None
-        uvicorn.run(create_app(settings, redis), host=args.host, port=args.port, log_config=None)
+        # the API's own client, with its timeouts (the workers' RQ connections set long ones)
+        api = api_redis(embedded.url) if embedded.url is not None else redis
+        config = uvicorn.Config(create_app(settings, api), host=args.host, port=args.port, log_config=None)
+        server = uvicorn.Server(config)
+        _stop_when_redis_exits(embedded, server, redis_lost)
+        try:
+            server.run()
+        finally:
+            if api is not redis:
+                api.close()
+        if not server.started:
+            raise SystemExit(3)  # as uvicorn.run: it could not start (it logged why)
     finally:
-        busy = stop_thread_workers(workers)
+        grace_s = 1.0 if redis_lost.is_set() else 10.0  # with Redis gone their jobs are gone too
+        busy = stop_thread_workers(workers, grace_s)
         if processes is not None:
-            busy += processes.stop()
-        if busy:
+            busy += processes.stop(grace_s)
+        if busy and not redis_lost.is_set():
             logging.getLogger(__name__).warning(
                 "%d worker(s) still busy at shutdown: their jobs end with the server", busy
             )
+    if redis_lost.is_set():
+        code = embedded.process.returncode if embedded.process is not None else None
+        print(f"instyle serve: stopped: the private redis-server exited ({code}) with its jobs", file=sys.stderr)
+        return 1
     return 0
+
+
+def _stop_when_redis_exits(embedded: EmbeddedRedis, server: Any, lost: threading.Event) -> None:
+    """Stop the uvicorn ``server`` should the private redis-server child exit under it (killed,
+    out of memory): every job endpoint would answer 503 for good while ``/healthz`` said 200;
+    exiting lets a supervisor (compose's ``restart:``, systemd) start a whole one again. Sets
+    ``lost`` when that happened."""
+    process = embedded.process
+    if process is None:  # fakeredis lives in this process
+        return
+
+    def watch() -> None:
+        code = process.wait()
+        if not server.should_exit and not embedded.closed:
+            logging.getLogger(__name__).error("the private redis-server exited with %s: stopping the server", code)
+            lost.set()
+            server.should_exit = True
+
+    threading.Thread(target=watch, name="instyle-redis-watch", daemon=True).start()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -60,6 +60,11 @@ class EmbeddedRedis:
     url: str | None = None
     _closed: bool = field(default=False, repr=False)
 
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: the child's exit from then on is expected."""
+        return self._closed
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL after ``timeout_s``) and remove its folder."""
         if self._closed:

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound, StyleReadOnly
-from model_store.ids import VERSION_RE, parse_style_ref, validate_style_id
+from model_store.ids import STYLE_ID_RE, VERSION_RE, parse_style_ref, validate_style_id
 from model_store.manifest import MANIFEST_FILE, StyleManifest
 
 TMP_PREFIX = ".tmp-"
@@ -86,11 +86,13 @@ class StyleStore:
         return f"StyleStore({str(self.root)!r}, read_only={self.read_only})"
 
     def style_ids(self) -> list[str]:
+        """The ids with at least one version; other folders (hidden ones, a volume's
+        ``lost+found``, anything whose name is not a style id) are not styles and are skipped."""
         if not self.root.is_dir():
             return []
         ids = []
         for entry in self.root.iterdir():
-            if entry.is_dir() and not entry.name.startswith(".") and self.versions(entry.name):
+            if STYLE_ID_RE.fullmatch(entry.name) and entry.is_dir() and self.versions(entry.name):
                 ids.append(entry.name)
         return sorted(ids)
 
@@ -206,8 +208,8 @@ class StyleStore:
         removed = 0
         if not self.root.is_dir():
             return 0
-        for style_dir in self.root.iterdir():
-            if not style_dir.is_dir():
+        for style_dir in self.root.iterdir():  # not lost+found: root's, unreadable to others
+            if not STYLE_ID_RE.fullmatch(style_dir.name) or not style_dir.is_dir():
                 continue
             for entry in style_dir.iterdir():
                 if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):

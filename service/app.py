@@ -26,6 +26,16 @@ from service.settings import ServiceSettings
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Swagger UI's files, vendored (``static/vendor/swagger-ui/README.md``) and served under ``/ui``.
 SWAGGER_UI = "/ui/vendor/swagger-ui"
+#: Seconds the API waits on Redis for a connection or one command's answer before its 503
+#: ``redis_unavailable``: a Redis that stops answering (paused, partitioned) must not hold the
+#: server's threads for good. Longer than any blocking read the API makes (``WAIT_SLICE_S``).
+REDIS_TIMEOUT_S = 5.0
+
+
+def api_redis(url: str) -> Redis:
+    """The API's own client for ``url``, with ``REDIS_TIMEOUT_S`` (RQ workers set their own, longer
+    timeout on the connections they use, so the API never shares theirs)."""
+    return Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
 
 
 def create_app(settings: ServiceSettings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -39,7 +49,7 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
         if connection is None:
             if not settings.redis_url:
                 raise RuntimeError("set INSTYLE_REDIS_URL, or run `instyle serve` for the embedded mode")
-            connection = Redis.from_url(settings.redis_url)
+            connection = api_redis(settings.redis_url)
         app.state.instyle = AppState(
             settings=settings,
             redis=connection,

@@ -98,8 +98,8 @@ class RequestMetrics:
             thread.join(timeout=every_s + 5)
             try:
                 self.flush(redis)
-            except RedisError:
-                log.warning("request metrics since the last flush were not added to Redis", exc_info=True)
+            except RedisError as exc:
+                log.warning("request metrics since the last flush were not added to Redis: %s", exc)
 
         return stop_flushing
 

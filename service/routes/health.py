@@ -12,6 +12,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 
 from instyle import telemetry
 from instyle.protocol import MODEL_LOAD_KEY, QUEUES
+from model_store.exceptions import StoreError
 from service.deps import State
 from service.problems import PROBLEM_JSON, TYPE_BASE, documented
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:  # on the event loop: no thread a hung request holds can delay it
     return {"status": "ok"}
 
 
@@ -44,7 +45,7 @@ def readyz(state: State) -> JSONResponse:
     try:
         n = len(state.catalog.styles())
         checks["store"] = {"ok": True, "styles": n}
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         checks["store"] = {"ok": False, "detail": f"style store unreadable: {exc}"}
     failing = [name for name, c in checks.items() if not c["ok"]]
     if not failing:

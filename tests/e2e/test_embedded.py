@@ -226,3 +226,27 @@ def test_each_redis_backend_serves_and_shuts_down_cleanly(backend: str, tiny_sto
     else:
         assert "in-process fakeredis" in banner
     assert "Finished server process" in text and "Traceback" not in text and "StopRequested" not in text
+
+
+@pytest.mark.slow
+def test_the_server_stops_when_its_private_redis_dies(tiny_store: Path, tmp_path: Path) -> None:
+    """A private redis-server killed under the server took every job with it, and the server
+    answered 503 for good while /healthz said 200: it stops instead, exit 1, saying why."""
+    import re
+    import shutil
+    import signal
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    log = tmp_path / "serve.log"
+    server: list[subprocess.Popen[bytes]] = []
+    with serve_embedded(log, server.append, INSTYLE_STORE=str(tiny_store), INSTYLE_EMBEDDED_REDIS="server"):
+        found = re.search(r"private redis-server [\d.]+ on (\S+?)[,)]", log.read_text().splitlines()[0])
+        assert found, log.read_text()
+        pids = subprocess.run(["pgrep", "-f", found.group(1)], capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1, pids
+        os.kill(int(pids[0]), signal.SIGKILL)
+        assert server[0].wait(timeout=30) == 1
+    text = log.read_text()
+    assert "instyle serve: stopped: the private redis-server exited (-9)" in text
+    assert "Traceback" not in text and "still busy" not in text

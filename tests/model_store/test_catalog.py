@@ -101,6 +101,18 @@ def test_half_written_folder_is_invisible_and_cleaned(tmp_path: Path) -> None:
     assert store.cleanup() == 1 and not partial.exists()
 
 
+def test_folders_that_are_not_style_ids_are_skipped(tmp_path: Path) -> None:
+    store = StyleStore(tmp_path)
+    store.publish(_manifest(), _files())
+    for name in ("lost+found", "Upper", "-dash", "a_b"):  # an ext4 volume's root has lost+found
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "manifest.json").write_text("{}")
+    assert store.style_ids() == ["starry"]
+    assert [s.id for s in Catalog([store]).styles()] == ["starry"]
+    (tmp_path / "lost+found" / f"{TMP_PREFIX}x").mkdir()  # not ours: never entered (root's, 0700)
+    assert store.cleanup() == 0 and (tmp_path / "lost+found" / f"{TMP_PREFIX}x").is_dir()
+
+
 def test_corrupt_artifact_is_detected(tmp_path: Path) -> None:
     store = StyleStore(tmp_path)
     resolved = store.publish(_manifest(), _files())

@@ -441,6 +441,30 @@ def test_redis_down_is_a_503_problem(tiny_store: Path) -> None:
         assert 'instyle_http_requests_total{method="POST",route="/v1/stylize",status="503"} 1' in metrics.text
 
 
+def test_a_redis_that_stops_answering_is_a_503_not_a_hang(tiny_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paused or partitioned Redis (connections accepted, nothing answered) held every request
+    that touched it, and with them the server's threads: each is a 503 after the API's timeout."""
+    import socket
+    import time
+
+    from service import app as app_module
+    from service.settings import ServiceSettings
+
+    monkeypatch.setattr(app_module, "REDIS_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:  # the kernel completes connections to it; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        settings = ServiceSettings(redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0", store=tiny_store)
+        with TestClient(app_module.create_app(settings)) as client:
+            started = time.monotonic()
+            assert_problem(post(client, png()), 503, "redis_unavailable")
+            body = assert_problem(client.get("/readyz"), 503, "not_ready")
+            assert body["failing"] == ["redis", "workers:stylize", "workers:train"]
+            assert "Timeout" in body["checks"]["redis"]["detail"]  # type: ignore[index]
+            assert client.get("/healthz").status_code == 200
+            assert time.monotonic() - started < 10
+
+
 def test_redis_lost_after_queueing_names_the_job(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Redis stops answering while ``?wait=`` waits on a job it has queued: the 503 names the job,
     so that the client polls it instead of sending the image again."""
