@@ -34,7 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/inference.py $(BENCH_ARGS)
 
-# torch is pinned first so that pip takes the provided 2.13.0 CPU wheel, never a CUDA build.
+# torch is pinned first: where a local 2.13.0 CPU wheel is provided pip takes it; elsewhere the
+# registry's default build (CUDA on Linux; PIP_INDEX_URL=<a CPU wheel index> for a CPU-only one).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

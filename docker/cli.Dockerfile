@@ -2,6 +2,8 @@
 # Build from the repository root:  docker build -f docker/cli.Dockerfile -t instyle-cli .
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# gcc: float32 CPUs run stylize with native kernels (stylenet.native), compiled at first use
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 
 # Dependency layer first, so source edits do not reinstall torch.

@@ -8,7 +8,7 @@
 # bundled in instyle/assets/photos are kept out of training, so previews and the README gallery
 # show photos the styles never saw. Each style is published to runs/store/<id>/1 (report and
 # checkpoints in runs/<id>/; rerunning resumes); ship it with:
-#   cp -r runs/store/<id>/1 model_store/shipped/<id>/1
+#   .venv/bin/python scripts/ship_style.py <id>   # its files, the photos' origin, the grid into docs/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
