@@ -46,7 +46,7 @@ from stylenet.generator import build_generator
 from stylenet.imageio import image_to_tensor, list_images, load_image, resize_max, tensor_to_image
 from stylenet.recipe import TrainRecipe
 from stylenet.report import fit_cell
-from stylenet.training import ProgressCallback, pick_device, train
+from stylenet.training import ProgressCallback, pick_device, train, training_data
 from stylenet.vgg import FeatureExtractor, load_vgg
 
 #: Test-time variants, in report order.
@@ -60,6 +60,12 @@ class AblationError(StylenetError):
     """Bad ablation inputs (overlapping holdout, too few photos, a run folder from other settings)."""
 
 
+#: The measures read VGG's relu4_1, after three 2x2 poolings: a held-out photo's short side needs
+#: 8 px there, and the eval size (its long side) at least twice that.
+MIN_EVAL_SIDE = 8
+MIN_EVAL_SIZE = 16
+
+
 @dataclass(frozen=True)
 class AblationPreset:
     name: str
@@ -69,6 +75,12 @@ class AblationPreset:
     johnson: GeneratorConfig
     ulyanov: GeneratorConfig
     rationale: str
+
+    def __post_init__(self) -> None:
+        if not MIN_EVAL_SIZE <= self.eval_size <= 4096:
+            raise ValueError(f"invalid eval_size {self.eval_size}: valid: {MIN_EVAL_SIZE} to 4096 px")
+        if self.holdout_count < 1:
+            raise ValueError(f"invalid holdout_count {self.holdout_count}: at least 1")
 
     def config(self, arch: str, norm: str) -> GeneratorConfig:
         base = self.johnson if arch == "johnson" else self.ulyanov
@@ -251,12 +263,18 @@ def _train_run(
     folder = spec.out / "runs" / run_name(arch, norm)
     folder.mkdir(parents=True, exist_ok=True)
     done_file, weights_file, ckpt = folder / "result.json", folder / "weights.pt", folder / "checkpoint.pt"
+    data = training_data(style, recipe.style_size, dataset)
     if done_file.is_file() and weights_file.is_file():
         done = json.loads(done_file.read_text())
         if done["config"] != config.to_dict() or done["recipe"] != recipe.to_dict():
             raise AblationError(
                 f"{folder} holds a finished run with other settings; use another --out or delete that folder"
             )
+        for key, what in (("style", "style image"), ("photos", "photos")):  # none kept before: not checked
+            if key in done.get("data", {}) and done["data"][key] != data[key]:
+                raise AblationError(
+                    f"{folder} holds a finished run on other {what}; use another --out or delete that folder"
+                )
         model = build_generator(config)
         model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
         spi = seconds_per_iteration(done["history"], done["wall_time_s"], recipe.iterations)
@@ -279,6 +297,7 @@ def _train_run(
                 "recipe": recipe.to_dict(),
                 "history": result.history,
                 "wall_time_s": result.wall_time_s,
+                "data": data,
             },
             indent=1,
         )
@@ -337,6 +356,14 @@ def run_ablation(
     recipe = spec.recipe
     dataset = PhotoDataset(spec.photos, recipe.image_size, recipe.crop_scale, exclude=excluded)
     style_img = load_image(spec.style)
+    # before any training: a photo too small to measure at eval_size failed after all four
+    holdout_imgs = [resize_max(load_image(p), spec.preset.eval_size) for p in holdout]
+    for path, img in zip(holdout, holdout_imgs, strict=True):
+        if min(img.size) < MIN_EVAL_SIDE:
+            raise AblationError(
+                f"holdout photo {path.name} is {img.width}x{img.height} px at an eval size of "
+                f"{spec.preset.eval_size} px: its short side needs {MIN_EVAL_SIDE} px or more"
+            )
     dev = pick_device(spec.device)
     vgg = extractor if extractor is not None else load_vgg(recipe.vgg_weights, device=dev)
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +379,6 @@ def run_ablation(
     log(f"measuring {len(ARCHS) * len(VARIANTS)} variants on {len(holdout)} holdout photos")
     # measured in fp32 on the CPU: reuse the training VGG unless it sits on another device
     eval_vgg = vgg if extractor is not None or dev.type == "cpu" else load_vgg(recipe.vgg_weights)
-    holdout_imgs = [resize_max(load_image(p), spec.preset.eval_size) for p in holdout]
     photos = [image_to_tensor(img) for img in holdout_imgs]
     style_t = image_to_tensor(resize_max(style_img, recipe.style_size)).unsqueeze(0)
     rows: list[dict[str, Any]] = []

@@ -19,9 +19,9 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from model_store.exceptions import StoreError
+from model_store.exceptions import StoreError, StyleExists
 from stylenet.config import PRECISIONS, TILE_MEGAPIXELS, tune_malloc, use_huge_pages
 
 if TYPE_CHECKING:
@@ -326,32 +326,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _ProgressBar:
     """tqdm bar fed by the training progress callback; drawn from the first report on, so
-    errors found while setting up are not preceded by an empty bar."""
+    errors found while setting up are not preceded by an empty bar, and closed at the last
+    iteration (what follows, export and evaluation, is said in a line of its own). Where stderr
+    is not a terminal (a log file, CI), a plain line every ``LOG_EVERY_S`` instead."""
 
-    def __init__(self, total: int) -> None:
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, total: int, after: str = "") -> None:
         self.total = total
+        self.after = after
         self._bar: Any = None
+        self._closed = False
+        self._tty = sys.stderr.isatty()
+        self._logged_at: float | None = None
 
     def __call__(self, progress: Any, model: Any) -> None:
-        if self._bar is None:
-            from tqdm import tqdm
-
-            # start at the first report, so the rate is measured from there on
-            self._bar = tqdm(
-                total=self.total, initial=progress.iteration, unit="it", dynamic_ncols=True, file=sys.stderr
-            )
-        bar = self._bar
-        bar.update(progress.iteration - bar.n)
+        if self._closed:
+            return
         losses = progress.losses
-        bar.set_postfix(
-            total=f"{losses['total']:.3g}",
-            content=f"{losses['content']:.3g}",
-            style=f"{losses['style']:.3g}",
-            refresh=False,
+        terms = {k: f"{losses[k]:.3g}" for k in ("total", "content", "style")}
+        if not self._tty:
+            self._log(progress, terms)
+        else:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                # start at the first report, so the rate is measured from there on
+                self._bar = tqdm(
+                    total=self.total, initial=progress.iteration, unit="it", dynamic_ncols=True, file=sys.stderr
+                )
+            self._bar.set_postfix(refresh=False, **terms)  # before update draws it: this report's losses
+            self._bar.update(progress.iteration - self._bar.n)
+            self._bar.refresh()
+        if progress.iteration >= self.total:
+            self.close()
+            if self.after:
+                print(self.after, file=sys.stderr, flush=True)
+
+    def _log(self, progress: Any, terms: dict[str, str]) -> None:
+        import time
+
+        now = time.monotonic()
+        last = progress.iteration >= self.total
+        if self._logged_at is not None and now - self._logged_at < self.LOG_EVERY_S and not last:
+            return
+        self._logged_at = now
+        losses = " ".join(f"{k} {v}" for k, v in terms.items())
+        print(
+            f"iteration {progress.iteration}/{self.total} ({100 * progress.iteration / self.total:.0f} %), "
+            f"{progress.it_per_s:.2f} it/s, ETA {progress.eta_s:.0f} s; {losses}",
+            file=sys.stderr,
+            flush=True,
         )
-        bar.refresh()
 
     def close(self) -> None:
+        self._closed = True
         if self._bar is not None:
             self._bar.close()
 
@@ -434,7 +463,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--resume: no checkpoint at {checkpoint}{where}")
     _check_writable(store, "--store")
     _check_writable(checkpoint_dir, "--checkpoint-dir")
-    bar = _ProgressBar(recipe.iterations)
+    bar = _ProgressBar(recipe.iterations, after="trained: exporting, checking and evaluating the generator ...")
+    try:
+        lock = _exclusive(checkpoint_dir)
+    except BlockingIOError:
+        raise CLIError(
+            f"another `instyle train` is using {checkpoint_dir} (the same --name and store): wait for it, or give "
+            "this one another --checkpoint-dir"
+        ) from None
     try:
         published = train_and_publish(
             photos=args.photos,
@@ -449,15 +485,37 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             callback=bar,
             half=args.half,
+            replace=args.replace,
         )
+    except StyleExists:
+        raise CLIError(
+            f"style {args.name!r} was published while this one trained; its training is kept in {checkpoint_dir}: "
+            "add --resume --replace to publish it as a new version"
+        ) from None
     finally:
         bar.close()
+        lock.close()
     m = published.resolved.manifest
     losses = ", ".join(f"{k} {v:.4g}" for k, v in m.final_losses.items())
     print(f"published {m.ref} to {published.resolved.path}")
     print(f"  {m.training['iterations']} iterations in {m.training['wall_time_s']:.0f} s; final losses: {losses}")
     print(f"  report: {published.report_dir} (history.json, loss_curve.png, preview_grid.png)")
     return 0
+
+
+def _exclusive(folder: Path) -> IO[str]:
+    """An exclusive lock on ``folder`` (its ``.lock`` file) held until the handle is closed;
+    ``BlockingIOError`` if another process holds it."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")  # noqa: SIM115 -- the caller closes it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise
+    return handle
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
@@ -482,14 +540,14 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     }
     try:
         recipe = dataclasses.replace(preset.recipe, **recipe_overrides)
+        preset = dataclasses.replace(
+            preset,
+            recipe=recipe,
+            holdout_count=args.holdout_count or preset.holdout_count,
+            eval_size=args.eval_size or preset.eval_size,
+        )
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    preset = dataclasses.replace(
-        preset,
-        recipe=recipe,
-        holdout_count=args.holdout_count or preset.holdout_count,
-        eval_size=args.eval_size or preset.eval_size,
-    )
     for name, folder in (("--photos", args.photos), ("--holdout", args.holdout)):
         if not folder.is_dir():
             raise CLIError(f"{name} folder {folder} not found")

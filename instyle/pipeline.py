@@ -98,8 +98,11 @@ def train_and_publish(
     report_dir: Path | None = None,
     half: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    replace: bool = True,
 ) -> PublishedStyle:
-    """Train a style, export it (checked against eager output), and publish it atomically."""
+    """Train a style, export it (checked against eager output), and publish it atomically; with
+    ``replace=False`` only as the style's first version (``StyleExists`` if one was published
+    meanwhile; the checkpoint of the finished training stays, so a resume publishes it)."""
     validate_style_id(name)
     style_img = load_image(style.path)
     dataset = PhotoDataset(photos, recipe.image_size, recipe.crop_scale)
@@ -159,5 +162,5 @@ def train_and_publish(
         )
         # the last chance to honour a cancel: export and evaluation take seconds to minutes
         _stop_if_asked(should_stop, "before publishing")
-        resolved = catalog.publish(manifest, files)
+        resolved = catalog.publish(manifest, files, replace=replace)
     return PublishedStyle(resolved=resolved, result=result, report_dir=report)

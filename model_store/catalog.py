@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from model_store.exceptions import ArtifactCorrupt, StoreError, StyleNotFound, StyleReadOnly
+from model_store.exceptions import ArtifactCorrupt, StoreError, StyleExists, StyleNotFound, StyleReadOnly
 from model_store.ids import STYLE_ID_RE, VERSION_RE, parse_style_ref, validate_style_id
 from model_store.manifest import MANIFEST_FILE, StyleManifest
 
@@ -145,12 +145,14 @@ class StyleStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def publish(
-        self, manifest: StyleManifest, files: Mapping[str, bytes | Path], min_version: int = 1
+        self, manifest: StyleManifest, files: Mapping[str, bytes | Path], min_version: int = 1, first: bool = False
     ) -> ResolvedStyle:
         """Atomically add a new version of ``manifest.id`` holding ``files`` and the manifest.
 
         ``files`` must contain the artifact named by ``manifest.artifact.file``; its sha256 and
-        size are written into the manifest here, from the bytes actually stored.
+        size are written into the manifest here, from the bytes actually stored. ``first``: only
+        as the style's first version (``min_version`` 1, none here), checked under the store's
+        lock, else ``StyleExists``.
         """
         if self.read_only:
             raise StyleReadOnly(f"store {self.root} is read-only")
@@ -169,6 +171,8 @@ class StyleStore:
                 _write_synced(tmp / name, data)
             artifact = (tmp / manifest.artifact.file).read_bytes()
             with self._lock():
+                if first and (min_version > 1 or self.versions(style_id)):
+                    raise StyleExists(f"style {style_id!r} exists (published meanwhile)")
                 version = max([min_version - 1, *self.versions(style_id)]) + 1
                 final = manifest.model_copy(
                     update={
@@ -283,11 +287,18 @@ class Catalog:
             summaries.append(StyleSummary(id=style_id, latest=latest, versions=tuple(self.versions(style_id))))
         return summaries
 
-    def publish(self, manifest: StyleManifest, files: Mapping[str, bytes | Path]) -> ResolvedStyle:
+    def publish(
+        self, manifest: StyleManifest, files: Mapping[str, bytes | Path], replace: bool = True
+    ) -> ResolvedStyle:
+        """``manifest.id``'s next version, in the writable store; with ``replace=False`` only
+        as its first (``StyleExists`` if it has versions in any store)."""
         if self.writable is None:
             raise StyleReadOnly("no writable style store configured (set INSTYLE_STORE)")
         existing = self.versions(manifest.id)
-        return self.writable.publish(manifest, files, min_version=(max(existing) + 1) if existing else 1)
+        if existing and not replace:
+            raise StyleExists(f"style {manifest.id!r} exists (published meanwhile)")
+        min_version = (max(existing) + 1) if existing else 1
+        return self.writable.publish(manifest, files, min_version=min_version, first=not replace)
 
     def delete(self, style_id: str, version: int | None = None) -> list[int]:
         if self.writable is None or not self.writable.versions(style_id):

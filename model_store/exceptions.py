@@ -19,5 +19,10 @@ class ArtifactCorrupt(StoreError):
     """A style's files are missing, unreadable, or fail their sha256 check."""
 
 
+class StyleExists(StoreError):
+    """Publishing was to make a style's first version, and the style has versions (one was
+    published meanwhile)."""
+
+
 class StyleReadOnly(StoreError):
     """The style lives in a read-only store (shipped styles) and cannot be changed."""

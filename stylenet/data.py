@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ class PhotoDataset:
         if not os.access(root, os.R_OK | os.X_OK):
             raise EmptyDataset(f"photo folder {root} cannot be read (permission denied)")
         skip = {p.resolve() for p in exclude}
+        self.root = root
         self.paths = [p for p in list_images(root) if p.resolve() not in skip]
         if not self.paths:
             raise EmptyDataset(f"no jpg/png/webp photos found below {root}" + (" (after exclusions)" if skip else ""))
@@ -53,6 +55,12 @@ class PhotoDataset:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def fingerprint(self) -> str:
+        """What a resumed run must train on again: the sha256 of the photos' names below the
+        folder, sorted (not their bytes: reading every photo would cost more than a resume)."""
+        names = sorted(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in self.paths)
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
     def _get(self, path: Path) -> Image.Image | None:
         if path in self._cache:

@@ -27,5 +27,9 @@ class CheckpointError(StylenetError):
     """A training checkpoint is missing, unreadable, or from a different recipe."""
 
 
+class TrainingDiverged(StylenetError):
+    """The training loss became NaN or infinite (a learning rate or loss weight too large)."""
+
+
 class TrainingStopped(StylenetError):
     """Training was asked to stop (``should_stop`` returned True); nothing is exported."""

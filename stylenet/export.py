@@ -82,6 +82,8 @@ def export_generator(
         got = loaded(x)
         if got.shape != ref.shape:
             raise ExportMismatch(f"exported output shape {tuple(got.shape)} != eager {tuple(ref.shape)}")
+        if not (torch.isfinite(got).all() and torch.isfinite(ref).all()):  # max() and min() skip NaN
+            raise ExportMismatch("the generator's output is not finite (NaN or infinite): its weights are broken")
         worst = max(worst, float((got - ref).abs().max()))
         worst_psnr = min(worst_psnr, psnr(got, ref))
     if (not half and worst > atol) or (half and worst_psnr < min_psnr):

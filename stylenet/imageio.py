@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,23 @@ def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 90) -> byte
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files (jpg/jpeg/png/webp) below ``folder``, recursively, sorted."""
+    """Image files (jpg/jpeg/png/webp) below ``folder``, recursively (into linked folders too,
+    each real folder once: a link to a folder above is no loop), sorted."""
     root = Path(folder)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError:
+            dirs.clear()
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        found.extend(
+            path for name in files if (path := Path(top) / name).suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
+    return sorted(found)

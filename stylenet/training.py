@@ -8,8 +8,11 @@ state, loss history and random-number state restored.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from torch import nn
 
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
-from stylenet.exceptions import CheckpointError, InvalidImage, TrainingStopped
+from stylenet.exceptions import CheckpointError, InvalidImage, TrainingDiverged, TrainingStopped
 from stylenet.fast import cpu_has_native_bf16
 from stylenet.generator import build_generator
 from stylenet.imageio import fit_size, image_to_tensor, resize_max
@@ -34,6 +37,8 @@ from stylenet.vgg import FeatureExtractor, load_vgg
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: What every checkpoint holds (``data``, the training data's fingerprints, only the newer ones).
+CHECKPOINT_KEYS = ("config", "recipe", "iteration", "model", "optimizer", "rng", "history", "elapsed_s")
 #: Seconds of recent iterations the reported speed and ETA are measured over.
 RATE_WINDOW_S = 30.0
 
@@ -95,14 +100,33 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, cfg: GeneratorConfig, recipe: TrainRecipe) -> dict[str, Any]:
-    """Read a checkpoint and check it belongs to the same network and recipe."""
+def load_checkpoint(
+    path: Path, cfg: GeneratorConfig, recipe: TrainRecipe, data: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Read a checkpoint and check it belongs to the same network and recipe, and (``data``,
+    ``training_data``'s fingerprints; checkpoints from before they were kept have none) to the
+    same style image and photos."""
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message: six lines on weights_only for any non-checkpoint
+        raise CheckpointError(f"cannot read checkpoint {path}: not a checkpoint file") from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc) or type(exc).__name__}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a whole training checkpoint (missing: {', '.join(missing)})")
+    theirs_data = state.get("data")
+    if data is not None and isinstance(theirs_data, dict):
+        for key, what in (("style", "style image"), ("photos", "photos")):
+            if key in theirs_data and theirs_data[key] != data[key]:
+                raise CheckpointError(
+                    f"{path} was written for other {what}: resume with the {what} it started with, "
+                    "or train anew without resuming"
+                )
     if state["config"] != cfg.to_dict():
         raise CheckpointError(f"{path} was written for another generator config: {state['config']}")
     mine, theirs = recipe.to_dict(), dict(state["recipe"])
@@ -119,6 +143,14 @@ def load_checkpoint(path: Path, cfg: GeneratorConfig, recipe: TrainRecipe) -> di
             f"least {done} iterations, or train anew without resuming"
         )
     return state
+
+
+def training_data(style_image: Image.Image, style_size: int, dataset: PhotoDataset) -> dict[str, str]:
+    """Fingerprints of what a run trains on, kept in its checkpoints (and the ablation's finished
+    runs) so that a resume on another painting or photo set is refused: the style image's pixels
+    at ``style_size``, the photos' names."""
+    pixels = resize_max(style_image.convert("RGB"), style_size).tobytes()
+    return {"style": hashlib.sha256(pixels).hexdigest(), "photos": dataset.fingerprint()}
 
 
 def check_style_image(size: tuple[int, int], style_size: int) -> None:
@@ -174,10 +206,11 @@ def train(
     start, elapsed_before = 0, 0.0
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    data = training_data(style_image, recipe.style_size, dataset)
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise CheckpointError(f"--resume given but no checkpoint at {ckpt}")
-        state = load_checkpoint(ckpt, config, recipe)
+        state = load_checkpoint(ckpt, config, recipe, data)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         g.set_state(state["rng"])
@@ -199,6 +232,7 @@ def train(
                 "rng": g.get_state(),
                 "history": history,
                 "elapsed_s": elapsed,
+                "data": data,
             },
             ckpt,
         )
@@ -224,10 +258,17 @@ def train(
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 output = model(batch)
                 terms = loss_fn(output, batch)
+            values = terms.as_dict()
+            if not math.isfinite(values["total"]):  # one step on it ruins every weight: publish nothing
+                terms_text = ", ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "total")
+                raise TrainingDiverged(
+                    f"the training loss is not finite at iteration {it + 1} ({terms_text}): "
+                    "lower the learning rate or the loss weights"
+                )
             terms.total.backward()
             optimizer.step()
             done, rng_done = it + 1, g.get_state()
-            for key, value in terms.as_dict().items():
+            for key, value in values.items():
                 window[key] += value
             window_n += 1
             if done % recipe.log_every == 0 or done == recipe.iterations:

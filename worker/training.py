@@ -34,7 +34,7 @@ from instyle.pipeline import StyleSource, train_and_publish
 from instyle.protocol import CANCEL_PREFIX, PREVIEW_PREFIX, ErrorCode, TrainPayload
 from model_store.exceptions import StoreError
 from stylenet.config import GeneratorConfig
-from stylenet.exceptions import EmptyDataset, InvalidImage, TrainingStopped
+from stylenet.exceptions import EmptyDataset, InvalidImage, TrainingDiverged, TrainingStopped
 from stylenet.imageio import encode_image, load_image
 from stylenet.inference import stylize_image
 from stylenet.recipe import TrainRecipe
@@ -234,6 +234,9 @@ def _train_style(payload: dict[str, Any]) -> dict[str, Any]:
     except InvalidImage as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise fail_job(ErrorCode.invalid_image, str(exc)) from None
+    except TrainingDiverged as exc:  # the recipe's doing: the same again would diverge again
+        shutil.rmtree(work, ignore_errors=True)
+        raise fail_job(ErrorCode.invalid_recipe, str(exc)) from None
     except EmptyDataset as exc:
         raise fail_job(ErrorCode.train_data_missing, str(exc)) from None
     except StoreError as exc:

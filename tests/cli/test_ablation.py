@@ -147,6 +147,15 @@ def test_a_finished_run_from_other_settings_is_refused(split: tuple[Path, Path],
     run_ablation(_spec(train, holdout, out, iterations=2), extractor=TinyFeatures())
     with pytest.raises(AblationError, match="other settings"):
         run_ablation(_spec(train, holdout, out, iterations=2, image_size=48), extractor=TinyFeatures())
+    # another painting (its runs were reported under the new one's name), or other photos
+    flipped = tmp_path / "flipped.jpg"
+    Image.open(ASSET_STYLE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    spec = dataclasses.replace(_spec(train, holdout, out, iterations=2), style=flipped)
+    with pytest.raises(AblationError, match="finished run on other style image"):
+        run_ablation(spec, extractor=TinyFeatures())
+    next(iter(sorted(train.glob("*.jpg")))).unlink()
+    with pytest.raises(AblationError, match="finished run on other photos"):
+        run_ablation(_spec(train, holdout, out, iterations=2), extractor=TinyFeatures())
 
 
 def test_a_holdout_photo_in_the_training_set_is_refused_or_excluded(split: tuple[Path, Path], tmp_path: Path) -> None:
@@ -169,6 +178,22 @@ def test_cli_reports_a_leaked_holdout_in_one_line(
     args = ["ablation", "--photos", str(train), "--style", str(ASSET_STYLE), "--holdout", str(holdout)]
     assert main([*args, "--out", str(tmp_path / "out"), *TINY]) == 2
     assert "--exclude-holdout" in capsys.readouterr().err
+
+
+def test_an_eval_size_too_small_to_measure_is_refused_before_training(
+    split: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--eval-size 8 trained all four nets, then VGG's pooling failed with a traceback."""
+    train, holdout = split
+    args = ["ablation", "--photos", str(train), "--style", str(ASSET_STYLE), "--holdout", str(holdout)]
+    tiny = [*TINY[:-4], "--holdout-count", "2"]  # without its --eval-size
+    assert main([*args, "--out", str(tmp_path / "out"), *tiny, "--eval-size", "8"]) == 2  # VGG: 16 at least
+    assert "invalid eval_size 8: valid: 16 to 4096 px" in capsys.readouterr().err
+    Image.new("RGB", (400, 40), "gray").save(holdout / "0000_strip.png")  # 48 px wide: 5 px high
+    assert main([*args, "--out", str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "holdout photo 0000_strip.png is 48x5 px at an eval size of 48 px" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_variant_models_share_weights_and_differ_in_statistics() -> None:

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from instyle.cli import main
+from model_store.shipped import open_catalog
 from tests.conftest import ASSET_PHOTOS, ASSET_STYLE
 
 
@@ -474,6 +476,51 @@ def test_train_resume_from_the_default_folder(
     assert "published tiny@2" in capsys.readouterr().out
     training = json.loads((store / "tiny" / "2" / "manifest.json").read_text())["training"]
     assert training["iterations"] == 3 and training["resumed_from"] == 2 and training["seconds_per_iteration"] > 0
+
+
+def test_train_neither_publishes_over_a_style_made_meanwhile_nor_shares_its_folder(
+    tmp_path: Path, small_photos: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `instyle train --name twin` at once both published (twin@1 and twin@2, no --replace)
+    and both wrote the same checkpoint folder."""
+    import fcntl
+
+    import instyle.pipeline
+    from model_store.manifest import StyleManifest
+
+    store = tmp_path / "store"
+    base = [
+        "train", "--photos", str(small_photos), "--style", str(ASSET_STYLE), "--name", "twin",
+        "--batch-size", "1", "--image-size", "32", "--style-size", "48", "--width", "0.25", "--iterations", "2",
+        "--store", str(store), "--device", "cpu", "--precision", "fp32",
+    ]  # fmt: skip
+    work = store / ".work" / "twin"
+    work.mkdir(parents=True)
+    with (work / ".lock").open("a+") as held:  # a run in progress on that folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        err = _user_error(capsys, *base)
+        assert "another `instyle train` is using" in err and str(work) in err
+    real_train = instyle.pipeline.train
+
+    def train_while_another_publishes(*args: Any, **kwargs: Any) -> Any:
+        result = real_train(*args, **kwargs)
+        shipped = next(iter(open_catalog(None).styles())).latest
+        other = StyleManifest.model_validate_json((shipped.path / "manifest.json").read_bytes())
+        files = {name: shipped.path / name for name in ("generator.ts", "style.jpg")}
+        open_catalog(store).publish(other.model_copy(update={"id": "twin"}), files)
+        return result
+
+    monkeypatch.setattr(instyle.pipeline, "train", train_while_another_publishes)
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2] == "trained: exporting, checking and evaluating the generator ..."  # the bar closed
+    assert err[-3].startswith("iteration 2/2 (100 %), ") and "ETA 0 s; total " in err[-3]  # no terminal: lines
+    assert err[-1].startswith("instyle: error: style 'twin' was published while this one trained")
+    assert err[-1].endswith("add --resume --replace to publish it as a new version")
+    assert open_catalog(store).versions("twin") == [1]
+    monkeypatch.undo()
+    assert main([*base, "--resume", "--replace"]) == 0  # the finished training, published at last
+    assert "published twin@2" in capsys.readouterr().out
 
 
 def test_serve_on_a_port_in_use_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,21 @@ def test_colours_are_converted_to_srgb_from_an_embedded_profile(fmt: str) -> Non
         data = _bytes(grey, fmt, **({"icc_profile": icc} if icc else {}))
         for decoded in (np.asarray(load_image(data)), load_pixels(data).numpy()):
             assert decoded[8, 8] == pytest.approx([expected] * 3, abs=2), (icc and icc[:8], fmt)
+
+
+def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
+    """`--photos` is recursive: a linked folder of photos was skipped (Path.rglob does not enter
+    links), so a folder of links found no photos at all."""
+    from stylenet.imageio import list_images
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.PNG", "notes.txt"):
+        (real / name).write_bytes(b"x")
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "set1").symlink_to(real)
+    (top / "set2").symlink_to(real / "sub")  # the same folder again, by another link
+    (real / "loop").symlink_to(tmp_path)  # a link to a folder above: no endless walk
+    found = list_images(top)
+    assert [p.relative_to(top).as_posix() for p in found] == ["set1/a.jpg", "set1/sub/b.PNG"]

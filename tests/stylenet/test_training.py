@@ -10,7 +10,7 @@ from PIL import Image
 
 from stylenet.config import GeneratorConfig
 from stylenet.data import PhotoDataset
-from stylenet.exceptions import CheckpointError, EmptyDataset
+from stylenet.exceptions import CheckpointError, EmptyDataset, TrainingDiverged
 from stylenet.fast import cpu_has_native_bf16
 from stylenet.recipe import TrainRecipe
 from stylenet.training import TrainProgress, train, training_dtype
@@ -261,3 +261,71 @@ def test_a_style_image_too_small_to_train_on_is_refused_before_anything_loads(
             assert UploadInfo("PNG", width, height, frames=1).fitted(style_size) == fitted
     with pytest.raises(InvalidImage):
         train(small_photos, Image.new("RGB", (40, 8)), SMALL, _recipe(), extractor=tiny_extractor)
+
+
+def test_a_loss_that_is_not_finite_stops_training(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    """A weight too large made the loss inf/NaN: every later step trained on it, and the NaN
+    generator was exported and published. Training stops at the first such loss instead."""
+    with pytest.raises(TrainingDiverged, match=r"not finite at iteration 1 .*lower the learning rate"):
+        train(small_photos, style_image, SMALL, _recipe(style_weight=1e308), extractor=tiny_extractor)
+
+
+def test_export_refuses_a_generator_whose_output_is_not_finite(tmp_path: Path) -> None:
+    from stylenet.exceptions import ExportMismatch
+    from stylenet.export import export_generator
+    from stylenet.generator import build_generator
+
+    model = build_generator(SMALL).eval()
+    with torch.no_grad():
+        next(iter(model.parameters())).fill_(float("nan"))
+    with pytest.raises(ExportMismatch, match="not finite"):
+        export_generator(model, tmp_path / "g.ts")
+    assert not (tmp_path / "g.ts").exists()
+
+
+def test_resume_refuses_another_style_image_or_photo_set(
+    tmp_path: Path, small_photos: Path, style_image: Image.Image, tiny_extractor: torch.nn.Module
+) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    train(small_photos, style_image, SMALL, _recipe(iterations=3), extractor=tiny_extractor, checkpoint_path=ckpt)
+    other_style = style_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    with pytest.raises(CheckpointError, match="other style image"):
+        train(small_photos, other_style, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt, resume=True)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for photo in sorted(small_photos.iterdir())[1:]:
+        (fewer / photo.name).write_bytes(photo.read_bytes())
+    with pytest.raises(CheckpointError, match="other photos"):
+        train(fewer, style_image, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt, resume=True)
+    copy = tmp_path / "copy"  # the same photos elsewhere: the same run
+    copy.mkdir()
+    for photo in sorted(small_photos.iterdir()):
+        (copy / photo.name).write_bytes(photo.read_bytes())
+    result = train(copy, style_image, SMALL, _recipe(), extractor=tiny_extractor, checkpoint_path=ckpt, resume=True)
+    assert result.resumed_from == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not a checkpoint file"),  # text
+        (b"", r"EOFError|Ran out of input"),
+        ([1, 2], "holds a list"),
+        ({"format": 1, "config": {}}, "missing: recipe"),
+    ],
+)
+def test_a_malformed_checkpoint_is_one_clear_error(tmp_path: Path, content: object, message: str) -> None:
+    from stylenet.training import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    if content is None:
+        path.write_text("not a checkpoint\n")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_checkpoint(path, SMALL, _recipe())
+    assert "\n" not in str(caught.value)
