@@ -605,6 +605,9 @@ def _output_paths(inputs: Sequence[Path], output: Path | None, style: str, suffi
     outs = [_output_path(inp, output, style, len(inputs) > 1, suffix) for inp in inputs]
     for out in outs:
         _output_format(out)
+        folder = next((p for p in out.parents if p.exists()), None)  # the nearest that exists
+        if folder is not None and not folder.is_dir():
+            raise CLIError(f"--output {out}: {folder} is a file, not a folder")
     writers: dict[Path, list[Path]] = {}
     for inp, out in zip(inputs, outs, strict=True):
         writers.setdefault(out.resolve(), []).append(inp)
@@ -617,7 +620,7 @@ def _output_paths(inputs: Sequence[Path], output: Path | None, style: str, suffi
 def cmd_stylize(args: argparse.Namespace) -> int:
     from model_store.shipped import open_catalog
     from stylenet.fast import load_engine
-    from stylenet.imageio import encode_image, load_image
+    from stylenet.imageio import check_encodable, encode_image, fit_size, load_image
     from stylenet.inference import stylize_image
     from stylenet.tiling import tile_threshold
 
@@ -632,10 +635,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     generator = load_engine(resolved.read_artifact(), resolved.manifest.generator, device, args.precision, name=ref)
     tile_pixels = tile_threshold(args.tile_megapixels, device)
     for inp, out in zip(args.inputs, outs, strict=True):
+        photo = load_image(inp)
+        size = fit_size(photo.size, args.max_size) if max(photo.size) > args.max_size else photo.size
+        try:  # before the pass, not after it
+            check_encodable(size, _output_format(out))
+        except ValueError as exc:
+            raise CLIError(f"{inp} -> {out}: {exc}") from None
         bar = _PassBar(f"{inp.name} (tiled)")
         try:
             image = stylize_image(
-                generator, load_image(inp), args.max_size, args.preserve_color, device, tile_pixels, progress=bar
+                generator, photo, args.max_size, args.preserve_color, device, tile_pixels, progress=bar
             )
         finally:
             bar.close()

@@ -23,6 +23,10 @@ class ExportMismatch(StylenetError):
     """The exported TorchScript module does not reproduce the eager model's output."""
 
 
+class InvalidArtifact(StylenetError):
+    """An exported generator's bytes do not load (damaged, or written by an incompatible torch)."""
+
+
 class CheckpointError(StylenetError):
     """A training checkpoint is missing, unreadable, or from a different recipe."""
 

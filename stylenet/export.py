@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylenet.exceptions import ExportMismatch
+from stylenet.exceptions import ExportMismatch, InvalidArtifact
 
 ARTIFACT_FORMAT = "torchscript"
 ARTIFACT_FILE = "generator.ts"
@@ -109,10 +109,17 @@ def _float32(module: torch.jit.ScriptModule) -> nn.Module:
 
 
 def load_generator_bytes(data: bytes, device: str | torch.device = "cpu") -> nn.Module:
-    """Load an exported generator from bytes, in eval mode, computing in fp32."""
+    """Load an exported generator from bytes, in eval mode, computing in fp32; ``InvalidArtifact``
+    when they do not load."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(io.BytesIO(data), map_location=device)
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location=device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidArtifact(f"not a loadable TorchScript generator: {reason}") from exc
     return _float32(module).eval()
 
 

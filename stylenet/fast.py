@@ -1508,8 +1508,21 @@ def load_engine(
     try:
         cfg = GeneratorConfig.from_dict(dict(generator))
         engine = optimize(module, cfg, device, precision)
+        # the engine is built from the manifest's config: one that does not describe the artifact
+        # (a padding, an upsampling: settings without weights) would build another network
+        with torch.inference_mode():
+            probe = probe_image().to(device)
+            agreement = psnr(engine(probe), module(probe).float())
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         log.warning("%s: no fast engine (%s); running the artifact as is", name, exc)
+        return module
+    if agreement < MIN_PSNR_DB:
+        log.warning(
+            "%s: the engine built from the manifest's generator config differs from the artifact (%.1f dB on the "
+            "probe): running the artifact as is",
+            name,
+            agreement,
+        )
         return module
     residuals = getattr(engine, "residual_precision", engine.precision)  # (``float32_residuals``)
     log.info(

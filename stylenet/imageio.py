@@ -224,9 +224,24 @@ def encode_pixels(pixels: torch.Tensor, fmt: str = "jpeg", quality: int = 90) ->
     return encode_image(Image.fromarray(pixels.numpy(), "RGB"), fmt, quality)
 
 
+#: The longest side each output format can hold (libjpeg: 65500; libwebp: 16383).
+MAX_ENCODED_SIDE = {"jpeg": 65500, "jpg": 65500, "png": 2**31 - 1, "webp": 16383}
+
+
+def check_encodable(size: tuple[int, int], fmt: str) -> None:
+    """``ValueError`` if an image of ``size`` (width, height) is too large for ``fmt``."""
+    limit = MAX_ENCODED_SIDE.get(fmt.lower())
+    if limit is not None and max(size) > limit:
+        raise ValueError(
+            f"a {size[0]}x{size[1]} image is too large for {fmt.upper()} (at most {limit} px a side): "
+            "choose another format or a smaller --max-size"
+        )
+
+
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Encode to ``jpeg``, ``png`` or ``webp`` bytes."""
     fmt = fmt.lower()
+    check_encodable(img.size, fmt)
     buf = io.BytesIO()
     if fmt in ("jpeg", "jpg"):
         img.save(buf, "JPEG", quality=quality)  # no Huffman optimization: 2.7x faster, 2 % larger

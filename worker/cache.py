@@ -15,6 +15,7 @@ from torch import nn
 
 from model_store.catalog import Catalog, ResolvedStyle
 from model_store.exceptions import ArtifactCorrupt
+from stylenet.exceptions import InvalidArtifact
 from stylenet.fast import load_engine
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class GeneratorCache:
             model = load_engine(artifact, manifest.generator, self.device, self.precision, manifest.ref)
         except torch.cuda.OutOfMemoryError:
             raise
-        except (RuntimeError, ValueError, EOFError) as exc:  # a file that matches its sha256 yet does not load
+        except (InvalidArtifact, RuntimeError, ValueError, EOFError) as exc:  # matches its sha256, does not load
             raise ArtifactCorrupt(f"{manifest.ref}: the generator does not load: {exc}") from exc
         seconds = time.perf_counter() - start
         log.info("loaded %s on %s in %.2f s", resolved.manifest.ref, self.device, seconds)

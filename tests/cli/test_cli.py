@@ -15,7 +15,9 @@ from PIL import Image
 
 from instyle.cli import main
 from model_store.shipped import open_catalog
-from tests.conftest import ASSET_PHOTOS, ASSET_STYLE
+from tests.conftest import ASSET_PHOTOS, ASSET_STYLE, REPO
+
+REPO_SHIPPED = REPO / "model_store" / "shipped"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -554,3 +556,38 @@ def test_styles_of_a_server_that_is_not_there_is_one_error(capsys: pytest.Captur
     err = _user_error(capsys, "styles", "--server", "http://127.0.0.1:9")
     assert "cannot reach http://127.0.0.1:9/v1/styles" in err
     assert "is not an http:// or https:// URL" in _user_error(capsys, "styles", "--server", "localhost:9")
+
+
+def test_stylize_refuses_what_it_could_not_write_before_the_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 17000 px wide WebP (libwebp holds 16383) failed with a traceback after the whole pass; an
+    --output below a file stylized first, then said "File exists"."""
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (17000, 4), "gray").save(wide)
+    err = _user_error(
+        capsys, "stylize", str(wide), "--style", "starry-night", "--max-size", "17000", "-o", str(tmp_path / "w.webp")
+    )
+    assert "a 17000x4 image is too large for WEBP (at most 16383 px a side)" in err
+    assert not (tmp_path / "w.webp").exists()
+    (tmp_path / "file.png").write_bytes(b"x")
+    err = _user_error(capsys, "stylize", PHOTO, "--style", "starry-night", "-o", str(tmp_path / "file.png" / "sub.png"))
+    assert f"{tmp_path / 'file.png'} is a file, not a folder" in err
+
+
+def test_an_artifact_that_does_not_load_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+    import shutil
+
+    shipped = REPO_SHIPPED / "starry-night" / "1"
+    broken = tmp_path / "store" / "broken" / "1"
+    shutil.copytree(shipped, broken)
+    data = (broken / "generator.ts").read_bytes()[:5000]  # truncated, and its manifest says so
+    (broken / "generator.ts").write_bytes(data)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["id"] = "broken"
+    manifest["artifact"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    out = str(tmp_path / "o.png")
+    err = _user_error(capsys, "stylize", PHOTO, "--style", "broken", "--store", str(tmp_path / "store"), "-o", out)
+    assert "not a loadable TorchScript generator" in err

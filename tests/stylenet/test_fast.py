@@ -511,6 +511,28 @@ def test_load_engine_falls_back_to_the_artifact_when_the_config_does_not_fit() -
     assert module(probe_image()).shape == (1, 3, 96, 128)
 
 
+def test_load_engine_runs_the_artifact_when_the_config_describes_another_network(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A padding or upsampling has no weights: a manifest saying "zero" for a reflect-padded
+    artifact built another network (25 dB from the artifact), with the probe check passing."""
+    data = (SHIPPED / "generator.ts").read_bytes()
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert manifest["generator"]["padding"] != "zero"
+    module = load_engine(data, {**manifest["generator"], "padding": "zero"}, precision="fp32", name="x")
+    assert not isinstance(module, (JohnsonEngine, GenericEngine))
+    assert "differs from the artifact" in caplog.text
+
+
+@pytest.mark.parametrize("data", [b"not a generator", b"PK\x03\x04" + b"\0" * 64])
+def test_an_artifact_that_does_not_load_is_one_clear_error(data: bytes) -> None:
+    from stylenet.exceptions import InvalidArtifact
+
+    with pytest.raises(InvalidArtifact, match="not a loadable TorchScript generator") as caught:
+        load_engine(data, {})
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("size", [(40, 52), (64, 64), (70, 33)])
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zero"])
 def test_ulyanov_engine_fp32_matches_eager(size: tuple[int, int], padding: str) -> None:
