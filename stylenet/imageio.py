@@ -1,7 +1,7 @@
 """The one image <-> tensor path, shared by training, export checks, evaluation and the worker.
 
 Tensors are float32 RGB in [0, 1], shaped (3, H, W) or (N, 3, H, W). No function mutates its
-arguments.
+arguments but ``to_rgb``, which takes over the image it is given (``load_image``'s own).
 """
 
 from __future__ import annotations
@@ -36,11 +36,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if getattr(img, "is_animated", False):
         img.seek(0)
     ImageOps.exif_transpose(img, in_place=True)
+    if img.mode == "P":  # the palette's colours are in the profile's space too: converted next
+        icc = img.info.get("icc_profile")
+        img = img.convert("RGBA")
+        if icc:
+            img.info["icc_profile"] = icc
     img = to_srgb(img)
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        img = Image.fromarray(_grey_bytes(img), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
+        key = img.info.get("transparency")
+        grey = _grey_bytes(img)
+        if isinstance(key, int) and not isinstance(key, bool):  # a tRNS grey value: that one is clear
+            alpha = np.where(np.asarray(img) == key, 0, 255).astype(np.uint8)
+            img = Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
+        else:
+            img = Image.fromarray(grey, "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("RGB", "L") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -54,10 +63,11 @@ def to_srgb(img: Image.Image) -> Image.Image:
     """An RGB or CMYK image tagged with an ICC profile other than sRGB (a phone's Display P3, a
     camera's Adobe RGB, a print CMYK), converted to sRGB: the generators were trained on sRGB
     photos, and their output goes out untagged, which every viewer reads as sRGB. Read as
-    sRGB instead, a wide-gamut photo loses its saturation. Untagged and sRGB-tagged images come
-    back as they are; a profile that does not parse is ignored (logged)."""
+    sRGB instead, a wide-gamut photo loses its saturation. RGBA images keep their alpha.
+    Untagged images and those whose profile is sRGB in effect (whatever its name) come back as
+    they are; a profile that does not parse is ignored (logged)."""
     icc = img.info.get("icc_profile")
-    if not icc or img.mode not in ("RGB", "CMYK"):
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
         return img
     transform = _srgb_transform(bytes(icc), img.mode)
     if transform is None:
@@ -69,15 +79,24 @@ def to_srgb(img: Image.Image) -> Image.Image:
 
 @functools.lru_cache(maxsize=16)
 def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
-    """The transform from profile ``icc`` to sRGB for ``mode`` images; None for an sRGB profile
-    or one that cannot be used. Cached: a phone's photos all carry the same profile."""
+    """The transform from profile ``icc`` to sRGB for ``mode`` images; None for a profile that is
+    sRGB in effect (a cube of colours through it comes back within one level: names lie, GIMP's
+    "Linear sRGB" is not sRGB) or one that cannot be used. Cached: a phone's photos all carry
+    the same profile."""
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(profile).lower():
-            return None
         srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
         intent = ImageCms.Intent.RELATIVE_COLORIMETRIC
-        return ImageCms.buildTransform(profile, srgb, mode, "RGB", renderingIntent=intent)
+        transform = ImageCms.buildTransform(profile, srgb, mode, "RGBA" if mode == "RGBA" else "RGB", intent)
+        if mode in ("RGB", "RGBA"):
+            levels = np.linspace(0, 255, 9).round().astype(np.uint8)
+            cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(27, 27, 3)
+            probe = Image.fromarray(cube, "RGB").convert(mode)
+            through = ImageCms.applyTransform(probe, transform)
+            assert through is not None
+            if np.abs(np.asarray(through, np.int16) - np.asarray(probe, np.int16)).max() <= 1:
+                return None
+        return transform
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
         log.info("ignoring an embedded ICC profile that cannot be used: %s", exc)
         return None

@@ -237,6 +237,43 @@ def test_colours_are_converted_to_srgb_from_an_embedded_profile(fmt: str) -> Non
             assert decoded[8, 8] == pytest.approx([expected] * 3, abs=2), (icc and icc[:8], fmt)
 
 
+@pytest.mark.parametrize(("mode", "fmt"), [("RGBA", "PNG"), ("RGBA", "WEBP"), ("P", "PNG")])
+def test_images_with_alpha_or_a_palette_are_converted_to_srgb_too(mode: str, fmt: str) -> None:
+    """Only RGB and CMYK were: an RGBA screenshot tagged Display P3 kept its raw values (128),
+    a palette image its palette's (153)."""
+    grey = Image.new("RGB", (16, 16), (128, 128, 128))
+    grey = grey.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else grey.convert(mode)
+    data = _bytes(grey, fmt, icc_profile=LINEAR_SRGB)
+    assert np.asarray(load_image(data))[8, 8].tolist() == pytest.approx([188] * 3, abs=2)
+
+
+def test_a_profile_is_judged_by_its_colours_not_its_name() -> None:
+    """GIMP names its linear profile "GIMP built-in Linear sRGB": a name containing "sRGB" was
+    taken for sRGB, and the photo read 60 levels too dark."""
+    grey = Image.new("RGB", (16, 16), (128, 128, 128))
+    primaries = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+    linear = icc_profile(primaries, 1.0, "GIMP built-in Linear sRGB")
+    decoded = np.asarray(load_image(_bytes(grey, "PNG", icc_profile=linear)))
+    assert decoded[8, 8].tolist() == pytest.approx([188] * 3, abs=2)
+    srgb_like = icc_profile(primaries, 2.2, "a display")  # near sRGB, by another name
+    decoded = np.asarray(load_image(_bytes(grey, "PNG", icc_profile=srgb_like)))
+    assert decoded[8, 8].tolist() == pytest.approx([128] * 3, abs=3)
+
+
+def test_a_16_bit_grey_png_keeps_its_transparent_value() -> None:
+    """A 16-bit grey PNG's tRNS value was dropped on the way to 8 bits: clear pixels came out
+    their stored grey instead of white (alpha on white)."""
+    pixels = np.full((4, 4), 7 * 257, np.uint16)
+    pixels[0, 0] = 40000
+    img = Image.fromarray(pixels)
+    assert img.mode.startswith("I;16")
+    buf = io.BytesIO()
+    img.save(buf, "PNG", transparency=7 * 257)
+    decoded = np.asarray(load_image(buf.getvalue()))
+    assert decoded[1, 1].tolist() == [255, 255, 255]
+    assert decoded[0, 0].tolist() == [156] * 3  # 40000 / 65535 of 255, opaque
+
+
 def test_list_images_follows_linked_folders_once(tmp_path: Path) -> None:
     """`--photos` is recursive: a linked folder of photos was skipped (Path.rglob does not enter
     links), so a folder of links found no photos at all."""
