@@ -14,6 +14,7 @@ from redis import Redis
 
 from model_store.shipped import open_catalog
 from service import problems
+from service.auth import KeyBeforeBody
 from service.deps import AppState
 from service.head import HeadAsGet
 from service.jobs import JobService
@@ -95,6 +96,7 @@ def create_app(settings: ServiceSettings | None = None, redis: Redis | None = No
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     # the last added is the outermost: the metrics see what the client gets, 413s included
+    app.add_middleware(KeyBeforeBody, keys=settings.api_keys)
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)

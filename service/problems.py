@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -10,10 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 from service.exceptions import InvalidField, QueueFull, ServiceError, Unauthorized
 
@@ -97,18 +100,51 @@ _HTTP_CODES = {
 }
 
 
+#: The order ``Allow`` lists methods in.
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route of ``request``'s path answers, HEAD wherever GET is
+    (``service.head``), for a 405's ``Allow`` (RFC 9110 section 10.2.1)."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        if isinstance(route, Route | APIRoute) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    rank = {m: i for i, m in enumerate(_METHOD_ORDER)}
+    return ", ".join(sorted(methods, key=lambda m: (rank.get(m, len(rank)), m)))
+
+
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes below included routers (FastAPI keeps each ``include_router`` as one entry
+    holding its router; their routes carry the whole path)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The problem response for one of our own errors, with the headers its status calls for."""
+    extra = {"errors": exc.errors} if isinstance(exc, InvalidField) else {}
+    response = problem(exc.status, exc.code, exc.title, exc.detail, **extra)
+    if isinstance(exc, QueueFull):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Unauthorized):  # RFC 9110 section 11.6.1: a 401 names its scheme
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def install(app: FastAPI) -> None:
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        extra = {"errors": exc.errors} if isinstance(exc, InvalidField) else {}
-        response = problem(exc.status, exc.code, exc.title, exc.detail, **extra)
-        if isinstance(exc, QueueFull):
-            response.headers["Retry-After"] = str(exc.retry_after_s)
-        if isinstance(exc, Unauthorized):  # RFC 9110 section 11.6.1: a 401 names its scheme
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -127,7 +163,9 @@ def install(app: FastAPI) -> None:
         except ValueError:
             title = str(exc.detail)
         response = problem(exc.status_code, code, title, str(exc.detail))
-        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # starlette's Allow names the first route of the path only
+            response.headers["Allow"] = allowed_methods(request)
         return response
 
     @app.exception_handler(RedisConnectionError)

@@ -141,6 +141,42 @@ def test_auth_validation_and_clashes(api: TestClient) -> None:
     assert api.get("/v1/styles/tiny").status_code == 200
 
 
+def test_a_missing_key_is_refused_before_the_body_is_read(api: TestClient) -> None:
+    """FastAPI parses a form before a route's dependencies run: an anonymous client could make
+    the server take in and parse a 50 MB upload before its 401."""
+    import asyncio
+
+    from service.auth import KeyBeforeBody
+
+    broken = b"--b\r\nnot a form at all"  # parsed first, this was a 400, not the 401
+    r = api.post("/v1/styles", content=broken, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = api.post(
+        "/v1/styles", content=broken,
+        headers={"Content-Type": "multipart/form-data; boundary=b", "Authorization": "Bearer wrong"},
+    )  # fmt: skip
+    assert r.status_code == 403
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        reached.append(scope["path"])
+
+    async def receive():  # type: ignore[no-untyped-def]
+        raise AssertionError("the body was read")
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    guard = KeyBeforeBody(app, [KEY])
+    for method, path in [("POST", "/v1/styles"), ("DELETE", "/v1/styles/tiny@2")]:
+        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": []}, receive, send))
+    assert reached == [] and [m["status"] for m in sent if m["type"] == "http.response.start"] == [401, 401]
+    for method, path in [("POST", "/v1/stylize"), ("GET", "/v1/styles"), ("DELETE", "/v1/jobs/x")]:
+        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": []}, receive, send))
+    assert reached == ["/v1/stylize", "/v1/styles", "/v1/jobs/x"]  # not ours to check
+
+
 def test_a_name_with_a_training_job_pending_is_taken(api: TestClient, redis_url: str, store: Path) -> None:
     """Two submissions of one new name: the second is a 409 while the first is queued or running
     (both would publish, the second a version 2 nobody asked for), unless it says ``replace``;

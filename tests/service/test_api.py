@@ -631,6 +631,10 @@ def test_head_answers_as_get_without_the_body_and_405_says_what_is_allowed(clien
     assert_problem(r, 405, "method_not_allowed")
     assert r.headers["allow"] == "POST"  # RFC 9110 section 15.5.6
     assert client.head("/v1/stylize").headers["allow"] == "POST"
+    # every route of the path, each its own in FastAPI: the header named the first one's only
+    for path, allow in [("/v1/styles", "GET, HEAD, POST"), (f"/v1/jobs/{job_id}", "GET, HEAD, DELETE"),
+                        ("/v1/styles/tiny", "GET, HEAD, DELETE"), ("/healthz", "GET, HEAD")]:  # fmt: skip
+        assert client.put(path).headers["allow"] == allow, path
     text = client.get("/metrics").text
     assert 'instyle_http_requests_total{method="HEAD",route="/healthz",status="200"} 1' in text
     assert 'instyle_http_requests_total{method="HEAD",route="/v1/jobs/{job_id}",status="200"} 1' in text
