@@ -385,3 +385,6 @@ class JobService:
             raise JobNotCancelable(str(exc)) from None
         job.meta["canceled_at"] = datetime.now(UTC).isoformat()  # RQ sets no ended_at on a job that never ran
         job.save_meta()
+        # it ends here, not on a worker: counted with the jobs that end canceled, after 0 s of work
+        labels = {"type": str(job.meta.get("type", "stylize")), "status": "canceled"}
+        telemetry.observe(self.redis, "instyle_job_duration_seconds", labels, 0.0)

@@ -51,6 +51,17 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
 
 
+def image_response(description: str, *media_types: str) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` entry for a 200 that is an image in one of ``media_types`` (the
+    route sets ``response_class=Response``, so that FastAPI documents no JSON besides)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": {t: binary for t in media_types}}}
+
+
+#: The formats a stylized image comes in (``format=``).
+RESULT_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's OpenAPI schema with what the API really sends on errors: every 4xx/5xx of every
     operation is a ``Problem`` in ``application/problem+json`` (FastAPI documents its 422 as

@@ -71,7 +71,11 @@ def metrics(state: State) -> str:
         for queue_name in QUEUES:
             queue = state.jobs.queue(queue_name)
             lines.append(f'instyle_queue_depth{{queue="{queue_name}"}} {queue.count}')
-        lines += ["# HELP instyle_jobs Jobs by queue and state (registries).", "# TYPE instyle_jobs gauge"]
+        lines += [
+            "# HELP instyle_jobs Jobs by queue and RQ registry (a job canceled while it ran is in failed; "
+            "instyle_job_duration_seconds_count has it as canceled).",
+            "# TYPE instyle_jobs gauge",
+        ]
         for queue_name in QUEUES:
             queue = state.jobs.queue(queue_name)
             for label, registry in (

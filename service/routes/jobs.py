@@ -8,12 +8,12 @@ from rq.job import Job
 
 from service.deps import State
 from service.jobs import JobView, server_timing
-from service.problems import documented
+from service.problems import RESULT_TYPES, documented, image_response
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404, 410))
+@router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404, 410, 503))
 def get_job(job_id: str, request: Request, state: State) -> JobView:
     return _view(state.jobs.fetch(job_id), request, state)
 
@@ -29,7 +29,8 @@ def _view(job: Job, request: Request, state: State) -> JobView:
 @router.get(
     "/{job_id}/preview",
     name="get_job_preview",
-    responses={200: {"content": {"image/jpeg": {}}}, **documented(404, 410)},
+    response_class=Response,
+    responses={**image_response("the training's latest preview", "image/jpeg"), **documented(404, 410, 503)},
 )
 def get_job_preview(job_id: str, state: State) -> Response:
     """A stylized sample from the current weights of a training job (refreshed periodically)."""
@@ -40,7 +41,8 @@ def get_job_preview(job_id: str, state: State) -> Response:
 @router.get(
     "/{job_id}/result",
     name="get_job_result",
-    responses={200: {"content": {"image/jpeg": {}}}, **documented(404, 409, 410)},
+    response_class=Response,
+    responses={**image_response("the stylized image", *RESULT_TYPES), **documented(404, 409, 410, 503)},
 )
 def get_job_result(job_id: str, state: State) -> Response:
     data, content_type, model_ms = state.jobs.result(state.jobs.fetch(job_id))
@@ -48,7 +50,7 @@ def get_job_result(job_id: str, state: State) -> Response:
     return Response(data, media_type=content_type, headers=headers)
 
 
-@router.delete("/{job_id}", response_model=JobView, responses=documented(404, 409, 410))
+@router.delete("/{job_id}", response_model=JobView, responses=documented(404, 409, 410, 503))
 def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     job = state.jobs.fetch(job_id)
     state.jobs.cancel(job)

@@ -17,7 +17,7 @@ from model_store.ids import parse_style_ref, validate_style_id
 from service.auth import ApiKey
 from service.deps import State
 from service.exceptions import InvalidField, StyleExists, StyleReadOnlyError, StyleUnavailable, StyleUnknown
-from service.problems import documented
+from service.problems import documented, image_response
 from service.training import MIN_STYLE_SIDE, TrainRequest
 from service.uploads import inspect_upload
 
@@ -102,7 +102,14 @@ def get_style(style_ref: str, state: State) -> dict[str, Any]:
     }
 
 
-@router.get("/{style_ref}/preview", response_class=FileResponse, responses=documented(404, 503))
+@router.get(
+    "/{style_ref}/preview",
+    response_class=FileResponse,
+    responses={
+        **image_response("the style's preview, or (kind=style) its painting", "image/jpeg"),
+        **documented(404, 503),
+    },
+)
 def get_preview(style_ref: str, state: State, kind: Literal["preview", "style"] = "preview") -> FileResponse:
     resolved = _resolve(state, style_ref)
     name = resolved.manifest.style_image.file if kind == "style" else resolved.manifest.preview
@@ -121,6 +128,18 @@ class TrainAccepted(BaseModel):
     recipe: dict[str, Any]
 
 
+def _limits(field: str) -> dict[str, Any]:
+    """``TrainRequest``'s bounds on ``field``, for the schema of the form field that feeds it
+    (the model checks them: one place holds them)."""
+    keys = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+    return {
+        key: getattr(rule, attr)
+        for rule in TrainRequest.model_fields[field].metadata
+        for attr, key in keys.items()
+        if getattr(rule, attr, None) is not None
+    }
+
+
 @router.post(
     "", status_code=202, response_model=TrainAccepted, responses=documented(400, 401, 403, 409, 413, 415, 422, 429, 503)
 )
@@ -134,15 +153,15 @@ async def train_style(
     preset: Annotated[Literal["fast", "quality"] | None, Form()] = None,
     arch: Annotated[Literal["johnson", "ulyanov"] | None, Form()] = None,
     norm: Annotated[Literal["instance", "batch", "instance-frozen"] | None, Form()] = None,
-    width: Annotated[float | None, Form()] = None,
-    iterations: Annotated[int | None, Form()] = None,
-    image_size: Annotated[int | None, Form()] = None,
-    style_size: Annotated[int | None, Form()] = None,
-    batch_size: Annotated[int | None, Form()] = None,
-    lr: Annotated[float | None, Form()] = None,
-    content_weight: Annotated[float | None, Form()] = None,
-    style_weight: Annotated[float | None, Form()] = None,
-    tv_weight: Annotated[float | None, Form()] = None,
+    width: Annotated[float | None, Form(json_schema_extra=_limits("width"))] = None,
+    iterations: Annotated[int | None, Form(json_schema_extra=_limits("iterations"))] = None,
+    image_size: Annotated[int | None, Form(json_schema_extra=_limits("image_size"))] = None,
+    style_size: Annotated[int | None, Form(json_schema_extra=_limits("style_size"))] = None,
+    batch_size: Annotated[int | None, Form(json_schema_extra=_limits("batch_size"))] = None,
+    lr: Annotated[float | None, Form(json_schema_extra=_limits("lr"))] = None,
+    content_weight: Annotated[float | None, Form(json_schema_extra=_limits("content_weight"))] = None,
+    style_weight: Annotated[float | None, Form(json_schema_extra=_limits("style_weight"))] = None,
+    tv_weight: Annotated[float | None, Form(json_schema_extra=_limits("tv_weight"))] = None,
     replace: Annotated[bool, Form()] = False,
 ) -> JSONResponse:
     try:

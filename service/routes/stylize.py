@@ -20,7 +20,7 @@ from model_store.exceptions import ArtifactCorrupt, InvalidStyleId, StyleNotFoun
 from service.deps import State
 from service.exceptions import InvalidField, StyleUnknown
 from service.jobs import server_timing
-from service.problems import documented, redis_unavailable
+from service.problems import RESULT_TYPES, documented, image_response, redis_unavailable
 from service.routes.styles import style_unavailable
 from service.uploads import inspect_upload
 
@@ -44,7 +44,10 @@ class Accepted(BaseModel):
     "/stylize",
     status_code=202,
     response_model=Accepted,
-    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 404, 413, 415, 422, 429, 503)},
+    responses={
+        **image_response("with ?wait=, the stylized image when it was ready in time", *RESULT_TYPES),
+        **documented(400, 404, 413, 415, 422, 429, 503),
+    },
 )
 async def stylize(
     request: Request,

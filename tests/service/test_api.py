@@ -250,6 +250,8 @@ def test_cancel_a_queued_job(client: TestClient, run_worker: Callable[[], None])
     result = assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "no_result")
     assert "ended canceled (canceled: the job was canceled)" in str(result["detail"])
     assert_problem(client.delete(f"/v1/jobs/{job_id}"), 409, "job_not_cancelable")
+    metrics = client.get("/metrics").text  # it ended canceled: counted so, though no worker saw it
+    assert 'instyle_job_duration_seconds_count{status="canceled",type="stylize"} 1' in metrics
 
 
 def _while_waiting(client: TestClient, act: Callable[[str], None], wait: float = 10) -> tuple[object, float]:
@@ -593,6 +595,19 @@ def test_the_openapi_schema_documents_the_problems_the_api_sends(client: TestCli
 
     Problem.model_validate(client.get("/v1/jobs/nope").json())
     Problem.model_validate(post(client, png(), quality="0").json())
+    # images as images (FastAPI added an application/json 200 to routes that never send one)
+    images = {"image/jpeg", "image/png", "image/webp"}
+    for path, method, types in [
+        ("/v1/stylize", "post", images), ("/v1/jobs/{job_id}/result", "get", images),
+        ("/v1/jobs/{job_id}/preview", "get", {"image/jpeg"}), ("/v1/styles/{style_ref}/preview", "get", {"image/jpeg"}),
+    ]:  # fmt: skip
+        assert set(schema["paths"][path][method]["responses"]["200"]["content"]) == types, path
+    assert "503" in schema["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]  # Redis away
+    # the training form's fields carry the bounds the server enforces
+    form = schema["paths"]["/v1/styles"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    fields = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert (fields["iterations"]["minimum"], fields["iterations"]["maximum"]) == (1, 200_000)
+    assert (fields["lr"]["exclusiveMinimum"], fields["lr"]["maximum"]) == (0, 0.1)
 
 
 def test_a_damaged_style_is_a_clear_503_without_the_servers_paths(
