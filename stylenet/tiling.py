@@ -236,13 +236,14 @@ class _Photo:
     def rows(self, r0: int, r1: int, height: int, width: int) -> torch.Tensor:
         """Rows [r0, r1) as float (N, 3, r1 - r0, width) on the device, the last row and column
         repeated beyond the photo's edges (padded to ``height`` x ``width`` as a whole)."""
-        stop = min(r1, self.h)
-        part = self.x[:, r0:stop] if self.as_bytes else self.x[:, :, r0:stop]
+        start = min(r0, self.h - 1)  # a band wholly below the photo (padded to a multiple): its last row
+        stop = max(min(r1, self.h), start + 1)
+        part = self.x[:, start:stop] if self.as_bytes else self.x[:, :, start:stop]
         part = part.to(self.device)
         if self.as_bytes:
             part = bytes_to_float(part)
-        if r1 > stop or width > self.w:
-            part = F.pad(part, (0, width - self.w, 0, r1 - stop), mode="replicate")
+        if r1 - r0 != stop - start or width > self.w:
+            part = F.pad(part, (0, width - self.w, 0, (r1 - r0) - (stop - start)), mode="replicate")
         return part
 
     def output(self, height: int, width: int) -> Callable[[int, int, torch.Tensor], None]:

@@ -142,6 +142,23 @@ def test_tiled_pyramid_equals_untiled_in_fp32(
     assert float((tiled - untiled).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["float", "bytes"])
+def test_bands_wholly_below_the_photo_read_its_last_row(as_bytes: bool) -> None:
+    """Five scales pad a 50-row photo to 64: bands of 4 from row 52 on lay wholly in the padding,
+    and reading them failed ("Expected 3D or 4D ... got [1, 3, 0, 40]")."""
+    cfg = GeneratorConfig(arch="ulyanov", scales=5, channels_per_scale=4)  # type: ignore[arg-type]
+    engine = optimize(_random(cfg), cfg, precision="fp32")
+    x = torch.rand(1, 3, 50, 40)
+    if as_bytes:
+        x = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    untiled = engine(x) if not as_bytes else None
+    tiled = tiled_pyramid(engine, x, band=4, stored_pixels=16)
+    if untiled is not None:
+        assert float((tiled - untiled).abs().max()) < 1e-4
+    else:
+        assert tiled.shape == x.shape
+
+
 def test_kept_stages_are_the_finer_ones_that_fit_and_save_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = _pyramid()  # 3 scales, 4 channels each: stage s outputs 4 (s + 1) channels
     x = torch.rand(1, 3, 64, 64)
