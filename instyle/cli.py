@@ -755,8 +755,11 @@ def _serve_embedded(
         worker_settings.train_lease_s, worker_settings.maintenance_s, worker_settings.batch_size
     )  # fmt: skip
     ttl = worker_settings.worker_ttl_s
+    stylize_lease_s = worker_settings.stylize_lease_s
     workers = [
-        start_thread_worker(redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None, ttl)
+        start_thread_worker(
+            redis, [q], lease_s, maintenance_s, batch_size, share if q == QUEUE_STYLIZE else None, ttl, stylize_lease_s
+        )
         for q in ([QUEUE_TRAIN] if in_processes else QUEUES)
         for _ in range(worker_settings.stylize_threads if q == QUEUE_STYLIZE else 1)
     ]
@@ -855,7 +858,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ctx = build_context(settings, redis)
     print(f"instyle worker on {ctx.device} for {','.join(queues)}; {len(ctx.cache)} styles warm", file=sys.stderr)
     worker = make_worker(
-        redis, queues, name=args.name, lease_s=settings.train_lease_s, maintenance_s=settings.maintenance_s,
+        redis, queues, name=args.name, lease_s=settings.train_lease_s, stylize_lease_s=settings.stylize_lease_s,
+        maintenance_s=settings.maintenance_s,
         batch_size=settings.batch_size, worker_ttl=settings.worker_ttl_s,
     )  # fmt: skip
     worker.work(burst=args.burst, with_scheduler=False)

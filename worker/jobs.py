@@ -27,7 +27,7 @@ from stylenet.exceptions import InvalidImage
 from stylenet.imageio import encode_pixels, load_pixels
 from stylenet.inference import runs_exclusive, stylize_pixels
 from worker.context import WorkerContext, current_context
-from worker.runner import all_threads
+from worker.runner import all_threads, shared_lease
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def recorded(job_type: str) -> Iterator[Recorded]:
 
 def stylize(payload: dict[str, Any]) -> dict[str, Any]:
     """Stylize the photo at ``payload.input_key``; store the encoded result under a new key."""
-    with recorded("stylize") as record:
+    with shared_lease(), recorded("stylize") as record:
         return _stylize(payload, record)
 
 

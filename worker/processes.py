@@ -301,6 +301,7 @@ def _child(folder: Path, slot: int, parent: int) -> int:
     worker = make_worker(
         redis, [QUEUE_STYLIZE], ThreadWorker, lease_s=settings.train_lease_s,
         maintenance_s=settings.maintenance_s, batch_size=settings.batch_size, worker_ttl=settings.worker_ttl_s,
+        stylize_lease_s=settings.stylize_lease_s,
     )  # fmt: skip
     assert isinstance(worker, ThreadWorker)
     worker.share = ProcessShare(torch.get_num_threads(), folder, slot)

@@ -79,14 +79,17 @@ def _arena_held() -> bool:
 class InstyleWorker(SimpleWorker):
     """Non-forking worker with JSON (de)serialization of jobs.
 
-    Training jobs get a short lease (``lease_s``) in RQ's started registry instead of
-    ``timeout + 60 s``; ``keep_lease()`` renews it from a background thread while the job runs. If the
-    worker dies, the lease runs out, registry cleanup retries the job (``Retry``) on another
-    worker, and the job resumes from its checkpoint.
+    Jobs get a short lease in RQ's started registry instead of ``timeout + 60 s``: training jobs
+    ``lease_s``, renewed by ``keep_lease()`` from a thread of their own while the job runs;
+    stylize jobs ``stylize_lease_s``, renewed by the worker's ``LeaseKeeper`` (one thread for all
+    its jobs: ``shared_lease()``). If the worker dies, the lease runs out, registry cleanup
+    retries the job (``Retry``) on another worker or fails it as ``worker_lost``, and a training
+    job resumes from its checkpoint.
     """
 
     lease_s: int = 120
-    lease_queues: frozenset[str] = frozenset({"train"})
+    stylize_lease_s: int = 30
+    _lease_keeper: LeaseKeeper | None = None
     #: Stylize jobs run through the generator together (1 = no batching; ``INSTYLE_BATCH_SIZE``).
     batch_size: int = 1
     #: A plain heartbeat within this many seconds of the last one is skipped (``heartbeat``).
@@ -165,9 +168,17 @@ class InstyleWorker(SimpleWorker):
         self._last_suspension_check = time.monotonic()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        if job.origin in self.lease_queues:
+        if job.origin == QUEUE_TRAIN:
             return self.lease_s
+        if job.origin == QUEUE_STYLIZE:
+            return self.stylize_lease_s
         return super().get_heartbeat_ttl(job, working_time)
+
+    def lease_keeper(self) -> LeaseKeeper:
+        """The thread that renews this worker's stylize jobs' leases (started at the first)."""
+        if self._lease_keeper is None:
+            self._lease_keeper = LeaseKeeper(self, every_s=self.stylize_lease_s / 3)
+        return self._lease_keeper
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """A job that ended for a reason it recorded itself (``worker.jobs.JobFailure``: a photo
@@ -359,6 +370,58 @@ def keep_lease() -> Iterator[None]:
         thread.join(timeout=5)
 
 
+class LeaseKeeper:
+    """Renews the leases of the jobs ``add``ed to it, every ``every_s``, from one daemon thread
+    per worker: a stylize job is too short for a thread of its own (``keep_lease``'s), and one
+    that runs for minutes (a tiled 8192² photo) must not lose its lease. ``remove`` takes the
+    lock a renewal holds, so none is sent once it returns: a renewal after the job's end would
+    put its finished execution back in the started registry."""
+
+    def __init__(self, worker: InstyleWorker, every_s: float) -> None:
+        self.worker = worker
+        self.every_s = max(0.5, every_s)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Job) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="instyle-lease-keeper", daemon=True)
+                self._thread.start()
+
+    def remove(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            with self._lock:
+                for job in list(self._jobs.values()):
+                    try:
+                        renew_lease(job, self.worker)
+                    except Exception:
+                        log.warning("could not renew the lease of job %s", job.id, exc_info=True)
+
+
+@contextlib.contextmanager
+def shared_lease() -> Iterator[None]:
+    """Have the current job's lease renewed by its worker's ``LeaseKeeper`` while the block runs
+    (the job function's whole body: RQ records its end after it returns)."""
+    worker, job = current_worker(), get_current_job()
+    if worker is None or job is None:
+        yield
+        return
+    keeper = worker.lease_keeper()
+    keeper.add(job)
+    try:
+        yield
+    finally:
+        keeper.remove(job)
+
+
 class ThreadShare:
     """Splits torch's CPU threads among the stylize passes that one process runs at once.
 
@@ -525,6 +588,7 @@ def make_worker(
     maintenance_s: int = 60,
     batch_size: int = 1,
     worker_ttl: int = DEFAULT_WORKER_TTL_S,
+    stylize_lease_s: int = 30,
 ) -> InstyleWorker:
     qs = [Queue(q, connection=redis, serializer=JSONSerializer) for q in queues]
     worker = cls(
@@ -532,6 +596,7 @@ def make_worker(
         worker_ttl=worker_ttl,
     )  # fmt: skip
     worker.lease_s = lease_s
+    worker.stylize_lease_s = stylize_lease_s
     worker.batch_size = batch_size
     worker.push_exc_handler(telemetry.count_lost_job)  # its registry cleanup finds lost jobs too
     return worker
@@ -545,11 +610,12 @@ def start_thread_worker(
     batch_size: int = 1,
     share: ThreadShare | None = None,
     worker_ttl: int = DEFAULT_WORKER_TTL_S,
+    stylize_lease_s: int = 30,
 ) -> tuple[ThreadWorker, threading.Thread]:
     """A worker for ``queues`` working in a new daemon thread (its jobs claim from ``share``)."""
     worker = make_worker(
         redis, queues, ThreadWorker, lease_s=lease_s, maintenance_s=maintenance_s, batch_size=batch_size,
-        worker_ttl=worker_ttl,
+        worker_ttl=worker_ttl, stylize_lease_s=stylize_lease_s,
     )  # fmt: skip
     assert isinstance(worker, ThreadWorker)
     worker.share = share

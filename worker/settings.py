@@ -62,6 +62,9 @@ class WorkerSettings(BaseSettings):
     train_data: Path | None = None
     #: Seconds a training job's lease lasts without a heartbeat before it counts as abandoned.
     train_lease_s: int = Field(default=120, ge=1)
+    #: The same for a stylize job: its worker renews it every third of it while the job runs, so
+    #: a worker that dies mid-job has its job retried or failed (``worker_lost``) this long after.
+    stylize_lease_s: int = Field(default=30, ge=2)
     #: Seconds an idle worker's registration outlives its last beat, less 60 (RQ's
     #: ``worker_ttl``): an idle worker beats every ``worker_ttl_s`` - 15 s, and ``/readyz`` stops
     #: counting a dead one at most ``worker_ttl_s`` + 60 s after its last beat (RQ's default 420

@@ -49,11 +49,11 @@ def start_worker(
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
 
-    def start(*extra: str) -> subprocess.Popen[bytes]:
+    def start(*extra: str, **settings: str) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INSTYLE_")}
         env |= {
             "INSTYLE_REDIS_URL": redis_url, "INSTYLE_STORE": str(store), "INSTYLE_TRAIN_DATA": str(small_photos),
-            "INSTYLE_TRAIN_LEASE_S": "3", "INSTYLE_MAINTENANCE_S": "1", "OMP_NUM_THREADS": "1",
+            "INSTYLE_TRAIN_LEASE_S": "3", "INSTYLE_MAINTENANCE_S": "1", "OMP_NUM_THREADS": "1", **settings,
         }  # fmt: skip
         log = (tmp_path / f"worker{len(procs)}.log").open("wb")
         logs.append(log)
@@ -275,6 +275,33 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint(
     manifest = api.get("/v1/styles/survivor").json()
     assert manifest["training"]["resumed_from"] >= 30 and manifest["recipe"]["iterations"] == 200
     assert not (store / ".work" / job_id).exists()
+
+
+@pytest.mark.slow
+def test_a_stylize_job_whose_worker_dies_fails_within_its_lease(
+    api: TestClient, start_worker: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """A stylize job's lease was its timeout + 60 s: a worker killed mid-job left it `started`
+    for minutes. The worker renews a short lease (here 2 s) while the job runs."""
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 140, 200)).resize((3000, 3000)).save(photo, "JPEG", quality=80)
+    r = api.post(
+        "/v1/stylize", files={"image": ("big.jpg", photo.getvalue(), "image/jpeg")},
+        data={"style": "tiny", "max_size": "3000"},
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    worker = start_worker("--queues", "stylize", INSTYLE_STYLIZE_LEASE_S="2", INSTYLE_TILE_MEGAPIXELS="0.2")
+    seen = wait_for(api, job_id, lambda j: j["status"] == "started" and j["progress"] > 0.05, timeout=120)
+    assert seen[-1]["progress"] < 0.9  # mid-pass
+    time.sleep(3)  # longer than the lease: a live worker renewed it
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "started"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    killed = time.monotonic()
+    final = wait_for(api, job_id, lambda j: j["status"] != "started", timeout=30)[-1]
+    assert final["status"] == "failed" and final["error"]["code"] == "worker_lost", final
+    assert time.monotonic() - killed < 10
 
 
 @pytest.mark.slow

@@ -557,9 +557,10 @@ def test_a_worker_that_quits_on_an_unexpected_error_says_so(
 
 
 def test_a_jobs_end_gives_the_workers_key_back_its_plain_ttl(fresh: InstyleWorker) -> None:
-    """A job's start beat sets the worker's key to the job's TTL (timeout + 60 s); its end sets it
-    back, so that ``/readyz`` stops counting a worker that died right after a job within
-    ``worker_ttl`` + 60 s, not the job's timeout + 60 s."""
+    """A job's start beat sets the worker's key to the job's TTL (its lease, here longer than a
+    plain beat's); its end sets it back, so that ``/readyz`` stops counting a worker that died
+    right after a job within ``worker_ttl`` + 60 s, not the job's TTL."""
+    fresh.stylize_lease_s = 660
     queue = Queue("stylize", connection=fresh.connection, serializer=JSONSerializer)
     job = queue.enqueue("tests.worker.test_runner.noop", job_timeout=600)
     ttls: dict[str, int] = {}
