@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -45,8 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
+from benchmarks.options import positive_int, positive_ints  # noqa: E402
 from stylenet.buffers import capacity_from  # noqa: E402
-from stylenet.config import GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
+from stylenet.config import PRECISIONS, GeneratorConfig, tune_malloc, use_huge_pages  # noqa: E402
 from stylenet.export import export_generator, load_generator_bytes, psnr  # noqa: E402
 from stylenet.fast import cpu_has_native_bf16, eager_from, load_engine, prepare_device  # noqa: E402
 from stylenet.generator import build_generator  # noqa: E402
@@ -128,6 +128,22 @@ def mosaic(size: int, tile: int = 256) -> torch.Tensor:
 
 
 IMAGES = ("enlarged", "mosaic", "flat")
+#: What each ``--image`` is, as the results record it.
+IMAGE_DESCRIPTIONS = {
+    "enlarged": PHOTO.name,
+    "mosaic": "mosaic of instyle/assets/photos",
+    "flat": "uniform grey 128/255",
+}
+ARCHS = ("johnson", "ulyanov")
+
+
+def archs_option(text: str) -> list[str]:
+    """``--archs``: comma-separated, each one of ``ARCHS``."""
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in ARCHS]
+    if not archs or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(ARCHS)}, got {text!r}")
+    return archs
 
 
 def add_image_option(p: argparse.ArgumentParser) -> None:
@@ -221,19 +237,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with torch.inference_mode():
                 return runner(xh)
 
-    elif args.path == "onnxruntime":
-        import onnxruntime as ort
-
+    elif args.path == ONNX_EXPORT:
+        # a process of its own: the export traces a whole pass, and its peak RSS (more than ONNX
+        # Runtime's own: 1137 against 723 MB at 512²) was reported as ONNX Runtime's
         eager = eager_from(load_generator_bytes(artifact), cfg)
-        buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_args: dict[str, Any] = {"dynamo": False, "input_names": ["image"], "opset_version": 17}
-            torch.onnx.export(eager, (x.cpu(),), buf, **export_args)  # type: ignore[arg-type]
+            torch.onnx.export(eager, (x.cpu(),), str(onnx_file(args)), **export_args)
+        return {"exported": str(onnx_file(args))}
+    elif args.path == "onnxruntime":
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
-        del eager, buf
+        session = ort.InferenceSession(str(onnx_file(args)), options, providers=["CPUExecutionProvider"])
         feed = {"image": x.cpu().numpy()}
 
         def fn() -> torch.Tensor:
@@ -265,7 +283,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
     }
     if args.path.startswith("worker"):
-        info["precision"] = getattr(engine, "precision", "fp32")
+        # no fast engine (load_engine serves the artifact as is then): said, not called fp32
+        info["precision"] = getattr(engine, "precision", "TorchScript module")
         residuals = getattr(engine, "residual_precision", info["precision"])  # a Johnson engine's blocks
         if residuals != info["precision"]:
             info["residual_precision"] = residuals
@@ -330,7 +349,20 @@ def machine() -> dict[str, Any]:
     return info
 
 
+#: The child step before an ``onnxruntime`` measurement: the ONNX file, exported in a process of
+#: its own.
+ONNX_EXPORT = "onnx-export"
+
+
+def onnx_file(args: argparse.Namespace) -> Path:
+    return Path(args.model_dir) / f"generator-{args.size}.onnx"
+
+
 def run_child(args: argparse.Namespace, arch: str, path: str, size: int, folder: Path, out: Path) -> dict[str, Any]:
+    if path == "onnxruntime":
+        exported = run_child(args, arch, ONNX_EXPORT, size, folder, out)
+        if "error" in exported:
+            return {"error": f"ONNX export: {exported['error']}"}
     cmd = [
         sys.executable, __file__, "--child", "--arch", arch, "--path", path, "--size", str(size),
         "--model-dir", str(folder), "--output", str(out), "--runs", str(args.runs), "--budget", str(args.budget),
@@ -397,14 +429,14 @@ def device_problem(device: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="256,512,1024,2048,4096")
-    p.add_argument("--archs", default="johnson,ulyanov")
+    p.add_argument("--sizes", type=positive_ints, default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--archs", type=archs_option, default=["johnson", "ulyanov"])
     p.add_argument("--paths", default=None, help=f"default: {','.join(PATHS)} (cpu), {','.join(CUDA_PATHS)} (cuda)")
-    p.add_argument("--runs", type=int, default=5, help="timed runs after the warm-up (fewer past --budget)")
+    p.add_argument("--runs", type=positive_int, default=5, help="timed runs after the warm-up (fewer past --budget)")
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per measurement, at most")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement before it counts as failed")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", help="the worker path's precision (auto, fp32, bf16, fp16)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the worker path's precision (fp16: CUDA)")
     p.add_argument(
         "--ulyanov-model", type=ulyanov_source, default=SHIPPED_ULYANOV,
         help="a trained Ulyanov style's version folder (generator.ts, manifest.json; default: the shipped "
@@ -426,11 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args)))
         return 0
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    archs = [a for a in args.archs.split(",") if a]
+    sizes, archs = args.sizes, args.archs
     cuda = args.device.startswith("cuda")
     if problem := device_problem(args.device):
         p.error(problem)
+    if args.precision == "fp16" and not cuda:
+        p.error("--precision fp16 is for CUDA devices; on a CPU use auto, bf16 or fp32")
     paths = [q for q in (args.paths or ",".join(CUDA_PATHS if cuda else PATHS)).split(",") if q]
     unknown = set(paths) - set(PATHS) - set(CUDA_PATHS) - set(EXTRA_PATHS)
     if unknown:
@@ -490,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             else (str(args.ulyanov_model) if args.ulyanov_model is not None else "untrained (seed 0)")
             for arch in archs
         },
-        "photo": PHOTO.name if args.image == "enlarged" else "mosaic of instyle/assets/photos",
+        "photo": IMAGE_DESCRIPTIONS[args.image],
         "speedup_vs": baseline,
         "rows": rows,
     }

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.memory import peak_rss_mb  # noqa: E402
+from benchmarks.options import positive_ints, shipped_style  # noqa: E402
 from stylenet.config import tune_malloc, use_huge_pages  # noqa: E402
 
 DEFAULT_STYLES = ("starry-night", "starry-night-ulyanov")
@@ -63,7 +64,7 @@ def measure(style: str, jpeg: Path, tile_megapixels: float | None, precision: st
     return {
         "style": resolved.manifest.ref,
         "size": width,
-        "precision": getattr(engine, "precision", "fp32"),
+        "precision": getattr(engine, "precision", "TorchScript module"),  # no fast engine: said so
         "tiled": tiled_engine(engine, width * height, tile_pixels) is not None,
         "decode_s": round(decoded - start, 3),
         "stylize_s": round(stylized - decoded, 3),
@@ -90,7 +91,7 @@ def _child(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from benchmarks.inference import machine
 
     rows = []
@@ -104,14 +105,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra = [] if args.tile_megapixels is None else ["--tile-megapixels", str(args.tile_megapixels)]
                 proc = _child("--styles", style, "--photo", str(jpeg), "--precision", args.precision, *extra)
                 if proc.returncode != 0:
-                    error = f"exit {proc.returncode}: {proc.stderr[-500:]}"
-                    rows.append({"style": style, "size": size, "error": error})
-                    continue
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                    last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                    rows.append({"style": style, "size": size, "error": f"exit {proc.returncode}: {last[0][:200]}"})
+                else:
+                    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 print(_row(rows[-1]), flush=True)
     return {
         "benchmark": "large",
-        "command": " ".join(["python", "benchmarks/large.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/large.py", *argv]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "rows": rows,
@@ -136,10 +137,10 @@ def _row(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--styles", type=lambda s: s.split(","), default=list(DEFAULT_STYLES))
-    p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=list(DEFAULT_SIZES))
+    p.add_argument("--styles", type=lambda s: [shipped_style(v) for v in s.split(",")], default=list(DEFAULT_STYLES))
+    p.add_argument("--sizes", type=positive_ints, default=list(DEFAULT_SIZES))
     p.add_argument("--tile-megapixels", type=float, default=None, help="default: the worker's (per device)")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the worker's (on the CPU)")
     p.add_argument("--out", type=Path)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--photo", type=Path, help=argparse.SUPPRESS)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.styles[0], args.photo, args.tile_megapixels, args.precision)))
         return 0
     print(HEADER, flush=True)
-    result = run(args)
+    result = run(args, argv if argv is not None else sys.argv[1:])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -11,9 +11,11 @@ under ``torch.profiler``, and prints each op's share of self CPU time (ops under
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.profiler import profile
@@ -21,7 +23,8 @@ from torch.profiler import profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.inference import SHIPPED, photo  # noqa: E402
+from benchmarks.inference import SHIPPED, machine, photo  # noqa: E402
+from benchmarks.options import positive_ints, shipped_style  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator  # noqa: E402
 from stylenet.fast import eager_from, optimize  # noqa: E402
@@ -29,16 +32,20 @@ from stylenet.fast import eager_from, optimize  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="512,1024")
+    p.add_argument("--sizes", type=positive_ints, default=[512, 1024])
     p.add_argument("--path", choices=("eager", "worker"), default="eager")
-    p.add_argument("--style", default=SHIPPED.parent.name, help="a shipped style (model_store/shipped/<style>)")
+    p.add_argument(
+        "--style", type=shipped_style, default=SHIPPED.parent.name, help="a shipped style (model_store/shipped/<style>)"
+    )
+    p.add_argument("--out", type=Path, help="also write the rows as JSON there")
     args = p.parse_args(argv)
+    rows: list[dict[str, Any]] = []
     folder = SHIPPED.parents[1] / args.style / SHIPPED.name
     cfg = GeneratorConfig.from_dict(json.loads((folder / "manifest.json").read_text())["generator"])
     model = load_generator(folder / "generator.ts")
     run = eager_from(model, cfg) if args.path == "eager" else optimize(model, cfg)
     print("| size | op | share of self CPU time |\n|---|---|---|")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         x = photo(size)
         with torch.inference_mode():
             run(x)
@@ -49,7 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         for e in sorted(events, key=lambda e: -e.self_cpu_time_total):
             share = e.self_cpu_time_total / total
             if share >= 0.01:
+                rows.append({"size": size, "op": e.key, "share": round(share, 4)})
                 print(f"| {size}² | {e.key} | {share:.0%} |")
+    if args.out:
+        result = {
+            "benchmark": "op_profile", "command": "python benchmarks/op_profile.py " + " ".join(argv or sys.argv[1:]),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "style": args.style, "path": args.path, "rows": rows,
+        }  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"\nwrote {args.out}")
     return 0
 
 

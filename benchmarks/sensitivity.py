@@ -16,16 +16,19 @@ uniform grey (no detail: the network then normalizes rounding, whatever computes
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.inference import SHIPPED, add_image_option, bench_image  # noqa: E402
+from benchmarks.inference import SHIPPED, add_image_option, bench_image, machine  # noqa: E402
+from benchmarks.options import positive_ints  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator, psnr  # noqa: E402
 from stylenet.fast import JohnsonEngine, cpu_has_native_bf16, eager_from, optimize  # noqa: E402
@@ -34,11 +37,13 @@ from stylenet.tiling import tiled_forward  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="512,1024,2048")
+    p.add_argument("--sizes", type=positive_ints, default=[512, 1024, 2048])
     p.add_argument("--noise", type=float, default=0.25, help="half-width of the input noise, in grey levels")
     p.add_argument("--float64", action="store_true", help="also compare eager float32 with float64")
     add_image_option(p)
+    p.add_argument("--out", type=Path, help="also write the rows as JSON there")
     args = p.parse_args(argv)
+    rows: list[dict[str, Any]] = []
     cfg = GeneratorConfig.from_dict(json.loads((SHIPPED / "manifest.json").read_text())["generator"])
     model = load_generator(SHIPPED / "generator.ts")
     fp32 = optimize(model, cfg, precision="fp32")
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| bf16 tiled vs fp32, dB |{extra}"
     )
     print("|---|---|---|---|---|" + ("---|" if eager is not None else ""))
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         x = bench_image(args.image, size)
         noisy = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * args.noise / 255).clamp(0, 1)
         ref = fp32(x)
@@ -64,12 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         tiled_out = tiled_forward(engine, x)
         tiled = psnr(tiled_out, untiled)
         del untiled
-        row = f"| {size}² | {moved:.1f} | {low} | {tiled:.1f} | {psnr(tiled_out, ref):.1f} |"
+        record: dict[str, Any] = {
+            "size": size, "fp32_vs_noisy_db": round(moved, 2), "tiled_vs_untiled_db": round(tiled, 2),
+            "tiled_vs_fp32_db": round(psnr(tiled_out, ref), 2),
+            "bf16_vs_fp32_db": round(psnr(engine(x), ref), 2) if bf16 is not None else None,
+        }  # fmt: skip
+        row = f"| {size}² | {moved:.1f} | {low} | {tiled:.1f} | {record['tiled_vs_fp32_db']:.1f} |"
         if eager is not None:
             with torch.inference_mode():
                 exact = eager.double()(x.double()).float()
-                row += f" {psnr(eager.float()(x), exact):.1f} |"
+                record["eager_fp32_vs_float64_db"] = round(psnr(eager.float()(x), exact), 2)
+                row += f" {record['eager_fp32_vs_float64_db']:.1f} |"
+        rows.append(record)
         print(row, flush=True)
+    if args.out:
+        result = {
+            "benchmark": "sensitivity", "command": "python benchmarks/sensitivity.py " + " ".join(argv or sys.argv[1:]),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "image": args.image, "noise_grey_levels": args.noise, "rows": rows,
+        }  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"\nwrote {args.out}")
     return 0
 
 

@@ -61,6 +61,10 @@ if TYPE_CHECKING:
     from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.options import key_value, positive_int, shipped_style  # noqa: E402 -- the repo on the path first
+
 PHOTO = REPO / "instyle" / "assets" / "photos" / "skimage_astronaut.jpg"
 BOUNDARY = "instyle-bench-boundary"
 
@@ -370,13 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted")
     p.add_argument("--max-size", type=int, help="the max_size posted (default: --size); the output's side")
-    p.add_argument("--style", default="starry-night")
-    p.add_argument("--requests", type=int, default=30, help="sequential requests for the latency part")
+    p.add_argument("--style", type=shipped_style, default="starry-night")
+    p.add_argument("--requests", type=positive_int, default=30, help="sequential requests for the latency part")
     p.add_argument("--clients", default="8,16", help="concurrent client counts for the throughput part")
     p.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput run")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
     p.add_argument(
-        "--rounds", type=int, default=1,
+        "--env", action="append", type=key_value, default=[], metavar="KEY=VALUE", help="extra server environment"
+    )
+    p.add_argument(
+        "--rounds", type=positive_int, default=1,
         help="throughput rounds, the generator alone measured before, between and after them; each round's ratio "
         "is to the mean of the measurements on either side of it",
     )  # fmt: skip
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     out_size = min(args.size, args.max_size or args.size)  # what the generator runs at
-    extra = dict(item.split("=", 1) for item in args.env)
+    extra = dict(args.env)
     threads = stylize_threads(extra)
     # the model-bound limit: the generator alone in each way the server may run it (the best
     # one), measured before the server's runs, between rounds (the server idle) and after;

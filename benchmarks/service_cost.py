@@ -5,7 +5,7 @@
     python benchmarks/service_cost.py --clients 8 --seconds 10 --rounds 5
 
 Starts ``instyle serve`` in embedded mode (as ``benchmarks/service.py`` does) through a launcher
-that, with ``--null`` (the default), replaces the engines' model step (``forward_bytes``) with a
+that, by default (without ``--generator``), replaces the engines' model step (``forward_bytes``) with a
 copy of its input (in the stylize processes too, through a ``sitecustomize`` on their
 ``PYTHONPATH``): what is left of the server's CPU is the service's own work (HTTP, the
 multipart form, the upload check, Redis and RQ, decode, encode). ``--clients`` clients post a
@@ -46,7 +46,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.service import (  # noqa: E402 -- the repo on the path first
+from benchmarks.options import key_value, positive_int, shipped_style  # noqa: E402 -- the repo on the path first
+from benchmarks.service import (  # noqa: E402
     banner,
     cpu_seconds,
     free_port,
@@ -59,7 +60,7 @@ from benchmarks.service import (  # noqa: E402 -- the repo on the path first
 
 #: Environment variable naming the FIFO on which the launcher takes snapshot requests.
 FIFO_ENV = "INSTYLE_BENCH_CPU_FIFO"
-#: Set to 1 by ``--null``: the launcher replaces the model step with a copy.
+#: Set to 1 without ``--generator``: the launcher replaces the model step with a copy.
 NULL_ENV = "INSTYLE_BENCH_NULL_GENERATOR"
 
 
@@ -249,19 +250,21 @@ ORDER = (
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512, help="side of the square JPEG posted")
-    p.add_argument("--style", default="starry-night")
+    p.add_argument("--style", type=shipped_style, default="starry-night")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive_int, default=3)
     p.add_argument("--generator", action="store_true", help="keep the real generator (default: a copy)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment")
+    p.add_argument(
+        "--env", action="append", type=key_value, default=[], metavar="KEY=VALUE", help="extra server environment"
+    )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "service-cost.json")
     p.add_argument("--launch", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # child mode
     args = p.parse_args(argv)
     if args.launch is not None:
         return launch(args.launch)
 
-    extra = dict(item.split("=", 1) for item in args.env)
+    extra = dict(args.env)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     body = multipart({"style": args.style, "max_size": str(args.size), "format": "jpeg"}, jpeg(args.size))

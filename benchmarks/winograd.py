@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.inference import machine  # noqa: E402
+from benchmarks.options import positive_int, positive_ints  # noqa: E402
 from stylenet import native, winograd  # noqa: E402
 from stylenet.config import tune_malloc  # noqa: E402
 from stylenet.fast import conv2d  # noqa: E402
@@ -79,12 +80,14 @@ def measure(side: int, channels: int, runs: int, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="8,16,32,64,80,96,128,256", help="output map sides")
-    p.add_argument("--channels", type=int, default=128)
-    p.add_argument("--runs", type=int, default=11)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--sizes", type=positive_ints, default=[8, 16, 32, 64, 80, 96, 128, 256], help="output map sides")
+    p.add_argument("--channels", type=positive_int, default=128, help="in and out: a multiple of 32, as the nets' maps")
+    p.add_argument("--runs", type=positive_int, default=11)
+    p.add_argument("--rounds", type=positive_int, default=2)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.channels % 32:  # the packed kernels' blocks (measured: 32, 64, 96, 128 run; 16, 48 fail)
+        p.error(f"--channels {args.channels}: a multiple of 32")
     tune_malloc()  # as the CLI runs the engine
     rows = []
     kernels = native.library()
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["F2", "F4"] + ([f"{name} native" for name in NATIVE_ALGORITHMS] if kernels else [])
     print(f"| map | direct ms | {' | '.join(f'{n} ms' for n in names)} | chosen | max diff, {' / '.join(names)} |")
     print("|---" * (len(names) + 4) + "|")
-    for side in [int(s) for s in args.sizes.split(",")]:
+    for side in args.sizes:
         row = measure(side, args.channels, args.runs, args.rounds)
         best, diffs = row["best_ms"], row["max_diff"]
         times = " | ".join(f"{best[n]:.2f}" for n in names)
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         env = {k: os.environ[k] for k in ("INSTYLE_NATIVE", "INSTYLE_NATIVE_CFLAGS") if k in os.environ}
         result = {"machine": machine(), "threads": torch.get_num_threads(), "native": env, "rows": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
         print(f"\nwrote {args.out}")
     return 0

@@ -55,6 +55,51 @@ def test_a_trained_ulyanov_style_can_stand_in_for_the_untrained_net(tmp_path: Pa
     assert json.loads((untrained / "generator.json").read_text())["scales"] == 6
 
 
+def test_onnx_runtime_is_measured_without_its_export(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The export traced a whole pass in the process measured: ONNX Runtime's peak RSS was the
+    export's. It runs in a process of its own now, before the one measured."""
+    pytest.importorskip("onnxruntime")
+    steps: list[str] = []
+    real = inference.run_child
+
+    def spy(args, arch, path, size, folder, out):  # type: ignore[no-untyped-def]
+        steps.append(path)
+        return real(args, arch, path, size, folder, out)
+
+    monkeypatch.setattr(inference, "run_child", spy)
+    out = tmp_path / "ort.json"
+    argv = ["--sizes", "32", "--archs", "johnson", "--paths", "onnxruntime", "--runs", "1", "--out", str(out)]
+    assert inference.main(argv) == 0
+    assert steps == ["onnxruntime", inference.ONNX_EXPORT]  # the export, its own child, first
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "error" not in row and row["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("inference", ["--sizes", "0"], "--sizes: expected a positive integer, got '0'"),
+        ("inference", ["--archs", "foo"], "--archs: expected some of johnson, ulyanov"),
+        ("inference", ["--precision", "fp16"], "--precision fp16 is for CUDA devices"),
+        ("inference", ["--precision", "bogus"], "invalid choice: 'bogus'"),
+        ("service", ["--env", "FOO"], "--env: expected KEY=VALUE, got 'FOO'"),
+        ("service", ["--requests", "0"], "--requests: expected a positive integer"),
+        ("large", ["--styles", "nosuch"], "no shipped style 'nosuch'"),
+        ("winograd", ["--channels", "48"], "--channels 48: a multiple of 32"),
+        ("targets", ["--precision", "fp16"], "--precision fp16 is for CUDA devices"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_anything_runs(script: str, argv: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{script}")
+    with pytest.raises(SystemExit) as exited:
+        module.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
 def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-untyped-def]
     from benchmarks import sensitivity
 
@@ -72,11 +117,14 @@ def test_sensitivity_prints_a_row_per_size(capsys) -> None:  # type: ignore[no-u
     assert float(row.split("|")[2]) < 30
 
 
-def test_profile_lists_the_convolutions(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_profile_lists_the_convolutions(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from benchmarks import op_profile
 
-    assert op_profile.main(["--sizes", "32", "--path", "worker"]) == 0
+    out = tmp_path / "ops.json"
+    assert op_profile.main(["--sizes", "32", "--path", "worker", "--out", str(out)]) == 0
     assert "| 32² | aten::mkldnn_convolution |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert any(r["op"] == "aten::mkldnn_convolution" and 0 < r["share"] <= 1 for r in rows)
 
 
 def test_cpu_variants_times_each_engine_option_against_the_default(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
