@@ -200,8 +200,9 @@ class GeneratorConfig:
       * ``instance`` -- ``InstanceNorm2d(affine=True)``, per-image statistics in training AND at
         test time (the paper's proposal);
       * ``batch`` -- ``BatchNorm2d``: batch statistics in training, running averages in ``eval()``;
-      * ``instance-frozen`` -- instance normalization while training, but the running averages
-        of the per-image statistics are frozen and used at test time (the paper's RQ2 control).
+      * ``instance-frozen`` -- instance normalization while training, but the running statistics
+        (PyTorch's exponential moving averages, momentum 0.1, of the per-image statistics) are
+        frozen and used at test time (the paper's RQ2 control).
     ``width`` multiplies every channel count (1.0 = the published sizes).
     ``scales`` and ``noise_channels`` only concern the Ulyanov generator.
     """

@@ -232,3 +232,52 @@ def test_final_loss_and_time_per_iteration_are_robust_summaries() -> None:
     assert seconds_per_iteration(history, wall_time_s=70.0, iterations=400) == pytest.approx(0.1)
     assert seconds_per_iteration([], wall_time_s=70.0, iterations=400) == pytest.approx(0.175)
     assert final_training_losses([]) == {}
+
+
+def test_verdicts_need_the_paired_photos_to_agree() -> None:
+    """A 3 % difference in means decided a verdict alone: one photo could carry it. The sign test
+    over the photos must bear it out too (six photos: all six)."""
+    from instyle.ablation import answer_questions, sign_test_p
+
+    assert sign_test_p(6, 6) == pytest.approx(2 / 64) and sign_test_p(0, 6) == pytest.approx(2 / 64)
+    assert sign_test_p(5, 6) == pytest.approx(14 / 64) and sign_test_p(3, 6) == 1.0
+
+    def row(arch: str, variant: str, losses: list[float]) -> dict[str, object]:
+        keys = ("holdout_loss", "style_distance", "content_distance", "sensitivity_contrast_0.5", "sensitivity_mean")
+        per_photo = [dict.fromkeys(keys, v) for v in losses]
+        return {
+            "arch": arch, "variant": variant, "final_losses": {"total": 1.0},
+            "mean": dict.fromkeys(keys, sum(losses) / len(losses)), "per_photo": per_photo,
+        }  # fmt: skip
+
+    base = [1.0] * 6
+    rows = [
+        # johnson: instance lower on 5 of 6 photos, one photo carrying a 10 % lower mean
+        row("johnson", "batch", base), row("johnson", "instance", [0.5, 0.99, 0.99, 0.99, 0.99, 1.04]),
+        row("johnson", "instance-frozen", [2.0] * 6),
+        # ulyanov: lower on every photo
+        row("ulyanov", "batch", base), row("ulyanov", "instance", [0.8] * 6), row("ulyanov", "instance-frozen", base),
+    ]  # fmt: skip
+    answers = answer_questions(rows)
+    assert answers["rq1"]["johnson"]["instance_beats_batch"] is None
+    assert "not significant" in answers["rq1"]["johnson"]["evidence"][0]
+    assert answers["rq1"]["ulyanov"]["instance_beats_batch"] is True
+    assert answers["rq2"]["johnson"]["test_time_statistics_matter"] is True
+    assert answers["rq3"]["both_benefit"] is False
+
+
+def test_the_committed_report_is_its_results_rendered() -> None:
+    from instyle.ablation import answer_questions, render_report
+    from tests.conftest import REPO
+
+    results = json.loads((REPO / "docs" / "ablation" / "results.json").read_text())
+    assert results["answers"] == json.loads(json.dumps(answer_questions(results["rows"])))
+    assert (REPO / "docs" / "ablation" / "report.md").read_text() == render_report(results)
+
+
+def test_a_run_with_overridden_settings_says_so(split: tuple[Path, Path], tmp_path: Path) -> None:
+    train, holdout = split
+    result = run_ablation(_spec(train, holdout, tmp_path / "out", iterations=2), extractor=TinyFeatures())
+    assert result.results["overrides"]["iterations"] == 2 and result.results["overrides"]["eval_size"] == 48
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Preset `cpu` (overridden: " in report and "its rationale does not hold" in report
