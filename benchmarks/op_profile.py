@@ -11,7 +11,6 @@ under ``torch.profiler``, and prints each op's share of self CPU time (ops under
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -23,8 +22,8 @@ from torch.profiler import profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.inference import SHIPPED, machine, photo  # noqa: E402
-from benchmarks.options import positive_ints, shipped_style  # noqa: E402
+from benchmarks.inference import SHIPPED, photo  # noqa: E402
+from benchmarks.options import positive_ints, shipped_style, write_results  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator  # noqa: E402
 from stylenet.fast import eager_from, optimize  # noqa: E402
@@ -59,14 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"size": size, "op": e.key, "share": round(share, 4)})
                 print(f"| {size}² | {e.key} | {share:.0%} |")
     if args.out:
-        result = {
-            "benchmark": "op_profile", "command": "python benchmarks/op_profile.py " + " ".join(argv or sys.argv[1:]),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "style": args.style, "path": args.path, "rows": rows,
-        }  # fmt: skip
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {args.out}")
+        write_results(args.out, "op_profile", argv, rows, style=args.style, path=args.path)
     return 0
 
 

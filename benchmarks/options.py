@@ -4,19 +4,17 @@ before anything is measured, not a traceback after minutes of it."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import sys
 from pathlib import Path
+from typing import Any
+
+from instyle.cli import positive_int
+
+__all__ = ["key_value", "positive_int", "positive_ints", "shipped_style", "write_results"]
 
 SHIPPED_STYLES = Path(__file__).resolve().parents[1] / "model_store" / "shipped"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def positive_ints(text: str) -> list[int]:
@@ -41,3 +39,20 @@ def shipped_style(name: str) -> str:
         known = ", ".join(sorted(p.name for p in SHIPPED_STYLES.iterdir() if p.is_dir()))
         raise argparse.ArgumentTypeError(f"no shipped style {name!r}; shipped: {known}")
     return name
+
+
+def write_results(out: Path, benchmark: str, argv: list[str] | None, rows: list[dict[str, Any]], **extra: Any) -> None:
+    """Write a benchmark's rows as JSON with what produced them (command, date, machine)."""
+    from benchmarks.inference import machine
+
+    result = {
+        "benchmark": benchmark,
+        "command": f"python benchmarks/{benchmark}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **extra,
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {out}")

@@ -16,7 +16,6 @@ uniform grey (no detail: the network then normalizes rounding, whatever computes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -27,8 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.inference import SHIPPED, add_image_option, bench_image, machine  # noqa: E402
-from benchmarks.options import positive_ints  # noqa: E402
+from benchmarks.inference import SHIPPED, add_image_option, bench_image  # noqa: E402
+from benchmarks.options import positive_ints, write_results  # noqa: E402
 from stylenet.config import GeneratorConfig  # noqa: E402
 from stylenet.export import load_generator, psnr  # noqa: E402
 from stylenet.fast import JohnsonEngine, cpu_has_native_bf16, eager_from, optimize  # noqa: E402
@@ -83,14 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(record)
         print(row, flush=True)
     if args.out:
-        result = {
-            "benchmark": "sensitivity", "command": "python benchmarks/sensitivity.py " + " ".join(argv or sys.argv[1:]),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "image": args.image, "noise_grey_levels": args.noise, "rows": rows,
-        }  # fmt: skip
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {args.out}")
+        write_results(args.out, "sensitivity", argv, rows, image=args.image, noise_grey_levels=args.noise)
     return 0
 
 

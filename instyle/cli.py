@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"instyle: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -84,7 +84,7 @@ def _sniffed_format(data: bytes) -> str | None:
 
 def _port(text: str) -> int:
     """argparse type of ``--port``: a TCP port (uvicorn wraps 70000 round to 4464, silently)."""
-    port = _positive_int(text)
+    port = positive_int(text)
     if port > 65535:
         raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
     return port
@@ -179,10 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     t.add_argument("--upsample", choices=UPSAMPLES, default="nearest")
     t.add_argument("--padding", choices=PADDINGS, default="reflect")
-    t.add_argument("--image-size", type=_positive_int, default=d.image_size, help="training crop size (px)")
-    t.add_argument("--style-size", type=_positive_int, default=d.style_size, help="style image long side (px)")
-    t.add_argument("--iterations", type=_positive_int, default=d.iterations)
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--image-size", type=positive_int, default=d.image_size, help="training crop size (px)")
+    t.add_argument("--style-size", type=positive_int, default=d.style_size, help="style image long side (px)")
+    t.add_argument("--iterations", type=positive_int, default=d.iterations)
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--content-weight", type=_non_negative_float, default=d.content_weight)
     t.add_argument("--style-weight", type=_non_negative_float, default=d.style_weight)
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=RECIPE_PRECISIONS, default=d.precision,
         help="autocast precision (auto: bf16 where the device computes it natively, else fp32)",
     )  # fmt: skip
-    t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    t.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
     t.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint + report folder")
     t.add_argument(
         "--resume", action="store_true",
@@ -218,12 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ab.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="cpu: <= 90 min on 2 cores")
     ab.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
-    ab.add_argument("--iterations", type=_positive_int, default=None, help="override the preset")
-    ab.add_argument("--image-size", type=_positive_int, default=None, help="override the preset's crop size")
-    ab.add_argument("--style-size", type=_positive_int, default=None, help="override the preset")
-    ab.add_argument("--batch-size", type=_positive_int, default=None, help="override the preset")
-    ab.add_argument("--holdout-count", type=_positive_int, default=None, help="override the preset")
-    ab.add_argument("--eval-size", type=_positive_int, default=None, help="override the preset's holdout size")
+    ab.add_argument("--iterations", type=positive_int, default=None, help="override the preset")
+    ab.add_argument("--image-size", type=positive_int, default=None, help="override the preset's crop size")
+    ab.add_argument("--style-size", type=positive_int, default=None, help="override the preset")
+    ab.add_argument("--batch-size", type=positive_int, default=None, help="override the preset")
+    ab.add_argument("--holdout-count", type=positive_int, default=None, help="override the preset")
+    ab.add_argument("--eval-size", type=positive_int, default=None, help="override the preset's holdout size")
     ab.add_argument("--vgg-weights", default=None, help="override the preset's VGG weights")
     _add_device(ab)
     ab.set_defaults(handler=cmd_ablation)
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     s.add_argument("--style", required=True, help="style id, or id@version")
     s.add_argument("--output", "-o", type=Path, default=None, help="output file (one input) or folder")
-    s.add_argument("--max-size", type=_positive_int, default=1024, help="long side of the output (px)")
+    s.add_argument("--max-size", type=positive_int, default=1024, help="long side of the output (px)")
     s.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (luminance only)")
     s.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
     s.add_argument(
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--style", required=True, help="style id, or id@version")
     sm.add_argument("--server", default="http://127.0.0.1:8000")
     sm.add_argument("--output", "-o", type=Path, default=None, help="output file (one photo) or folder")
-    sm.add_argument("--max-size", type=_positive_int, default=None, help="long side of the output (px)")
+    sm.add_argument("--max-size", type=positive_int, default=None, help="long side of the output (px)")
     sm.add_argument(
         "--format", choices=sorted(set(OUTPUT_FORMATS.values())), default=None,
         help="result format (default: the one --output's extension names, else jpeg)",
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality (default: the server's, 90)")
     sm.add_argument("--preserve-color", action="store_true", help="keep the photos' colours (luminance only)")
     sm.add_argument(
-        "--jobs", "-j", type=_positive_int, default=4,
+        "--jobs", "-j", type=positive_int, default=4,
         help="photos in flight at once (default 4); a full queue (429) is waited out, not an error",
     )  # fmt: skip
     sm.set_defaults(handler=cmd_submit)
@@ -295,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--arch", choices=("johnson", "ulyanov"), default=None)
     ss.add_argument("--norm", choices=("instance", "batch", "instance-frozen"), default=None)
     recipe_flags: list[tuple[str, Callable[[str], Any]]] = [
-        ("--width", float), ("--iterations", _positive_int), ("--image-size", _positive_int),
-        ("--style-size", _positive_int), ("--batch-size", _positive_int), ("--lr", float),
+        ("--width", float), ("--iterations", positive_int), ("--image-size", positive_int),
+        ("--style-size", positive_int), ("--batch-size", positive_int), ("--lr", float),
         ("--content-weight", float), ("--style-weight", float), ("--tv-weight", float),
     ]  # fmt: skip
     for flag, kind in recipe_flags:
