@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import mimetypes
@@ -46,6 +47,9 @@ UNREACHABLE, NOT_INSTYLE = "unreachable", "not_instyle"
 #: Longest pause ``submit`` takes between two tries of a refused upload (429 / 503), whatever
 #: ``Retry-After`` asks.
 MAX_RETRY_PAUSE_S = 30.0
+#: Seconds a job being followed may be out of reach (its server restarting, a network blip)
+#: before following it fails: the job itself goes on.
+OUTAGE_S = 120.0
 
 
 def check_server_url(server: str) -> str:
@@ -89,25 +93,58 @@ def _request(
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        data = exc.read()
-        try:
-            problem = json.loads(data)
-        except ValueError:
-            problem = None
-        retry_after = _seconds(exc.headers.get("Retry-After") if exc.headers is not None else None)
-        if not isinstance(problem, dict):
-            raise ServerError(
-                f"HTTP {exc.code} from {url}, not an instyle problem answer: {_snippet(data)}",
-                exc.code,
-                retry_after=retry_after,
-            ) from None
-        code = str(problem.get("code", ""))
-        detail = f"{problem.get('status', exc.code)} {code}: {problem.get('detail', '')}"
-        raise ServerError(detail, exc.code, code, problem, retry_after) from None
+        raise _refusal(url, exc.code, exc.headers, exc.read()) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise ServerError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", code=UNREACHABLE) from None
+        reason = getattr(exc, "reason", exc)
+        if body is not None and isinstance(reason, BrokenPipeError | ConnectionResetError):
+            # the server answered (a 413 for an upload over its limit) and closed before it had
+            # taken the whole body: its answer, not "cannot reach"
+            answer = _answer_to_cut_upload(method, url, body, headers or {}, timeout)
+            if answer is not None:
+                status, answer_headers, data = answer
+                if status >= 400:
+                    raise _refusal(url, status, answer_headers, data) from None
+        raise ServerError(f"cannot reach {url}: {reason}", code=UNREACHABLE) from None
     except ValueError as exc:  # a URL urllib cannot use (the server may answer with one)
         raise ServerError(f"invalid URL {url!r}: {exc}") from None
+
+
+def _refusal(url: str, status: int, headers: Any, data: bytes) -> ServerError:
+    """The ``ServerError`` for an HTTP error answer (an instyle problem, or anything else)."""
+    try:
+        problem = json.loads(data)
+    except ValueError:
+        problem = None
+    retry_after = _seconds(headers.get("Retry-After") if headers is not None else None)
+    if not isinstance(problem, dict):
+        return ServerError(
+            f"HTTP {status} from {url}, not an instyle problem answer: {_snippet(data)}",
+            status,
+            retry_after=retry_after,
+        )
+    code = str(problem.get("code", ""))
+    detail = f"{problem.get('status', status)} {code}: {problem.get('detail', '')}"
+    return ServerError(detail, status, code, problem, retry_after)
+
+
+def _answer_to_cut_upload(
+    method: str, url: str, body: bytes, headers: dict[str, str], timeout: float
+) -> tuple[int, Any, bytes] | None:
+    """Send the request again, reading what the server answers even where it closes before the
+    body is all sent (urllib drops the answer then); None if there is none to read."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = connection(parts.hostname or "", parts.port, timeout=timeout)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.request(method, path or "/", body, headers)
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
 
 def _seconds(value: str | None) -> float | None:
@@ -185,15 +222,28 @@ def _follow(
     job_url: str, waits: _Waits, poll_s: float, on_progress: Callable[[dict[str, Any]], None] | None
 ) -> dict[str, Any]:
     """Poll the job at ``job_url`` until it finishes (its last view), or raise ``ServerError``
-    with the code it failed with. Redis away for a moment (503) is asked again."""
+    with the code it failed with. Redis away for a moment (503) is asked again, and so is a
+    server out of reach for up to ``OUTAGE_S`` (a network blip, a restart): the job goes on
+    without its client; past that, the error says how to fetch it later."""
+    unreachable_since: float | None = None
     while True:
         try:
             _, _, data = _request("GET", job_url)
         except ServerError as exc:
+            if exc.code == UNREACHABLE:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since < OUTAGE_S and waits.fits(0):
+                    waits.pause(1.0)
+                    continue
+                raise ServerError(
+                    f"{exc}; the job may still run: `instyle job {job_url} -o FILE` fetches its result later",
+                    code=UNREACHABLE,
+                ) from None
             if exc.status != 503 or not waits.fits(0):
                 raise
             waits.pause(min(exc.retry_after or 1.0, MAX_RETRY_PAUSE_S))
             continue
+        unreachable_since = None
         job = _json(data, job_url, ("id", "status"))
         if on_progress is not None:
             on_progress(job)

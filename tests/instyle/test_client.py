@@ -257,3 +257,63 @@ def test_styles_reads_the_catalog_and_refuses_a_foreign_answer(serve: Any) -> No
         with pytest.raises(client.ServerError, match="did not answer as an instyle server does") as exc:
             client.styles(serve(Scripted({("GET", "/v1/styles"): [foreign]})))
         assert exc.value.code == client.NOT_INSTYLE
+
+
+def test_an_upload_refused_before_it_is_all_sent_is_the_servers_refusal(photo: Path) -> None:
+    """A server answers 413 and closes once it reads a Content-Length over its limit: urllib lost
+    that answer in its broken pipe, and the client said "cannot reach" (a batch then stopped)."""
+    import socket
+
+    body = json.dumps({"type": "/problems/upload_too_large", "title": "t", "status": 413,
+                       "code": "upload_too_large", "detail": "over 1 MB"}).encode()  # fmt: skip
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        for _ in range(2):  # urllib's attempt, then the one that reads the answer
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/problem+json\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+                conn.shutdown(socket.SHUT_WR)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    threading.Thread(target=refuse, daemon=True).start()
+    big = photo.with_name("big.jpg")
+    big.write_bytes(b"\xff" * (8 << 20))  # more than the socket buffers take in
+    try:
+        with pytest.raises(client.ServerError) as caught:
+            client.submit(f"http://127.0.0.1:{listener.getsockname()[1]}", big, {"style": "s"}, timeout_s=20)
+    finally:
+        listener.close()
+    assert caught.value.status == 413 and caught.value.code == "upload_too_large", caught.value
+
+
+def test_a_server_out_of_reach_for_a_moment_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Following a job, a 2 s network drop ended the client with "cannot reach" while the job
+    went on and finished; now it waits (``OUTAGE_S``), and past that says how to fetch the job."""
+    answers: list[Any] = [
+        client.ServerError("cannot reach", code=client.UNREACHABLE),
+        client.ServerError("cannot reach", code=client.UNREACHABLE),
+        (200, {}, json.dumps({"id": "j1", "status": "finished", "result_url": "/r"}).encode()),
+    ]
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(client, "_request", request)
+    monkeypatch.setattr(client._Waits, "pause", lambda self, seconds: None)
+    waits = client._Waits(None, 60, "the job ended")
+    assert client._follow("http://x/v1/jobs/j1", waits, 0.01, None)["status"] == "finished"
+    answers[:] = [client.ServerError("cannot reach", code=client.UNREACHABLE)] * 3
+    monkeypatch.setattr(client, "OUTAGE_S", 0.0)
+    with pytest.raises(client.ServerError, match=r"`instyle job http://x/v1/jobs/j1 -o FILE` fetches"):
+        client._follow("http://x/v1/jobs/j1", waits, 0.01, None)
