@@ -385,6 +385,52 @@ class _ProgressBar:
             self._bar.close()
 
 
+class _LineBar:
+    """What a tqdm bar shows, as a plain line every ``every_s`` and at the end, for a stderr that
+    is not a terminal (a log file, CI): tqdm's redrawn frames land there as one endless line.
+    Offers the part of tqdm's interface the commands use."""
+
+    def __init__(self, total: int, desc: str | None = None, unit: str = "it", every_s: float = 10.0) -> None:
+        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.n = 0
+        self._postfix = ""
+        self._said: str | None = None
+        self._at: float | None = None
+
+    def update(self, n: float = 1) -> None:
+        self.n += int(n)
+        self._say()
+
+    def set_postfix_str(self, text: str) -> None:
+        changed = text != self._postfix
+        self._postfix = text
+        self._say(force=changed)
+
+    def close(self) -> None:
+        self._say(force=True)
+
+    def _say(self, force: bool = False) -> None:
+        import time
+
+        line = f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}"
+        line += f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        line += f", {self._postfix}" if self._postfix else ""
+        now = time.monotonic()
+        due = self._at is None or now - self._at >= self.every_s or self.n >= self.total
+        if line != self._said and (force or due):
+            print(line, file=sys.stderr, flush=True)
+            self._said, self._at = line, now
+
+
+def _progress_bar(total: int, desc: str | None = None, unit: str = "it") -> Any:
+    """A tqdm bar on a terminal, plain lines elsewhere (``_LineBar``)."""
+    if not sys.stderr.isatty():
+        return _LineBar(total, desc, unit)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
 class _PassBar:
     """tqdm bar (percent) for one image's tiled generator pass, fed by ``stylenet.tiling``'s
     progress callback, or for a job on a server, fed its views (``job_view``): drawn from the
@@ -396,9 +442,7 @@ class _PassBar:
 
     def __call__(self, done: float | None, status: str | None = None) -> None:
         if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=100, desc=self.label, unit="%", dynamic_ncols=True, file=sys.stderr)
+            self._bar = _progress_bar(100, self.label, "%")
         if done is not None:
             self._bar.update(round(100 * done) - self._bar.n)
         if status is not None:
@@ -412,6 +456,7 @@ class _PassBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -897,8 +942,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> int:
-    """One photo, with a bar of its job's progress; any failure is the command's error."""
-    from instyle.client import ServerError, submit
+    """One photo, with a bar of its job's progress. As in a batch, a photo the server refuses for
+    itself (``client.PHOTO_PROBLEMS``) or whose job fails is exit 1; a refusal of the request as
+    such (an unknown style, a bad field) or no server is the command's error (exit 2)."""
+    from instyle.client import NOT_INSTYLE, PHOTO_PROBLEMS, UNREACHABLE, ServerError, submit
 
     bar = _PassBar(photo.name)  # drawn from the first job report, so a refused request prints its one line alone
     queued: list[str] = []
@@ -907,8 +954,13 @@ def _submit_one(server: str, photo: Path, out: Path, fields: dict[str, str]) -> 
             server, photo, fields, on_progress=bar.job_view, on_queued=queued.append, on_retry=_say_retry
         )
     except ServerError as exc:
-        raise CLIError(str(exc)) from None
+        bar.close()
+        if (exc.refused and exc.code not in PHOTO_PROBLEMS) or exc.code in (UNREACHABLE, NOT_INSTYLE):
+            raise CLIError(str(exc)) from None
+        print(f"{photo}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
+        bar.close()  # before the cancel's line
         _cancel_on_interrupt(queued)
         raise
     finally:
@@ -969,7 +1021,7 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
             with lock:
                 queued_any = bool(in_flight)
             if bar is None and queued_any:
-                bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
+                bar = _progress_bar(len(photos), unit="photo")
             for future in done:
                 photo = photo_of[future]
                 try:
@@ -985,11 +1037,14 @@ def _submit_many(server: str, photos: Sequence[Path], outs: Sequence[Path], fiel
                     if line:
                         tqdm.write(line, file=sys.stdout)
                 if bar is None:
-                    bar = tqdm(total=len(photos), unit="photo", file=sys.stderr)
+                    bar = _progress_bar(len(photos), unit="photo")
                 bar.update(1)
                 bar.set_postfix_str(f"{len(failed)} failed" if failed else "")
     except (KeyboardInterrupt, CLIError):  # the batch ends here: nothing more is stylized for it
         stop.set()
+        if bar is not None:  # before the cancel's line
+            bar.close()
+            bar = None
         with lock:
             urls = list(in_flight.values())
         _cancel_on_interrupt(urls)
@@ -1013,8 +1068,6 @@ RECIPE_FLAGS = (
 
 
 def cmd_submit_style(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from instyle.client import ServerError, check_server_url, train
 
     if not args.painting.is_file():
@@ -1045,7 +1098,7 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
         detail = job.get("detail") or {}
         total, iteration = detail.get("total"), detail.get("iteration")
         if bar is None and isinstance(total, int):
-            bar = tqdm(total=total, unit="it", file=sys.stderr, desc=args.name)
+            bar = _progress_bar(total, args.name)
         if bar is None:
             return
         if isinstance(iteration, int):
@@ -1064,8 +1117,15 @@ def cmd_submit_style(args: argparse.Namespace) -> int:
     except ServerError as exc:
         raise CLIError(str(exc)) from None
     except KeyboardInterrupt:
+        if bar is not None:  # before the message, which would land on the bar's line
+            bar.close()
+            bar = None
         if job_url:
-            print(f"instyle: the training goes on; follow it at {job_url}, cancel it with DELETE", file=sys.stderr)
+            print(
+                f"instyle: the training goes on; follow it with `instyle job {job_url} --follow`, "
+                f"cancel it with `instyle job {job_url} --cancel`",
+                file=sys.stderr,
+            )
         raise
     finally:
         if bar is not None:

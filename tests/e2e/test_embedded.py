@@ -88,6 +88,16 @@ def test_submit_cli_reports_problems(embedded_server: str, tmp_path: Path) -> No
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "style_not_found" in bad.stderr and "Traceback" not in bad.stderr
+    # a photo the server refuses is exit 1, alone as in a batch (it was 2 alone, 1 in a batch);
+    # without a terminal the job's progress is plain lines, not one line of redrawn bar frames
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    refused = subprocess.run(
+        [sys.executable, "-m", "instyle.cli", "submit", str(text), "--style", "tiny", "--server", embedded_server],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "unsupported_media_type" in refused.stderr, refused.stderr
+    assert "\r" not in ok.stderr
 
 
 @pytest.mark.slow
