@@ -20,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylenet.recipe import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from stylenet.vgg import FeatureExtractor
 
-DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu2_2",)
-DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+__all__ = [
+    "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS", "LossTerms", "LossWeights", "PerceptualLoss",
+    "content_loss", "gram", "style_loss", "tv_loss",
+]  # fmt: skip
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

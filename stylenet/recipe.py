@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from stylenet.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+# torch-free (the CLI builds its parser from these defaults: `instyle --help` must not load torch)
+#: VGG-19 layers of the perceptual loss (``stylenet.losses``).
+DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu2_2",)
+DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 #: ``auto``: bfloat16 autocast where the device computes it natively (CUDA with bf16, CPUs with
 #: AVX512-BF16 / AMX), float32 elsewhere: emulated bf16 convolutions on an AVX2-only CPU

@@ -591,3 +591,15 @@ def test_an_artifact_that_does_not_load_is_one_line(tmp_path: Path, capsys: pyte
     out = str(tmp_path / "o.png")
     err = _user_error(capsys, "stylize", PHOTO, "--style", "broken", "--store", str(tmp_path / "store"), "-o", out)
     assert "not a loadable TorchScript generator" in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["styles", "--server", "http://127.0.0.1:9", "--json"]])
+def test_client_commands_start_without_torch(args: list[str]) -> None:
+    """Every command loaded torch (2-4 s) to build the parser: `train`'s defaults came through
+    stylenet.losses. The client commands and --help stay light."""
+    code = (
+        "import sys\nfrom instyle.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
