@@ -196,9 +196,11 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   show(error, false);
   if (!photoFile) return showError(error, "Pick a photo first.");
   if (!selectedStyle) return showError(error, "Pick a style first.");
+  // what is sent: picking another photo or style while the job runs must not relabel its result
+  const photo = photoFile, style = selectedStyle;
   const form = new FormData();
-  form.append("image", photoFile);
-  form.append("style", selectedStyle);
+  form.append("image", photo);
+  form.append("style", style);
   form.append("max_size", $("#max-size").value);
   form.append("format", $("#format").value);
   form.append("preserve_color", $("#preserve-color").checked ? "true" : "false");
@@ -210,6 +212,7 @@ $("#stylize-form").addEventListener("submit", async (e) => {
   $("#stylize-status").textContent = "uploading";
   try {
     const accepted = await submitJob("/v1/stylize", form);
+    stylizeJob = accepted.job_id;
     const job = await pollJob(accepted.status_url, (j, err) => {
       if (!j) {
         $("#stylize-status").textContent = reconnecting(err);
@@ -222,12 +225,12 @@ $("#stylize-form").addEventListener("submit", async (e) => {
     const blob = await (await api(job.result_url)).blob();
     if (resultUrl) URL.revokeObjectURL(resultUrl);
     resultUrl = URL.createObjectURL(blob);
-    $("#before").src = URL.createObjectURL(photoFile);
+    $("#before").src = URL.createObjectURL(photo);
     $("#after").src = resultUrl;
     const ext = { "image/png": "png", "image/webp": "webp" }[blob.type] || "jpg";
     const download = $("#download");
     download.href = resultUrl;
-    download.download = `${photoFile.name.replace(/\.[^.]+$/, "")}-${selectedStyle}.${ext}`;
+    download.download = `${photo.name.replace(/\.[^.]+$/, "")}-${style}.${ext}`;
     show($("#result"), true);
     $("#stylize-status").textContent = "done";
   } catch (err) {
@@ -235,7 +238,25 @@ $("#stylize-form").addEventListener("submit", async (e) => {
     show($("#stylize-progress"), false);
   } finally {
     button.disabled = false;
+    stylizeJob = null;
   }
+});
+
+let stylizeJob = null;
+
+$("#stylize-cancel").addEventListener("click", async () => {
+  if (!stylizeJob) return;
+  try {
+    await api(`/v1/jobs/${stylizeJob}`, { method: "DELETE" });
+  } catch (err) {
+    showError($("#stylize-error"), err);
+  }
+});
+
+// a page left while it stylizes: nobody will see the result, and the job would hold a worker
+// (a training goes on: it publishes a style, which outlives the page)
+window.addEventListener("pagehide", () => {
+  if (stylizeJob) fetch(`/v1/jobs/${stylizeJob}`, { method: "DELETE", keepalive: true }).catch(() => {});
 });
 
 // --- train -----------------------------------------------------------------------------------
@@ -286,6 +307,14 @@ $("#train-form").addEventListener("submit", async (e) => {
     trainingJob = accepted.job_id;
     show($("#train-live"), true);
     drawLossCurve([]);
+    // the previous run's preview and figures must not stand for this one's
+    const preview = $("#train-preview");
+    show(preview, false);
+    preview.removeAttribute("src");
+    $("#train-bar").value = 0;
+    $("#train-iter").textContent = `0 / ${accepted.recipe.iterations}`;
+    $("#train-eta").textContent = "–";
+    $("#train-loss").textContent = "–";
     let previewIteration = null;
     const job = await pollJob(accepted.status_url, (j, err) => {
       if (!j) {

@@ -229,3 +229,53 @@ def test_train_a_style_from_the_form_and_watch_it(server: str, browser: Callable
     assert "150 it x batch 1 @ 32 px" in row.text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "browser-styles.png"))
+
+
+#: Injected into the page: records each request the page sends, method and path.
+RECORD_REQUESTS = """
+const realFetch = window.fetch;
+window.sent = [];
+window.fetch = (path, options = {}) => {
+  window.sent.push(`${options.method || "GET"} ${String(path)}`);
+  return realFetch(path, options);
+};
+"""
+
+
+@pytest.mark.slow
+def test_the_result_is_what_was_sent_and_a_stylize_job_can_be_canceled(
+    server: str, browser: Callable[[int, int], Any]
+) -> None:
+    """Picking another photo and style while a job ran relabelled its result (before image,
+    download name); the photo input was out of the keyboard's reach; a stylize job had no
+    cancel."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser(1200, 900)
+    driver.get(server)
+    # keyboard users reach the photo input (it was `hidden`: never focusable)
+    assert driver.execute_script(
+        "const p = document.getElementById('photo'); p.focus(); return document.activeElement === p"
+    )
+    _choose_style(driver)
+    driver.execute_script(RECORD_REQUESTS)
+    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_chelsea.jpg"))
+    driver.find_element(By.ID, "stylize-button").click()
+    driver.find_element(By.ID, "photo").send_keys(str(ASSET_PHOTOS / "skimage_coffee.jpg"))  # while it runs
+    _choose_style(driver, "tiny")
+    download = driver.find_element(By.ID, "download")
+    _wait(lambda: download.get_attribute("download"), 60, "the result")
+    assert download.get_attribute("download") == "skimage_chelsea-starry-night.jpg"
+    # cancel: the button sends the job's DELETE (the result held back, so that the job is the
+    # page's own for long enough whatever the worker's speed)
+    driver.execute_script(
+        "const f = window.fetch; window.fetch = async (p, o) => { if (String(p).endsWith('/result'))"
+        " await new Promise((r) => setTimeout(r, 5000)); return f(p, o); };"
+    )
+    before = driver.execute_script("return window.sent.length")
+    driver.find_element(By.ID, "stylize-button").click()
+    cancel = driver.find_element(By.ID, "stylize-cancel")
+    polled = f"return window.sent.slice({before}).some((r) => r.includes('/v1/jobs/'))"
+    _wait(lambda: driver.execute_script(polled), 30, "a poll of the second job")
+    cancel.click()
+    _wait(lambda: driver.execute_script("return window.sent.some((r) => r.startsWith('DELETE '))"), 10, "the cancel")
