@@ -412,9 +412,11 @@ class _LineBar:
     def _say(self, force: bool = False) -> None:
         import time
 
-        line = f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}"
-        line += f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
-        line += f", {self._postfix}" if self._postfix else ""
+        if self.unit == "%":  # a percentage bar (_PassBar's): "photo.jpg (tiled): 40%"
+            body = f"{self.n}%"
+        else:
+            body = f"{self.n}/{self.total} {self.unit}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")
+        line = f"{self.desc + ': ' if self.desc else ''}{body}" + (f", {self._postfix}" if self._postfix else "")
         now = time.monotonic()
         due = self._at is None or now - self._at >= self.every_s or self.n >= self.total
         if line != self._said and (force or due):
