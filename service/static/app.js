@@ -244,14 +244,20 @@ $("#stylize-form").addEventListener("submit", async (e) => {
 
 let stylizeJob = null;
 
-$("#stylize-cancel").addEventListener("click", async () => {
-  if (!stylizeJob) return;
-  try {
-    await api(`/v1/jobs/${stylizeJob}`, { method: "DELETE" });
-  } catch (err) {
-    showError($("#stylize-error"), err);
-  }
-});
+// A Cancel button: DELETE the job ``currentJob()`` names, if any; a refusal shows in ``errorBox``.
+function cancelButton(button, currentJob, errorBox) {
+  button.addEventListener("click", async () => {
+    const job = currentJob();
+    if (!job) return;
+    try {
+      await api(`/v1/jobs/${job}`, { method: "DELETE" });
+    } catch (err) {
+      showError(errorBox, err);
+    }
+  });
+}
+
+cancelButton($("#stylize-cancel"), () => stylizeJob, $("#stylize-error"));
 
 // a page left while it stylizes: nobody will see the result, and the job would hold a worker
 // (a training goes on: it publishes a style, which outlives the page)
@@ -348,13 +354,6 @@ $("#train-form").addEventListener("submit", async (e) => {
   }
 });
 
-$("#train-cancel").addEventListener("click", async () => {
-  if (!trainingJob) return;
-  try {
-    await api(`/v1/jobs/${trainingJob}`, { method: "DELETE" });
-  } catch (err) {
-    showError($("#train-error"), err);
-  }
-});
+cancelButton($("#train-cancel"), () => trainingJob, $("#train-error"));
 
 loadStyles();
