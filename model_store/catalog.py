@@ -295,9 +295,7 @@ class Catalog:
         if self.writable is None:
             raise StyleReadOnly("no writable style store configured (set INSTYLE_STORE)")
         existing = self.versions(manifest.id)
-        if existing and not replace:
-            raise StyleExists(f"style {manifest.id!r} exists (published meanwhile)")
-        min_version = (max(existing) + 1) if existing else 1
+        min_version = (max(existing) + 1) if existing else 1  # over a shipped one: ``first`` refuses it
         return self.writable.publish(manifest, files, min_version=min_version, first=not replace)
 
     def delete(self, style_id: str, version: int | None = None) -> list[int]:

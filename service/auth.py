@@ -9,19 +9,18 @@ route's ``ApiKey`` dependency, which documents it in the OpenAPI schema.
 from __future__ import annotations
 
 import hmac
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Header
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import State
 from service.exceptions import Forbidden, ServiceError, Unauthorized
-from service.problems import service_error_response
-
-#: (method, path) of the routes that need a key: training a style, deleting one.
-WRITING_ROUTES = (("POST", re.compile(r"/v1/styles/?")), ("DELETE", re.compile(r"/v1/styles/[^/]+/?")))
+from service.problems import leaf_routes, service_error_response
 
 
 def check_api_key(keys: Sequence[str], authorization: str | None) -> None:
@@ -45,14 +44,16 @@ ApiKey = Annotated[None, Depends(require_api_key)]
 
 
 class KeyBeforeBody:
-    """Answers a writing route's 401/403 from the headers alone, before its body is read."""
+    """Answers a writing route's 401/403 from the headers alone, before its body is read. The
+    routes are those that depend on ``require_api_key`` (found once, in the app's routes)."""
 
     def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
         self.app = app
         self.keys = list(keys)
+        self._guarded: list[APIRoute] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys and scope["type"] == "http" and _writes(scope["method"], scope["path"]):
+        if self.keys and scope["type"] == "http" and self._needs_key(scope):
             headers = dict(scope.get("headers") or [])
             value = headers.get(b"authorization")
             try:
@@ -62,6 +63,13 @@ class KeyBeforeBody:
                 return
         await self.app(scope, receive, send)
 
+    def _needs_key(self, scope: Scope) -> bool:
+        if self._guarded is None:
+            routes = leaf_routes(scope["app"].router.routes)
+            self._guarded = [r for r in routes if isinstance(r, APIRoute) and _calls(r.dependant, require_api_key)]
+        return any(route.matches(scope)[0] == Match.FULL for route in self._guarded)
 
-def _writes(method: str, path: str) -> bool:
-    return any(method == m and pattern.fullmatch(path) for m, pattern in WRITING_ROUTES)
+
+def _calls(dependant: Dependant, function: Callable[..., object]) -> bool:
+    """Whether ``dependant`` (a route's, or one of its dependencies') calls ``function``."""
+    return any(d.call is function or _calls(d, function) for d in dependant.dependencies)

@@ -119,7 +119,7 @@ def allowed_methods(request: Request) -> str:
     """Every method some route of ``request``'s path answers, HEAD wherever GET is
     (``service.head``), for a 405's ``Allow`` (RFC 9110 section 10.2.1)."""
     methods: set[str] = set()
-    for route in _leaf_routes(request.app.router.routes):
+    for route in leaf_routes(request.app.router.routes):
         if isinstance(route, Route | APIRoute) and route.methods and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods
     if "GET" in methods:
@@ -128,13 +128,13 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods, key=lambda m: (rank.get(m, len(rank)), m)))
 
 
-def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
     """The routes below included routers (FastAPI keeps each ``include_router`` as one entry
     holding its router; their routes carry the whole path)."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
-            yield from _leaf_routes(inner.routes)
+            yield from leaf_routes(inner.routes)
         else:
             yield route
 

@@ -1468,9 +1468,11 @@ def optimize(
     """The fastest engine for ``model`` (only its weights are read) on ``device``.
 
     ``precision="auto"`` picks the device's fast dtype (``resolve_precision``) and then checks
-    it: the engine's output on ``probe_image()`` must reach ``MIN_PSNR_DB`` against the float32
-    eager model, else the engine is rebuilt in float32. ``engine.precision`` and
-    ``engine.probe_psnr_db`` record the outcome.
+    it: the engine's output on ``probe_image()`` must reach ``MIN_PSNR_DB`` against ``model``'s
+    own (the artifact itself, when it is one: an engine built from a ``cfg`` that does not
+    describe it, a padding or upsampling having no weights, fails the check in any precision),
+    else the engine is rebuilt in float32. ``engine.precision`` and ``engine.probe_psnr_db``
+    record the outcome.
     """
     dev = torch.device(device)
     dtype = resolve_precision(precision, dev)
@@ -1478,7 +1480,8 @@ def optimize(
     engine = _build(eager, cfg, dtype, dev)
     with torch.inference_mode():
         probe = probe_image().to(dev)
-        reference = eager(probe).float()
+        home = next((p.device for p in model.parameters()), dev)  # where the caller keeps it
+        reference = model(probe.to(home)).float().to(dev)
         quality = psnr(engine(probe), reference)
         if quality < MIN_PSNR_DB and precision == "auto" and dtype != torch.float32:
             log.warning("%s engine in %s: %.1f dB on the probe; using float32", cfg.arch, dtype, quality)
@@ -1507,21 +1510,16 @@ def load_engine(
     module = load_generator_bytes(artifact, device)
     try:
         cfg = GeneratorConfig.from_dict(dict(generator))
-        engine = optimize(module, cfg, device, precision)
-        # the engine is built from the manifest's config: one that does not describe the artifact
-        # (a padding, an upsampling: settings without weights) would build another network
-        with torch.inference_mode():
-            probe = probe_image().to(device)
-            agreement = psnr(engine(probe), module(probe).float())
+        engine = optimize(module, cfg, device, precision)  # checked against the artifact's own output
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
         log.warning("%s: no fast engine (%s); running the artifact as is", name, exc)
         return module
-    if agreement < MIN_PSNR_DB:
+    if engine.probe_psnr_db < MIN_PSNR_DB:  # the manifest's config describes another network
         log.warning(
             "%s: the engine built from the manifest's generator config differs from the artifact (%.1f dB on the "
             "probe): running the artifact as is",
             name,
-            agreement,
+            engine.probe_psnr_db,
         )
         return module
     residuals = getattr(engine, "residual_precision", engine.precision)  # (``float32_residuals``)

@@ -243,7 +243,7 @@ window.fetch = (path, options = {}) => {
 
 
 @pytest.mark.slow
-def test_the_result_is_what_was_sent_and_a_stylize_job_can_be_canceled(
+def test_the_result_is_what_was_sent_and_cancel_deletes_the_job(
     server: str, browser: Callable[[int, int], Any]
 ) -> None:
     """Picking another photo and style while a job ran relabelled its result (before image,

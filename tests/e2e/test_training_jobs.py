@@ -169,11 +169,12 @@ def test_a_missing_key_is_refused_before_the_body_is_read(api: TestClient) -> No
         sent.append(message)
 
     guard = KeyBeforeBody(app, [KEY])
+    app = api.app  # the routes that depend on the key are found in it
     for method, path in [("POST", "/v1/styles"), ("DELETE", "/v1/styles/tiny@2")]:
-        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": []}, receive, send))
+        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": [], "app": app}, receive, send))
     assert reached == [] and [m["status"] for m in sent if m["type"] == "http.response.start"] == [401, 401]
     for method, path in [("POST", "/v1/stylize"), ("GET", "/v1/styles"), ("DELETE", "/v1/jobs/x")]:
-        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": []}, receive, send))
+        asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": [], "app": app}, receive, send))
     assert reached == ["/v1/stylize", "/v1/styles", "/v1/jobs/x"]  # not ours to check
 
 
